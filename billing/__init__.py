@@ -1,0 +1,1 @@
+"""Prices, accounts, the ledger and the settlement consumer."""

@@ -1,0 +1,49 @@
+"""The application factory. The lifespan owns every resource the app uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from ingress.auth import key_secret
+from ingress.errors import install_error_handlers
+from ingress.routes import chat, models, user
+from ingress.runtime import Runtime, open_runtime
+from schema.catalog import GatewayConfig
+from schema.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    config: GatewayConfig,
+    *,
+    roles: Callable[[Runtime], None] | None = None,
+    apply_migrations: bool = False,
+) -> FastAPI:
+    """``roles`` starts background roles in this process (``gatewayz serve``
+    runs every pool and billing beside the HTTP API)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_runtime(settings, config, apply_migrations=apply_migrations) as runtime:
+            if roles is not None:
+                roles(runtime)
+            app.state.runtime = runtime
+            app.state.key_secret = key_secret(settings)
+            yield {}
+
+    app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(user.router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,56 @@
+"""API keys: generated once, stored only as an HMAC-SHA256 hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.ledger import KeyOwner, key_owner
+from schema.errors import Unauthenticated
+from schema.settings import Settings
+
+KEY_PREFIX = "gz-"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(secret: bytes, key: str) -> str:
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+
+
+def key_secret(settings: Settings) -> bytes:
+    """The configured secret, or one generated once and kept in the data dir."""
+    if settings.key_secret:
+        return settings.key_secret.encode()
+    path: Path = settings.data_dir / "key_secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def authenticate(request: Request, engine: AsyncEngine, secret: bytes) -> KeyOwner:
+    key = presented_key(request)
+    if not key:
+        raise Unauthenticated("Missing API key: send it as `Authorization: Bearer <key>`")
+    owner = await key_owner(engine, hash_key(secret, key))
+    if owner is None:
+        raise Unauthenticated("Incorrect API key provided")
+    return owner

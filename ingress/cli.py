@@ -1,0 +1,206 @@
+"""``gatewayz``: one command that starts any role.
+
+``serve`` runs everything in one process (embedded by default; against the
+real services when their URLs are set). ``ingress``, ``worker``, ``billing``
+and ``migrate`` are the distributed roles; ``keys create`` makes API keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+import uvicorn
+import uvloop
+
+from billing.ledger import count_accounts, create_account, create_key
+from ingress.app import create_app
+from ingress.auth import hash_key, key_secret, new_key
+from ingress.runtime import Runtime, embedded_roles, open_runtime
+from schema.catalog import ConfigError, GatewayConfig, load_config
+from schema.database import create_engine, migrate
+from schema.money import credits_to_micros
+from schema.settings import Settings
+
+log = logging.getLogger("gatewayz")
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="providers and models (TOML)"
+)
+host_option = click.option("--host", default="127.0.0.1", show_default=True)
+port_option = click.option("--port", default=8000, show_default=True, type=int)
+
+
+def _settings(config_path: Path | None) -> tuple[Settings, GatewayConfig]:
+    settings = Settings()
+    if config_path is not None:
+        settings = settings.model_copy(update={"config": config_path})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        config = load_config(settings.config, os.environ)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    return settings, config
+
+
+@click.group()
+def main() -> None:
+    """GatewayZ: a queue-based LLM inference gateway."""
+
+
+@main.command()
+@host_option
+@port_option
+@config_option
+def serve(host: str, port: int, config_path: Path | None) -> None:
+    """Run every role in one process (embedded unless the service URLs are set)."""
+    settings, config = _settings(config_path)
+    uvloop.run(_first_start(settings, port))
+    app = create_app(settings, config, roles=embedded_roles, apply_migrations=True)
+    _serve_http(app, host, port, settings)
+
+
+@main.command()
+@host_option
+@port_option
+@config_option
+def ingress(host: str, port: int, config_path: Path | None) -> None:
+    """Run the HTTP API only (jobs go to the broker)."""
+    settings, config = _settings(config_path)
+    _serve_http(create_app(settings, config), host, port, settings)
+
+
+@main.command()
+@click.option("--provider", required=True, help="the provider whose queue this pool serves")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 10_000))
+@config_option
+def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
+    """Run one provider's worker pool."""
+    settings, config = _settings(config_path)
+    if provider not in config.providers:
+        raise click.ClickException(f"unknown provider {provider!r}; known: {', '.join(sorted(config.providers))}")
+    uvloop.run(_run_role(settings, config, lambda runtime: runtime.start_pool(provider, concurrency)))
+
+
+@main.command()
+@config_option
+def billing(config_path: Path | None) -> None:
+    """Run the settlement consumer."""
+    settings, config = _settings(config_path)
+    uvloop.run(_run_role(settings, config, Runtime.start_billing))
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema to the newest revision."""
+    settings, _ = _settings(None)
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    uvloop.run(run())
+    click.echo("database is at the newest revision")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option("--credits", "credit_amount", default="0", show_default=True, help="credits granted to the new account")
+def keys_create(name: str, credit_amount: str) -> None:
+    """Create an account with CREDITS and an API key for it; the key is the last line."""
+    settings, _ = _settings(None)
+    try:
+        grant = credits_to_micros(Decimal(credit_amount))
+    except (InvalidOperation, ValueError):
+        raise click.BadParameter(f"{credit_amount!r} is not an amount of credits", param_hint="--credits") from None
+    if grant < 0:
+        raise click.BadParameter("credits cannot be negative", param_hint="--credits")
+    key = uvloop.run(_create_key(settings, name, grant))
+    click.echo(f"account {name!r} created with {credit_amount} credits; API key:")
+    click.echo(key)
+
+
+async def _create_key(settings: Settings, name: str, grant: int) -> str:
+    engine = create_engine(settings)
+    try:
+        if settings.embedded_database:
+            await migrate(engine)
+        account_id = await create_account(engine, name, grant)  # type: ignore[arg-type]
+        key = new_key()
+        await create_key(engine, account_id, name, hash_key(key_secret(settings), key), key[:8])
+        return key
+    finally:
+        await engine.dispose()
+
+
+async def _first_start(settings: Settings, port: int) -> None:
+    """On an empty database, make a development key with some free credits."""
+    engine = create_engine(settings)
+    try:
+        await migrate(engine)
+        if await count_accounts(engine):
+            return
+    finally:
+        await engine.dispose()
+    key = await _create_key(settings, "development", credits_to_micros(settings.dev_credits))
+    base = f"http://127.0.0.1:{port}/v1"
+    click.echo(
+        f"\nFirst start: created a development API key with {settings.dev_credits} free credits.\n"
+        f"Keep it; it is not shown again.\n\n"
+        f"  export OPENAI_API_KEY={key}\n"
+        f"  export OPENAI_BASE_URL={base}\n\n"
+        f"  curl {base}/chat/completions -H \"Authorization: Bearer $OPENAI_API_KEY\" \\\n"
+        f"    -H 'content-type: application/json' \\\n"
+        f"    -d '{{\"model\": \"mock/echo\", \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}]}}'\n"
+    )
+
+
+def _serve_http(app: object, host: str, port: int, settings: Settings) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run()
+
+
+async def _run_role(settings: Settings, config: GatewayConfig, start: Callable[[Runtime], object]) -> None:
+    """Run a background role until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_runtime(settings, config, subscribe=False) as runtime:
+        start(runtime)
+        await _first_of(stop.wait(), *runtime.tasks)
+    log.info("stopped")
+
+
+async def _first_of(*work: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(item) for item in work]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

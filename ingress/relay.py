@@ -1,0 +1,88 @@
+"""Relaying a job's result events to the client: one JSON body, or OpenAI
+server-sent events.
+
+The relay trusts nothing it did not see: events must arrive numbered
+0, 1, 2 … with no gap, and within the idle timeout and the job's deadline.
+Otherwise the client gets an error (an HTTP error before the first byte, an
+error event after it), never a stream that ends looking complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from scheduler.transport import Subscription
+from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
+from schema.jobs import StreamEvent
+
+
+class EventReader:
+    def __init__(self, subscription: Subscription, *, deadline: float, idle_timeout: float) -> None:
+        self.subscription = subscription
+        self._deadline = deadline
+        self._idle_timeout = idle_timeout
+        self._expected = 0
+
+    async def next(self, *, first: bool = False) -> StreamEvent:
+        remaining = self._deadline - time.time()
+        # Before the first event the job may still be waiting in the queue:
+        # only its deadline bounds that wait.
+        timeout = remaining if first else min(remaining, self._idle_timeout)
+        if timeout <= 0:
+            raise GatewayTimeout("the request's deadline passed")
+        try:
+            event = await self.subscription.next(timeout)
+        except TimeoutError:
+            if first or remaining <= self._idle_timeout:
+                raise GatewayTimeout("no answer before the request's deadline") from None
+            raise StreamBroken(f"the worker went silent for {self._idle_timeout:g}s") from None
+        if event["seq"] != self._expected:
+            raise StreamBroken(f"result event {self._expected} was lost (got {event['seq']})")
+        self._expected += 1
+        return event
+
+
+def raise_for_error(event: StreamEvent) -> None:
+    """An ``error`` event becomes the domain error it describes."""
+    if event["kind"] == "error":
+        data = event["data"]
+        error = UpstreamError(data["message"], status=data["status"], retry_after=data.get("retry_after"))
+        error.type = data.get("type") or error.type
+        error.code = data.get("code")
+        raise error
+
+
+def sse_error(error: GatewayError) -> bytes:
+    body = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """OpenAI ``chat.completion.chunk`` events, ending ``data: [DONE]`` only
+    when the worker said the stream is complete."""
+    event = first
+    try:
+        while True:
+            kind = event["kind"]
+            if kind == "chunk":
+                chunk = event["data"]
+                if not include_usage:
+                    # The gateway always asks upstream for usage; the client did not.
+                    if chunk.pop("usage", None) is not None and not chunk.get("choices"):
+                        event = await reader.next()
+                        continue
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            elif kind == "end":
+                yield b"data: [DONE]\n\n"
+                return
+            else:
+                raise_for_error(event)
+                raise StreamBroken(f"unexpected {kind!r} event in a stream")
+            event = await reader.next()
+    except GatewayError as error:
+        yield sse_error(error)
+    finally:
+        await reader.subscription.close()

@@ -1,0 +1,42 @@
+"""``GET /v1/models``: what is routable, with prices as exact decimal strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from scheduler.catalog import Catalog
+from schema.catalog import ModelSpec
+from schema.errors import ModelNotFound
+
+router = APIRouter()
+
+
+def _model_object(model_id: str, provider: str, spec: ModelSpec | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": model_id, "object": "model", "created": 0, "owned_by": provider}
+    if spec is not None:
+        entry["pricing"] = {
+            "input_per_mtok": str(spec.input_price_per_mtok),
+            "output_per_mtok": str(spec.output_price_per_mtok),
+            "unit": "credits",
+        }
+        entry["providers"] = spec.providers
+        entry["context_length"] = spec.context_length
+    return entry
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> dict[str, Any]:
+    catalog: Catalog = request.app.state.runtime.catalog
+    return {"object": "list", "data": [_model_object(*listed) for listed in catalog.models()]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    catalog: Catalog = request.app.state.runtime.catalog
+    for listed in catalog.models():
+        if listed[0] == model_id:
+            return _model_object(*listed)
+    raise ModelNotFound(f"The model `{model_id}` does not exist", param="model")

@@ -1,0 +1,135 @@
+"""Builds the transports and the database for this process from its
+settings, and runs the background roles (worker pools, billing).
+
+Embedded or distributed is decided here and nowhere else: everything above
+``Runtime`` is the same code in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.consumer import SettlementConsumer
+from scheduler import rabbitmq
+from scheduler.catalog import Catalog
+from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
+from scheduler.redis_bus import RedisResultBus
+from scheduler.topology import Topology
+from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from schema.catalog import GatewayConfig
+from schema.database import create_engine, migrate
+from schema.settings import Settings
+from workers.adapters import build_adapter
+from workers.pool import ProviderPool
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_CONCURRENCY = 64
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    engine: AsyncEngine
+    jobs: JobQueue
+    results: ResultBus
+    usage: UsageQueue
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
+        spec = self.catalog.provider(provider)
+        pool = ProviderPool(
+            spec,
+            build_adapter(spec, self.settings),
+            jobs=self.jobs,
+            results=self.results,
+            usage=self.usage,
+            concurrency=concurrency,
+        )
+        self._spawn(pool.run(), f"pool {provider}")
+        return pool
+
+    def start_billing(self) -> None:
+        self._spawn(SettlementConsumer(self.engine, self.usage).run(), "billing")
+
+    def _spawn(self, work, name: str) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_report_exit)
+        self.tasks.append(task)
+
+
+def _report_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    config: GatewayConfig,
+    *,
+    subscribe: bool = True,
+    apply_migrations: bool = False,
+) -> AsyncIterator[Runtime]:
+    """Open every resource this process needs; close them all on exit.
+
+    ``subscribe`` opens the shared result subscription (ingress only).
+    """
+    async with AsyncExitStack() as stack:
+        topology = Topology(settings.namespace)
+        engine = create_engine(settings)
+        stack.push_async_callback(engine.dispose)
+        if apply_migrations or settings.embedded_database:
+            await migrate(engine)
+
+        jobs: JobQueue
+        usage: UsageQueue
+        if settings.broker_url:
+            connection = await rabbitmq.connect(settings.broker_url)
+            stack.push_async_callback(connection.close)
+            jobs = rabbitmq.RabbitJobQueue(connection, topology, persistent=settings.persistent_jobs)
+            usage = rabbitmq.RabbitUsageQueue(connection, topology)
+        else:
+            jobs, usage = MemoryJobQueue(), MemoryUsageQueue()
+
+        results: ResultBus
+        if settings.redis_url:
+            # Blocking pool: a burst waits for a connection instead of failing.
+            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10)
+            client = redis.Redis(connection_pool=pool)
+            stack.push_async_callback(client.aclose)
+            bus = RedisResultBus(client, topology)
+            if subscribe:
+                await bus.start()
+                stack.push_async_callback(bus.close)
+            results = bus
+        else:
+            results = MemoryResultBus()
+
+        runtime = Runtime(settings, Catalog(config), engine, jobs, results, usage)
+        try:
+            yield runtime
+        finally:
+            await _stop(runtime.tasks)
+
+
+async def _stop(tasks: Iterable[asyncio.Task[None]]) -> None:
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def embedded_roles(runtime: Runtime) -> None:
+    """``gatewayz serve``: every provider's pool and billing in this process."""
+    for name in runtime.catalog.providers:
+        runtime.start_pool(name, EMBEDDED_CONCURRENCY)
+    runtime.start_billing()

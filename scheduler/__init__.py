@@ -1,0 +1,1 @@
+"""Routing, priorities and the transports that carry jobs, results and usage."""

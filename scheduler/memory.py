@@ -1,0 +1,92 @@
+"""In-process transports for the embedded mode: priority queues per provider,
+a pub/sub of job inboxes, and a usage queue. Same contracts as the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from scheduler.subscription import Inbox
+from scheduler.transport import JobHandler, UsageHandler
+from schema.jobs import Job, StreamEvent, UsageEvent
+
+log = logging.getLogger(__name__)
+
+
+class MemoryJobQueue:
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
+        self._order = itertools.count()
+
+    def _queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
+        return self._queues.setdefault(provider, asyncio.PriorityQueue())
+
+    async def enqueue(self, job: Job) -> None:
+        # Highest priority first, then first come first served.
+        self._queue(job.provider).put_nowait((-job.priority, next(self._order), job))
+
+    async def depth(self, provider: str) -> int:
+        return self._queue(provider).qsize()
+
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
+        queue = self._queue(provider)
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+
+        async def run(job: Job) -> None:
+            try:
+                await handle(job, False)
+            except Exception:
+                log.exception("job %s failed in its handler; dropped", job.id)
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                _, _, job = await queue.get()
+                task = asyncio.create_task(run(job), name=f"job {job.id}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+
+
+class MemoryResultBus:
+    def __init__(self) -> None:
+        self._inboxes: dict[str, Inbox] = {}
+
+    async def subscribe(self, job_id: str) -> Inbox:
+        inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))
+        self._inboxes[job_id] = inbox
+        return inbox
+
+    async def publish(self, event: StreamEvent) -> None:
+        inbox = self._inboxes.get(event["job"])
+        if inbox is not None:  # like pub/sub: nobody listening, nothing kept
+            inbox.deliver(event)
+
+
+class MemoryUsageQueue:
+    RETRY_DELAY = 1.0
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[UsageEvent] = asyncio.Queue()
+
+    async def publish(self, event: UsageEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def serve(self, handle: UsageHandler) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await handle(event)
+            except Exception:
+                log.exception("settling job %s failed; retrying", event.job_id)
+                await asyncio.sleep(self.RETRY_DELAY)
+                self._events.put_nowait(event)
+
+    def pending(self) -> int:
+        return self._events.qsize()

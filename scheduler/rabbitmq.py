@@ -1,0 +1,209 @@
+"""RabbitMQ transports (aio-pika): the job queues and the usage queue.
+
+Job queues are durable classic queues with ``x-max-priority``; expired or
+rejected jobs are dead-lettered. Publishes wait for the broker's confirm, and
+many requests publishing at once share the channel, so confirms pipeline.
+Consumers take at most ``concurrency`` unacknowledged jobs, so priorities
+reorder what is still waiting in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import ChannelInvalidStateError
+from pydantic import ValidationError
+
+from scheduler.topology import Topology
+from scheduler.transport import JobHandler, UsageHandler
+from schema.errors import GatewayTimeout
+from schema.jobs import Job, UsageEvent
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": "gatewayz"})
+
+
+async def _ack(message: AbstractIncomingMessage, what: str) -> None:
+    try:
+        await message.ack()
+    except ChannelInvalidStateError:
+        # The channel was lost after the work was done; delivery tags do not
+        # survive channels, so the broker will redeliver and idempotency applies.
+        log.warning("could not ack %s (channel lost); it will be redelivered", what)
+
+
+async def _declare_dead_letters(channel: AbstractChannel, topology: Topology) -> None:
+    dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(topology.dead_queue, durable=True)
+    await queue.bind(dead)
+
+
+class RabbitJobQueue:
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology, *, persistent: bool = True) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._delivery_mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._declared: dict[str, AbstractQueue] = {}  # strong references for robust reconnects
+        self._declaring = asyncio.Lock()
+
+    async def _publisher(self) -> AbstractExchange:
+        if self._exchange is None:
+            async with self._declaring:
+                if self._exchange is None:
+                    self._channel = await self._connection.channel(publisher_confirms=True)
+                    await _declare_dead_letters(self._channel, self._topology)
+                    self._exchange = await self._channel.declare_exchange(
+                        self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+                    )
+        return self._exchange
+
+    async def _declare(self, channel: AbstractChannel, exchange: AbstractExchange, provider: str) -> AbstractQueue:
+        queue = await channel.declare_queue(
+            self._topology.job_queue(provider), durable=True, arguments=self._topology.job_queue_arguments
+        )
+        await queue.bind(exchange, routing_key=provider)
+        return queue
+
+    async def enqueue(self, job: Job) -> None:
+        exchange = await self._publisher()
+        if job.provider not in self._declared:
+            # Declare before the first publish so a job is never routed nowhere
+            # because no worker of that provider has started yet.
+            async with self._declaring:
+                if job.provider not in self._declared:
+                    assert self._channel is not None
+                    self._declared[job.provider] = await self._declare(self._channel, exchange, job.provider)
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            raise GatewayTimeout("the request's deadline passed before it could be queued")
+        message = aio_pika.Message(
+            job.model_dump_json().encode(),
+            content_type="application/json",
+            message_id=job.id,
+            priority=job.priority,
+            expiration=max(0.001, remaining),
+            delivery_mode=self._delivery_mode,
+        )
+        await exchange.publish(message, routing_key=job.provider)
+
+    async def depth(self, provider: str) -> int:
+        exchange = await self._publisher()
+        assert self._channel is not None
+        queue = await self._declare(self._channel, exchange, provider)
+        declared = await self._channel.declare_queue(queue.name, passive=True)
+        return declared.declaration_result.message_count or 0
+
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=concurrency)
+        await _declare_dead_letters(channel, self._topology)
+        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        queue = await self._declare(channel, exchange, provider)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                job = Job.model_validate_json(message.body)
+            except ValidationError:
+                log.error("malformed job message %s on %s; dead-lettered", message.message_id, queue.name)
+                await message.reject(requeue=False)
+                return
+            try:
+                await handle(job, bool(message.redelivered))
+            except Exception:
+                log.exception("job %s failed in its handler; dead-lettered", job.id)
+                await message.reject(requeue=False)
+                return
+            await _ack(message, f"job {job.id}")
+
+        tag = await queue.consume(on_message)
+        try:
+            await asyncio.Future()  # serve until cancelled
+        finally:
+            try:
+                await queue.cancel(tag)
+                await channel.close()
+            except Exception as error:  # the connection may already be gone
+                log.debug("closing the consumer of %s: %s", queue.name, error)
+
+
+class RabbitUsageQueue:
+    PREFETCH = 64
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._opening = asyncio.Lock()
+
+    async def _open(self) -> AbstractChannel:
+        if self._channel is None:
+            async with self._opening:
+                if self._channel is None:
+                    channel = await self._connection.channel(publisher_confirms=True)
+                    self._queue = await self._declare(channel)
+                    self._channel = channel
+        return self._channel
+
+    async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
+        await _declare_dead_letters(channel, self._topology)
+        return await channel.declare_queue(
+            self._topology.usage_queue, durable=True, arguments={"x-dead-letter-exchange": self._topology.dead_exchange}
+        )
+
+    async def publish(self, event: UsageEvent) -> None:
+        channel = await self._open()
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            message_id=event.job_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await channel.default_exchange.publish(message, routing_key=self._topology.usage_queue)
+
+    async def serve(self, handle: UsageHandler) -> None:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.PREFETCH)
+        queue = await self._declare(channel)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                event = UsageEvent.model_validate_json(message.body)
+            except ValidationError:
+                log.error("malformed usage event %s; dead-lettered", message.message_id)
+                await message.reject(requeue=False)
+                return
+            try:
+                await handle(event)
+            except Exception:
+                # Not settled: leave it to be redelivered rather than lose money.
+                log.exception("settling job %s failed; requeued", event.job_id)
+                await asyncio.sleep(1.0)
+                await message.nack(requeue=True)
+                return
+            await _ack(message, f"usage of job {event.job_id}")
+
+        tag = await queue.consume(on_message)
+        try:
+            await asyncio.Future()
+        finally:
+            try:
+                await queue.cancel(tag)
+                await channel.close()
+            except Exception as error:
+                log.debug("closing the usage consumer: %s", error)

@@ -1,0 +1,123 @@
+"""Result streams over Redis pub/sub.
+
+One pub/sub connection per ingress process, read by one task that dispatches
+each message by channel to the job's bounded in-process inbox. Subscribing
+waits for Redis's confirmation, so a job is enqueued only once its channel is
+live. redis-py does not resubscribe after a lost connection: the reader fails
+every open inbox cleanly (their clients get an error, never a stream that
+looks complete) and starts a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from scheduler.subscription import Inbox
+from scheduler.topology import Topology
+from schema.errors import ServiceUnavailable
+from schema.jobs import StreamEvent
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+class RedisResultBus:
+    def __init__(self, client: redis.Redis, topology: Topology) -> None:
+        self._client = client
+        self._topology = topology
+        self._inboxes: dict[bytes, Inbox] = {}
+        self._confirming: dict[bytes, asyncio.Future[None]] = {}
+        self._pubsub: redis.client.PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        # Keeps the shared connection subscribed while no job is.
+        self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
+
+    async def start(self) -> None:
+        self._pubsub = self._client.pubsub()
+        await self._pubsub.subscribe(self._home)
+        self._reader = asyncio.create_task(self._read(), name="redis result reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+
+    async def subscribe(self, job_id: str) -> Inbox:
+        if self._pubsub is None:
+            raise ServiceUnavailable("the result bus is not started")
+        channel = self._topology.result_channel(job_id).encode()
+        inbox = Inbox(job_id, on_close=lambda _: self._unsubscribe(channel))
+        confirmed = asyncio.get_running_loop().create_future()
+        self._inboxes[channel] = inbox
+        self._confirming[channel] = confirmed
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
+        except (RedisError, OSError, TimeoutError) as error:
+            self._inboxes.pop(channel, None)
+            raise ServiceUnavailable(f"cannot subscribe to the result stream: {error}") from error
+        finally:
+            self._confirming.pop(channel, None)
+        return inbox
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        self._inboxes.pop(channel, None)
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(channel)
+            except (RedisError, OSError) as error:
+                log.debug("unsubscribe %s: %s", channel, error)
+
+    async def publish(self, event: StreamEvent) -> None:
+        await self._client.publish(self._topology.result_channel(event["job"]), orjson.dumps(event))
+
+    async def _read(self) -> None:
+        while True:
+            assert self._pubsub is not None
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as error:
+                await self._recover(error)
+                continue
+            if message is None:
+                continue
+            kind, channel = message["type"], message["channel"]
+            if kind == "message":
+                inbox = self._inboxes.get(channel)
+                if inbox is not None:
+                    inbox.deliver(orjson.loads(message["data"]))
+            elif kind == "subscribe":
+                confirmed = self._confirming.get(channel)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+
+    async def _recover(self, error: BaseException) -> None:
+        log.error("lost the Redis result subscription (%s); failing %d open streams", error, len(self._inboxes))
+        for inbox in list(self._inboxes.values()):
+            inbox.fail("lost the connection to the result bus")
+        self._inboxes.clear()
+        for confirmed in self._confirming.values():
+            if not confirmed.done():
+                confirmed.set_exception(ConnectionError("lost the connection to the result bus"))
+        old = self._pubsub
+        while True:
+            try:
+                if old is not None:
+                    await old.aclose()
+                    old = None
+                self._pubsub = self._client.pubsub()
+                await self._pubsub.subscribe(self._home)
+                log.info("result subscription restored")
+                return
+            except (RedisError, OSError) as retry_error:
+                log.warning("Redis still unreachable: %s", retry_error)
+                await asyncio.sleep(1.0)

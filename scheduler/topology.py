@@ -1,0 +1,42 @@
+"""Names and shapes of the queues, exchanges and channels, one place for all
+roles so that every declarer agrees (RabbitMQ refuses a redeclaration with
+different arguments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# RabbitMQ recommends few priority levels; classic queues keep one sub-queue each.
+MAX_PRIORITY = 4
+DEFAULT_PRIORITY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    namespace: str
+
+    @property
+    def jobs_exchange(self) -> str:
+        return f"{self.namespace}.jobs"
+
+    def job_queue(self, provider: str) -> str:
+        return f"{self.namespace}.jobs.{provider}"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.namespace}.jobs.dead"
+
+    @property
+    def usage_queue(self) -> str:
+        return f"{self.namespace}.usage"
+
+    def result_channel(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{job_id}"
+
+    @property
+    def job_queue_arguments(self) -> dict[str, object]:
+        return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.dead_exchange}

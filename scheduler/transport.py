@@ -1,0 +1,60 @@
+"""The narrow interfaces between roles, each with two implementations:
+in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
+``scheduler.redis_bus``).
+
+- ``JobQueue``: the ingress enqueues jobs by provider; a worker pool serves
+  one provider's queue with at most ``concurrency`` jobs in hand.
+- ``ResultBus``: a worker publishes numbered events on a job's channel; the
+  ingress subscribes *before* the job is enqueued.
+- ``UsageQueue``: workers publish durable usage events; billing consumes them
+  and acknowledges only after the settlement is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from schema.jobs import Job, StreamEvent, UsageEvent
+
+JobHandler = Callable[[Job, bool], Awaitable[None]]
+"""Called with the job and whether it is a redelivery; returning acks it."""
+
+UsageHandler = Callable[[UsageEvent], Awaitable[None]]
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job: Job) -> None: ...
+
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
+        """Consume ``provider``'s jobs until cancelled."""
+        ...
+
+    async def depth(self, provider: str) -> int: ...
+
+
+class Subscription(Protocol):
+    async def next(self, timeout: float) -> StreamEvent:
+        """The next event; raises ``TimeoutError`` after ``timeout`` seconds
+        of silence and ``StreamBroken`` if the subscription was lost."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ResultBus(Protocol):
+    async def subscribe(self, job_id: str) -> Subscription:
+        """Returns once the subscription is active on the bus."""
+        ...
+
+    async def publish(self, event: StreamEvent) -> None: ...
+
+
+class UsageQueue(Protocol):
+    async def publish(self, event: UsageEvent) -> None:
+        """Returns once the event is durable."""
+        ...
+
+    async def serve(self, handle: UsageHandler) -> None:
+        """Consume until cancelled; an event is acknowledged after ``handle`` returns."""
+        ...

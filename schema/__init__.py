@@ -1,0 +1,2 @@
+"""Contracts shared by every role: wire models, settings, the catalog format,
+database tables and migrations. No I/O lives here."""

@@ -1,0 +1,92 @@
+"""Domain errors, raised where the fact is known and mapped to each API
+dialect's error format in one place (``ingress.errors``)."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see. ``status`` is the HTTP status."""
+
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class InsufficientCredits(GatewayError):
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_credits"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
+
+
+class UpstreamError(GatewayError):
+    """The provider failed; ``status`` is what the client gets (502 for 5xx)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
+
+
+class GatewayTimeout(GatewayError):
+    status = 504
+    type = "timeout_error"
+    code = "timeout"
+
+
+class StreamBroken(GatewayError):
+    """The result stream lost an event or went silent; the answer is incomplete."""
+
+    status = 502
+    type = "stream_error"
+    code = "stream_interrupted"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"

@@ -1,0 +1,90 @@
+"""The job envelope that travels on the queue, the events that stream its
+result back, and the usage event that billing settles."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, Field
+
+JobKind = Literal["chat"]
+
+
+class Route(BaseModel):
+    """One candidate: a provider and the model id that provider knows."""
+
+    provider: str
+    upstream_model: str
+
+
+class Price(BaseModel):
+    """Credits per million tokens, snapshotted at admission."""
+
+    input_per_mtok: Decimal = Decimal(0)
+    output_per_mtok: Decimal = Decimal(0)
+
+
+class Job(BaseModel):
+    id: str = Field(default_factory=lambda: f"job_{uuid.uuid4().hex}")
+    kind: JobKind = "chat"
+    account_id: int
+    key_id: int
+    model: str = Field(description="the model id the client asked for")
+    routes: list[Route] = Field(min_length=1)
+    attempt: int = 0
+    payload: dict[str, Any]
+    stream: bool = False
+    priority: int = 0
+    created_at: float = Field(default_factory=time.time)
+    deadline: float
+    price: Price
+
+    @property
+    def route(self) -> Route:
+        return self.routes[self.attempt]
+
+    @property
+    def provider(self) -> str:
+        return self.route.provider
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= self.deadline
+
+
+EventKind = Literal["chunk", "response", "error", "end"]
+
+
+class StreamEvent(TypedDict):
+    """One numbered event on a job's result channel.
+
+    ``chunk``: an OpenAI ``chat.completion.chunk``; ``response``: a whole
+    ``chat.completion``; ``error``: ``{"status", "message", "type", "code",
+    "retry_after"}``; ``end``: the stream is complete, ``{"usage": {...}}``.
+    """
+
+    job: str
+    seq: int
+    kind: EventKind
+    data: Any
+
+
+class Usage(BaseModel):
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    reported: bool = Field(True, description="false when the gateway estimated it")
+
+
+class UsageEvent(BaseModel):
+    """Durable record that a job consumed upstream capacity; settled once by job id."""
+
+    job_id: str
+    account_id: int
+    key_id: int
+    provider: str
+    model: str
+    usage: Usage
+    price: Price
+    finished_at: float = Field(default_factory=time.time)

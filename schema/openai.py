@@ -1,0 +1,45 @@
+"""OpenAI chat-completions requests: the checks the gateway itself needs.
+
+The body is otherwise passed through untouched (extra fields, tools, response
+formats …): the upstream is the authority on what it accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schema.errors import InvalidRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_TOKENS_LIMIT = 10_000_000
+
+
+def check_chat_request(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` is required and must be a non-empty string", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("`messages` must be a non-empty array", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InvalidRequest(
+                f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}", param=f"messages.{index}.role"
+            )
+    if not isinstance(body.get("stream", False), bool):
+        raise InvalidRequest("`stream` must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("`stream_options` must be an object", param="stream_options")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_LIMIT):
+            raise InvalidRequest(f"`{name}` must be an integer from 1 to {MAX_TOKENS_LIMIT}", param=name)
+    return body
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True

@@ -1,0 +1,42 @@
+"""Process settings, read once from the environment (prefix ``GATEWAYZ_``).
+
+Which transports a process uses follows from what is set: a broker URL selects
+RabbitMQ, a Redis URL selects Redis pub/sub, a database URL selects that
+database. With nothing set the gateway runs embedded (in-process queues and a
+SQLite file under ``data_dir``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore")
+
+    broker_url: str | None = Field(None, description="amqp://… selects RabbitMQ for jobs and usage events")
+    redis_url: str | None = Field(None, description="redis://… selects Redis pub/sub for result streams")
+    database_url: str | None = Field(None, description="postgresql+asyncpg://… (default: SQLite in data_dir)")
+    data_dir: Path = Field(Path(".gatewayz"), description="where embedded data (SQLite, the key secret) lives")
+    config: Path | None = Field(None, description="TOML file with providers and models")
+    key_secret: str | None = Field(None, description="HMAC secret for API keys (default: generated in data_dir)")
+    namespace: str = Field("gatewayz", description="prefix of queue, exchange and channel names")
+    request_timeout: float = Field(600.0, gt=0, description="default deadline of a request, seconds")
+    stream_idle_timeout: float = Field(120.0, gt=0, description="longest silence between two stream events, seconds")
+    upstream_connect_timeout: float = Field(10.0, gt=0)
+    dev_credits: str = Field("5", description="credits granted to the development key made on first start")
+    persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
+    log_level: str = Field("info")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gatewayz.db').resolve()}"
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")

@@ -1,0 +1,19 @@
+"""One module per wire protocol; an OpenAI-compatible provider is a catalog
+entry, not a module."""
+
+from __future__ import annotations
+
+from schema.catalog import ProviderSpec
+from schema.settings import Settings
+from workers.adapters.base import ProviderAdapter
+from workers.adapters.mock import MockAdapter
+from workers.adapters.openai import OpenAIAdapter
+
+
+def build_adapter(provider: ProviderSpec, settings: Settings) -> ProviderAdapter:
+    if provider.adapter == "mock":
+        return MockAdapter()
+    return OpenAIAdapter(provider, connect_timeout=settings.upstream_connect_timeout)
+
+
+__all__ = ["ProviderAdapter", "build_adapter"]

@@ -1,0 +1,136 @@
+"""The pool runtime: one provider's jobs in, result events and usage out.
+
+For each job: skip it if its deadline passed while it waited, call the
+upstream through the provider's adapter, publish numbered events on the job's
+result channel, publish a durable usage event, and only then let the queue
+acknowledge the job. A job that fails before producing anything is not
+charged; a stream cut after some output is charged for what was delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from schema.catalog import ProviderSpec
+from schema.errors import GatewayError, GatewayTimeout
+from schema.jobs import EventKind, Job, Usage, UsageEvent
+from workers.adapters.base import ProviderAdapter, openai_usage
+
+log = logging.getLogger(__name__)
+
+
+class JobRun:
+    """Publishes one job's events in order, numbering them from 0."""
+
+    def __init__(self, job: Job, results: ResultBus) -> None:
+        self.job = job
+        self._results = results
+        self._seq = 0
+        self.output_chars = 0
+        self.produced = False  # output reached the client: from here on it is billable
+
+    async def emit(self, kind: EventKind, data: Any) -> None:
+        await self._results.publish({"job": self.job.id, "seq": self._seq, "kind": kind, "data": data})
+        self._seq += 1
+        self.produced = self.produced or kind in ("chunk", "response")
+
+
+class ProviderPool:
+    def __init__(
+        self,
+        provider: ProviderSpec,
+        adapter: ProviderAdapter,
+        *,
+        jobs: JobQueue,
+        results: ResultBus,
+        usage: UsageQueue,
+        concurrency: int,
+    ) -> None:
+        self.provider = provider
+        self.adapter = adapter
+        self.concurrency = concurrency
+        self._jobs = jobs
+        self._results = results
+        self._usage = usage
+
+    async def run(self) -> None:
+        log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
+        await self._jobs.serve(self.provider.name, self.concurrency, self.handle)
+
+    async def handle(self, job: Job, redelivered: bool) -> None:
+        run = JobRun(job, self._results)
+        if job.expired():
+            log.warning("job %s expired in the queue; skipped", job.id)
+            await self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+            return
+        usage: Usage | None = None
+        try:
+            async with asyncio.timeout(job.deadline - time.time()):
+                usage = await (self._stream(run) if job.stream else self._complete(run))
+        except GatewayError as error:
+            log.info("job %s on %s failed: %s", job.id, job.provider, error.message)
+            await self._fail(run, error)
+        except TimeoutError:
+            log.info("job %s on %s passed its deadline", job.id, job.provider)
+            await self._fail(run, GatewayTimeout("the request's deadline passed before the provider finished"))
+        if usage is None and run.produced:
+            usage = _estimate(job, run.output_chars)
+        if usage is not None and (usage.input_tokens or usage.output_tokens):
+            await self._usage.publish(
+                UsageEvent(
+                    job_id=job.id,
+                    account_id=job.account_id,
+                    key_id=job.key_id,
+                    provider=job.provider,
+                    model=job.model,
+                    usage=usage,
+                    price=job.price,
+                )
+            )
+
+    async def _complete(self, run: JobRun) -> Usage | None:
+        job = run.job
+        body = await self.adapter.complete(job.route.upstream_model, job.payload)
+        await run.emit("response", body)
+        return openai_usage(body.get("usage")) or _estimate(job, len(orjson.dumps(body.get("choices"))))
+
+    async def _stream(self, run: JobRun) -> Usage | None:
+        job = run.job
+        usage: Usage | None = None
+        async for chunk in self.adapter.stream(job.route.upstream_model, job.payload):
+            reported = openai_usage(chunk.get("usage"))
+            if reported is not None:
+                usage = reported
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                run.output_chars += len(delta.get("content") or "") + len(str(delta.get("tool_calls") or ""))
+            await run.emit("chunk", chunk)
+        await run.emit("end", {"usage": usage.model_dump() if usage else None})
+        return usage
+
+    async def _fail(self, run: JobRun, error: GatewayError) -> None:
+        retry_after = getattr(error, "retry_after", None)
+        await run.emit(
+            "error",
+            {
+                "status": error.status,
+                "message": error.message,
+                "type": error.type,
+                "code": error.code,
+                "retry_after": retry_after,
+            },
+        )
+
+
+def _estimate(job: Job, output_chars: int) -> Usage:
+    """About four characters a token: used only when the upstream reported nothing."""
+    prompt_chars = len(orjson.dumps(job.payload.get("messages") or []))
+    return Usage(input_tokens=-(-prompt_chars // 4), output_tokens=-(-output_chars // 4), reported=False)
+
+
