@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from ingress.auth import key_secret
 from ingress.errors import install_error_handlers
@@ -36,7 +35,7 @@ def create_app(
             app.state.key_secret = key_secret(settings)
             yield {}
 
-    app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)

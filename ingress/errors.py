@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from schema.errors import GatewayError
@@ -22,30 +22,30 @@ def openai_error_body(message: str, type_: str, *, code: str | None = None, para
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(error: GatewayError) -> ORJSONResponse:
+def error_response(error: GatewayError) -> JSONResponse:
     body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
-    return ORJSONResponse(body, status_code=error.status, headers=error.headers())
+    return JSONResponse(body, status_code=error.status, headers=error.headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, error: GatewayError) -> ORJSONResponse:
+    async def _gateway_error(_: Request, error: GatewayError) -> JSONResponse:
         return error_response(error)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> ORJSONResponse:
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg", "invalid request"))
-        return ORJSONResponse(openai_error_body(message, "invalid_request_error", param=param), status_code=400)
+        return JSONResponse(openai_error_body(message, "invalid_request_error", param=param), status_code=400)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, error: HTTPException) -> ORJSONResponse:
+    async def _http(_: Request, error: HTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(error.status_code, "api_error")
-        return ORJSONResponse(openai_error_body(str(error.detail), type_), status_code=error.status_code,
+        return JSONResponse(openai_error_body(str(error.detail), type_), status_code=error.status_code,
                               headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return ORJSONResponse(openai_error_body("internal error", "api_error"), status_code=500)
+        return JSONResponse(openai_error_body("internal error", "api_error"), status_code=500)
