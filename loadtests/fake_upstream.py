@@ -67,7 +67,8 @@ class FakeUpstream:
             return _error(401, "Incorrect API key provided")
         messages = body.get("messages") or []
         said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        command, _, argument = said.partition(":")
+        # The first word may be a command: `drop`, `fail:503`, `words:20` …
+        command, _, argument = (said.split() or [""])[0].partition(":")
         if command == "fail":
             status = int(argument)
             return _error(status, f"fake failure {status}", {"retry-after": "7"} if status == 429 else None)

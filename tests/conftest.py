@@ -1,0 +1,57 @@
+"""Fixtures: a fake OpenAI-compatible upstream on loopback, and the gateway
+in front of it in each run mode (``embedded``, ``distributed``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from loadtests.fake_upstream import FakeUpstream
+from schema.catalog import GatewayConfig, parse_config
+from tests.support.gateway import Gateway, running_gateway
+from tests.support.servers import ServerThread
+from tests.support.services import distributed_services
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+MODES = ["embedded", "distributed"]
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(api_key=UPSTREAM_KEY)
+    with ServerThread(fake.app, name="fake upstream") as server:
+        fake.url = server.url  # type: ignore[attr-defined]
+        yield fake
+
+
+def gateway_config(upstream_url: str) -> GatewayConfig:
+    document = {
+        "providers": {
+            "fake": {"adapter": "openai", "base_url": f"{upstream_url}/v1", "api_key_env": "FAKE_KEY",
+                     "models": ["fake-small", "fake-large"]},
+            "fake2": {"adapter": "openai", "base_url": f"{upstream_url}/v1", "api_key_env": "FAKE_KEY",
+                      "headers": {"x-which": "fake2"}, "models": ["fake-small"]},
+            "locked": {"adapter": "openai", "base_url": f"{upstream_url}/v1", "api_key_env": "WRONG_KEY",
+                       "models": ["fake-small"]},
+        },
+        "models": {
+            "fake-small": {"providers": ["fake", "fake2"], "input_price_per_mtok": Decimal("1.00"),
+                           "output_price_per_mtok": Decimal("2.00"), "context_length": 8192},
+        },
+    }
+    return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321"})
+
+
+@pytest.fixture(scope="session", params=MODES)
+def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = gateway_config(upstream.url)  # type: ignore[attr-defined]
+    data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
+    if request.param == "embedded":
+        with running_gateway(config, data_dir) as gateway:
+            yield gateway
+        return
+    with distributed_services(list(config.providers)) as services:
+        with running_gateway(config, data_dir, services.environ()) as gateway:
+            yield gateway
