@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore", env_ignore_empty=True)
 
     broker_url: str | None = Field(None, description="amqp://… selects RabbitMQ for jobs and usage events")
     redis_url: str | None = Field(None, description="redis://… selects Redis pub/sub for result streams")

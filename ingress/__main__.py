@@ -1,0 +1,5 @@
+"""``python -m ingress`` is ``gatewayz``."""
+
+from ingress.cli import main
+
+main()

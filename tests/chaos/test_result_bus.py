@@ -1,0 +1,48 @@
+"""Losing the Redis subscription ends the affected streams with a clear
+error, and the bus recovers for the next jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as redis
+
+from scheduler.redis_bus import RedisResultBus
+from scheduler.topology import Topology
+from schema.errors import StreamBroken
+from tests.support.services import REDIS_URL, require_services
+
+
+async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
+    require_services()
+    name = f"gztest-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL, client_name=name)
+    admin = redis.Redis.from_url(REDIS_URL)
+    bus = RedisResultBus(client, Topology(name))
+    await bus.start()
+    try:
+        inbox = await bus.subscribe("j1")
+        await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}})
+        assert (await inbox.next(5))["data"] == {"n": 0}
+
+        for entry in await admin.client_list():
+            if entry.get("name") == name and "subscribe" in entry.get("cmd", ""):
+                await admin.client_kill_filter(_id=entry["id"])
+
+        with pytest.raises(StreamBroken, match="result bus"):
+            await inbox.next(5)
+
+        for _ in range(50):  # the reader reconnects in the background
+            try:
+                fresh = await bus.subscribe("j2")
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}})
+        assert (await fresh.next(5))["kind"] == "end"
+    finally:
+        await bus.close()
+        await client.aclose()
+        await admin.aclose()

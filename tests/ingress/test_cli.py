@@ -1,0 +1,103 @@
+"""The ``gatewayz`` command as a newcomer and an operator use it, as real
+processes: first start, keys, and the distributed roles."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.support.processes import background, free_port, gatewayz, wait_for_line, wait_until_healthy
+from tests.support.services import distributed_services
+
+HELLO = [{"role": "user", "content": "hello gateway"}]
+
+
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    return {"GATEWAYZ_DATA_DIR": str(tmp_path / "data"), "GATEWAYZ_BROKER_URL": "", "GATEWAYZ_REDIS_URL": "",
+            "GATEWAYZ_DATABASE_URL": "", "GATEWAYZ_CONFIG": ""}
+
+
+def test_first_start_then_keys_while_serving(tmp_path: Path) -> None:
+    env, port = embedded_env(tmp_path), free_port()
+    log = tmp_path / "serve.log"
+    with background("serve", "--port", str(port), env=env, cwd=tmp_path, log=log) as serve:
+        output = wait_for_line(log, "OPENAI_API_KEY=", serve)
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve, log)
+        dev_key = re.search(r"OPENAI_API_KEY=(gz-\S+)", output).group(1)
+        assert "5 free credits" in output
+
+        client = openai.OpenAI(api_key=dev_key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        reply = client.chat.completions.create(model="mock/echo", messages=HELLO)
+        assert reply.choices[0].message.content == "You said: hello gateway"
+
+        created = gatewayz("keys", "create", "--name", "alice", "--credits", "10", env=env, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        alice = created.stdout.strip().splitlines()[-1]
+        assert alice.startswith("gz-") and alice != dev_key
+        balance = httpx.get(f"http://127.0.0.1:{port}/user/balance", headers={"authorization": f"Bearer {alice}"})
+        assert balance.json()["balance"] == "10.000000"
+
+    # A second start on the same data makes no new development key.
+    log2 = tmp_path / "serve2.log"
+    with background("serve", "--port", str(port), env=env, cwd=tmp_path, log=log2) as serve:
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve, log2)
+        assert "OPENAI_API_KEY=" not in log2.read_text()
+
+
+@pytest.mark.parametrize("credits", ["-1", "lots", "0.0000001"])
+def test_keys_create_refuses_bad_credits(tmp_path: Path, credits: str) -> None:
+    result = gatewayz("keys", "create", "--name", "x", "--credits", credits, env=embedded_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--credits" in result.stderr
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[providers.x]\nadapter = "openai"\n')
+    result = gatewayz("serve", "--config", str(config), env=embedded_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "base_url is required" in result.stderr
+
+
+def test_worker_refuses_an_unknown_provider(tmp_path: Path) -> None:
+    result = gatewayz("worker", "--provider", "nope", env=embedded_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "unknown provider 'nope'" in result.stderr
+
+
+def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
+    with distributed_services(["mock"]) as services:
+        env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
+               "GATEWAYZ_CONFIG": ""}
+        assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
+        created = gatewayz("keys", "create", "--name", "bob", "--credits", "1", env=env, cwd=tmp_path)
+        key = created.stdout.strip().splitlines()[-1]
+        port = free_port()
+        with (
+            background("ingress", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "ingress.log") as ingress,
+            background("worker", "--provider", "mock", "--concurrency", "4", env=env, cwd=tmp_path,
+                       log=tmp_path / "worker.log") as worker,
+            background("billing", env=env, cwd=tmp_path, log=tmp_path / "billing.log"),
+        ):
+            wait_until_healthy(f"http://127.0.0.1:{port}", ingress, tmp_path / "ingress.log")
+            wait_for_line(tmp_path / "worker.log", "pool mock serving", worker)
+            client = openai.OpenAI(api_key=key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+            chunks = list(client.chat.completions.create(model="mock/echo", messages=HELLO, stream=True))
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: hello gateway"
+            # 2 prompt words at 1.00 + 4 reply words at 2.00 = 10 micro-credits, settled by the billing process.
+            assert _settled_balance(port, key, unchanged=1_000_000) == 1_000_000 - 10
+
+
+def _settled_balance(port: int, key: str, *, unchanged: int) -> int:
+    """The balance once settlement has moved it (or after 5 s)."""
+    for _ in range(100):
+        response = httpx.get(f"http://127.0.0.1:{port}/user/balance", headers={"authorization": f"Bearer {key}"})
+        if response.json()["balance_micros"] != unchanged:
+            break
+        time.sleep(0.05)
+    return response.json()["balance_micros"]

@@ -1,0 +1,100 @@
+"""Routing is pure: model id in, ordered candidates and a price snapshot out."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from scheduler.catalog import Catalog
+from schema.catalog import ConfigError, parse_config
+from schema.errors import InvalidRequest, ModelNotFound
+from schema.jobs import Price, Route
+
+DOCUMENT = {
+    "providers": {
+        "acme": {"base_url": "http://acme/v1/", "api_key_env": "ACME_KEY", "models": ["fake-small", "fake-large"]},
+        "backup": {"base_url": "http://backup/v1", "models": ["fake-small"]},
+        "meta": {"base_url": "http://meta/v1", "models": ["llama/3-8b"]},
+    },
+    "models": {
+        "fake-small": {"providers": ["acme", "backup"], "upstream_ids": {"backup": "small-v2"},
+                       "input_price_per_mtok": Decimal("0.15"), "output_price_per_mtok": Decimal("0.60")},
+    },
+}
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog(parse_config(DOCUMENT, {"ACME_KEY": "sk-acme"}))
+
+
+def test_bare_model_uses_candidates_in_order(catalog: Catalog) -> None:
+    route = catalog.route("fake-small")
+    assert route.routes == [Route(provider="acme", upstream_model="fake-small"),
+                            Route(provider="backup", upstream_model="small-v2")]
+    assert route.price == Price(input_per_mtok=Decimal("0.15"), output_per_mtok=Decimal("0.60"))
+
+
+def test_prefix_pins_the_provider_and_keeps_the_price(catalog: Catalog) -> None:
+    route = catalog.route("backup/fake-small")
+    assert route.routes == [Route(provider="backup", upstream_model="small-v2")]
+    assert route.price.output_per_mtok == Decimal("0.60")
+
+
+def test_unpriced_model_is_free_and_pinned(catalog: Catalog) -> None:
+    route = catalog.route("acme/fake-large")
+    assert route.routes == [Route(provider="acme", upstream_model="fake-large")]
+    assert route.price == Price()
+
+
+def test_model_ids_with_slashes(catalog: Catalog) -> None:
+    assert catalog.route("meta/llama/3-8b").routes == [Route(provider="meta", upstream_model="llama/3-8b")]
+    assert catalog.route("llama/3-8b").routes == [Route(provider="meta", upstream_model="llama/3-8b")]
+
+
+def test_mock_is_always_there(catalog: Catalog) -> None:
+    route = catalog.route("mock/echo")
+    assert route.routes == [Route(provider="mock", upstream_model="echo")]
+    assert route.price.input_per_mtok == Decimal("1.00")
+
+
+@pytest.mark.parametrize("model", ["nope", "acme/not-served", "ghost/fake-small"])
+def test_unknown_models(catalog: Catalog, model: str) -> None:
+    with pytest.raises(ModelNotFound):
+        catalog.route(model)
+
+
+@pytest.mark.parametrize("model", [None, "", 42, ["fake-small"]])
+def test_model_must_be_a_string(catalog: Catalog, model: object) -> None:
+    with pytest.raises(InvalidRequest):
+        catalog.route(model)
+
+
+def test_listing(catalog: Catalog) -> None:
+    ids = [model_id for model_id, _, _ in catalog.models()]
+    assert ids == sorted(ids)
+    assert {"fake-small", "acme/fake-large", "backup/fake-small", "meta/llama/3-8b", "mock/echo"} <= set(ids)
+
+
+def test_provider_key_comes_from_the_environment_and_stays_secret(catalog: Catalog) -> None:
+    acme = catalog.provider("acme")
+    assert acme.api_key.get_secret_value() == "sk-acme"
+    assert "sk-acme" not in repr(acme) and "sk-acme" not in acme.model_dump_json()
+    assert acme.base_url == "http://acme/v1"
+    assert catalog.provider("backup").api_key is None
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"providers": {"x": {"adapter": "openai"}}}, "base_url is required"),
+        ({"providers": {"x": {"adapter": "smoke-signals", "base_url": "http://x"}}}, "adapter"),
+        ({"providers": {}, "models": {"m": {"providers": ["ghost"]}}}, "unknown providers"),
+        ({"providers": {}, "models": {"m": {"providers": ["mock"], "input_price_per_mtok": Decimal(-1)}}}, "not negative"),
+        ({"providers": {"x": {"base_url": "http://x", "typo_field": 1}}}, "typo_field"),
+    ],
+)
+def test_config_errors_say_what_is_wrong(document: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(document, {})
