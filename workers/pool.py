@@ -24,6 +24,8 @@ from workers.adapters.base import ProviderAdapter, openai_usage
 
 log = logging.getLogger(__name__)
 
+USAGE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
 
 class JobRun:
     """Publishes one job's events in order, numbering them from 0."""
@@ -61,7 +63,10 @@ class ProviderPool:
 
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
-        await self._jobs.serve(self.provider.name, self.concurrency, self.handle)
+        try:
+            await self._jobs.serve(self.provider.name, self.concurrency, self.handle)
+        finally:
+            await self.adapter.aclose()
 
     async def handle(self, job: Job, redelivered: bool) -> None:
         run = JobRun(job, self._results)
@@ -82,17 +87,28 @@ class ProviderPool:
         if usage is None and run.produced:
             usage = _estimate(job, run.output_chars)
         if usage is not None and (usage.input_tokens or usage.output_tokens):
-            await self._usage.publish(
-                UsageEvent(
-                    job_id=job.id,
-                    account_id=job.account_id,
-                    key_id=job.key_id,
-                    provider=job.provider,
-                    model=job.model,
-                    usage=usage,
-                    price=job.price,
-                )
+            event = UsageEvent(
+                job_id=job.id,
+                account_id=job.account_id,
+                key_id=job.key_id,
+                provider=job.provider,
+                model=job.model,
+                usage=usage,
+                price=job.price,
             )
+            await self._record(event)
+
+    async def _record(self, event: UsageEvent) -> None:
+        """Publish the usage event, retrying through a broker hiccup; the job
+        is acknowledged only after this returns."""
+        for delay in USAGE_RETRY_DELAYS:
+            try:
+                await self._usage.publish(event)
+                return
+            except Exception as error:  # the broker's errors are many; all mean "not durable yet"
+                log.warning("usage of job %s not recorded yet (%s); retrying in %gs", event.job_id, error, delay)
+                await asyncio.sleep(delay)
+        await self._usage.publish(event)  # last try: failing now dead-letters the job, kept for reconciliation
 
     async def _complete(self, run: JobRun) -> Usage | None:
         job = run.job
