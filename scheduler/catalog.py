@@ -23,6 +23,15 @@ class ModelRoute:
     spec: ModelSpec | None
 
 
+@dataclass(frozen=True, slots=True)
+class ListedModel:
+    """A routable model id, the provider that serves it first, and its entry."""
+
+    id: str
+    provider: str
+    spec: ModelSpec | None
+
+
 class Catalog:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -53,18 +62,19 @@ class Catalog:
                 return ModelRoute(model, [Route(provider=name, upstream_model=model)], Price(), None)
         raise ModelNotFound(f"The model `{model}` does not exist or is not routable", param="model")
 
-    def models(self) -> list[tuple[str, str, ModelSpec | None]]:
-        """Every routable model id with its owning provider (the first candidate)."""
-        listed: dict[str, tuple[str, str, ModelSpec | None]] = {}
-        for model_id, spec in self.config.models.items():
-            listed[model_id] = (model_id, spec.providers[0], spec)
+    def models(self) -> list[ListedModel]:
+        """Every routable model id, sorted, with the provider that serves it first."""
+        listed = {model_id: ListedModel(model_id, spec.providers[0], spec) for model_id, spec in self.config.models.items()}
         for name, provider in self.providers.items():
             for served in provider.models:
                 pinned = f"{name}/{served}"
                 if pinned not in listed:
                     spec = self.config.models.get(served)
-                    listed[pinned] = (pinned, name, spec if spec and name in spec.providers else None)
-        return sorted(listed.values())
+                    listed[pinned] = ListedModel(pinned, name, spec if spec and name in spec.providers else None)
+        return sorted(listed.values(), key=lambda model: model.id)
+
+    def find(self, model_id: str) -> ListedModel | None:
+        return next((model for model in self.models() if model.id == model_id), None)
 
 
 def _bare(model_id: str, provider: str) -> str:

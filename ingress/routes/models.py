@@ -6,15 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from scheduler.catalog import Catalog
-from schema.catalog import ModelSpec
+from scheduler.catalog import Catalog, ListedModel
 from schema.errors import ModelNotFound
 
 router = APIRouter()
 
 
-def _model_object(model_id: str, provider: str, spec: ModelSpec | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": model_id, "object": "model", "created": 0, "owned_by": provider}
+def _model_object(model: ListedModel) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+    spec = model.spec
     if spec is not None:
         entry["pricing"] = {
             "input_per_mtok": str(spec.input_price_per_mtok),
@@ -30,13 +30,13 @@ def _model_object(model_id: str, provider: str, spec: ModelSpec | None) -> dict[
 @router.get("/models", include_in_schema=False)
 async def list_models(request: Request) -> dict[str, Any]:
     catalog: Catalog = request.app.state.runtime.catalog
-    return {"object": "list", "data": [_model_object(*listed) for listed in catalog.models()]}
+    return {"object": "list", "data": [_model_object(model) for model in catalog.models()]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     catalog: Catalog = request.app.state.runtime.catalog
-    for listed in catalog.models():
-        if listed[0] == model_id:
-            return _model_object(*listed)
+    model = catalog.find(model_id)
+    if model is not None:
+        return _model_object(model)
     raise ModelNotFound(f"The model `{model_id}` does not exist", param="model")

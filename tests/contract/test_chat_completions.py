@@ -220,3 +220,10 @@ def test_stream_cut_midway_ends_in_an_error_not_a_complete_stream(gateway: Gatew
     # What was delivered is charged, as an estimate: never nothing, never the whole answer.
     spent = 10_000_000 - gateway.wait_for_balance(key, 10_000_000 - 1, timeout=2)
     assert spent > 0
+
+
+def test_one_model_by_id(gateway: Gateway, key: str) -> None:
+    model = client(gateway, key).models.retrieve("fake2/fake-small")
+    assert (model.id, model.owned_by) == ("fake2/fake-small", "fake2")
+    with pytest.raises(openai.NotFoundError):
+        client(gateway, key).models.retrieve("ghost/model")

@@ -72,7 +72,7 @@ def test_model_must_be_a_string(catalog: Catalog, model: object) -> None:
 
 
 def test_listing(catalog: Catalog) -> None:
-    ids = [model_id for model_id, _, _ in catalog.models()]
+    ids = [model.id for model in catalog.models()]
     assert ids == sorted(ids)
     assert {"fake-small", "acme/fake-large", "backup/fake-small", "meta/llama/3-8b", "mock/echo"} <= set(ids)
 
