@@ -102,11 +102,16 @@ class RabbitJobQueue:
         await exchange.publish(message, routing_key=job.provider)
 
     async def depth(self, provider: str) -> int:
-        exchange = await self._publisher()
-        assert self._channel is not None
-        queue = await self._declare(self._channel, exchange, provider)
-        declared = await self._channel.declare_queue(queue.name, passive=True)
-        return declared.declaration_result.message_count or 0
+        """Jobs waiting in ``provider``'s queue (0 if it does not exist yet)."""
+        channel = await self._connection.channel()
+        try:
+            declared = await channel.declare_queue(self._topology.job_queue(provider), passive=True)
+            return declared.declaration_result.message_count or 0
+        except aio_pika.exceptions.ChannelClosed:
+            return 0
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
         channel = await self._connection.channel()
