@@ -1,0 +1,290 @@
+"""Starting and stopping what the benchmark measures, as real processes.
+
+Every target is built from the gateway's public surface only: the
+``gatewayz`` CLI (``serve``, ``ingress``, ``worker``, ``billing``,
+``migrate``, ``keys create``) and its HTTP API. Each start function is a
+context manager that undoes everything it did (processes, the PostgreSQL
+database, the RabbitMQ queues of its namespace) however the ``with`` block
+ends, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+
+from loadtests.load import Target
+
+MODEL = "fake-small"
+PROVIDER = "fake"
+# Credits per million tokens, so also micro-credits per token.
+INPUT_PRICE = 1
+OUTPUT_PRICE = 2
+STOP_GRACE = 15.0
+READY_TIMEOUT = 60.0
+CLI_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started target and its processes (name -> pid), for CPU accounting."""
+
+    target: Target
+    pids: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    port: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """How the benchmark runs the gateway."""
+
+    credits: int  # of the benchmark's API key
+    worker_concurrency: int  # the distributed worker's --concurrency
+    settings: Mapping[str, str] = field(default_factory=dict)  # extra GATEWAYZ_ variables, for every role
+
+
+@dataclass(frozen=True)
+class Services:
+    """The real services a distributed gateway runs on."""
+
+    broker_url: str
+    redis_url: str
+    postgres_dsn: str  # an admin connection, used to create and drop the run's database
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def gatewayz_command() -> list[str]:
+    """The installed ``gatewayz`` script beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "gatewayz"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("gatewayz")
+    if found is None:
+        raise RuntimeError("the `gatewayz` command is not installed (pip install -e .)")
+    return [found]
+
+
+def clean_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any ``GATEWAYZ_`` setting, plus ``extra``:
+    a target must run on exactly the settings the benchmark chose."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAYZ_")}
+    return {**inherited, "GATEWAYZ_LOG_LEVEL": "warning", **extra}
+
+
+def gateway_config(path: Path, upstream_port: int) -> Path:
+    path.write_text(
+        f'[providers.{PROVIDER}]\n'
+        f'adapter = "openai"\n'
+        f'base_url = "http://127.0.0.1:{upstream_port}/v1"\n'
+        f'models = ["{MODEL}"]\n\n'
+        f'[models."{MODEL}"]\n'
+        f'providers = ["{PROVIDER}"]\n'
+        f"input_price_per_mtok = {INPUT_PRICE}.0\n"
+        f"output_price_per_mtok = {OUTPUT_PRICE}.0\n"
+    )
+    return path
+
+
+def cost_micros(input_tokens: int, output_tokens: int) -> int:
+    """What one request should cost at the configured prices, in micro-credits."""
+    return input_tokens * INPUT_PRICE + output_tokens * OUTPUT_PRICE
+
+
+def run_cli(args: list[str], env: Mapping[str, str], log: Path) -> str:
+    """Run one ``gatewayz`` command to completion; its output, or an error with it."""
+    completed = subprocess.run(
+        [*gatewayz_command(), *args], env=dict(env), capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
+    )
+    with log.open("a") as output:
+        output.write(f"$ gatewayz {' '.join(args)}\n{completed.stdout}{completed.stderr}\n")
+    if completed.returncode != 0:
+        raise RuntimeError(f"`gatewayz {' '.join(args)}` failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+    return completed.stdout
+
+
+def create_key(env: Mapping[str, str], log: Path, credits: int) -> str:
+    output = run_cli(["keys", "create", "--name", "bench", "--credits", str(credits)], env, log)
+    return output.strip().splitlines()[-1].strip()
+
+
+@contextmanager
+def background(name: str, command: list[str], env: Mapping[str, str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A long-running process with its output in ``logs/<name>.log``; stopped
+    with SIGTERM (then SIGKILL after a grace period) when the block ends.
+
+    It runs in its own session so a Ctrl-C reaches only the benchmark, which
+    then stops it in order."""
+    with (logs / f"{name}.log").open("ab") as output:
+        process = subprocess.Popen(
+            command, env=dict(env), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_healthy(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, path: str = "/health") -> None:
+    """Poll ``GET url+path`` until it answers 200; fail early if a process exits."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}; see {logs}")
+        try:
+            if httpx.get(url + path, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}{path} did not answer 200 within {READY_TIMEOUT:g}s; see {logs}")
+
+
+@contextmanager
+def fake_upstream(logs: Path) -> Iterator[Upstream]:
+    """``python -m loadtests.fake_upstream`` on a free port."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtests.fake_upstream", "--port", str(port)]
+    with background("fake_upstream", command, clean_environ({}), logs) as process:
+        wait_healthy(f"http://127.0.0.1:{port}", [process], logs, path="/v1/models")
+        yield Upstream(port, process.pid)
+
+
+@contextmanager
+def direct(upstream_port: int) -> Iterator[Running]:
+    """The fake upstream itself, without a gateway in front."""
+    yield Running(Target("direct", f"http://127.0.0.1:{upstream_port}", MODEL), {})
+
+
+@contextmanager
+def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions) -> Iterator[Running]:
+    """``gatewayz serve`` on a fresh data directory (SQLite, in-process queues)."""
+    data_dir = workdir / "embedded-data"
+    config = gateway_config(workdir / "gateway.toml", upstream_port)
+    env = clean_environ({
+        **options.settings,
+        "GATEWAYZ_DATA_DIR": str(data_dir),
+        "GATEWAYZ_DEV_CREDITS": str(options.credits),
+    })
+    key = create_key(env, logs / "embedded-cli.log", options.credits)  # migrates the fresh SQLite file itself
+    port = free_port()
+    command = [*gatewayz_command(), "serve", "--port", str(port), "--config", str(config)]
+    with background("embedded-serve", command, env, logs) as process:
+        wait_healthy(f"http://127.0.0.1:{port}", [process], logs)
+        yield Running(Target("embedded", f"http://127.0.0.1:{port}", MODEL, key), {"serve": process.pid})
+
+
+@contextmanager
+def distributed(
+    upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions, services: Services
+) -> Iterator[Running]:
+    """``gatewayz ingress``, ``worker`` and ``billing`` as separate processes on
+    RabbitMQ, Redis and a fresh PostgreSQL database, in a namespace of their own."""
+    suffix = secrets.token_hex(5)
+    namespace = f"gzbench{suffix}"
+    database = f"gatewayz_bench_{suffix}"
+    config = gateway_config(workdir / "gateway.toml", upstream_port)
+    env = clean_environ({
+        **options.settings,
+        "GATEWAYZ_BROKER_URL": services.broker_url,
+        "GATEWAYZ_REDIS_URL": services.redis_url,
+        "GATEWAYZ_DATABASE_URL": _database_url(services.postgres_dsn, database),
+        "GATEWAYZ_NAMESPACE": namespace,
+        "GATEWAYZ_KEY_SECRET": secrets.token_hex(32),
+        "GATEWAYZ_CONFIG": str(config),
+    })
+    cli_log = logs / "distributed-cli.log"
+    with ExitStack() as stack:
+        try:
+            asyncio.run(_postgres(services.postgres_dsn, f'CREATE DATABASE "{database}"'))
+        except (OSError, asyncpg.PostgresError) as error:
+            raise RuntimeError(f"cannot create the database {database!r}: {error}") from error
+        drop = f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+        stack.callback(_undo, f"drop the database {database!r}", lambda: _postgres(services.postgres_dsn, drop))
+        stack.callback(_undo, f"delete the broker namespace {namespace!r}",
+                       lambda: _delete_namespace(services.broker_url, namespace))
+        run_cli(["migrate"], env, cli_log)
+        key = create_key(env, cli_log, options.credits)
+        port = free_port()
+        gatewayz = gatewayz_command()
+        roles = {
+            "billing": [*gatewayz, "billing"],
+            "worker": [*gatewayz, "worker", "--provider", PROVIDER, "--concurrency", str(options.worker_concurrency)],
+            "ingress": [*gatewayz, "ingress", "--port", str(port)],
+        }
+        processes = {role: stack.enter_context(background(f"distributed-{role}", command, env, logs))
+                     for role, command in roles.items()}
+        wait_healthy(f"http://127.0.0.1:{port}", list(processes.values()), logs)
+        target = Target("distributed", f"http://127.0.0.1:{port}", MODEL, key)
+        yield Running(target, {role: process.pid for role, process in processes.items()})
+
+
+def _undo(what: str, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run one clean-up step; a failure is reported, not raised, so that it
+    neither hides the error that ended the run nor stops the other steps."""
+    try:
+        asyncio.run(cleanup())
+    except Exception as error:  # the services' errors are many; each only means "left behind"
+        print(f"warning: could not {what}: {error!r}", file=sys.stderr)
+
+
+def _database_url(admin_dsn: str, database: str) -> str:
+    base = admin_dsn.rsplit("/", 1)[0]
+    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{database}"
+
+
+async def _postgres(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _delete_namespace(broker_url: str, namespace: str) -> None:
+    """Delete the queues and exchanges the run's namespace left on the broker.
+
+    The broker has no "list by prefix" over AMQP, so the names follow the
+    gateway's documented topology: ``<ns>.jobs`` (exchange) routing to
+    ``<ns>.jobs.<provider>``, ``<ns>.dead`` to ``<ns>.jobs.dead``, and
+    ``<ns>.usage``. Deleting a name that does not exist is not an error."""
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (f"{namespace}.jobs.{PROVIDER}", f"{namespace}.jobs.mock", f"{namespace}.jobs.dead",
+                      f"{namespace}.usage"):
+            await channel.queue_delete(queue)
+        for exchange in (f"{namespace}.jobs", f"{namespace}.dead"):
+            await channel.exchange_delete(exchange)
