@@ -19,7 +19,7 @@ import click
 import uvicorn
 import uvloop
 
-from billing.ledger import count_accounts, create_account, create_key
+from billing.ledger import Ledger
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.runtime import Runtime, embedded_roles, open_runtime
@@ -140,9 +140,10 @@ async def _create_key(settings: Settings, name: str, grant: int) -> str:
     try:
         if settings.embedded_database:
             await migrate(engine)
-        account_id = await create_account(engine, name, grant)  # type: ignore[arg-type]
+        ledger = Ledger(engine)
+        account_id = await ledger.create_account(name, grant)  # type: ignore[arg-type]
         key = new_key()
-        await create_key(engine, account_id, name, hash_key(key_secret(settings), key), key[:8])
+        await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8])
         return key
     finally:
         await engine.dispose()
@@ -153,7 +154,7 @@ async def _first_start(settings: Settings, port: int) -> None:
     engine = create_engine(settings)
     try:
         await migrate(engine)
-        if await count_accounts(engine):
+        if await Ledger(engine).count_user_accounts():
             return
     finally:
         await engine.dispose()
