@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from billing.admission import worst_case_cost
 from ingress.auth import authenticate
-from ingress.relay import EventReader, openai_sse, raise_for_error
+from ingress.relay import EventReader, add_cost, openai_sse, raise_for_error
 from ingress.runtime import Runtime
 from scheduler.topology import DEFAULT_PRIORITY
 from schema.errors import InsufficientCredits, InvalidRequest, StreamBroken
@@ -89,9 +89,13 @@ async def chat_completions(request: Request) -> Response:
         if first["kind"] not in ("chunk", "end"):
             await subscription.close()
             raise StreamBroken(f"expected a stream, got a {first['kind']!r} event")
-        chunks = openai_sse(first, reader, include_usage=wants_usage(body))
+        chunks = openai_sse(first, reader, include_usage=wants_usage(body), price=job.price)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
     await subscription.close()
     if first["kind"] != "response":
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
-    return Response(orjson.dumps(first["data"]), media_type="application/json", headers=headers)
+    completion = first["data"]
+    cost = add_cost(completion.get("usage") if isinstance(completion, dict) else None, job.price)
+    if cost is not None:
+        headers["x-gatewayz-cost"] = micros_to_credits(cost)
+    return Response(orjson.dumps(completion), media_type="application/json", headers=headers)
