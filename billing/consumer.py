@@ -1,29 +1,45 @@
-"""The settlement consumer: usage events in, one committed charge per job."""
+"""The settlement consumer: usage events in, one committed charge per job;
+and the sweeper that releases holds whose job never reported."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from billing.ledger import settle
+from billing.ledger import Ledger
 from scheduler.transport import UsageQueue
 from schema.jobs import UsageEvent
 
 log = logging.getLogger(__name__)
 
+SWEEP_INTERVAL = 10.0
+
 
 class SettlementConsumer:
-    def __init__(self, engine: AsyncEngine, usage: UsageQueue) -> None:
-        self._engine = engine
+    def __init__(self, ledger: Ledger, usage: UsageQueue, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
+        self._ledger = ledger
         self._usage = usage
+        self._sweep_interval = sweep_interval
 
     async def run(self) -> None:
         log.info("billing consumer started")
-        await self._usage.serve(self.settle)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._usage.serve(self.settle))
+            group.create_task(self._sweep())
 
     async def settle(self, event: UsageEvent) -> None:
-        if await settle(self._engine, event):
+        if await self._ledger.settle(event):
             log.debug("job %s settled", event.job_id)
         else:
             log.info("job %s was already settled; duplicate usage event ignored", event.job_id)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                released = await self._ledger.release_expired()
+            except Exception:
+                log.exception("sweeping expired holds failed; will retry")
+                continue
+            if released:
+                log.warning("released %d holds whose jobs never reported before their deadline", released)

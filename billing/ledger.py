@@ -1,12 +1,18 @@
-"""Accounts, keys and the ledger, in the database.
+"""Accounts, keys, holds and the double-entry ledger, in the database.
 
-Every change of a balance is an appended ledger entry in the same transaction
-as the balance update. Settlement is keyed by job id (a unique usage record),
-so a redelivered usage event changes nothing.
+Every money movement is one ledger transaction whose entries sum to zero and
+whose ``(kind, reference)`` is unique: a job is held, charged or released at
+most once, however often its events are delivered. The cached
+``accounts.available`` and ``accounts.held`` change in the same database
+transaction as the entries, so ``reconcile`` can recompute them.
+
+Admission reserves with one conditional ``UPDATE … WHERE available >= :hold``:
+under concurrency an account can never reserve more than it has.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
@@ -16,84 +22,252 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billing.pricing import cost_of
 from schema.jobs import UsageEvent
 from schema.money import MicroCredits
-from schema.tables import accounts, api_keys, ledger_entries, usage_records
+from schema.tables import accounts, api_keys, holds, ledger_entries, ledger_transactions, usage_records
+
+AVAILABLE, HELD = "available", "held"
+GRANTS, REVENUE, TOPUPS = "system:grants", "system:revenue", "system:topups"
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account_id: int
+    bucket: str
+    amount: int
 
 
 @dataclass(frozen=True, slots=True)
 class KeyOwner:
     key_id: int
     account_id: int
-    balance: MicroCredits
+    available: MicroCredits
 
 
-async def create_account(engine: AsyncEngine, name: str, grant: MicroCredits) -> int:
-    async with engine.begin() as connection:
-        account_id = (await connection.execute(insert(accounts).values(name=name, balance=0).returning(accounts.c.id))).scalar_one()
-        if grant:
-            await _post(connection, account_id, "grant", grant, reference="initial credits")
-    return account_id
+@dataclass(frozen=True, slots=True)
+class Balance:
+    available: MicroCredits
+    held: MicroCredits
+
+    @property
+    def total(self) -> MicroCredits:
+        return MicroCredits(self.available + self.held)
 
 
-async def create_key(engine: AsyncEngine, account_id: int, name: str, key_hash: str, prefix: str) -> int:
-    async with engine.begin() as connection:
-        statement = insert(api_keys).values(account_id=account_id, name=name, key_hash=key_hash, prefix=prefix)
-        return (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    account_id: int
+    what: str
+    recorded: int
+    recomputed: int
 
 
-async def count_accounts(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return (await connection.execute(select(func.count()).select_from(accounts))).scalar_one()
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._system: dict[str, int] = {}
 
+    async def system_account(self, connection: AsyncConnection, name: str) -> int:
+        if name not in self._system:
+            statement = select(accounts.c.id).where(accounts.c.name == name, accounts.c.kind == "system")
+            self._system[name] = (await connection.execute(statement)).scalar_one()
+        return self._system[name]
 
-async def key_owner(engine: AsyncEngine, key_hash: str) -> KeyOwner | None:
-    statement = (
-        select(api_keys.c.id, api_keys.c.account_id, accounts.c.balance)
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-    )
-    async with engine.connect() as connection:
-        row = (await connection.execute(statement)).first()
-    return KeyOwner(row.id, row.account_id, MicroCredits(row.balance)) if row else None
+    # accounts and keys
 
+    async def create_account(self, name: str, grant: MicroCredits) -> int:
+        async with self.engine.begin() as connection:
+            statement = insert(accounts).values(name=name, kind="user", available=0, held=0).returning(accounts.c.id)
+            account_id = (await connection.execute(statement)).scalar_one()
+            if grant:
+                grants = await self.system_account(connection, GRANTS)
+                await _transact(connection, "grant", f"account:{account_id}:initial",
+                                [Posting(grants, AVAILABLE, -grant), Posting(account_id, AVAILABLE, grant)],
+                                memo="initial credits")
+        return account_id
 
-async def balance(engine: AsyncEngine, account_id: int) -> MicroCredits:
-    async with engine.connect() as connection:
-        value = (await connection.execute(select(accounts.c.balance).where(accounts.c.id == account_id))).scalar_one()
-    return MicroCredits(value)
+    async def create_key(self, account_id: int, name: str, key_hash: str, prefix: str) -> int:
+        async with self.engine.begin() as connection:
+            statement = insert(api_keys).values(account_id=account_id, name=name, key_hash=key_hash, prefix=prefix)
+            return (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
 
+    async def count_user_accounts(self) -> int:
+        async with self.engine.connect() as connection:
+            statement = select(func.count()).select_from(accounts).where(accounts.c.kind == "user")
+            return (await connection.execute(statement)).scalar_one()
 
-async def settle(engine: AsyncEngine, event: UsageEvent) -> bool:
-    """Charge one job's usage, once. Returns False if it was already settled."""
-    cost = cost_of(event.usage, event.price)
-    async with engine.begin() as connection:
-        record = _insert_ignoring_duplicates(connection).values(
-            job_id=event.job_id,
-            account_id=event.account_id,
-            key_id=event.key_id,
-            provider=event.provider,
-            model=event.model,
-            input_tokens=event.usage.input_tokens,
-            output_tokens=event.usage.output_tokens,
-            reported=event.usage.reported,
-            cost=cost,
+    async def key_owner(self, key_hash: str) -> KeyOwner | None:
+        statement = (
+            select(api_keys.c.id, api_keys.c.account_id, accounts.c.available)
+            .join(accounts, accounts.c.id == api_keys.c.account_id)
+            .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
         )
-        inserted = (await connection.execute(record.returning(usage_records.c.id))).first()
-        if inserted is None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(statement)).first()
+        return KeyOwner(row.id, row.account_id, MicroCredits(row.available)) if row else None
+
+    async def balance(self, account_id: int) -> Balance:
+        statement = select(accounts.c.available, accounts.c.held).where(accounts.c.id == account_id)
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(statement)).one()
+        return Balance(MicroCredits(row.available), MicroCredits(row.held))
+
+    # holds and settlement
+
+    async def hold(self, job_id: str, account_id: int, amount: MicroCredits, *, expires_at: float) -> Balance | None:
+        """Reserve ``amount`` for a job. Returns None, reserving nothing, when
+        the account's available credit cannot cover it."""
+        async with self.engine.begin() as connection:
+            reserve = (
+                update(accounts)
+                .where(accounts.c.id == account_id, accounts.c.available >= amount)
+                .values(available=accounts.c.available - amount, held=accounts.c.held + amount)
+                .returning(accounts.c.available, accounts.c.held)
+            )
+            row = (await connection.execute(reserve)).first()
+            if row is None:
+                return None
+            await connection.execute(insert(holds).values(job_id=job_id, account_id=account_id, amount=amount,
+                                                          expires_at=expires_at, closed=False))
+            if amount:
+                await _record(connection, "hold", job_id,
+                              [Posting(account_id, AVAILABLE, -amount), Posting(account_id, HELD, amount)])
+        return Balance(MicroCredits(row.available), MicroCredits(row.held))
+
+    async def release(self, job_id: str) -> bool:
+        """Close a job's hold without charging (the job never ran)."""
+        async with self.engine.begin() as connection:
+            return await self._release(connection, job_id)
+
+    async def _release(self, connection: AsyncConnection, job_id: str) -> bool:
+        claimed = await _close_hold(connection, job_id)
+        if claimed is None:
             return False
-        if cost:
-            await _post(connection, event.account_id, "charge", MicroCredits(-cost), reference=event.job_id)
+        account_id, amount = claimed
+        if amount:
+            await _transact(connection, "release", job_id,
+                            [Posting(account_id, HELD, -amount), Posting(account_id, AVAILABLE, amount)])
+        return True
+
+    async def settle(self, event: UsageEvent) -> bool:
+        """Charge one job's usage and close its hold, once. Returns False if
+        the job was already settled."""
+        cost = cost_of(event.usage, event.price)
+        async with self.engine.begin() as connection:
+            record = _insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(
+                job_id=event.job_id,
+                account_id=event.account_id,
+                key_id=event.key_id,
+                provider=event.provider,
+                model=event.model,
+                input_tokens=event.usage.input_tokens,
+                output_tokens=event.usage.output_tokens,
+                reported=event.usage.reported,
+                cost=cost,
+            )
+            if (await connection.execute(record.returning(usage_records.c.id))).first() is None:
+                return False
+            claimed = await _close_hold(connection, event.job_id)
+            held = claimed[1] if claimed else 0  # the sweeper may have released it already
+            postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
+            if cost:
+                postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost))
+            await _transact(connection, "charge", event.job_id, postings)
+        return True
+
+    async def release_expired(self, now: float | None = None, *, limit: int = 500) -> int:
+        """Release holds whose job never reported by its deadline (plus grace)."""
+        statement = (
+            select(holds.c.job_id)
+            .where(holds.c.closed.is_(False), holds.c.expires_at < (now if now is not None else time.time()))
+            .limit(limit)
+        )
+        async with self.engine.connect() as connection:
+            expired = (await connection.execute(statement)).scalars().all()
+        released = 0
+        for job_id in expired:
+            async with self.engine.begin() as connection:
+                released += await self._release(connection, job_id)
+        return released
+
+    # audit
+
+    async def reconcile(self) -> list[Discrepancy]:
+        """Recompute every account from its entries; report any difference."""
+        found: list[Discrepancy] = []
+        async with self.engine.connect() as connection:
+            sums = {
+                (row.account_id, row.bucket): row.total
+                for row in await connection.execute(
+                    select(ledger_entries.c.account_id, ledger_entries.c.bucket, func.sum(ledger_entries.c.amount).label("total"))
+                    .group_by(ledger_entries.c.account_id, ledger_entries.c.bucket)
+                )
+            }
+            open_holds = {
+                row.account_id: row.total
+                for row in await connection.execute(
+                    select(holds.c.account_id, func.sum(holds.c.amount).label("total"))
+                    .where(holds.c.closed.is_(False))
+                    .group_by(holds.c.account_id)
+                )
+            }
+            for row in await connection.execute(select(accounts.c.id, accounts.c.available, accounts.c.held)):
+                for bucket, recorded in ((AVAILABLE, row.available), (HELD, row.held)):
+                    recomputed = int(sums.get((row.id, bucket), 0))
+                    if recorded != recomputed:
+                        found.append(Discrepancy(row.id, bucket, recorded, recomputed))
+                if row.held != int(open_holds.get(row.id, 0)):
+                    found.append(Discrepancy(row.id, "open holds", row.held, int(open_holds.get(row.id, 0))))
+            unbalanced = await connection.execute(
+                select(ledger_entries.c.transaction_id, func.sum(ledger_entries.c.amount).label("total"))
+                .group_by(ledger_entries.c.transaction_id)
+                .having(func.sum(ledger_entries.c.amount) != 0)
+            )
+            for row in unbalanced:
+                found.append(Discrepancy(0, f"transaction {row.transaction_id} does not balance", int(row.total), 0))
+        return found
+
+
+async def _close_hold(connection: AsyncConnection, job_id: str) -> tuple[int, int] | None:
+    """Atomically close an open hold; the first closer wins."""
+    statement = (
+        update(holds)
+        .where(holds.c.job_id == job_id, holds.c.closed.is_(False))
+        .values(closed=True)
+        .returning(holds.c.account_id, holds.c.amount)
+    )
+    row = (await connection.execute(statement)).first()
+    return (row.account_id, row.amount) if row else None
+
+
+async def _record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
+    """Append a balanced transaction's entries; False if (kind, reference) exists."""
+    if sum(p.amount for p in postings) != 0:
+        raise ValueError(f"unbalanced {kind} transaction {reference}: {postings}")
+    statement = _insert_ignoring_duplicates(connection, ledger_transactions, ["kind", "reference"]).values(
+        kind=kind, reference=reference, memo=memo
+    )
+    transaction_id = (await connection.execute(statement.returning(ledger_transactions.c.id))).scalar_one_or_none()
+    if transaction_id is None:
+        return False
+    entries = [{"transaction_id": transaction_id, "account_id": p.account_id, "bucket": p.bucket, "amount": p.amount}
+               for p in postings if p.amount]
+    if entries:
+        await connection.execute(insert(ledger_entries), entries)
     return True
 
 
-def _insert_ignoring_duplicates(connection: AsyncConnection):  # type: ignore[no-untyped-def]
+async def _transact(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
+    """Record a transaction and apply it to the cached balances."""
+    if not await _record(connection, kind, reference, postings, memo=memo):
+        return False
+    for posting in postings:
+        if posting.amount:
+            column = accounts.c.available if posting.bucket == AVAILABLE else accounts.c.held
+            await connection.execute(
+                update(accounts).where(accounts.c.id == posting.account_id).values({column: column + posting.amount})
+            )
+    return True
+
+
+def _insert_ignoring_duplicates(connection: AsyncConnection, table, columns: list[str]):  # type: ignore[no-untyped-def]
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(usage_records).on_conflict_do_nothing(index_elements=["job_id"])
-
-
-async def _post(connection: AsyncConnection, account_id: int, kind: str, amount: MicroCredits, *, reference: str) -> None:
-    await connection.execute(
-        insert(ledger_entries).values(account_id=account_id, kind=kind, amount=amount, reference=reference)
-    )
-    await connection.execute(
-        update(accounts).where(accounts.c.id == account_id).values(balance=accounts.c.balance + amount)
-    )
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=columns)

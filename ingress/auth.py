@@ -8,9 +8,7 @@ import secrets
 from pathlib import Path
 
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from billing.ledger import KeyOwner, key_owner
+from billing.ledger import KeyOwner, Ledger
 from schema.errors import Unauthenticated
 from schema.settings import Settings
 
@@ -46,11 +44,11 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def authenticate(request: Request, engine: AsyncEngine, secret: bytes) -> KeyOwner:
+async def authenticate(request: Request, ledger: Ledger, secret: bytes) -> KeyOwner:
     key = presented_key(request)
     if not key:
         raise Unauthenticated("Missing API key: send it as `Authorization: Bearer <key>`")
-    owner = await key_owner(engine, hash_key(secret, key))
+    owner = await ledger.key_owner(hash_key(secret, key))
     if owner is None:
         raise Unauthenticated("Incorrect API key provided")
     return owner

@@ -19,7 +19,7 @@ import click
 import uvicorn
 import uvloop
 
-from billing.ledger import count_accounts, create_account, create_key
+from billing.ledger import Discrepancy, Ledger
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.runtime import Runtime, embedded_roles, open_runtime
@@ -89,12 +89,38 @@ def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
     uvloop.run(_run_role(settings, config, lambda runtime: runtime.start_pool(provider, concurrency)))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @config_option
-def billing(config_path: Path | None) -> None:
-    """Run the settlement consumer."""
+@click.pass_context
+def billing(context: click.Context, config_path: Path | None) -> None:
+    """Run the settlement consumer (and the expired-hold sweeper)."""
+    if context.invoked_subcommand is not None:
+        return
     settings, config = _settings(config_path)
     uvloop.run(_run_role(settings, config, Runtime.start_billing))
+
+
+@billing.command()
+def reconcile() -> None:
+    """Recompute every account from the ledger; exit 1 on any difference."""
+    settings, _ = _settings(None)
+
+    async def run() -> list[Discrepancy]:
+        engine = create_engine(settings)
+        try:
+            if settings.embedded_database:
+                await migrate(engine)
+            return await Ledger(engine).reconcile()
+        finally:
+            await engine.dispose()
+
+    found = uvloop.run(run())
+    for difference in found:
+        click.echo(f"account {difference.account_id}: {difference.what} recorded {difference.recorded}, "
+                   f"recomputed {difference.recomputed}")
+    if found:
+        raise click.ClickException(f"{len(found)} differences")
+    click.echo("every account reconciles with the ledger")
 
 
 @main.command("migrate")
@@ -140,9 +166,10 @@ async def _create_key(settings: Settings, name: str, grant: int) -> str:
     try:
         if settings.embedded_database:
             await migrate(engine)
-        account_id = await create_account(engine, name, grant)  # type: ignore[arg-type]
+        ledger = Ledger(engine)
+        account_id = await ledger.create_account(name, grant)  # type: ignore[arg-type]
         key = new_key()
-        await create_key(engine, account_id, name, hash_key(key_secret(settings), key), key[:8])
+        await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8])
         return key
     finally:
         await engine.dispose()
@@ -153,7 +180,7 @@ async def _first_start(settings: Settings, port: int) -> None:
     engine = create_engine(settings)
     try:
         await migrate(engine)
-        if await count_accounts(engine):
+        if await Ledger(engine).count_user_accounts():
             return
     finally:
         await engine.dispose()

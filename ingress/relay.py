@@ -16,7 +16,10 @@ import orjson
 
 from scheduler.transport import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
-from schema.jobs import StreamEvent
+from billing.pricing import cost_of
+from schema.jobs import Price, StreamEvent
+from schema.money import MicroCredits, micros_to_credits
+from workers.adapters.base import openai_usage
 
 
 class EventReader:
@@ -60,9 +63,21 @@ def sse_error(error: GatewayError) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool) -> AsyncIterator[bytes]:
+def add_cost(usage: object, price: Price) -> MicroCredits | None:
+    """Price an OpenAI ``usage`` object in place (``usage.cost``, credits as a
+    decimal string) with the same arithmetic settlement uses."""
+    measured = openai_usage(usage)
+    if measured is None or not isinstance(usage, dict):
+        return None
+    cost = cost_of(measured, price)
+    usage["cost"] = micros_to_credits(cost)
+    return cost
+
+
+async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price) -> AsyncIterator[bytes]:
     """OpenAI ``chat.completion.chunk`` events, ending ``data: [DONE]`` only
-    when the worker said the stream is complete."""
+    when the worker said the stream is complete. The usage chunk says what
+    the request cost."""
     event = first
     try:
         while True:
@@ -74,6 +89,8 @@ async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: 
                     if chunk.pop("usage", None) is not None and not chunk.get("choices"):
                         event = await reader.next()
                         continue
+                elif chunk.get("usage"):
+                    add_cost(chunk["usage"], price)
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             elif kind == "end":
                 yield b"data: [DONE]\n\n"

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.consumer import SettlementConsumer
+from billing.ledger import Ledger
 from scheduler import rabbitmq
 from scheduler.catalog import Catalog
 from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
@@ -39,6 +40,7 @@ class Runtime:
     settings: Settings
     catalog: Catalog
     engine: AsyncEngine
+    ledger: Ledger
     jobs: JobQueue
     results: ResultBus
     usage: UsageQueue
@@ -58,7 +60,7 @@ class Runtime:
         return pool
 
     def start_billing(self) -> None:
-        self._spawn(SettlementConsumer(self.engine, self.usage).run(), "billing")
+        self._spawn(SettlementConsumer(self.ledger, self.usage).run(), "billing")
 
     def _spawn(self, work, name: str) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(work, name=name)
@@ -114,7 +116,7 @@ async def open_runtime(
         else:
             results = MemoryResultBus()
 
-        runtime = Runtime(settings, Catalog(config), engine, jobs, results, usage)
+        runtime = Runtime(settings, Catalog(config), engine, Ledger(engine), jobs, results, usage)
         try:
             yield runtime
         finally:

@@ -1,17 +1,27 @@
-"""Database tables (SQLAlchemy Core). Amounts are integer micro-credits."""
+"""Database tables (SQLAlchemy Core). Amounts are integer micro-credits.
+
+The ledger is double-entry: every ledger transaction has entries summing to
+zero, across user and system accounts and across each account's two buckets
+(``available`` and ``held``). ``accounts.available`` and ``accounts.held``
+are caches of those sums, updated in the same database transaction, and
+``gatewayz billing reconcile`` recomputes them.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     func,
 )
 
@@ -22,7 +32,9 @@ accounts = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False),
-    Column("balance", BigInteger, nullable=False, default=0),
+    Column("kind", String(10), nullable=False, server_default="user"),  # user | system
+    Column("available", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -38,19 +50,43 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
-# Append-only: every change of a balance is one entry; the balance is their sum.
+# One row per money movement; (kind, reference) is unique, so a job is held,
+# charged or released at most once, and an external event credits once.
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False),  # grant | topup | charge | refund | hold | release | adjustment
+    Column("reference", String(200), nullable=False),
+    Column("memo", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("kind", "reference", name="uq_ledger_transactions_kind_reference"),
+)
+
 ledger_entries = Table(
     "ledger_entries",
     metadata,
     Column("id", Integer, primary_key=True),
+    Column("transaction_id", Integer, ForeignKey("ledger_transactions.id"), nullable=False, index=True),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
-    Column("kind", String(20), nullable=False),
+    Column("bucket", String(10), nullable=False),  # available | held
     Column("amount", BigInteger, nullable=False),
-    Column("reference", String(200)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("bucket IN ('available', 'held')", name="ck_ledger_entries_bucket"),
 )
 
-# One row per settled job: the unique job id makes settlement idempotent.
+# Open reservations: one per admitted job, closed by its settlement or by the
+# sweeper once the job's deadline (plus grace) has passed.
+holds = Table(
+    "holds",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),  # unix seconds
+    Column("closed", Boolean, nullable=False, server_default="0"),
+)
+
+# One row per settled job: what was used and what it cost.
 usage_records = Table(
     "usage_records",
     metadata,

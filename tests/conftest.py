@@ -39,6 +39,10 @@ def gateway_config(upstream_url: str) -> GatewayConfig:
         "models": {
             "fake-small": {"providers": ["fake", "fake2"], "input_price_per_mtok": Decimal("1.00"),
                            "output_price_per_mtok": Decimal("2.00"), "context_length": 8192},
+            # Output-only pricing makes a request's worst case exactly its cost
+            # when max_tokens is the reply's length: admission tests are exact.
+            "fake-output-priced": {"providers": ["fake"], "upstream_ids": {"fake": "fake-small"},
+                                   "output_price_per_mtok": Decimal("2.00")},
         },
     }
     return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321"})

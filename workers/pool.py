@@ -3,8 +3,10 @@
 For each job: skip it if its deadline passed while it waited, call the
 upstream through the provider's adapter, publish numbered events on the job's
 result channel, publish a durable usage event, and only then let the queue
-acknowledge the job. A job that fails before producing anything is not
-charged; a stream cut after some output is charged for what was delivered.
+acknowledge the job. Every job gets exactly one usage event, which settles it
+and closes its hold: a job that fails before producing anything reports zero
+usage (no charge); a stream cut after some output is charged for what was
+delivered.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class ProviderPool:
         if job.expired():
             log.warning("job %s expired in the queue; skipped", job.id)
             await self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+            await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
             return
         usage: Usage | None = None
         try:
@@ -84,19 +87,21 @@ class ProviderPool:
         except TimeoutError:
             log.info("job %s on %s passed its deadline", job.id, job.provider)
             await self._fail(run, GatewayTimeout("the request's deadline passed before the provider finished"))
-        if usage is None and run.produced:
-            usage = _estimate(job, run.output_chars)
-        if usage is not None and (usage.input_tokens or usage.output_tokens):
-            event = UsageEvent(
-                job_id=job.id,
-                account_id=job.account_id,
-                key_id=job.key_id,
-                provider=job.provider,
-                model=job.model,
-                usage=usage,
-                price=job.price,
-            )
-            await self._record(event)
+        if usage is None:
+            usage = _estimate(job, run.output_chars) if run.produced else Usage(input_tokens=0, output_tokens=0)
+        await self._record(self._usage_event(job, usage))
+
+    @staticmethod
+    def _usage_event(job: Job, usage: Usage) -> UsageEvent:
+        return UsageEvent(
+            job_id=job.id,
+            account_id=job.account_id,
+            key_id=job.key_id,
+            provider=job.provider,
+            model=job.model,
+            usage=usage,
+            price=job.price,
+        )
 
     async def _record(self, event: UsageEvent) -> None:
         """Publish the usage event, retrying through a broker hiccup; the job

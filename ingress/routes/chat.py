@@ -1,4 +1,5 @@
-"""``POST /v1/chat/completions``: admit, enqueue, relay."""
+"""``POST /v1/chat/completions``: admit (reserve the worst-case cost),
+enqueue, relay."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from billing.admission import worst_case_cost
 from ingress.auth import authenticate
-from ingress.relay import EventReader, openai_sse, raise_for_error
+from ingress.relay import EventReader, add_cost, openai_sse, raise_for_error
 from ingress.runtime import Runtime
 from scheduler.topology import DEFAULT_PRIORITY
 from schema.errors import InsufficientCredits, InvalidRequest, StreamBroken
 from schema.jobs import Job
+from schema.money import micros_to_credits
 from schema.openai import check_chat_request, wants_usage
 
 router = APIRouter()
+
+# Settlement may lag a job's deadline a little; the sweeper waits this long.
+HOLD_GRACE = 60.0
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -32,11 +38,9 @@ async def _body(request: Request) -> object:
 @router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    owner = await authenticate(request, runtime.engine, request.app.state.key_secret)
+    owner = await authenticate(request, runtime.ledger, request.app.state.key_secret)
     body = check_chat_request(await _body(request))
     route = runtime.catalog.route(body["model"])
-    if owner.balance <= 0:
-        raise InsufficientCredits("Your account has no credits left: top up to continue")
 
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
@@ -53,12 +57,28 @@ async def chat_completions(request: Request) -> Response:
         deadline=now + runtime.settings.request_timeout,
         price=route.price,
     )
-    # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
-    subscription = await runtime.results.subscribe(job.id)
-    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
+    worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None)
+    held = await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE)
+    if held is None:
+        raise InsufficientCredits(
+            f"This request can cost up to {micros_to_credits(worst_case)} credits and your account has "
+            f"{micros_to_credits(owner.available)} available: lower max_tokens or top up"
+        )
     headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider}
     try:
+        # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
+        subscription = await runtime.results.subscribe(job.id)
+    except BaseException:
+        await runtime.ledger.release(job.id)
+        raise
+    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
+    try:
         await runtime.jobs.enqueue(job)
+    except BaseException:
+        await subscription.close()
+        await runtime.ledger.release(job.id)  # never queued: nothing will settle it
+        raise
+    try:
         first = await reader.next(first=True)
         raise_for_error(first)
     except BaseException:
@@ -69,9 +89,13 @@ async def chat_completions(request: Request) -> Response:
         if first["kind"] not in ("chunk", "end"):
             await subscription.close()
             raise StreamBroken(f"expected a stream, got a {first['kind']!r} event")
-        chunks = openai_sse(first, reader, include_usage=wants_usage(body))
+        chunks = openai_sse(first, reader, include_usage=wants_usage(body), price=job.price)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
     await subscription.close()
     if first["kind"] != "response":
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
-    return Response(orjson.dumps(first["data"]), media_type="application/json", headers=headers)
+    completion = first["data"]
+    cost = add_cost(completion.get("usage") if isinstance(completion, dict) else None, job.price)
+    if cost is not None:
+        headers["x-gatewayz-cost"] = micros_to_credits(cost)
+    return Response(orjson.dumps(completion), media_type="application/json", headers=headers)

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from billing.ledger import balance
 from ingress.auth import authenticate
 from ingress.runtime import Runtime
 from schema.money import micros_to_credits
@@ -17,6 +16,15 @@ router = APIRouter()
 @router.get("/user/balance")
 async def user_balance(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
-    owner = await authenticate(request, runtime.engine, request.app.state.key_secret)
-    micros = await balance(runtime.engine, owner.account_id)
-    return {"account_id": owner.account_id, "balance": micros_to_credits(micros), "balance_micros": micros, "currency": "credits"}
+    owner = await authenticate(request, runtime.ledger, request.app.state.key_secret)
+    balance = await runtime.ledger.balance(owner.account_id)
+    return {
+        "account_id": owner.account_id,
+        "currency": "credits",
+        "balance": micros_to_credits(balance.total),
+        "available": micros_to_credits(balance.available),
+        "held": micros_to_credits(balance.held),
+        "balance_micros": balance.total,
+        "available_micros": balance.available,
+        "held_micros": balance.held,
+    }

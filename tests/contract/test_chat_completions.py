@@ -34,6 +34,13 @@ def test_completion_and_its_charge(gateway: Gateway, key: str) -> None:
     assert completion.choices[0].finish_reason == "stop"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (PROMPT_TOKENS, COMPLETION_TOKENS)
     assert completion.id.startswith("chatcmpl-")
+    assert completion.usage.model_extra["cost"] == "0.000013"
+    assert gateway.wait_for_balance(key, 10_000_000 - COST) == 10_000_000 - COST
+
+
+def test_cost_header_is_what_was_charged(gateway: Gateway, key: str) -> None:
+    response = client(gateway, key).chat.completions.with_raw_response.create(model="fake-small", messages=MESSAGES)
+    assert response.headers["x-gatewayz-cost"] == "0.000013"
     assert gateway.wait_for_balance(key, 10_000_000 - COST) == 10_000_000 - COST
 
 
@@ -47,6 +54,7 @@ def test_stream_with_usage(gateway: Gateway, key: str) -> None:
     assert text == "Echo: hello there gateway"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == COMPLETION_TOKENS
+    assert chunks[-1].usage.model_extra["cost"] == "0.000013"
     assert gateway.wait_for_balance(key, 10_000_000 - COST) == 10_000_000 - COST
 
 

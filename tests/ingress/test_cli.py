@@ -3,10 +3,12 @@ processes: first start, keys, and the distributed roles."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import openai
 import pytest
@@ -41,6 +43,9 @@ def test_first_start_then_keys_while_serving(tmp_path: Path) -> None:
         assert alice.startswith("gz-") and alice != dev_key
         balance = httpx.get(f"http://127.0.0.1:{port}/user/balance", headers={"authorization": f"Bearer {alice}"})
         assert balance.json()["balance"] == "10.000000"
+
+        reconciled = gatewayz("billing", "reconcile", env=env, cwd=tmp_path)
+        assert (reconciled.returncode, reconciled.stdout.strip()) == (0, "every account reconciles with the ledger")
 
     # A second start on the same data makes no new development key.
     log2 = tmp_path / "serve2.log"
@@ -91,6 +96,22 @@ def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: hello gateway"
             # 2 prompt words at 1.00 + 4 reply words at 2.00 = 10 micro-credits, settled by the billing process.
             assert _settled_balance(port, key, unchanged=1_000_000) == 1_000_000 - 10
+        assert gatewayz("billing", "reconcile", env=env, cwd=tmp_path).returncode == 0
+        tampered = asyncpg_execute(services.database_url, "UPDATE accounts SET available = available + 5 WHERE name = 'bob'")
+        result = gatewayz("billing", "reconcile", env=env, cwd=tmp_path)
+        assert result.returncode == 1 and tampered
+        assert "available recorded 999995, recomputed 999990" in result.stdout
+
+
+def asyncpg_execute(url: str, statement: str) -> str:
+    async def run() -> str:
+        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
 
 
 def _settled_balance(port: int, key: str, *, unchanged: int) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from billing.ledger import balance, create_account, create_key
+from billing.ledger import Ledger
 from ingress.app import create_app
 from ingress.auth import hash_key, new_key
 from ingress.runtime import embedded_roles
@@ -44,9 +44,13 @@ class Gateway:
         return asyncio.run(_create_key(self.settings, credits_to_micros(Decimal(credits))))
 
     def balance(self, key: str) -> int:
+        """Available micro-credits: what is left once open holds are set aside."""
         response = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {key}"})
         response.raise_for_status()
-        return response.json()["balance_micros"]
+        return response.json()["available_micros"]
+
+    def reconcile(self) -> list[object]:
+        return asyncio.run(_reconcile(self.settings))
 
     def wait_for_balance(self, key: str, expected: int, timeout: float = 10.0) -> int:
         """Settlement is asynchronous: poll until the balance is ``expected``
@@ -62,18 +66,21 @@ class Gateway:
 async def _create_key(settings: Settings, grant: int) -> str:
     engine = create_engine(settings)
     try:
-        account_id = await create_account(engine, "test", grant)  # type: ignore[arg-type]
+        ledger = Ledger(engine)
+        account_id = await ledger.create_account("test", grant)  # type: ignore[arg-type]
         key = new_key()
-        await create_key(engine, account_id, "test", hash_key(KEY_SECRET.encode(), key), key[:8])
+        await ledger.create_key(account_id, "test", hash_key(KEY_SECRET.encode(), key), key[:8])
         return key
     finally:
         await engine.dispose()
 
 
-async def account_balance(settings: Settings, account_id: int) -> int:
+
+
+async def _reconcile(settings: Settings) -> list[object]:
     engine = create_engine(settings)
     try:
-        return await balance(engine, account_id)
+        return list(await Ledger(engine).reconcile())
     finally:
         await engine.dispose()
 
