@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing.pricing import cost_of
 from schema.jobs import UsageEvent
-from schema.money import MicroCredits
+from schema.errors import InsufficientCredits
+from schema.money import MicroCredits, micros_to_credits
 from schema.tables import accounts, api_keys, holds, ledger_entries, ledger_transactions, usage_records
 
 AVAILABLE, HELD = "available", "held"
@@ -39,7 +40,6 @@ class Posting:
 class KeyOwner:
     key_id: int
     account_id: int
-    available: MicroCredits
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +96,12 @@ class Ledger:
 
     async def key_owner(self, key_hash: str) -> KeyOwner | None:
         statement = (
-            select(api_keys.c.id, api_keys.c.account_id, accounts.c.available)
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
+            select(api_keys.c.id, api_keys.c.account_id)
             .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
         )
         async with self.engine.connect() as connection:
             row = (await connection.execute(statement)).first()
-        return KeyOwner(row.id, row.account_id, MicroCredits(row.available)) if row else None
+        return KeyOwner(row.id, row.account_id) if row else None
 
     async def balance(self, account_id: int) -> Balance:
         statement = select(accounts.c.available, accounts.c.held).where(accounts.c.id == account_id)
@@ -112,9 +111,9 @@ class Ledger:
 
     # holds and settlement
 
-    async def hold(self, job_id: str, account_id: int, amount: MicroCredits, *, expires_at: float) -> Balance | None:
-        """Reserve ``amount`` for a job. Returns None, reserving nothing, when
-        the account's available credit cannot cover it."""
+    async def hold(self, job_id: str, account_id: int, amount: MicroCredits, *, expires_at: float) -> Balance:
+        """Reserve ``amount`` for a job; raises ``InsufficientCredits``,
+        reserving nothing, when the account's available credit cannot cover it."""
         async with self.engine.begin() as connection:
             reserve = (
                 update(accounts)
@@ -124,7 +123,11 @@ class Ledger:
             )
             row = (await connection.execute(reserve)).first()
             if row is None:
-                return None
+                available = (await connection.execute(select(accounts.c.available).where(accounts.c.id == account_id))).scalar()
+                raise InsufficientCredits(
+                    f"This request can cost up to {micros_to_credits(amount)} credits and your account has "
+                    f"{micros_to_credits(available or 0)} available: lower max_tokens or top up"
+                )
             await connection.execute(insert(holds).values(job_id=job_id, account_id=account_id, amount=amount,
                                                           expires_at=expires_at, closed=False))
             if amount:

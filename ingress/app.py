@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from ingress.auth import key_secret
+from ingress.auth import Authenticator, key_secret
 from ingress.errors import install_error_handlers
 from ingress.routes import chat, models, user
 from ingress.runtime import Runtime, open_runtime
@@ -32,7 +32,7 @@ def create_app(
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
-            app.state.key_secret = key_secret(settings)
+            app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
             yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)

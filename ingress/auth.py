@@ -1,13 +1,17 @@
-"""API keys: generated once, stored only as an HMAC-SHA256 hash."""
+"""API keys: generated once, stored only as an HMAC-SHA256 hash, and looked
+up through a small per-process cache so the hot path skips the database."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 from fastapi import Request
+
 from billing.ledger import KeyOwner, Ledger
 from schema.errors import Unauthenticated
 from schema.settings import Settings
@@ -44,11 +48,36 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def authenticate(request: Request, ledger: Ledger, secret: bytes) -> KeyOwner:
-    key = presented_key(request)
-    if not key:
-        raise Unauthenticated("Missing API key: send it as `Authorization: Bearer <key>`")
-    owner = await ledger.key_owner(hash_key(secret, key))
-    if owner is None:
-        raise Unauthenticated("Incorrect API key provided")
-    return owner
+class Authenticator:
+    """Resolves presented keys to their owners.
+
+    Known keys are cached for ``ttl`` seconds (a revoked key stops working
+    within that time); unknown keys are never cached, so guessing cannot fill
+    memory. Credit is not cached: admission checks it with a hold.
+    """
+
+    def __init__(self, ledger: Ledger, secret: bytes, *, ttl: float = 10.0, size: int = 10_000) -> None:
+        self._ledger = ledger
+        self._secret = secret
+        self._ttl = ttl
+        self._size = size
+        self._known: OrderedDict[str, tuple[float, KeyOwner]] = OrderedDict()
+
+    async def __call__(self, request: Request) -> KeyOwner:
+        key = presented_key(request)
+        if not key:
+            raise Unauthenticated("Missing API key: send it as `Authorization: Bearer <key>`")
+        key_hash = hash_key(self._secret, key)
+        cached = self._known.get(key_hash)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        owner = await self._ledger.key_owner(key_hash)
+        if owner is None:
+            self._known.pop(key_hash, None)
+            raise Unauthenticated("Incorrect API key provided")
+        self._known[key_hash] = (now + self._ttl, owner)
+        self._known.move_to_end(key_hash)
+        if len(self._known) > self._size:
+            self._known.popitem(last=False)
+        return owner

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from schema.errors import GatewayError
 
@@ -44,6 +46,11 @@ def install_error_handlers(app: FastAPI) -> None:
         type_ = _STATUS_TYPES.get(error.status_code, "api_error")
         return JSONResponse(openai_error_body(str(error.detail), type_), status_code=error.status_code,
                               headers=getattr(error, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, error: ClientDisconnect) -> Response:
+        # The client left while sending its request: nobody to answer, nothing to log.
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

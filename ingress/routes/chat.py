@@ -10,11 +10,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from billing.admission import worst_case_cost
-from ingress.auth import authenticate
 from ingress.relay import EventReader, add_cost, openai_sse, raise_for_error
 from ingress.runtime import Runtime
 from scheduler.topology import DEFAULT_PRIORITY
-from schema.errors import InsufficientCredits, InvalidRequest, StreamBroken
+from schema.errors import InvalidRequest, StreamBroken
 from schema.jobs import Job
 from schema.money import micros_to_credits
 from schema.openai import check_chat_request, wants_usage
@@ -38,7 +37,7 @@ async def _body(request: Request) -> object:
 @router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    owner = await authenticate(request, runtime.ledger, request.app.state.key_secret)
+    owner = await request.app.state.authenticate(request)
     body = check_chat_request(await _body(request))
     route = runtime.catalog.route(body["model"])
 
@@ -58,12 +57,7 @@ async def chat_completions(request: Request) -> Response:
         price=route.price,
     )
     worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None)
-    held = await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE)
-    if held is None:
-        raise InsufficientCredits(
-            f"This request can cost up to {micros_to_credits(worst_case)} credits and your account has "
-            f"{micros_to_credits(owner.available)} available: lower max_tokens or top up"
-        )
+    await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE)
     headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider}
     try:
         # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ingress.auth import authenticate
 from ingress.runtime import Runtime
 from schema.money import micros_to_credits
 
@@ -16,7 +15,7 @@ router = APIRouter()
 @router.get("/user/balance")
 async def user_balance(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
-    owner = await authenticate(request, runtime.ledger, request.app.state.key_secret)
+    owner = await request.app.state.authenticate(request)
     balance = await runtime.ledger.balance(owner.account_id)
     return {
         "account_id": owner.account_id,

@@ -4,6 +4,7 @@ sweeper, reconciliation, and the migration from the single-entry ledger."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger import Ledger
 from schema.database import create_engine, migrate
+from schema.errors import InsufficientCredits
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
 from tests.support.services import POSTGRES_DSN, _admin, require_services
@@ -68,7 +70,7 @@ async def account(ledger: Ledger, grant: int) -> int:
 
 async def test_hold_then_settle_charges_actual_and_releases_the_rest(ledger: Ledger) -> None:
     account_id = await account(ledger, 1000)
-    assert await ledger.hold("job_a", account_id, 300, expires_at=time.time() + 60) is not None
+    assert (await ledger.hold("job_a", account_id, 300, expires_at=time.time() + 60)).held == 300
     assert (await ledger.balance(account_id)).available == 700
     assert await ledger.settle(usage_event("job_a", account_id, 10, 20))  # 10 + 40 = 50
     balance = await ledger.balance(account_id)
@@ -88,9 +90,11 @@ async def test_a_duplicate_usage_event_changes_nothing(ledger: Ledger) -> None:
 
 async def test_a_hold_that_does_not_fit_reserves_nothing(ledger: Ledger) -> None:
     account_id = await account(ledger, 100)
-    assert await ledger.hold("job_c", account_id, 101, expires_at=time.time() + 60) is None
-    assert await ledger.hold("job_d", account_id, 100, expires_at=time.time() + 60) is not None
-    assert await ledger.hold("job_e", account_id, 1, expires_at=time.time() + 60) is None
+    with pytest.raises(InsufficientCredits, match="up to 0.000101 credits .* has 0.000100 available"):
+        await ledger.hold("job_c", account_id, 101, expires_at=time.time() + 60)
+    assert (await ledger.hold("job_d", account_id, 100, expires_at=time.time() + 60)).available == 0
+    with pytest.raises(InsufficientCredits):
+        await ledger.hold("job_e", account_id, 1, expires_at=time.time() + 60)
     balance = await ledger.balance(account_id)
     assert (balance.available, balance.held) == (0, 100)
 
@@ -145,7 +149,8 @@ def test_any_sequence_of_operations_reconciles(database_settings: Settings, step
                 job_id = f"{prefix}-{job}"
                 if operation == "hold" and job_id not in held:  # job ids are unique: one hold each
                     held.add(job_id)
-                    await ledger.hold(job_id, account_id, amount, expires_at=time.time() + (60 if amount % 2 else -1))
+                    with contextlib.suppress(InsufficientCredits):
+                        await ledger.hold(job_id, account_id, amount, expires_at=time.time() + (60 if amount % 2 else -1))
                 elif operation in ("settle", "duplicate"):
                     await ledger.settle(usage_event(job_id, account_id, input_tokens, output_tokens))
                 elif operation == "release":
