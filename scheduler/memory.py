@@ -63,10 +63,11 @@ class MemoryResultBus:
         self._inboxes[job_id] = inbox
         return inbox
 
-    async def publish(self, event: StreamEvent) -> None:
-        inbox = self._inboxes.get(event["job"])
+    async def publish(self, *events: StreamEvent) -> None:
+        inbox = self._inboxes.get(events[0]["job"]) if events else None
         if inbox is not None:  # like pub/sub: nobody listening, nothing kept
-            inbox.deliver(event)
+            for event in events:
+                inbox.deliver(event)
 
 
 class MemoryUsageQueue:

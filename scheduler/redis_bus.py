@@ -77,8 +77,9 @@ class RedisResultBus:
             except (RedisError, OSError) as error:
                 log.debug("unsubscribe %s: %s", channel, error)
 
-    async def publish(self, event: StreamEvent) -> None:
-        await self._client.publish(self._topology.result_channel(event["job"]), orjson.dumps(event))
+    async def publish(self, *events: StreamEvent) -> None:
+        if events:
+            await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
 
     async def _read(self) -> None:
         while True:
@@ -94,7 +95,8 @@ class RedisResultBus:
             if kind == "message":
                 inbox = self._inboxes.get(channel)
                 if inbox is not None:
-                    inbox.deliver(orjson.loads(message["data"]))
+                    for event in orjson.loads(message["data"]):
+                        inbox.deliver(event)
             elif kind == "subscribe":
                 confirmed = self._confirming.get(channel)
                 if confirmed is not None and not confirmed.done():

@@ -47,7 +47,9 @@ class ResultBus(Protocol):
         """Returns once the subscription is active on the bus."""
         ...
 
-    async def publish(self, event: StreamEvent) -> None: ...
+    async def publish(self, *events: StreamEvent) -> None:
+        """Publish consecutive events of one job, in order, as one message."""
+        ...
 
 
 class UsageQueue(Protocol):

@@ -21,7 +21,7 @@ import orjson
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout
-from schema.jobs import EventKind, Job, Usage, UsageEvent
+from schema.jobs import EventKind, Job, StreamEvent, Usage, UsageEvent
 from workers.adapters.base import ProviderAdapter, openai_usage
 
 log = logging.getLogger(__name__)
@@ -30,19 +30,47 @@ USAGE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 class JobRun:
-    """Publishes one job's events in order, numbering them from 0."""
+    """Publishes one job's events in order, numbering them from 0.
+
+    ``emit`` never waits for the bus: events queue up while a publish is in
+    flight and go out together in the next one, so a fast upstream is not
+    slowed to one bus round trip per chunk, and the first event still leaves
+    at once. ``flush`` waits until everything emitted has been published.
+    """
 
     def __init__(self, job: Job, results: ResultBus) -> None:
         self.job = job
         self._results = results
         self._seq = 0
+        self._pending: list[StreamEvent] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.lost: BaseException | None = None  # the bus failed: the client will see a broken stream
         self.output_chars = 0
         self.produced = False  # output reached the client: from here on it is billable
 
-    async def emit(self, kind: EventKind, data: Any) -> None:
-        await self._results.publish({"job": self.job.id, "seq": self._seq, "kind": kind, "data": data})
+    def emit(self, kind: EventKind, data: Any) -> None:
+        self._pending.append({"job": self.job.id, "seq": self._seq, "kind": kind, "data": data})
         self._seq += 1
         self.produced = self.produced or kind in ("chunk", "response")
+        if self.lost is None and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+
+    async def _send(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._results.publish(*batch)
+        except Exception as error:  # Redis errors are many; each means the same here
+            self.lost = error
+            self._pending.clear()
+
+    async def flush(self) -> None:
+        if self._sender is not None:
+            await self._sender
+        if self.lost is not None:
+            # The ingress sees the gap or the silence and ends the client's
+            # stream with an error; the job still settles what it used.
+            log.error("job %s: result events lost (%s)", self.job.id, self.lost)
 
 
 class ProviderPool:
@@ -74,7 +102,8 @@ class ProviderPool:
         run = JobRun(job, self._results)
         if job.expired():
             log.warning("job %s expired in the queue; skipped", job.id)
-            await self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+            self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+            await run.flush()
             await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
             return
         usage: Usage | None = None
@@ -83,12 +112,13 @@ class ProviderPool:
                 usage = await (self._stream(run) if job.stream else self._complete(run))
         except GatewayError as error:
             log.info("job %s on %s failed: %s", job.id, job.provider, error.message)
-            await self._fail(run, error)
+            self._fail(run, error)
         except TimeoutError:
             log.info("job %s on %s passed its deadline", job.id, job.provider)
-            await self._fail(run, GatewayTimeout("the request's deadline passed before the provider finished"))
+            self._fail(run, GatewayTimeout("the request's deadline passed before the provider finished"))
         if usage is None:
             usage = _estimate(job, run.output_chars) if run.produced else Usage(input_tokens=0, output_tokens=0)
+        await run.flush()
         await self._record(self._usage_event(job, usage))
 
     @staticmethod
@@ -118,7 +148,7 @@ class ProviderPool:
     async def _complete(self, run: JobRun) -> Usage | None:
         job = run.job
         body = await self.adapter.complete(job.route.upstream_model, job.payload)
-        await run.emit("response", body)
+        run.emit("response", body)
         return openai_usage(body.get("usage")) or _estimate(job, len(orjson.dumps(body.get("choices"))))
 
     async def _stream(self, run: JobRun) -> Usage | None:
@@ -131,13 +161,14 @@ class ProviderPool:
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
                 run.output_chars += len(delta.get("content") or "") + len(str(delta.get("tool_calls") or ""))
-            await run.emit("chunk", chunk)
-        await run.emit("end", {"usage": usage.model_dump() if usage else None})
+            run.emit("chunk", chunk)
+        run.emit("end", {"usage": usage.model_dump() if usage else None})
         return usage
 
-    async def _fail(self, run: JobRun, error: GatewayError) -> None:
+    @staticmethod
+    def _fail(run: JobRun, error: GatewayError) -> None:
         retry_after = getattr(error, "retry_after", None)
-        await run.emit(
+        run.emit(
             "error",
             {
                 "status": error.status,
