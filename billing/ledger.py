@@ -205,9 +205,14 @@ class Ledger:
     # audit
 
     async def reconcile(self) -> list[Discrepancy]:
-        """Recompute every account from its entries; report any difference."""
+        """Recompute every account from its entries; report any difference.
+
+        Reads one snapshot, so settlements committing meanwhile cannot show
+        up as differences."""
         found: list[Discrepancy] = []
-        async with self.engine.connect() as connection:
+        snapshot = {"isolation_level": "REPEATABLE READ"} if self.engine.dialect.name == "postgresql" else {}
+        async with self.engine.connect() as plain, (await plain.execution_options(**snapshot)).begin() as transaction:
+            connection = transaction.connection
             sums = {
                 (row.account_id, row.bucket): row.total
                 for row in await connection.execute(

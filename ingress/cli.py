@@ -37,12 +37,23 @@ host_option = click.option("--host", default="127.0.0.1", show_default=True)
 port_option = click.option("--port", default=8000, show_default=True, type=int)
 
 
-def _settings(config_path: Path | None) -> tuple[Settings, GatewayConfig]:
+def _plain_settings() -> Settings:
+    """Settings for commands that do not route requests (no catalog needed)."""
     settings = Settings()
-    if config_path is not None:
-        settings = settings.model_copy(update={"config": config_path})
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple[Settings, GatewayConfig]:
+    settings = _plain_settings()
+    if config_path is not None:
+        settings = settings.model_copy(update={"config": config_path})
+    missing = [f"GATEWAYZ_{name.upper()}" for name in needs if not getattr(settings, name)]
+    if missing:
+        # A distributed role without its services would serve an in-process
+        # queue that nobody else can reach.
+        raise click.ClickException(f"this role runs distributed: set {', '.join(missing)}")
     try:
         config = load_config(settings.config, os.environ)
     except ConfigError as error:
@@ -73,7 +84,7 @@ def serve(host: str, port: int, config_path: Path | None) -> None:
 @config_option
 def ingress(host: str, port: int, config_path: Path | None) -> None:
     """Run the HTTP API only (jobs go to the broker)."""
-    settings, config = _settings(config_path)
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
     _serve_http(create_app(settings, config), host, port, settings)
 
 
@@ -83,7 +94,7 @@ def ingress(host: str, port: int, config_path: Path | None) -> None:
 @config_option
 def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
     """Run one provider's worker pool."""
-    settings, config = _settings(config_path)
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
     if provider not in config.providers:
         raise click.ClickException(f"unknown provider {provider!r}; known: {', '.join(sorted(config.providers))}")
     uvloop.run(_run_role(settings, config, lambda runtime: runtime.start_pool(provider, concurrency)))
@@ -96,14 +107,14 @@ def billing(context: click.Context, config_path: Path | None) -> None:
     """Run the settlement consumer (and the expired-hold sweeper)."""
     if context.invoked_subcommand is not None:
         return
-    settings, config = _settings(config_path)
+    settings, config = _settings(config_path, needs=("broker_url",))
     uvloop.run(_run_role(settings, config, Runtime.start_billing))
 
 
 @billing.command()
 def reconcile() -> None:
     """Recompute every account from the ledger; exit 1 on any difference."""
-    settings, _ = _settings(None)
+    settings = _plain_settings()
 
     async def run() -> list[Discrepancy]:
         engine = create_engine(settings)
@@ -126,7 +137,7 @@ def reconcile() -> None:
 @main.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema to the newest revision."""
-    settings, _ = _settings(None)
+    settings = _plain_settings()
 
     async def run() -> None:
         engine = create_engine(settings)
@@ -149,7 +160,7 @@ def keys() -> None:
 @click.option("--credits", "credit_amount", default="0", show_default=True, help="credits granted to the new account")
 def keys_create(name: str, credit_amount: str) -> None:
     """Create an account with CREDITS and an API key for it; the key is the last line."""
-    settings, _ = _settings(None)
+    settings = _plain_settings()
     try:
         grant = credits_to_micros(Decimal(credit_amount))
     except (InvalidOperation, ValueError):

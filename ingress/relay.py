@@ -42,7 +42,9 @@ class EventReader:
             if first or remaining <= self._idle_timeout:
                 raise GatewayTimeout("no answer before the request's deadline") from None
             raise StreamBroken(f"the worker went silent for {self._idle_timeout:g}s") from None
-        if event["seq"] != self._expected:
+        # An error ends the stream whatever came before it: it may come from a
+        # worker that took over a job another worker had begun.
+        if event["seq"] != self._expected and event["kind"] != "error":
             raise StreamBroken(f"result event {self._expected} was lost (got {event['seq']})")
         self._expected += 1
         return event

@@ -10,7 +10,8 @@ last user message can command a failure, so tests can see each one:
 - ``drop`` streams two chunks, then closes the connection without ``[DONE]``;
 - ``hang`` never answers; ``slow`` waits 50 ms between chunks;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
-- ``words:<n>`` answers with n words (benchmarks).
+- ``words:<n>`` answers with n words (benchmarks);
+- ``notobject`` answers 200 with a JSON array instead of a completion.
 
 Run alone: ``python -m loadtests.fake_upstream --port 9901``.
 """
@@ -72,6 +73,8 @@ class FakeUpstream:
         if command == "fail":
             status = int(argument)
             return _error(status, f"fake failure {status}", {"retry-after": "7"} if status == 429 else None)
+        if command == "notobject":
+            return JSONResponse([1, 2, 3])
         if command == "hang":
             await asyncio.sleep(3600)
         words = said.split() if command != "words" else ["w"] * int(argument)

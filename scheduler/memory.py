@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 
 from scheduler.subscription import Inbox
-from scheduler.transport import JobHandler, UsageHandler
+from scheduler.transport import JobHandler, JobState, UsageHandler
 from schema.jobs import Job, StreamEvent, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,15 @@ class MemoryJobQueue:
 class MemoryResultBus:
     def __init__(self) -> None:
         self._inboxes: dict[str, Inbox] = {}
+        self._states: dict[str, tuple[float, JobState]] = {}
+
+    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+        now = time.monotonic()
+        if len(self._states) > 10_000:
+            self._states = {job: kept for job, kept in self._states.items() if kept[0] > now}
+        before = self._states.get(job_id)
+        self._states[job_id] = (now + ttl, state)
+        return before[1] if before and before[0] > now else None
 
     async def subscribe(self, job_id: str) -> Inbox:
         inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
+from scheduler.transport import JobState
 from schema.errors import ServiceUnavailable
 from schema.jobs import StreamEvent
 
@@ -80,6 +81,11 @@ class RedisResultBus:
     async def publish(self, *events: StreamEvent) -> None:
         if events:
             await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
+
+    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+        key = f"{self._topology.namespace}:jobstate:{job_id}"
+        before = await self._client.set(key, state, ex=max(1, int(ttl)), get=True)
+        return before.decode() if before is not None else None  # type: ignore[return-value]
 
     async def _read(self) -> None:
         while True:

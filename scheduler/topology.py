@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# RabbitMQ recommends few priority levels; classic queues keep one sub-queue each.
-MAX_PRIORITY = 4
-DEFAULT_PRIORITY = 2
+from schema.jobs import DEFAULT_PRIORITY, MAX_PRIORITY
+
+__all__ = ["DEFAULT_PRIORITY", "MAX_PRIORITY", "Topology"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class Topology:
 
     @property
     def dead_queue(self) -> str:
-        return f"{self.namespace}.jobs.dead"
+        return f"{self.namespace}.dead-letters"
 
     @property
     def usage_queue(self) -> str:

@@ -13,7 +13,7 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from schema.jobs import Job, StreamEvent, UsageEvent
 
@@ -21,6 +21,10 @@ JobHandler = Callable[[Job, bool], Awaitable[None]]
 """Called with the job and whether it is a redelivery; returning acks it."""
 
 UsageHandler = Callable[[UsageEvent], Awaitable[None]]
+
+JobState = Literal["started", "done"]
+"""``started``: a worker began it (events may have reached the client);
+``done``: its usage event is durable."""
 
 
 class JobQueue(Protocol):
@@ -49,6 +53,11 @@ class ResultBus(Protocol):
 
     async def publish(self, *events: StreamEvent) -> None:
         """Publish consecutive events of one job, in order, as one message."""
+        ...
+
+    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+        """Record how far a job got, visible to every worker for ``ttl``
+        seconds; returns the state it had before (None: never seen)."""
         ...
 
 

@@ -22,7 +22,8 @@ AdapterKind = Literal["openai", "mock"]
 class ProviderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    # A provider's name is part of queue names and routing keys.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     adapter: AdapterKind = "openai"
     base_url: str | None = None
     api_key_env: str | None = None

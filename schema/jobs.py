@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field
 
 JobKind = Literal["chat"]
 
+# RabbitMQ recommends few priority levels; classic queues keep one sub-queue each.
+MAX_PRIORITY = 4
+DEFAULT_PRIORITY = 2
+
 
 class Route(BaseModel):
     """One candidate: a provider and the model id that provider knows."""
@@ -37,7 +41,7 @@ class Job(BaseModel):
     attempt: int = 0
     payload: dict[str, Any]
     stream: bool = False
-    priority: int = 0
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     created_at: float = Field(default_factory=time.time)
     deadline: float
     price: Price

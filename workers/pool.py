@@ -20,13 +20,14 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout
+from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import EventKind, Job, StreamEvent, Usage, UsageEvent
 from workers.adapters.base import ProviderAdapter, openai_usage
 
 log = logging.getLogger(__name__)
 
 USAGE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+JOB_STATE_GRACE = 600.0  # how long past its deadline a job's state is remembered
 
 
 class JobRun:
@@ -100,6 +101,11 @@ class ProviderPool:
 
     async def handle(self, job: Job, redelivered: bool) -> None:
         run = JobRun(job, self._results)
+        keep = job.deadline - time.time() + JOB_STATE_GRACE
+        before = await self._results.mark(job.id, "started", keep)
+        if redelivered and before is not None:
+            await self._resume(run, before, keep)
+            return
         if job.expired():
             log.warning("job %s expired in the queue; skipped", job.id)
             self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
@@ -116,10 +122,32 @@ class ProviderPool:
         except TimeoutError:
             log.info("job %s on %s passed its deadline", job.id, job.provider)
             self._fail(run, GatewayTimeout("the request's deadline passed before the provider finished"))
+        except Exception:
+            # A defect, not an upstream answer: the client still gets a clear
+            # error now, and the job still settles, instead of a silent wait.
+            log.exception("job %s on %s failed unexpectedly", job.id, job.provider)
+            self._fail(run, UpstreamError("the gateway failed to process the provider's answer"))
         if usage is None:
             usage = _estimate(job, run.output_chars) if run.produced else Usage(input_tokens=0, output_tokens=0)
         await run.flush()
         await self._record(self._usage_event(job, usage))
+        await self._results.mark(job.id, "done", keep)
+
+    async def _resume(self, run: JobRun, before: str, keep: float) -> None:
+        """A redelivered job that a worker had already started (that worker
+        died or lost its channel). Running it again could send the client a
+        second answer: end its stream with an error instead, charging nothing
+        for the interrupted attempt; or, if it had finished, only acknowledge."""
+        job = run.job
+        if before == "done":
+            log.info("job %s was redelivered after it finished; acknowledged", job.id)
+            await self._results.mark(job.id, "done", keep)
+            return
+        log.warning("job %s was interrupted mid-way (its worker stopped); ending it with an error", job.id)
+        self._fail(run, UpstreamError("the worker serving this request stopped; please retry", status=502))
+        await run.flush()
+        await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
+        await self._results.mark(job.id, "done", keep)
 
     @staticmethod
     def _usage_event(job: Job, usage: Usage) -> UsageEvent:

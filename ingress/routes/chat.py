@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 from billing.admission import worst_case_cost
 from ingress.relay import EventReader, add_cost, openai_sse, raise_for_error
 from ingress.runtime import Runtime
-from scheduler.topology import DEFAULT_PRIORITY
 from schema.errors import InvalidRequest, StreamBroken
 from schema.jobs import Job
 from schema.money import micros_to_credits
@@ -51,7 +50,6 @@ async def chat_completions(request: Request) -> Response:
         routes=route.routes,
         payload=payload,
         stream=stream,
-        priority=DEFAULT_PRIORITY,
         created_at=now,
         deadline=now + runtime.settings.request_timeout,
         price=route.price,

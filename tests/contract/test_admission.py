@@ -31,7 +31,8 @@ def test_two_hundred_at_once_on_an_account_that_affords_fifty(gateway: Gateway) 
     statuses = Counter(asyncio.run(burst()))
 
     assert statuses == {200: 50, 402: 150}
-    assert gateway.wait_for_balance(key, 0) == 0
+    assert gateway.wait_until_settled(key) == 0
+    assert gateway.balance(key) == 0
     assert gateway.reconcile() == []
 
 

@@ -235,3 +235,11 @@ def test_one_model_by_id(gateway: Gateway, key: str) -> None:
     assert (model.id, model.owned_by) == ("fake2/fake-small", "fake2")
     with pytest.raises(openai.NotFoundError):
         client(gateway, key).models.retrieve("ghost/model")
+
+
+def test_an_upstream_answer_that_is_not_a_completion_is_a_prompt_502(gateway: Gateway, key: str) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        client(gateway, key).chat.completions.create(model="fake-small", messages=[{"role": "user", "content": "notobject"}])
+    assert raised.value.status_code == 502
+    assert "not a JSON object" in raised.value.message
+    assert gateway.wait_for_balance(key, 10_000_000, timeout=2) == 10_000_000

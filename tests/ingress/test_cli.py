@@ -70,9 +70,28 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_worker_refuses_an_unknown_provider(tmp_path: Path) -> None:
-    result = gatewayz("worker", "--provider", "nope", env=embedded_env(tmp_path), cwd=tmp_path)
+    env = {**embedded_env(tmp_path), "GATEWAYZ_BROKER_URL": "amqp://127.0.0.1:1/", "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1"}
+    result = gatewayz("worker", "--provider", "nope", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "unknown provider 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize(("role", "missing"), [
+    (["worker", "--provider", "mock"], "GATEWAYZ_BROKER_URL, GATEWAYZ_REDIS_URL"),
+    (["ingress"], "GATEWAYZ_BROKER_URL, GATEWAYZ_REDIS_URL"),
+    (["billing"], "GATEWAYZ_BROKER_URL"),
+])
+def test_distributed_roles_refuse_to_run_without_their_services(tmp_path: Path, role: list[str], missing: str) -> None:
+    result = gatewayz(*role, env=embedded_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"this role runs distributed: set {missing}" in result.stderr
+
+
+def test_migrate_does_not_need_a_valid_catalog(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("not toml at all [")
+    result = gatewayz("migrate", env={**embedded_env(tmp_path), "GATEWAYZ_CONFIG": str(config)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
 
 
 def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:

@@ -98,3 +98,9 @@ def test_provider_key_comes_from_the_environment_and_stays_secret(catalog: Catal
 def test_config_errors_say_what_is_wrong(document: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(document, {})
+
+
+@pytest.mark.parametrize("name", ["dead letters", "Upper", "-leading", "a.b", "x" * 64])
+def test_provider_names_are_safe_in_queue_names(name: str) -> None:
+    with pytest.raises(ConfigError, match="name"):
+        parse_config({"providers": {name: {"base_url": "http://x"}}}, {})

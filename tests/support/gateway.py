@@ -49,6 +49,17 @@ class Gateway:
         response.raise_for_status()
         return response.json()["available_micros"]
 
+    def held(self, key: str) -> int:
+        response = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {key}"})
+        return response.json()["held_micros"]
+
+    def wait_until_settled(self, key: str, timeout: float = 10.0) -> int:
+        """Poll until no hold is open (every admitted job settled); the held amount then."""
+        deadline = time.monotonic() + timeout
+        while (held := self.held(key)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return held
+
     def reconcile(self) -> list[object]:
         return asyncio.run(_reconcile(self.settings))
 

@@ -44,9 +44,12 @@ class OpenAIAdapter:
         if response.status_code >= 400:
             raise self._status_error(response.status_code, response.content, response.headers)
         try:
-            return orjson.loads(response.content)
+            body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise UpstreamError(f"provider {self._provider.name!r} sent a body that is not JSON") from None
+            body = None
+        if not isinstance(body, dict):
+            raise UpstreamError(f"provider {self._provider.name!r} sent a body that is not a JSON object")
+        return body
 
     async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         options = payload.get("stream_options")
@@ -70,7 +73,9 @@ class OpenAIAdapter:
                         chunk = orjson.loads(data)
                     except orjson.JSONDecodeError:
                         raise UpstreamError(f"provider {self._provider.name!r} sent a malformed stream event") from None
-                    if isinstance(chunk, dict) and chunk.get("error"):
+                    if not isinstance(chunk, dict):
+                        raise UpstreamError(f"provider {self._provider.name!r} sent a stream event that is not an object")
+                    if chunk.get("error"):
                         raise self._status_error(502, data.encode(), response.headers)
                     yield chunk
         except httpx.HTTPError as error:
