@@ -1,5 +1,6 @@
 """The settlement consumer: usage events in, one committed charge per job;
-and the sweeper that releases holds whose job never reported."""
+and the sweeper that releases holds whose job never reported and takes back
+expired trial credits."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ class SettlementConsumer:
                 released = await self._ledger.release_expired()
             except Exception:
                 log.exception("sweeping expired holds failed; will retry")
-                continue
-            if released:
-                log.warning("released %d holds whose jobs never reported before their deadline", released)
+            else:
+                if released:
+                    log.warning("released %d holds whose jobs never reported before their deadline", released)
+            try:
+                expired = await self._ledger.expire_grants()
+            except Exception:
+                log.exception("expiring credit grants failed; will retry")
+            else:
+                if expired:
+                    log.info("expired %d credit grants", expired)

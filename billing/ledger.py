@@ -8,6 +8,12 @@ transaction as the entries, so ``reconcile`` can recompute them.
 
 Admission reserves with one conditional ``UPDATE … WHERE available >= :hold``:
 under concurrency an account can never reserve more than it has.
+
+Credits that expire (``credit_grants``) are spent first: settlement draws
+them down, soonest expiry first, in the charge's own transaction, and
+``expire_grants`` returns what is left of an expired grant to system:grants.
+Lock order, to keep PostgreSQL free of deadlocks: credit grants, then the
+user's account, then system accounts.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing.pricing import cost_of
+from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
-from schema.errors import InsufficientCredits
 from schema.money import MicroCredits, micros_to_credits
-from schema.tables import accounts, api_keys, holds, ledger_entries, ledger_transactions, usage_records
+from schema.tables import accounts, api_keys, credit_grants, holds, ledger_entries, ledger_transactions, usage_records
 
 AVAILABLE, HELD = "available", "held"
 GRANTS, REVENUE, TOPUPS = "system:grants", "system:revenue", "system:topups"
@@ -181,6 +187,7 @@ class Ledger:
                 return False
             claimed = await _close_hold(connection, event.job_id)
             held = claimed[1] if claimed else 0  # the sweeper may have released it already
+            await _draw_down_grants(connection, event.account_id, cost, time.time())
             postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
             if cost:
                 postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost))
@@ -201,6 +208,60 @@ class Ledger:
             async with self.engine.begin() as connection:
                 released += await self._release(connection, job_id)
         return released
+
+    # top-ups and expiring grants
+
+    async def top_up(self, reference: str, account_id: int, amount: MicroCredits, *, memo: str | None = None) -> bool:
+        """Credit a payment to a user account, once per ``reference`` (the
+        payment event's id). Returns False if that reference already credited."""
+        if amount <= 0:
+            raise ValueError(f"a top-up must be positive, not {amount}")
+        async with self.engine.begin() as connection:
+            await _user_account(connection, account_id)
+            topups = await self.system_account(connection, TOPUPS)
+            return await _transact(connection, "topup", reference,
+                                   [Posting(account_id, AVAILABLE, amount), Posting(topups, AVAILABLE, -amount)],
+                                   memo=memo)
+
+    async def expire_grants(self, now: float | None = None, *, limit: int = 500) -> int:
+        """Take back what is left of each grant whose expiry has passed: at
+        most what the account has available (credit held for a running job
+        stays with it). Returns how many grants expired."""
+        statement = (
+            select(credit_grants.c.id)
+            .where(credit_grants.c.remaining > 0, credit_grants.c.expires_at <= (now if now is not None else time.time()))
+            .order_by(credit_grants.c.expires_at)
+            .limit(limit)
+        )
+        async with self.engine.connect() as connection:
+            expired = (await connection.execute(statement)).scalars().all()
+        count = 0
+        for grant_id in expired:
+            async with self.engine.begin() as connection:
+                count += await self._expire(connection, grant_id)
+        return count
+
+    async def _expire(self, connection: AsyncConnection, grant_id: int) -> bool:
+        # A no-op write reads the grant under a write lock (a row lock in
+        # PostgreSQL; in SQLite the database's, before any read goes stale).
+        lock = (
+            update(credit_grants)
+            .where(credit_grants.c.id == grant_id, credit_grants.c.remaining > 0)
+            .values(remaining=credit_grants.c.remaining)
+            .returning(credit_grants.c.account_id, credit_grants.c.remaining)
+        )
+        grant = (await connection.execute(lock)).first()
+        if grant is None:
+            return False  # spent, or expired by another sweeper meanwhile
+        await connection.execute(update(credit_grants).where(credit_grants.c.id == grant_id).values(remaining=0))
+        available = (await connection.execute(
+            select(accounts.c.available).where(accounts.c.id == grant.account_id).with_for_update()
+        )).scalar_one()
+        amount = min(grant.remaining, max(available, 0))
+        grants = await self.system_account(connection, GRANTS)
+        return await _transact(connection, "expire", f"grant:{grant_id}",
+                               [Posting(grant.account_id, AVAILABLE, -amount), Posting(grants, AVAILABLE, amount)],
+                               memo="unspent trial credits expired")
 
     # audit
 
@@ -287,6 +348,32 @@ async def _close_hold(connection: AsyncConnection, job_id: str) -> tuple[int, in
     )
     row = (await connection.execute(statement)).first()
     return (row.account_id, row.amount) if row else None
+
+
+async def _user_account(connection: AsyncConnection, account_id: int) -> None:
+    statement = select(accounts.c.id).where(accounts.c.id == account_id, accounts.c.kind == "user")
+    if (await connection.execute(statement)).first() is None:
+        raise UnknownAccount(f"No account {account_id}")
+
+
+async def _draw_down_grants(connection: AsyncConnection, account_id: int, spent: int, now: float) -> None:
+    """Spend expiring credit first, the soonest to expire first."""
+    if spent <= 0:
+        return
+    open_grants = await connection.execute(
+        select(credit_grants.c.id, credit_grants.c.remaining)
+        .where(credit_grants.c.account_id == account_id, credit_grants.c.remaining > 0, credit_grants.c.expires_at > now)
+        .order_by(credit_grants.c.expires_at, credit_grants.c.id)
+        .with_for_update()
+    )
+    for grant in open_grants.all():
+        drawn = min(grant.remaining, spent)
+        await connection.execute(
+            update(credit_grants).where(credit_grants.c.id == grant.id).values(remaining=credit_grants.c.remaining - drawn)
+        )
+        spent -= drawn
+        if not spent:
+            return
 
 
 async def _record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:

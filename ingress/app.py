@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ingress.auth import Authenticator, key_secret
 from ingress.errors import install_error_handlers
-from ingress.routes import chat, models, user
+from ingress.routes import admin, chat, models, user, webhooks
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
@@ -40,6 +40,8 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(user.router)
+    app.include_router(admin.router)
+    app.include_router(webhooks.router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

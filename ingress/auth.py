@@ -1,5 +1,6 @@
 """API keys: generated once, stored only as an HMAC-SHA256 hash, and looked
-up through a small per-process cache so the hot path skips the database."""
+up through a small per-process cache so the hot path skips the database; and
+the operator's admin token."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from billing.ledger import KeyOwner, Ledger
-from schema.errors import Unauthenticated
+from schema.errors import PermissionDenied, ServiceUnavailable, Unauthenticated
 from schema.settings import Settings
 
 KEY_PREFIX = "gz-"
@@ -81,3 +82,14 @@ class Authenticator:
         if len(self._known) > self._size:
             self._known.popitem(last=False)
         return owner
+
+
+def authenticate_admin(request: Request, settings: Settings) -> None:
+    """The admin API takes ``Authorization: Bearer <GATEWAYZ_ADMIN_TOKEN>``."""
+    if settings.admin_token is None:
+        raise ServiceUnavailable("The admin API is disabled: set GATEWAYZ_ADMIN_TOKEN")
+    token = presented_key(request)
+    if not token:
+        raise Unauthenticated("Missing admin token: send it as `Authorization: Bearer <token>`")
+    if not hmac.compare_digest(token.encode(), settings.admin_token.get_secret_value().encode()):
+        raise PermissionDenied("This token does not grant admin access")

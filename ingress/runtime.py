@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.consumer import SettlementConsumer
+from billing.coupons import CouponBook
 from billing.ledger import Ledger
 from scheduler import rabbitmq
 from scheduler.catalog import Catalog
@@ -41,6 +42,7 @@ class Runtime:
     catalog: Catalog
     engine: AsyncEngine
     ledger: Ledger
+    coupons: CouponBook
     jobs: JobQueue
     results: ResultBus
     usage: UsageQueue
@@ -116,7 +118,8 @@ async def open_runtime(
         else:
             results = MemoryResultBus()
 
-        runtime = Runtime(settings, Catalog(config), engine, Ledger(engine), jobs, results, usage)
+        ledger = Ledger(engine)
+        runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage)
         try:
             yield runtime
         finally:

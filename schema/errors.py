@@ -31,6 +31,49 @@ class Unauthenticated(GatewayError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class InvalidWebhook(InvalidRequest):
+    """A payment provider's event that is unsigned, stale, malformed or cannot
+    be credited; nothing was credited."""
+
+    code = "invalid_webhook"
+
+
+class UnknownAccount(InvalidRequest):
+    code = "unknown_account"
+
+
+class CouponNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "coupon_not_found"
+
+
+class CouponExpired(InvalidRequest):
+    code = "coupon_expired"
+
+
+class CouponExhausted(InvalidRequest):
+    code = "coupon_exhausted"
+
+
+class CouponAlreadyRedeemed(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "coupon_already_redeemed"
+
+
+class CouponExists(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "coupon_exists"
+
+
 class InsufficientCredits(GatewayError):
     status = 402
     type = "insufficient_quota"

@@ -8,9 +8,10 @@ SQLite file under ``data_dir``).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,11 @@ class Settings(BaseSettings):
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
     persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
     log_level: str = Field("info")
+    admin_token: SecretStr | None = Field(None, description="bearer token of the admin API (unset: the admin API answers 503)")
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, description="Stripe endpoint signing secret, whsec_… (unset: /webhooks/stripe answers 503)"
+    )
+    credits_per_usd: Decimal = Field(Decimal("1"), gt=0, description="credits a top-up of one US dollar buys")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -56,7 +56,7 @@ ledger_transactions = Table(
     "ledger_transactions",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(20), nullable=False),  # grant | topup | charge | refund | hold | release | adjustment
+    Column("kind", String(20), nullable=False),  # grant | topup | charge | refund | hold | release | expire | adjustment
     Column("reference", String(200), nullable=False),
     Column("memo", String(500)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -101,4 +101,36 @@ usage_records = Table(
     Column("reported", Boolean, nullable=False),
     Column("cost", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Codes an operator hands out; redeeming one grants credits once per account.
+# ``redemptions`` counts toward ``max_redemptions`` under a conditional UPDATE.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("credits", BigInteger, nullable=False),
+    Column("max_redemptions", Integer),  # none: unlimited
+    Column("redemptions", Integer, nullable=False, server_default="0"),
+    Column("expires_at", Float),  # unix seconds; none: never
+    Column("trial_days", Integer),  # set: the credits granted expire this many days after redemption
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("credits > 0", name="ck_coupons_credits"),
+    CheckConstraint("redemptions >= 0", name="ck_coupons_redemptions"),
+)
+
+# Credits that expire (free trials). ``remaining`` is what is still unspent:
+# settlement draws it down first, soonest expiry first, and on expiry what is
+# left goes back to system:grants.
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),  # unix seconds
+    Column("source", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_credit_grants_remaining"),
 )

@@ -1,4 +1,4 @@
-"""The caller's own account: ``GET /user/balance``."""
+"""The caller's own account: ``GET /user/balance``, ``POST /user/coupons/redeem``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from ingress.runtime import Runtime
+from schema.coupons import CouponRedemptionRequest, iso_time
 from schema.money import micros_to_credits
 
 router = APIRouter()
@@ -26,4 +27,20 @@ async def user_balance(request: Request) -> dict[str, Any]:
         "balance_micros": balance.total,
         "available_micros": balance.available,
         "held_micros": balance.held,
+    }
+
+
+@router.post("/user/coupons/redeem")
+async def redeem_coupon(request: Request, body: CouponRedemptionRequest) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    owner = await request.app.state.authenticate(request)
+    redemption = await runtime.coupons.redeem(body.code, owner.account_id)
+    balance = await runtime.ledger.balance(owner.account_id)
+    return {
+        "code": redemption.code,
+        "credits": micros_to_credits(redemption.credits),
+        "credits_micros": redemption.credits,
+        "expires_at": iso_time(redemption.expires_at),
+        "available": micros_to_credits(balance.available),
+        "available_micros": balance.available,
     }

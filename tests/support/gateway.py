@@ -24,6 +24,8 @@ from schema.settings import Settings
 from tests.support.servers import ServerThread
 
 KEY_SECRET = "test-key-secret"
+ADMIN_TOKEN = "test-admin-token"
+STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
 
 
 @dataclass
@@ -60,8 +62,17 @@ class Gateway:
             time.sleep(0.02)
         return held
 
+    def account_id(self, key: str) -> int:
+        response = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {key}"})
+        response.raise_for_status()
+        return response.json()["account_id"]
+
     def reconcile(self) -> list[object]:
         return asyncio.run(_reconcile(self.settings))
+
+    def expire_grants(self, now: float) -> int:
+        """What the billing sweeper does, at a chosen moment."""
+        return asyncio.run(_expire_grants(self.settings, now))
 
     def wait_for_balance(self, key: str, expected: int, timeout: float = 10.0) -> int:
         """Settlement is asynchronous: poll until the balance is ``expected``
@@ -86,12 +97,18 @@ async def _create_key(settings: Settings, grant: int) -> str:
         await engine.dispose()
 
 
-
-
 async def _reconcile(settings: Settings) -> list[object]:
     engine = create_engine(settings)
     try:
         return list(await Ledger(engine).reconcile())
+    finally:
+        await engine.dispose()
+
+
+async def _expire_grants(settings: Settings, now: float) -> int:
+    engine = create_engine(settings)
+    try:
+        return await Ledger(engine).expire_grants(now)
     finally:
         await engine.dispose()
 

@@ -1,0 +1,60 @@
+"""Coupon requests: what an admin creates and what a user redeems.
+
+Codes are case-insensitive (kept upper-case); credits are exact decimals
+that must be a whole number of micro-credits.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from schema.money import MicroCredits, credits_to_micros
+
+
+def normalize_code(code: str) -> str:
+    return code.strip().upper()
+
+
+def _normalize(code: object) -> object:
+    return normalize_code(code) if isinstance(code, str) else code
+
+
+def _whole_micros(credits: Decimal) -> Decimal:
+    credits_to_micros(credits)  # raises ValueError for a fraction of a micro-credit
+    return credits
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC string, for API output."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds is not None else None
+
+
+CouponCode = Annotated[str, BeforeValidator(_normalize), Field(pattern=r"^[A-Z0-9_-]{1,64}$")]
+
+
+class NewCoupon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: CouponCode
+    credits: Annotated[Decimal, Field(gt=0, max_digits=18), AfterValidator(_whole_micros)]
+    max_redemptions: int | None = Field(None, ge=1)
+    expires_at: Annotated[datetime | None, AfterValidator(_utc)] = None  # ISO 8601 or unix seconds; naive is UTC
+    trial_days: int | None = Field(None, ge=1, le=3650)
+
+    @property
+    def credits_micros(self) -> MicroCredits:
+        return credits_to_micros(self.credits)
+
+
+class CouponRedemptionRequest(BaseModel):
+    code: CouponCode
