@@ -10,6 +10,7 @@ class GatewayError(Exception):
     status = 500
     type = "api_error"
     code: str | None = None
+    retry_after: float | None = None  # seconds; sent as `retry-after` when set
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -17,7 +18,7 @@ class GatewayError(Exception):
         self.param = param
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
 
 
 class InvalidRequest(GatewayError):
@@ -95,9 +96,6 @@ class RateLimited(GatewayError):
         super().__init__(message)
         self.retry_after = retry_after
 
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
-
 
 class UpstreamError(GatewayError):
     """The provider failed; ``status`` is what the client gets (502 for 5xx)."""
@@ -110,9 +108,6 @@ class UpstreamError(GatewayError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": f"{self.retry_after:g}"} if self.retry_after is not None else {}
 
 
 class GatewayTimeout(GatewayError):

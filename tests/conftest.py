@@ -10,9 +10,8 @@ import pytest
 
 from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
-from tests.support.gateway import ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, Gateway, running_gateway
+from tests.support.gateway import ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, Gateway, gateway_in_mode
 from tests.support.servers import ServerThread
-from tests.support.services import distributed_services
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 MODES = ["embedded", "distributed"]
@@ -53,10 +52,5 @@ def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_fac
     config = gateway_config(upstream.url)  # type: ignore[attr-defined]
     data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
     secrets = {"admin_token": ADMIN_TOKEN, "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET}
-    if request.param == "embedded":
-        with running_gateway(config, data_dir, **secrets) as gateway:
-            yield gateway
-        return
-    with distributed_services(list(config.providers)) as services:
-        with running_gateway(config, data_dir, services.environ(), **secrets) as gateway:
-            yield gateway
+    with gateway_in_mode(request.param, config, data_dir, **secrets) as gateway:
+        yield gateway

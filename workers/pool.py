@@ -195,7 +195,7 @@ class ProviderPool:
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = error.retry_after
         run.emit(
             "error",
             {

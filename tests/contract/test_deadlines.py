@@ -11,8 +11,7 @@ import pytest
 
 from loadtests.fake_upstream import FakeUpstream
 from tests.conftest import MODES, gateway_config
-from tests.support.gateway import Gateway, running_gateway
-from tests.support.services import distributed_services
+from tests.support.gateway import Gateway, gateway_in_mode
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -20,14 +19,8 @@ def impatient(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_f
     """A gateway whose requests must finish within 2 s, with 1 s of silence allowed."""
     config = gateway_config(upstream.url)  # type: ignore[attr-defined]
     data_dir: Path = tmp_path_factory.mktemp("impatient")
-    limits = {"request_timeout": 2.0, "stream_idle_timeout": 1.0}
-    if request.param == "embedded":
-        with running_gateway(config, data_dir, **limits) as gateway:
-            yield gateway
-        return
-    with distributed_services(list(config.providers)) as services:
-        with running_gateway(config, data_dir, services.environ(), **limits) as gateway:
-            yield gateway
+    with gateway_in_mode(request.param, config, data_dir, request_timeout=2.0, stream_idle_timeout=1.0) as gateway:
+        yield gateway
 
 
 @pytest.mark.parametrize("stream", [False, True])

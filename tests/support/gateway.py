@@ -22,6 +22,7 @@ from schema.database import create_engine
 from schema.money import credits_to_micros
 from schema.settings import Settings
 from tests.support.servers import ServerThread
+from tests.support.services import distributed_services
 
 KEY_SECRET = "test-key-secret"
 ADMIN_TOKEN = "test-admin-token"
@@ -111,6 +112,18 @@ async def _expire_grants(settings: Settings, now: float) -> int:
         return await Ledger(engine).expire_grants(now)
     finally:
         await engine.dispose()
+
+
+@contextmanager
+def gateway_in_mode(mode: str, config: GatewayConfig, data_dir: Path, **overrides: object) -> Iterator[Gateway]:
+    """``embedded``, or ``distributed`` on a fresh database and namespace."""
+    if mode == "embedded":
+        with running_gateway(config, data_dir, **overrides) as gateway:
+            yield gateway
+        return
+    with distributed_services(list(config.providers)) as services:
+        with running_gateway(config, data_dir, services.environ(), **overrides) as gateway:
+            yield gateway
 
 
 @contextmanager
