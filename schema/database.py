@@ -16,7 +16,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # One connection: SQLite has one writer anyway, and queueing in the pool
+    # (an asyncio wait) beats the busy handler's sleep-and-retry inside SQLite.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _wal(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
