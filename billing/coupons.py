@@ -111,7 +111,7 @@ class CouponBook:
             grants = await self.ledger.system_account(connection, GRANTS)
             granted = await _transact(
                 connection, "grant", _reference(code, account_id),
-                [Posting(account_id, AVAILABLE, coupon.credits), Posting(grants, AVAILABLE, -coupon.credits)],
+                [Posting(account_id, AVAILABLE, coupon.credits), Posting(grants, AVAILABLE, -coupon.credits, system=True)],
                 memo=f"coupon {code}",
             )
             if not granted:

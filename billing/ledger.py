@@ -40,6 +40,9 @@ class Posting:
     account_id: int
     bucket: str
     amount: int
+    # System accounts keep no cached balance (their balance is the sum of
+    # their entries): every settlement would otherwise lock the same row.
+    system: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class Ledger:
             if grant:
                 grants = await self.system_account(connection, GRANTS)
                 await _transact(connection, "grant", f"account:{account_id}:initial",
-                                [Posting(grants, AVAILABLE, -grant), Posting(account_id, AVAILABLE, grant)],
+                                [Posting(grants, AVAILABLE, -grant, system=True), Posting(account_id, AVAILABLE, grant)],
                                 memo="initial credits")
         return account_id
 
@@ -190,7 +193,7 @@ class Ledger:
             await _draw_down_grants(connection, event.account_id, cost, time.time())
             postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
             if cost:
-                postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost))
+                postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost, system=True))
             await _transact(connection, "charge", event.job_id, postings)
         return True
 
@@ -220,7 +223,7 @@ class Ledger:
             await _user_account(connection, account_id)
             topups = await self.system_account(connection, TOPUPS)
             return await _transact(connection, "topup", reference,
-                                   [Posting(account_id, AVAILABLE, amount), Posting(topups, AVAILABLE, -amount)],
+                                   [Posting(account_id, AVAILABLE, amount), Posting(topups, AVAILABLE, -amount, system=True)],
                                    memo=memo)
 
     async def expire_grants(self, now: float | None = None, *, limit: int = 500) -> int:
@@ -260,7 +263,7 @@ class Ledger:
         amount = min(grant.remaining, max(available, 0))
         grants = await self.system_account(connection, GRANTS)
         return await _transact(connection, "expire", f"grant:{grant_id}",
-                               [Posting(grant.account_id, AVAILABLE, -amount), Posting(grants, AVAILABLE, amount)],
+                               [Posting(grant.account_id, AVAILABLE, -amount), Posting(grants, AVAILABLE, amount, system=True)],
                                memo="unspent trial credits expired")
 
     # audit
@@ -289,7 +292,8 @@ class Ledger:
                     .group_by(holds.c.account_id)
                 )
             }
-            for row in await connection.execute(select(accounts.c.id, accounts.c.available, accounts.c.held)):
+            users = select(accounts.c.id, accounts.c.available, accounts.c.held).where(accounts.c.kind == "user")
+            for row in await connection.execute(users):
                 for bucket, recorded in ((AVAILABLE, row.available), (HELD, row.held)):
                     recomputed = int(sums.get((row.id, bucket), 0))
                     if recorded != recomputed:
@@ -394,15 +398,18 @@ async def _record(connection: AsyncConnection, kind: str, reference: str, postin
 
 
 async def _transact(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
-    """Record a transaction and apply it to the cached balances."""
+    """Record a transaction and apply it to the cached balances of its user
+    accounts, one UPDATE per account."""
     if not await _record(connection, kind, reference, postings, memo=memo):
         return False
+    changes: dict[int, dict[str, int]] = {}
     for posting in postings:
-        if posting.amount:
-            column = accounts.c.available if posting.bucket == AVAILABLE else accounts.c.held
-            await connection.execute(
-                update(accounts).where(accounts.c.id == posting.account_id).values({column: column + posting.amount})
-            )
+        if posting.amount and not posting.system:
+            buckets = changes.setdefault(posting.account_id, {})
+            buckets[posting.bucket] = buckets.get(posting.bucket, 0) + posting.amount
+    for account_id, buckets in changes.items():
+        values = {accounts.c[bucket]: accounts.c[bucket] + amount for bucket, amount in buckets.items()}
+        await connection.execute(update(accounts).where(accounts.c.id == account_id).values(values))
     return True
 
 
