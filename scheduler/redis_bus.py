@@ -37,6 +37,12 @@ class RedisResultBus:
         self._confirming: dict[bytes, asyncio.Future[None]] = {}
         self._pubsub: redis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
+        # Channels to leave: a finished job's response need not wait for its
+        # UNSUBSCRIBE, and under load one command leaves many channels. (Job
+        # ids are never reused, so a channel left is never joined again.)
+        self._leaving: set[bytes] = set()
+        self._leave = asyncio.Event()
+        self._leaver: asyncio.Task[None] | None = None
         # Keeps the shared connection subscribed while no job is.
         self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
 
@@ -44,11 +50,13 @@ class RedisResultBus:
         self._pubsub = self._client.pubsub()
         await self._pubsub.subscribe(self._home)
         self._reader = asyncio.create_task(self._read(), name="redis result reader")
+        self._leaver = asyncio.create_task(self._unsubscribe_finished(), name="redis result unsubscriber")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._leaver):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()
 
@@ -57,6 +65,7 @@ class RedisResultBus:
             raise ServiceUnavailable("the result bus is not started")
         channel = self._topology.result_channel(job_id).encode()
         inbox = Inbox(job_id, on_close=lambda _: self._unsubscribe(channel))
+        self._leaving.discard(channel)
         confirmed = asyncio.get_running_loop().create_future()
         self._inboxes[channel] = inbox
         self._confirming[channel] = confirmed
@@ -70,13 +79,25 @@ class RedisResultBus:
             self._confirming.pop(channel, None)
         return inbox
 
-    async def _unsubscribe(self, channel: bytes) -> None:
+    def _unsubscribe(self, channel: bytes) -> None:
+        """Stop delivering at once; leave the channel in the background."""
         self._inboxes.pop(channel, None)
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.unsubscribe(channel)
-            except (RedisError, OSError) as error:
-                log.debug("unsubscribe %s: %s", channel, error)
+        self._leaving.add(channel)
+        self._leave.set()
+
+    async def _unsubscribe_finished(self) -> None:
+        while True:
+            await self._leave.wait()
+            self._leave.clear()
+            channels = [channel for channel in self._leaving if channel not in self._inboxes]
+            self._leaving.clear()
+            if channels and self._pubsub is not None:
+                try:
+                    await self._pubsub.unsubscribe(*channels)
+                except (RedisError, OSError) as error:
+                    # The reader's recovery starts a fresh connection with no
+                    # job channels, so nothing is left subscribed.
+                    log.debug("unsubscribe of %d channels: %s", len(channels), error)
 
     async def publish(self, *events: StreamEvent) -> None:
         if events:
