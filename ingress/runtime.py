@@ -57,6 +57,7 @@ class Runtime:
             results=self.results,
             usage=self.usage,
             concurrency=concurrency,
+            drain_timeout=self.settings.drain_timeout,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool

@@ -30,7 +30,7 @@ class MemoryJobQueue:
     async def depth(self, provider: str) -> int:
         return self._queue(provider).qsize()
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
         queue = self._queue(provider)
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
@@ -51,6 +51,8 @@ class MemoryJobQueue:
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
+            if running and drain_timeout > 0:
+                await asyncio.wait(set(running), timeout=drain_timeout)
             for task in running:
                 task.cancel()
 

@@ -51,6 +51,18 @@ async def _declare_dead_letters(channel: AbstractChannel, topology: Topology) ->
     await queue.bind(dead)
 
 
+async def _drain(in_hand: set[asyncio.Task[object]], timeout: float, provider: str) -> None:
+    """Let the jobs in hand finish, for at most ``timeout`` seconds."""
+    if not in_hand:
+        return
+    log.info("draining %d %s jobs (at most %gs)", len(in_hand), provider, timeout)
+    _, unfinished = await asyncio.wait(set(in_hand), timeout=timeout) if timeout > 0 else (set(), set(in_hand))
+    if unfinished:
+        log.warning("%d %s jobs still running after the drain; they will be redelivered", len(unfinished), provider)
+        for task in unfinished:
+            task.cancel()
+
+
 class RabbitJobQueue:
     def __init__(self, connection: AbstractRobustConnection, topology: Topology, *, persistent: bool = True) -> None:
         self._connection = connection
@@ -113,37 +125,50 @@ class RabbitJobQueue:
             if not channel.is_closed:
                 await channel.close()
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=concurrency)
         await _declare_dead_letters(channel, self._topology)
         exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
         queue = await self._declare(channel, exchange, provider)
 
+        in_hand: set[asyncio.Task[object]] = set()
+
         async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                in_hand.add(task)
             try:
-                job = Job.model_validate_json(message.body)
-            except ValidationError:
-                log.error("malformed job message %s on %s; dead-lettered", message.message_id, queue.name)
-                await message.reject(requeue=False)
-                return
-            try:
-                await handle(job, bool(message.redelivered))
-            except Exception:
-                log.exception("job %s failed in its handler; dead-lettered", job.id)
-                await message.reject(requeue=False)
-                return
-            await _ack(message, f"job {job.id}")
+                await self._handle(message, handle, queue.name)
+            finally:
+                in_hand.discard(task)  # type: ignore[arg-type]
 
         tag = await queue.consume(on_message)
         try:
             await asyncio.Future()  # serve until cancelled
         finally:
             try:
-                await queue.cancel(tag)
-                await channel.close()
+                await queue.cancel(tag)  # take no more
+                await _drain(in_hand, drain_timeout, provider)
+                await channel.close()  # jobs still unacknowledged are redelivered
             except Exception as error:  # the connection may already be gone
                 log.debug("closing the consumer of %s: %s", queue.name, error)
+
+    @staticmethod
+    async def _handle(message: AbstractIncomingMessage, handle: JobHandler, queue_name: str) -> None:
+        try:
+            job = Job.model_validate_json(message.body)
+        except ValidationError:
+            log.error("malformed job message %s on %s; dead-lettered", message.message_id, queue_name)
+            await message.reject(requeue=False)
+            return
+        try:
+            await handle(job, bool(message.redelivered))
+        except Exception:
+            log.exception("job %s failed in its handler; dead-lettered", job.id)
+            await message.reject(requeue=False)
+            return
+        await _ack(message, f"job {job.id}")
 
 
 class RabbitUsageQueue:

@@ -30,8 +30,10 @@ JobState = Literal["started", "done"]
 class JobQueue(Protocol):
     async def enqueue(self, job: Job) -> None: ...
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler) -> None:
-        """Consume ``provider``'s jobs until cancelled."""
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
+        """Consume ``provider``'s jobs until cancelled; then take no more and
+        give the jobs in hand up to ``drain_timeout`` seconds to finish (those
+        still running are redelivered, or dropped in memory)."""
         ...
 
     async def depth(self, provider: str) -> int: ...

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(120.0, gt=0, description="longest silence between two stream events, seconds")
     upstream_connect_timeout: float = Field(10.0, gt=0)
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
+    drain_timeout: float = Field(30.0, ge=0, description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
     persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
     log_level: str = Field("info")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin API (unset: the admin API answers 503)")

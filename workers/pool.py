@@ -84,10 +84,12 @@ class ProviderPool:
         results: ResultBus,
         usage: UsageQueue,
         concurrency: int,
+        drain_timeout: float = 0,
     ) -> None:
         self.provider = provider
         self.adapter = adapter
         self.concurrency = concurrency
+        self.drain_timeout = drain_timeout
         self._jobs = jobs
         self._results = results
         self._usage = usage
@@ -95,7 +97,7 @@ class ProviderPool:
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
         try:
-            await self._jobs.serve(self.provider.name, self.concurrency, self.handle)
+            await self._jobs.serve(self.provider.name, self.concurrency, self.handle, drain_timeout=self.drain_timeout)
         finally:
             await self.adapter.aclose()
 

@@ -11,7 +11,6 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,22 +19,14 @@ import asyncpg
 import httpx
 import pytest
 
-from loadtests.fake_upstream import FakeUpstream
 from scheduler.topology import Topology
 from schema.jobs import Price, Usage, UsageEvent
 from tests.support.processes import background, free_port, gatewayz, wait_until_healthy
-from tests.support.servers import ServerThread
 from tests.support.services import Distributed, distributed_services
 
 REQUESTS, CONCURRENCY = 80, 12
 GRANT = 1_000_000  # micro-credits
 PROMPT = "slow one two three four five six"  # 7 words streamed 50 ms apart: kills land mid-stream
-
-
-@pytest.fixture
-def upstream() -> Iterator[str]:
-    with ServerThread(FakeUpstream().app, name="chaos upstream") as server:
-        yield server.url
 
 
 def config_file(tmp_path: Path, upstream: str) -> Path:
