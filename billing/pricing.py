@@ -3,9 +3,17 @@ to the next whole micro-credit."""
 
 from __future__ import annotations
 
+from decimal import localcontext
+
 from schema.jobs import Price, Usage
 from schema.money import MicroCredits, round_up, token_cost
 
+# Marked-up list prices can have twenty-odd digits; times a token count that
+# passes Decimal's default 28, which would round before the rounding up.
+COST_PRECISION = 100
+
 
 def cost_of(usage: Usage, price: Price) -> MicroCredits:
-    return round_up(token_cost(usage.input_tokens, price.input_per_mtok) + token_cost(usage.output_tokens, price.output_per_mtok))
+    with localcontext(prec=COST_PRECISION):
+        exact = token_cost(usage.input_tokens, price.input_per_mtok) + token_cost(usage.output_tokens, price.output_per_mtok)
+    return round_up(exact)

@@ -55,7 +55,7 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple
         # queue that nobody else can reach.
         raise click.ClickException(f"this role runs distributed: set {', '.join(missing)}")
     try:
-        config = load_config(settings.config, os.environ)
+        config = load_config(settings.config, os.environ, credits_per_usd=settings.credits_per_usd)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     return settings, config

@@ -1,14 +1,15 @@
 """The model catalog: which models are routable and through which providers.
 
 ``route("acme/fake-small")`` pins provider ``acme``; ``route("fake-small")``
-returns the model's candidate providers in the configured order.
+returns the model's candidate providers in the configured order. Prices were
+resolved when the config was loaded; routing only looks them up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schema.catalog import GatewayConfig, ModelSpec, ProviderSpec
+from schema.catalog import GatewayConfig, ModelSpec, ProviderSpec, SellPrice
 from schema.errors import InvalidRequest, ModelNotFound
 from schema.jobs import Price, Route
 
@@ -25,11 +26,12 @@ class ModelRoute:
 
 @dataclass(frozen=True, slots=True)
 class ListedModel:
-    """A routable model id, the provider that serves it first, and its entry."""
+    """A routable model id, the provider that serves it first, its entry and its price."""
 
     id: str
     provider: str
     spec: ModelSpec | None
+    price: SellPrice | None
 
 
 class Catalog:
@@ -45,8 +47,8 @@ class Catalog:
             raise InvalidRequest("`model` is required and must be a string", param="model")
         spec = self.config.models.get(model)
         if spec is not None:
-            routes = [Route(provider=p, upstream_model=spec.upstream_ids.get(p, _bare(model, p))) for p in spec.providers]
-            return ModelRoute(model, routes, _price(spec), spec)
+            routes = [Route(provider=p, upstream_model=spec.upstream_id(p)) for p in spec.providers]
+            return ModelRoute(model, routes, self._price(model), spec)
         provider, _, upstream_model = model.partition("/")
         if upstream_model and provider in self.providers:
             spec = self.config.models.get(upstream_model)
@@ -56,34 +58,38 @@ class Catalog:
             if spec is None and served and upstream_model not in served:
                 raise ModelNotFound(f"provider {provider!r} does not serve model {upstream_model!r}", param="model")
             upstream = spec.upstream_ids.get(provider, upstream_model) if spec else upstream_model
-            return ModelRoute(model, [Route(provider=provider, upstream_model=upstream)], _price(spec), spec)
+            price = self._price(spec.id if spec else model)
+            return ModelRoute(model, [Route(provider=provider, upstream_model=upstream)], price, spec)
         for name, provider_spec in self.providers.items():
             if model in provider_spec.models:
-                return ModelRoute(model, [Route(provider=name, upstream_model=model)], Price(), None)
+                price = self._price(f"{name}/{model}")
+                return ModelRoute(model, [Route(provider=name, upstream_model=model)], price, None)
         raise ModelNotFound(f"The model `{model}` does not exist or is not routable", param="model")
+
+    def _price(self, model: str) -> Price:
+        """The price resolved at load. Only a provider that lists no models
+        can route an id that has none: free if the config says unpriced
+        models are, else not routable."""
+        resolved = self.config.prices.get(model)
+        if resolved is not None:
+            return resolved.price
+        if self.config.pricing.unpriced == "free":
+            return Price()
+        raise ModelNotFound(f"The model `{model}` has no price, so it is not routable", param="model")
 
     def models(self) -> list[ListedModel]:
         """Every routable model id, sorted, with the provider that serves it first."""
-        listed = {model_id: ListedModel(model_id, spec.providers[0], spec) for model_id, spec in self.config.models.items()}
+        prices = self.config.prices
+        listed = {model_id: ListedModel(model_id, spec.providers[0], spec, prices.get(model_id))
+                  for model_id, spec in self.config.models.items()}
         for name, provider in self.providers.items():
             for served in provider.models:
                 pinned = f"{name}/{served}"
                 if pinned not in listed:
                     spec = self.config.models.get(served)
-                    listed[pinned] = ListedModel(pinned, name, spec if spec and name in spec.providers else None)
+                    spec = spec if spec and name in spec.providers else None
+                    listed[pinned] = ListedModel(pinned, name, spec, prices.get(spec.id if spec else pinned))
         return sorted(listed.values(), key=lambda model: model.id)
 
     def find(self, model_id: str) -> ListedModel | None:
         return next((model for model in self.models() if model.id == model_id), None)
-
-
-def _bare(model_id: str, provider: str) -> str:
-    """``mock/echo`` is known to provider ``mock`` as ``echo``."""
-    prefix = f"{provider}/"
-    return model_id[len(prefix):] if model_id.startswith(prefix) else model_id
-
-
-def _price(spec: ModelSpec | None) -> Price:
-    if spec is None:
-        return Price()
-    return Price(input_per_mtok=spec.input_price_per_mtok, output_per_mtok=spec.output_price_per_mtok)

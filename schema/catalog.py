@@ -2,19 +2,31 @@
 
 A provider is data: which adapter speaks its protocol, where it lives, how it
 authenticates, and which models it serves. A model entry gives the ordered
-candidate providers and the prices in credits per million tokens. The built-in
-``mock`` provider is always present so that a fresh install works offline.
+candidate providers and, optionally, prices. The built-in ``mock`` provider is
+always present so that a fresh install works offline.
+
+Every routable model's price is resolved once, here, at load: for each of
+input and output, the entry's explicit price in credits, else the price
+list's (genai-prices) price in US dollars converted at ``credits_per_usd``
+and marked up by ``markup_percent``. A model with neither is refused, unless
+``[pricing] unpriced = "free"``. The result is ``GatewayConfig.prices``.
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from schema.jobs import Price
+from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
+
+log = logging.getLogger("gatewayz.config")
 
 AdapterKind = Literal["openai", "mock"]
 
@@ -31,6 +43,7 @@ class ProviderSpec(BaseModel):
     headers: dict[str, str] = {}
     models: list[str] = []
     timeout: float = Field(600.0, gt=0, description="total seconds for one upstream call")
+    price_provider: str | None = Field(None, description="the price list's provider id for this provider's models")
 
     @model_validator(mode="after")
     def _needs_url(self) -> ProviderSpec:
@@ -47,17 +60,57 @@ class ModelSpec(BaseModel):
     id: str
     providers: list[str] = Field(min_length=1)
     upstream_ids: dict[str, str] = Field({}, description="provider -> the model id that provider knows it by")
-    input_price_per_mtok: Decimal = Decimal(0)
-    output_price_per_mtok: Decimal = Decimal(0)
+    input_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
+    output_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
+    price_source: str | None = Field(None, description="the price list's entry, provider:model (openai:gpt-4o-mini)")
+    markup_percent: Decimal | None = Field(None, ge=0, description="overrides [pricing] markup_percent")
     context_length: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
 
     @field_validator("input_price_per_mtok", "output_price_per_mtok")
     @classmethod
-    def _not_negative(cls, price: Decimal) -> Decimal:
-        if price < 0 or not price.is_finite():
+    def _not_negative(cls, price: Decimal | None) -> Decimal | None:
+        if price is not None and (price < 0 or not price.is_finite()):
             raise ValueError("prices are finite and not negative")
         return price
+
+    @model_validator(mode="after")
+    def _list_settings_apply(self) -> ModelSpec:
+        if self.price_source is not None and ":" not in self.price_source.strip(":"):
+            raise ValueError(f"model {self.id!r}: price_source is provider:model, such as openai:gpt-4o-mini")
+        if self.input_price_per_mtok is not None and self.output_price_per_mtok is not None:
+            ignored = [key for key in ("price_source", "markup_percent") if getattr(self, key) is not None]
+            if ignored:
+                raise ValueError(f"model {self.id!r}: both prices are explicit, "
+                                 f"so {' and '.join(ignored)} would have no effect")
+        return self
+
+    def upstream_id(self, provider: str) -> str:
+        """The model id ``provider`` knows this model by: ``mock/echo`` is ``echo`` to ``mock``."""
+        if provider in self.upstream_ids:
+            return self.upstream_ids[provider]
+        prefix = f"{provider}/"
+        return self.id[len(prefix):] if self.id.startswith(prefix) else self.id
+
+
+class PricingSpec(BaseModel):
+    """``[pricing]``: the markup on list prices, and what a model without a price does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    markup_percent: Decimal = Field(Decimal(0), ge=0, description="added to every list price")
+    unpriced: Literal["error", "free"] = Field(
+        "error", description="a model without a price: refuse the config, or serve it free (with a warning)")
+
+
+class SellPrice(BaseModel):
+    """What the gateway charges for a model, and where each price came from:
+    ``config``, ``genai-prices:openai:gpt-4o-mini``, both joined by ``+``, or ``unpriced``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    price: Price
+    source: str
 
 
 class GatewayConfig(BaseModel):
@@ -65,6 +118,10 @@ class GatewayConfig(BaseModel):
 
     providers: dict[str, ProviderSpec]
     models: dict[str, ModelSpec] = {}
+    pricing: PricingSpec = PricingSpec()
+    # Resolved by parse_config, not read from the file: each [models] id and
+    # each provider/model a provider lists outside any entry -> its price.
+    prices: dict[str, SellPrice] = {}
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:
@@ -89,9 +146,25 @@ class ConfigError(ValueError):
     """The configuration file cannot be used; the message says why."""
 
 
-def parse_config(document: Mapping[str, object], environ: Mapping[str, str]) -> GatewayConfig:
-    """Validate a parsed TOML document, add the built-in mock provider and
-    resolve provider keys from ``environ``."""
+SECTIONS = ("providers", "models", "pricing")
+
+
+def parse_config(
+    document: Mapping[str, object],
+    environ: Mapping[str, str],
+    *,
+    credits_per_usd: Decimal = Decimal(1),
+    price_list: PriceList | None = None,
+) -> GatewayConfig:
+    """Validate a parsed TOML document, add the built-in mock provider,
+    resolve provider keys from ``environ`` and every model's price.
+
+    ``credits_per_usd`` is the gateway's one exchange rate
+    (``GATEWAYZ_CREDITS_PER_USD``, which top-ups use too); ``price_list``
+    defaults to the installed genai-prices table as of now."""
+    unknown = sorted(set(document) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown sections {unknown}: the config has {', '.join(SECTIONS)}")
     providers = dict(document.get("providers", {}) or {})  # type: ignore[arg-type]
     models = dict(document.get("models", {}) or {})  # type: ignore[arg-type]
     providers.setdefault("mock", MOCK_PROVIDER)
@@ -100,20 +173,119 @@ def parse_config(document: Mapping[str, object], environ: Mapping[str, str]) -> 
         config = GatewayConfig(
             providers={name: {**spec, "name": name} for name, spec in providers.items()},
             models={model_id: {**spec, "id": model_id} for model_id, spec in models.items()},
+            pricing=document.get("pricing", {}) or {},
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from error
     for provider in config.providers.values():
         if provider.api_key_env and environ.get(provider.api_key_env):
             provider.api_key = SecretStr(environ[provider.api_key_env])
+    config.prices = _resolve_prices(config, price_list or GenaiPrices(), credits_per_usd)
     return config
 
 
-def load_config(path: Path | None, environ: Mapping[str, str]) -> GatewayConfig:
+def load_config(path: Path | None, environ: Mapping[str, str], *, credits_per_usd: Decimal) -> GatewayConfig:
     if path is None:
-        return parse_config({}, environ)
+        return parse_config({}, environ, credits_per_usd=credits_per_usd)
     try:
         document = tomllib.loads(path.read_text(), parse_float=Decimal)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from error
-    return parse_config(document, environ)
+    return parse_config(document, environ, credits_per_usd=credits_per_usd)
+
+
+# Prices, resolved once at load
+
+
+def _resolve_prices(config: GatewayConfig, price_list: PriceList, credits_per_usd: Decimal) -> dict[str, SellPrice]:
+    if not credits_per_usd.is_finite() or credits_per_usd <= 0:
+        raise ConfigError(f"credits_per_usd must be a positive number, not {credits_per_usd}")
+    for provider in config.providers.values():
+        if provider.price_provider is not None and not price_list.knows(provider.price_provider):
+            raise ConfigError(f"provider {provider.name!r}: price_provider {provider.price_provider!r} "
+                              f"is not a provider of {price_list.name}")
+    resolved: dict[str, SellPrice | None] = {}
+    for spec in config.models.values():
+        listed = _entry_list_price(spec, config, price_list)
+        resolved[spec.id] = _sell_price(spec.id, spec, listed, config.pricing, credits_per_usd, price_list.name)
+    for provider in config.providers.values():
+        for served in provider.models:
+            pinned = f"{provider.name}/{served}"
+            entry = config.models.get(served)
+            if pinned in config.models or (entry is not None and provider.name in entry.providers):
+                continue  # routed by that entry, at its price
+            listed = _provider_list_price(provider, served, price_list)
+            resolved[pinned] = _sell_price(pinned, None, listed, config.pricing, credits_per_usd, price_list.name)
+
+    from_list = [model for model, price in resolved.items() if price is not None and price.source != "config"]
+    if from_list:
+        log.info("%d models priced from %s", len(from_list), price_list)
+    unpriced = sorted(model for model, price in resolved.items() if price is None)
+    if unpriced and config.pricing.unpriced == "error":
+        raise ConfigError(
+            f"no price for {', '.join(unpriced)}: give each a [models] entry with input_price_per_mtok and "
+            f"output_price_per_mtok (0 for free), a price_source, or a price_provider on its provider; "
+            f'or set [pricing] unpriced = "free"'
+        )
+    for model in unpriced:
+        log.warning("model %s has no price and is served FREE ([pricing] unpriced = \"free\")", model)
+    return {model: price or SellPrice(price=Price(), source="unpriced") for model, price in resolved.items()}
+
+
+def _entry_list_price(spec: ModelSpec, config: GatewayConfig, price_list: PriceList) -> ListPrice | None:
+    """The entry's ``price_source``, else the first candidate provider the list prices it under."""
+    if spec.input_price_per_mtok is not None and spec.output_price_per_mtok is not None:
+        return None
+    if spec.price_source is not None:
+        provider, _, model = spec.price_source.partition(":")
+        if not price_list.knows(provider):
+            raise ConfigError(f"model {spec.id!r}: price_source {spec.price_source!r}: "
+                              f"{price_list.name} has no provider {provider!r}")
+        listed = price_list.lookup(provider, model)
+        if listed is None:
+            raise ConfigError(f"model {spec.id!r}: price_source {spec.price_source!r}: "
+                              f"{price_list.name} has no token price for {model!r} under {provider!r}")
+        return listed
+    for name in spec.providers:
+        listed = _provider_list_price(config.providers[name], spec.upstream_id(name), price_list)
+        if listed is not None:
+            return listed
+    return None
+
+
+def _provider_list_price(provider: ProviderSpec, model: str, price_list: PriceList) -> ListPrice | None:
+    """The list's price for ``model`` under the provider's ``price_provider``,
+    or its own name when that is one of the list's providers."""
+    if provider.adapter == "mock":
+        return None
+    list_provider = provider.price_provider or provider.name
+    return price_list.lookup(list_provider, model) if price_list.knows(list_provider) else None
+
+
+def _sell_price(
+    model: str, spec: ModelSpec | None, listed: ListPrice | None, pricing: PricingSpec, credits_per_usd: Decimal,
+    list_name: str,
+) -> SellPrice | None:
+    """Per side: the explicit price, else the list price converted and marked
+    up, else 0 when the other side is explicit (a price left out is free)."""
+    explicit = (spec.input_price_per_mtok, spec.output_price_per_mtok) if spec else (None, None)
+    if listed is None:
+        if spec is not None and spec.markup_percent is not None:
+            raise ConfigError(f"model {model!r}: markup_percent applies to list prices, and it has none")
+        if explicit == (None, None):
+            return None
+        input_price, output_price = (Decimal(0) if side is None else side for side in explicit)
+        return SellPrice(price=Price(input_per_mtok=input_price, output_per_mtok=output_price), source="config")
+    markup = spec.markup_percent if spec is not None and spec.markup_percent is not None else pricing.markup_percent
+    list_source = f"{list_name}:{listed.provider}:{listed.model}"
+    sides: list[Decimal] = []
+    for given, usd in zip(explicit, (listed.input_usd_per_mtok, listed.output_usd_per_mtok), strict=True):
+        try:
+            sides.append(given if given is not None else sell_price(usd, credits_per_usd, markup))
+        except DecimalException as error:
+            raise ConfigError(f"model {model!r}: {usd} USD at {credits_per_usd} credits plus {markup}% "
+                              f"is not an exact price") from error
+    for note in listed.notes:
+        log.warning("model %s priced from %s: %s", model, list_source, note)
+    source = list_source if explicit == (None, None) else f"config+{list_source}"
+    return SellPrice(price=Price(input_per_mtok=sides[0], output_per_mtok=sides[1]), source=source)

@@ -42,6 +42,14 @@ def gateway_config(upstream_url: str) -> GatewayConfig:
             # when max_tokens is the reply's length: admission tests are exact.
             "fake-output-priced": {"providers": ["fake"], "upstream_ids": {"fake": "fake-small"},
                                    "output_price_per_mtok": Decimal("2.00")},
+            # Every routable model has a price: the pinned ids outside an entry too.
+            "fake/fake-large": {"providers": ["fake"], "input_price_per_mtok": Decimal("1.00"),
+                                "output_price_per_mtok": Decimal("2.00")},
+            "locked/fake-small": {"providers": ["locked"], "input_price_per_mtok": Decimal("1.00"),
+                                  "output_price_per_mtok": Decimal("2.00")},
+            # Priced from genai-prices' bundled table (OpenAI's list price), plus 20 %.
+            "gpt-4o-mini": {"providers": ["fake"], "price_source": "openai:gpt-4o-mini",
+                            "markup_percent": Decimal("20")},
         },
     }
     return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -154,12 +155,13 @@ def host_path(service: dict[str, Any], container_path: str, base: Path) -> Path 
 def config_of(service: dict[str, Any], invocation: Invocation, base: Path) -> GatewayConfig:
     """The providers-and-models config this service loads (``--config`` or ``GATEWAYZ_CONFIG``)."""
     chosen = invocation.params.get("config_path") or setting(service, "config")
+    credits_per_usd = Decimal(setting(service, "credits_per_usd") or Settings.model_fields["credits_per_usd"].default)
     if not chosen:
-        return load_config(None, {})
+        return load_config(None, {}, credits_per_usd=credits_per_usd)
     path = host_path(service, str(chosen), base)
     if path is None:
         raise ConfigError(f"{chosen} is not mounted from the host")
-    return load_config(path, {})
+    return load_config(path, {}, credits_per_usd=credits_per_usd)
 
 
 # the checks

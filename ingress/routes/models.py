@@ -1,4 +1,5 @@
-"""``GET /v1/models``: what is routable, with prices as exact decimal strings."""
+"""``GET /v1/models``: what is routable, with prices as exact decimal strings
+and where each came from (``price_source``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ router = APIRouter()
 
 def _model_object(model: ListedModel) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
-    spec = model.spec
-    if spec is not None:
+    if model.price is not None:
         entry["pricing"] = {
-            "input_per_mtok": str(spec.input_price_per_mtok),
-            "output_per_mtok": str(spec.output_price_per_mtok),
+            "input_per_mtok": format(model.price.price.input_per_mtok, "f"),
+            "output_per_mtok": format(model.price.price.output_per_mtok, "f"),
             "unit": "credits",
         }
+        entry["price_source"] = model.price.source
+    spec = model.spec
+    if spec is not None:
         entry["providers"] = spec.providers
         entry["context_length"] = spec.context_length
     return entry

@@ -23,6 +23,12 @@ def test_known_costs() -> None:
     assert cost_of(Usage(input_tokens=1_000_000, output_tokens=0), Price(input_per_mtok=Decimal("3"))) == 3_000_000
 
 
+def test_long_prices_are_not_rounded_before_rounding_up() -> None:
+    # 3 × this price is 1.0000000000000000000000000002: 29 digits, one past Decimal's default precision.
+    price = Price(input_per_mtok=Decimal("0.3333333333333333333333333334"))
+    assert cost_of(Usage(input_tokens=3, output_tokens=0), price) == 2
+
+
 @given(tokens, tokens, prices, prices)
 def test_cost_is_the_exact_amount_rounded_up(input_tokens: int, output_tokens: int, input_price: Decimal, output_price: Decimal) -> None:
     cost = cost_of(Usage(input_tokens=input_tokens, output_tokens=output_tokens),

@@ -138,6 +138,7 @@ def test_models_lists_what_is_routable(gateway: Gateway, key: str) -> None:
     models = {m.id: m for m in client(gateway, key).models.list()}
     assert {"fake-small", "fake/fake-large", "fake2/fake-small", "mock/echo"} <= set(models)
     assert models["fake-small"].model_extra["pricing"] == {"input_per_mtok": "1.00", "output_per_mtok": "2.00", "unit": "credits"}
+    assert models["fake-small"].model_extra["price_source"] == "config"
 
 
 def test_mock_provider_works_offline(gateway: Gateway, key: str) -> None:

@@ -69,6 +69,30 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "base_url is required" in result.stderr
 
 
+def test_an_unpriced_model_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "unpriced.toml"
+    config.write_text('[providers.local]\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["llama"]\n')
+    result = gatewayz("serve", "--config", str(config), env=embedded_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no price for local/llama" in result.stderr
+
+
+def test_list_prices_use_the_gateway_exchange_rate(tmp_path: Path) -> None:
+    config = tmp_path / "listed.toml"
+    config.write_text('[providers.openai]\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["gpt-4o-mini"]\n\n'
+                      '[pricing]\nmarkup_percent = 10\n')
+    env, port = {**embedded_env(tmp_path), "GATEWAYZ_CREDITS_PER_USD": "100"}, free_port()
+    log = tmp_path / "serve.log"
+    with background("serve", "--port", str(port), "--config", str(config), env=env, cwd=tmp_path, log=log) as serve:
+        key = re.search(r"OPENAI_API_KEY=(gz-\S+)", wait_for_line(log, "OPENAI_API_KEY=", serve)).group(1)
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve, log)
+        model = httpx.get(f"http://127.0.0.1:{port}/v1/models/openai/gpt-4o-mini",
+                          headers={"authorization": f"Bearer {key}"}).json()
+    # OpenAI's 0.15 / 0.60 US dollars per million tokens, at 100 credits a dollar, plus 10 %.
+    assert model["pricing"] == {"input_per_mtok": "16.5", "output_per_mtok": "66", "unit": "credits"}
+    assert model["price_source"] == "genai-prices:openai:gpt-4o-mini"
+
+
 def test_worker_refuses_an_unknown_provider(tmp_path: Path) -> None:
     env = {**embedded_env(tmp_path), "GATEWAYZ_BROKER_URL": "amqp://127.0.0.1:1/", "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1"}
     result = gatewayz("worker", "--provider", "nope", env=env, cwd=tmp_path)

@@ -1,4 +1,5 @@
-"""Routing is pure: model id in, ordered candidates and a price snapshot out."""
+"""Routing is pure: model id in, ordered candidates and a price snapshot out.
+(How prices are resolved at load: tests/schema/test_price_resolution.py.)"""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ DOCUMENT = {
         "fake-small": {"providers": ["acme", "backup"], "upstream_ids": {"backup": "small-v2"},
                        "input_price_per_mtok": Decimal("0.15"), "output_price_per_mtok": Decimal("0.60")},
     },
+    "pricing": {"unpriced": "free"},
 }
 
 
@@ -42,10 +44,22 @@ def test_prefix_pins_the_provider_and_keeps_the_price(catalog: Catalog) -> None:
     assert route.price.output_per_mtok == Decimal("0.60")
 
 
-def test_unpriced_model_is_free_and_pinned(catalog: Catalog) -> None:
+def test_unpriced_model_is_free_and_pinned_when_the_config_says_so(catalog: Catalog) -> None:
     route = catalog.route("acme/fake-large")
     assert route.routes == [Route(provider="acme", upstream_model="fake-large")]
     assert route.price == Price()
+    assert catalog.find("acme/fake-large").price.source == "unpriced"
+
+
+def test_a_provider_listing_no_models_routes_only_priced_ids() -> None:
+    document = {"providers": {"any": {"base_url": "http://any/v1"}},
+                "models": {"m": {"providers": ["any"], "input_price_per_mtok": 1, "output_price_per_mtok": 2}}}
+    catalog = Catalog(parse_config(document, {}))
+    assert catalog.route("any/m").price == Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2))
+    with pytest.raises(ModelNotFound, match="has no price"):
+        catalog.route("any/other")
+    free = Catalog(parse_config({**document, "pricing": {"unpriced": "free"}}, {}))
+    assert free.route("any/other").price == Price()
 
 
 def test_model_ids_with_slashes(catalog: Catalog) -> None:
