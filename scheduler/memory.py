@@ -9,8 +9,8 @@ import logging
 import time
 
 from scheduler.subscription import Inbox
-from scheduler.transport import JobHandler, JobState, UsageHandler
-from schema.jobs import Job, StreamEvent, UsageEvent
+from scheduler.transport import JobHandler, UsageHandler
+from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ class MemoryJobQueue:
 class MemoryResultBus:
     def __init__(self) -> None:
         self._inboxes: dict[str, Inbox] = {}
-        self._states: dict[str, tuple[float, JobState]] = {}
+        self._marks: dict[str, tuple[float, JobMark]] = {}
 
-    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         now = time.monotonic()
-        if len(self._states) > 10_000:
-            self._states = {job: kept for job, kept in self._states.items() if kept[0] > now}
-        before = self._states.get(job_id)
-        self._states[job_id] = (now + ttl, state)
+        if len(self._marks) > 10_000:
+            self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
+        before = self._marks.get(job_id)
+        self._marks[job_id] = (now + ttl, mark)
         return before[1] if before and before[0] > now else None
 
     async def subscribe(self, job_id: str) -> Inbox:

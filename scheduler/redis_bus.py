@@ -20,9 +20,8 @@ from redis.exceptions import RedisError
 
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
-from scheduler.transport import JobState
 from schema.errors import ServiceUnavailable
-from schema.jobs import StreamEvent
+from schema.jobs import JobMark, StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,10 @@ class RedisResultBus:
         if events:
             await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
 
-    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         key = f"{self._topology.namespace}:jobstate:{job_id}"
-        before = await self._client.set(key, state, ex=max(1, int(ttl)), get=True)
-        return before.decode() if before is not None else None  # type: ignore[return-value]
+        before = await self._client.set(key, mark.model_dump_json(), ex=max(1, int(ttl)), get=True)
+        return JobMark.model_validate_json(before) if before is not None else None
 
     async def _read(self) -> None:
         while True:

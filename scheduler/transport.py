@@ -13,18 +13,15 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import Protocol
 
-from schema.jobs import Job, StreamEvent, UsageEvent
+from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 
 JobHandler = Callable[[Job, bool], Awaitable[None]]
 """Called with the job and whether it is a redelivery; returning acks it."""
 
 UsageHandler = Callable[[UsageEvent], Awaitable[None]]
 
-JobState = Literal["started", "done"]
-"""``started``: a worker began it (events may have reached the client);
-``done``: its usage event is durable."""
 
 
 class JobQueue(Protocol):
@@ -57,9 +54,9 @@ class ResultBus(Protocol):
         """Publish consecutive events of one job, in order, as one message."""
         ...
 
-    async def mark(self, job_id: str, state: JobState, ttl: float) -> JobState | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
-        seconds; returns the state it had before (None: never seen)."""
+        seconds; returns the mark it had before (None: never seen)."""
         ...
 
 

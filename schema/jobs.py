@@ -81,6 +81,19 @@ class Usage(BaseModel):
     reported: bool = Field(True, description="false when the gateway estimated it")
 
 
+class JobMark(BaseModel):
+    """How far a job got, shared by every worker (a redelivered job must
+    never answer twice, and an answered one must still be charged).
+
+    ``started``: a worker began it (events may have reached the client);
+    ``answered``: its final event is about to go out, with this usage;
+    ``done``: its usage event is durable.
+    """
+
+    state: Literal["started", "answered", "done"]
+    usage: Usage | None = None
+
+
 class UsageEvent(BaseModel):
     """Durable record that a job consumed upstream capacity; settled once by job id."""
 

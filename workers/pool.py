@@ -21,7 +21,7 @@ import orjson
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
-from schema.jobs import EventKind, Job, StreamEvent, Usage, UsageEvent
+from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
 from workers.adapters.base import ProviderAdapter, openai_usage
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ProviderPool:
     async def handle(self, job: Job, redelivered: bool) -> None:
         run = JobRun(job, self._results)
         keep = job.deadline - time.time() + JOB_STATE_GRACE
-        before = await self._results.mark(job.id, "started", keep)
+        before = await self._results.mark(job.id, JobMark(state="started"), keep)
         if redelivered and before is not None:
             await self._resume(run, before, keep)
             return
@@ -133,23 +133,34 @@ class ProviderPool:
             usage = _estimate(job, run.output_chars) if run.produced else Usage(input_tokens=0, output_tokens=0)
         await run.flush()
         await self._record(self._usage_event(job, usage))
-        await self._results.mark(job.id, "done", keep)
+        await self._results.mark(job.id, JobMark(state="done"), keep)
 
-    async def _resume(self, run: JobRun, before: str, keep: float) -> None:
+    async def _resume(self, run: JobRun, before: JobMark, keep: float) -> None:
         """A redelivered job that a worker had already started (that worker
-        died or lost its channel). Running it again could send the client a
-        second answer: end its stream with an error instead, charging nothing
-        for the interrupted attempt; or, if it had finished, only acknowledge."""
+        died or lost its channel). It is never run again, since the client may
+        already have part or all of an answer:
+        - ``done``: only acknowledge it;
+        - ``answered``: the client got its answer; record the usage the dead
+          worker noted before sending the final event;
+        - ``started``: end its stream with an error and charge nothing for
+          the interrupted attempt."""
         job = run.job
-        if before == "done":
+        if before.state == "done":
             log.info("job %s was redelivered after it finished; acknowledged", job.id)
-            await self._results.mark(job.id, "done", keep)
-            return
-        log.warning("job %s was interrupted mid-way (its worker stopped); ending it with an error", job.id)
-        self._fail(run, UpstreamError("the worker serving this request stopped; please retry", status=502))
-        await run.flush()
-        await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
-        await self._results.mark(job.id, "done", keep)
+        elif before.state == "answered" and before.usage is not None:
+            log.warning("job %s was redelivered after it answered; recording its usage", job.id)
+            await self._record(self._usage_event(job, before.usage))
+        else:
+            log.warning("job %s was interrupted mid-way (its worker stopped); ending it with an error", job.id)
+            self._fail(run, UpstreamError("the worker serving this request stopped; please retry", status=502))
+            await run.flush()
+            await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
+        await self._results.mark(job.id, JobMark(state="done"), keep)
+
+    async def _answered(self, job: Job, usage: Usage) -> None:
+        """Note the usage before the final event goes out: if this worker dies
+        after the client has its answer, whoever gets the job charges it."""
+        await self._results.mark(job.id, JobMark(state="answered", usage=usage), job.deadline - time.time() + JOB_STATE_GRACE)
 
     @staticmethod
     def _usage_event(job: Job, usage: Usage) -> UsageEvent:
@@ -178,8 +189,10 @@ class ProviderPool:
     async def _complete(self, run: JobRun) -> Usage | None:
         job = run.job
         body = await self.adapter.complete(job.route.upstream_model, job.payload)
+        usage = openai_usage(body.get("usage")) or _estimate(job, len(orjson.dumps(body.get("choices"))))
+        await self._answered(job, usage)
         run.emit("response", body)
-        return openai_usage(body.get("usage")) or _estimate(job, len(orjson.dumps(body.get("choices"))))
+        return usage
 
     async def _stream(self, run: JobRun) -> Usage | None:
         job = run.job
@@ -192,6 +205,7 @@ class ProviderPool:
                 delta = choice.get("delta") or {}
                 run.output_chars += len(delta.get("content") or "") + len(str(delta.get("tool_calls") or ""))
             run.emit("chunk", chunk)
+        await self._answered(job, usage or _estimate(job, run.output_chars))
         run.emit("end", {"usage": usage.model_dump() if usage else None})
         return usage
 

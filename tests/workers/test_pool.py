@@ -11,7 +11,7 @@ import pytest
 
 from scheduler.memory import MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
-from schema.jobs import Job, Price, Route, UsageEvent
+from schema.jobs import Job, JobMark, Price, Route, Usage, UsageEvent
 from workers.adapters.mock import MockAdapter
 from workers.pool import ProviderPool
 
@@ -27,12 +27,12 @@ def job() -> Job:
                price=Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)))
 
 
-async def run(adapter: MockAdapter, item: Job, *, redelivered: bool = False, state: str | None = None) -> tuple[list[dict], list[UsageEvent]]:
+async def run(adapter: MockAdapter, item: Job, *, redelivered: bool = False, state: JobMark | None = None) -> tuple[list[dict], list[UsageEvent]]:
     results, usage = MemoryResultBus(), MemoryUsageQueue()
     pool = ProviderPool(ProviderSpec(name="mock", adapter="mock"), adapter, jobs=None, results=results, usage=usage,  # type: ignore[arg-type]
                         concurrency=1)
     if state is not None:
-        await results.mark(item.id, state, 60)  # type: ignore[arg-type]
+        await results.mark(item.id, state, 60)
     inbox = await results.subscribe(item.id)
     await pool.handle(item, redelivered)
     events = []
@@ -54,15 +54,22 @@ async def test_a_fresh_job_answers_and_reports_usage() -> None:
 
 
 async def test_a_redelivered_job_that_had_started_ends_with_an_error_and_no_charge() -> None:
-    events, usage = await run(MockAdapter(), job(), redelivered=True, state="started")
+    events, usage = await run(MockAdapter(), job(), redelivered=True, state=JobMark(state="started"))
     assert [e["kind"] for e in events] == ["error"]
     assert "stopped" in events[0]["data"]["message"]
     assert [(u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [(0, 0)]
 
 
 async def test_a_redelivered_job_that_had_finished_is_only_acknowledged() -> None:
-    events, usage = await run(MockAdapter(), job(), redelivered=True, state="done")
+    events, usage = await run(MockAdapter(), job(), redelivered=True, state=JobMark(state="done"))
     assert events == [] and usage == []
+
+
+async def test_a_redelivered_job_that_had_answered_is_charged_what_it_noted() -> None:
+    noted = Usage(input_tokens=5, output_tokens=9)
+    events, usage = await run(MockAdapter(), job(), redelivered=True, state=JobMark(state="answered", usage=noted))
+    assert events == []
+    assert [u.usage for u in usage] == [noted]
 
 
 async def test_a_redelivered_job_never_started_runs() -> None:
