@@ -7,13 +7,15 @@ most once, however often its events are delivered. The cached
 transaction as the entries, so ``reconcile`` can recompute them.
 
 Admission reserves with one conditional ``UPDATE … WHERE available >= :hold``:
-under concurrency an account can never reserve more than it has.
+under concurrency an account can never reserve more than it has. A key with
+spending limits also counts the hold in its periods (``billing.limits``), in
+the same database transaction.
 
 Credits that expire (``credit_grants``) are spent first: settlement draws
 them down, soonest expiry first, in the charge's own transaction, and
 ``expire_grants`` returns what is left of an expired grant to system:grants.
-Lock order, to keep PostgreSQL free of deadlocks: credit grants, then the
-user's account, then system accounts.
+Lock order, to keep PostgreSQL free of deadlocks: the key (share), credit
+grants, the user's account, system accounts, then the key's spend counters.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from billing import limits
+from billing.holds import close_hold, closed_hold, open_hold_in_one_statement
+from billing.limits import KeyLimits
 from billing.pricing import cost_of
 from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
@@ -49,6 +54,8 @@ class Posting:
 class KeyOwner:
     key_id: int
     account_id: int
+    expires_at: float | None = None  # unix seconds
+    revoked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +100,13 @@ class Ledger:
                                 memo="initial credits")
         return account_id
 
-    async def create_key(self, account_id: int, name: str, key_hash: str, prefix: str) -> int:
+    async def create_key(self, account_id: int, name: str, key_hash: str, prefix: str, *,
+                         limits: KeyLimits = KeyLimits(), expires_at: float | None = None) -> int:
         async with self.engine.begin() as connection:
-            statement = insert(api_keys).values(account_id=account_id, name=name, key_hash=key_hash, prefix=prefix)
+            statement = insert(api_keys).values(
+                account_id=account_id, name=name, key_hash=key_hash, prefix=prefix, daily_limit=limits.daily,
+                monthly_limit=limits.monthly, total_limit=limits.total, expires_at=expires_at,
+            )
             return (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
 
     async def count_user_accounts(self) -> int:
@@ -105,12 +116,12 @@ class Ledger:
 
     async def key_owner(self, key_hash: str) -> KeyOwner | None:
         statement = (
-            select(api_keys.c.id, api_keys.c.account_id)
-            .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.expires_at, api_keys.c.revoked_at)
+            .where(api_keys.c.key_hash == key_hash)
         )
         async with self.engine.connect() as connection:
             row = (await connection.execute(statement)).first()
-        return KeyOwner(row.id, row.account_id) if row else None
+        return KeyOwner(row.id, row.account_id, row.expires_at, row.revoked_at is not None) if row else None
 
     async def balance(self, account_id: int) -> Balance:
         statement = select(accounts.c.available, accounts.c.held).where(accounts.c.id == account_id)
@@ -120,12 +131,22 @@ class Ledger:
 
     # holds and settlement
 
-    async def hold(self, job_id: str, account_id: int, amount: MicroCredits, *, expires_at: float) -> Balance:
+    async def hold(self, job_id: str, account_id: int, amount: MicroCredits, *, expires_at: float,
+                   key_id: int | None = None, now: float | None = None) -> Balance:
         """Reserve ``amount`` for a job; raises ``InsufficientCredits``,
-        reserving nothing, when the account's available credit cannot cover it."""
-        if self.engine.dialect.name == "postgresql":
-            return await self._hold_in_one_statement(job_id, account_id, amount, expires_at)
+        reserving nothing, when the account's available credit cannot cover it.
+
+        With ``key_id``, the key must be usable (not revoked or expired:
+        ``KeyRevoked``, ``KeyExpired``) and ``amount`` must fit each of its
+        spending limits (``KeyLimitExceeded``)."""
+        now = time.time() if now is None else now
+        if key_id is not None and self.engine.dialect.name == "postgresql":
+            reserved = await open_hold_in_one_statement(self.engine, job_id, account_id, key_id, amount, expires_at, now)
+            if reserved is not None:
+                return Balance(MicroCredits(reserved[0]), MicroCredits(reserved[1]))
+            # Not reserved: a key with limits, or a refusal the portable path explains.
         async with self.engine.begin() as connection:
+            key_limits = await limits.admit_key(connection, key_id, account_id, now) if key_id is not None else None
             reserve = (
                 update(accounts)
                 .where(accounts.c.id == account_id, accounts.c.available >= amount)
@@ -136,23 +157,13 @@ class Ledger:
             if row is None:
                 available = (await connection.execute(select(accounts.c.available).where(accounts.c.id == account_id))).scalar()
                 raise _insufficient(amount, available)
+            periods = await limits.reserve(connection, key_id, key_limits, amount, now) if key_limits else None  # type: ignore[arg-type]
             await connection.execute(insert(holds).values(job_id=job_id, account_id=account_id, amount=amount,
-                                                          expires_at=expires_at, closed=False))
+                                                          expires_at=expires_at, closed=False, key_id=key_id,
+                                                          key_periods=periods))
             if amount:
                 await _record(connection, "hold", job_id,
                               [Posting(account_id, AVAILABLE, -amount), Posting(account_id, HELD, amount)])
-        return Balance(MicroCredits(row.available), MicroCredits(row.held))
-
-    async def _hold_in_one_statement(self, job_id: str, account_id: int, amount: MicroCredits, expires_at: float) -> Balance:
-        """The hot path on PostgreSQL: the same reservation and ledger entries
-        as the portable path, as one atomic statement in one round trip."""
-        parameters = {"job_id": job_id, "account_id": account_id, "amount": amount, "expires_at": expires_at}
-        async with self.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await autocommit.execute(_HOLD_STATEMENT, parameters)).first()
-            if row is None:
-                available = (await autocommit.execute(select(accounts.c.available).where(accounts.c.id == account_id))).scalar()
-                raise _insufficient(amount, available)
         return Balance(MicroCredits(row.available), MicroCredits(row.held))
 
     async def release(self, job_id: str) -> bool:
@@ -161,13 +172,15 @@ class Ledger:
             return await self._release(connection, job_id)
 
     async def _release(self, connection: AsyncConnection, job_id: str) -> bool:
-        claimed = await _close_hold(connection, job_id)
+        claimed = await close_hold(connection, job_id)
         if claimed is None:
             return False
-        account_id, amount = claimed
-        if amount:
+        if claimed.amount:
             await _transact(connection, "release", job_id,
-                            [Posting(account_id, HELD, -amount), Posting(account_id, AVAILABLE, amount)])
+                            [Posting(claimed.account_id, HELD, -claimed.amount),
+                             Posting(claimed.account_id, AVAILABLE, claimed.amount)])
+        if claimed.key_periods:
+            await limits.adjust(connection, claimed.key_id, claimed.key_periods, -claimed.amount)
         return True
 
     async def settle(self, event: UsageEvent) -> bool:
@@ -188,13 +201,17 @@ class Ledger:
             )
             if (await connection.execute(record.returning(usage_records.c.id))).first() is None:
                 return False
-            claimed = await _close_hold(connection, event.job_id)
-            held = claimed[1] if claimed else 0  # the sweeper may have released it already
+            claimed = await close_hold(connection, event.job_id)
+            # The sweeper may have released it already: then it holds nothing.
+            hold = claimed or await closed_hold(connection, event.job_id)
+            held = claimed.amount if claimed else 0
             await _draw_down_grants(connection, event.account_id, cost, time.time())
             postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
             if cost:
                 postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost, system=True))
             await _transact(connection, "charge", event.job_id, postings)
+            if hold is not None and hold.key_periods:
+                await limits.adjust(connection, hold.key_id, hold.key_periods, cost - held)
         return True
 
     async def release_expired(self, now: float | None = None, *, limit: int = 500) -> int:
@@ -307,6 +324,8 @@ class Ledger:
             )
             for row in unbalanced:
                 found.append(Discrepancy(0, f"transaction {row.transaction_id} does not balance", int(row.total), 0))
+            for key_id, recorded, recomputed in await limits.audit(connection):
+                found.append(Discrepancy(0, f"key {key_id} total spend", recorded, recomputed))
         return found
 
 
@@ -315,43 +334,6 @@ def _insufficient(amount: int, available: int | None) -> InsufficientCredits:
         f"This request can cost up to {micros_to_credits(amount)} credits and your account has "
         f"{micros_to_credits(available or 0)} available: lower max_tokens or top up"
     )
-
-
-# PostgreSQL runs every data-modifying CTE, referenced or not, in one snapshot;
-# the UPDATE's row lock and re-checked WHERE make the reservation atomic.
-_HOLD_STATEMENT = text("""
-WITH reserved AS (
-    UPDATE accounts SET available = available - CAST(:amount AS BIGINT), held = held + CAST(:amount AS BIGINT)
-    WHERE id = :account_id AND available >= CAST(:amount AS BIGINT)
-    RETURNING available, held
-), opened AS (
-    INSERT INTO holds (job_id, account_id, amount, expires_at, closed)
-    SELECT :job_id, :account_id, CAST(:amount AS BIGINT), :expires_at, false FROM reserved
-    RETURNING job_id
-), recorded AS (
-    INSERT INTO ledger_transactions (kind, reference)
-    SELECT 'hold', job_id FROM opened WHERE CAST(:amount AS BIGINT) > 0
-    RETURNING id
-), posted AS (
-    INSERT INTO ledger_entries (transaction_id, account_id, bucket, amount)
-    SELECT id, :account_id, 'available', -CAST(:amount AS BIGINT) FROM recorded
-    UNION ALL
-    SELECT id, :account_id, 'held', CAST(:amount AS BIGINT) FROM recorded
-)
-SELECT available, held FROM reserved
-""")
-
-
-async def _close_hold(connection: AsyncConnection, job_id: str) -> tuple[int, int] | None:
-    """Atomically close an open hold; the first closer wins."""
-    statement = (
-        update(holds)
-        .where(holds.c.job_id == job_id, holds.c.closed.is_(False))
-        .values(closed=True)
-        .returning(holds.c.account_id, holds.c.amount)
-    )
-    row = (await connection.execute(statement)).first()
-    return (row.account_id, row.amount) if row else None
 
 
 async def _user_account(connection: AsyncConnection, account_id: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from billing.ledger import KeyOwner, Ledger
+from billing.limits import check_usable
 from schema.errors import PermissionDenied, ServiceUnavailable, Unauthenticated
 from schema.settings import Settings
 
@@ -52,9 +53,12 @@ def presented_key(request: Request) -> str | None:
 class Authenticator:
     """Resolves presented keys to their owners.
 
-    Known keys are cached for ``ttl`` seconds (a revoked key stops working
-    within that time); unknown keys are never cached, so guessing cannot fill
-    memory. Credit is not cached: admission checks it with a hold.
+    Known keys are cached for ``ttl`` seconds: a key revoked, or whose
+    expiry changed, in another process is seen within that time (``forget``
+    drops a key at once in this one). Expiry itself is checked on every
+    request. Unknown keys are never cached, so guessing cannot fill memory.
+    Credit, limits and revocation are not cached for spending: admission
+    checks them with a hold.
     """
 
     def __init__(self, ledger: Ledger, secret: bytes, *, ttl: float = 10.0, size: int = 10_000) -> None:
@@ -69,6 +73,11 @@ class Authenticator:
         if not key:
             raise Unauthenticated("Missing API key: send it as `Authorization: Bearer <key>`")
         key_hash = hash_key(self._secret, key)
+        owner = await self._owner(key_hash)
+        check_usable(revoked=owner.revoked, expires_at=owner.expires_at, now=time.time())
+        return owner
+
+    async def _owner(self, key_hash: str) -> KeyOwner:
         cached = self._known.get(key_hash)
         now = time.monotonic()
         if cached is not None and cached[0] > now:
@@ -82,6 +91,11 @@ class Authenticator:
         if len(self._known) > self._size:
             self._known.popitem(last=False)
         return owner
+
+    def forget(self, key_id: int) -> None:
+        """Drop a key from this process's cache (it was revoked or changed)."""
+        for key_hash in [h for h, (_, owner) in self._known.items() if owner.key_id == key_id]:
+            del self._known[key_hash]
 
 
 def authenticate_admin(request: Request, settings: Settings) -> None:

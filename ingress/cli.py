@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -18,14 +19,18 @@ from pathlib import Path
 import click
 import uvicorn
 import uvloop
+from pydantic import ValidationError
 
 from billing.ledger import Discrepancy, Ledger
+from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.runtime import Runtime, embedded_roles, open_runtime
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.database import create_engine, migrate
-from schema.money import credits_to_micros
+from schema.coupons import iso_time
+from schema.keys import MAX_CREDITS, limit_micros, parse_duration
+from schema.money import credits_to_micros, micros_to_credits
 from schema.settings import Settings
 
 log = logging.getLogger("gatewayz")
@@ -155,10 +160,34 @@ def keys() -> None:
     """Manage API keys."""
 
 
+def _limit(context: click.Context, parameter: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return limit_micros(value)
+    except ValidationError:
+        raise click.BadParameter(f"{value!r} is not a limit: credits from 0 to {MAX_CREDITS}, "
+                                 f"to the micro-credit") from None
+
+
+def _duration(context: click.Context, parameter: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @keys.command("create")
 @click.option("--name", required=True)
 @click.option("--credits", "credit_amount", default="0", show_default=True, help="credits granted to the new account")
-def keys_create(name: str, credit_amount: str) -> None:
+@click.option("--daily-limit", callback=_limit, help="credits the key may spend per UTC day")
+@click.option("--monthly-limit", callback=_limit, help="credits the key may spend per UTC month")
+@click.option("--total-limit", callback=_limit, help="credits the key may spend in all")
+@click.option("--expires-in", callback=_duration, help="the key stops working after this long: 30d, 12h, 90m")
+def keys_create(name: str, credit_amount: str, daily_limit: int | None, monthly_limit: int | None,
+                total_limit: int | None, expires_in: float | None) -> None:
     """Create an account with CREDITS and an API key for it; the key is the last line."""
     settings = _plain_settings()
     try:
@@ -167,12 +196,20 @@ def keys_create(name: str, credit_amount: str) -> None:
         raise click.BadParameter(f"{credit_amount!r} is not an amount of credits", param_hint="--credits") from None
     if grant < 0:
         raise click.BadParameter("credits cannot be negative", param_hint="--credits")
-    key = uvloop.run(_create_key(settings, name, grant))
+    limits = KeyLimits(daily_limit, monthly_limit, total_limit)
+    expires_at = time.time() + expires_in if expires_in is not None else None
+    key = uvloop.run(_create_key(settings, name, grant, limits=limits, expires_at=expires_at))
     click.echo(f"account {name!r} created with {credit_amount} credits; API key:")
+    for kind, limit in (("daily", daily_limit), ("monthly", monthly_limit), ("total", total_limit)):
+        if limit is not None:
+            click.echo(f"  {kind} limit: {micros_to_credits(limit)} credits")
+    if expires_at is not None:
+        click.echo(f"  expires at {iso_time(expires_at)}")
     click.echo(key)
 
 
-async def _create_key(settings: Settings, name: str, grant: int) -> str:
+async def _create_key(settings: Settings, name: str, grant: int, *, limits: KeyLimits = KeyLimits(),
+                      expires_at: float | None = None) -> str:
     engine = create_engine(settings)
     try:
         if settings.embedded_database:
@@ -180,7 +217,8 @@ async def _create_key(settings: Settings, name: str, grant: int) -> str:
         ledger = Ledger(engine)
         account_id = await ledger.create_account(name, grant)  # type: ignore[arg-type]
         key = new_key()
-        await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8])
+        await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8], limits=limits,
+                                expires_at=expires_at)
         return key
     finally:
         await engine.dispose()

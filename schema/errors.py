@@ -32,6 +32,14 @@ class Unauthenticated(GatewayError):
     code = "invalid_api_key"
 
 
+class KeyExpired(Unauthenticated):
+    code = "api_key_expired"
+
+
+class KeyRevoked(Unauthenticated):
+    code = "api_key_revoked"
+
+
 class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
@@ -47,6 +55,32 @@ class InvalidWebhook(InvalidRequest):
 
 class UnknownAccount(InvalidRequest):
     code = "unknown_account"
+
+
+class AccountNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "account_not_found"
+
+
+class KeyNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "key_not_found"
+
+
+class DeductionExceedsAvailable(InvalidRequest):
+    """An operator's deduction larger than what the account has available."""
+
+    code = "deduction_exceeds_available"
+
+
+class IdempotencyKeyReused(GatewayError):
+    """The same idempotency key, sent again with a different request."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
 
 
 class CouponNotFound(GatewayError):
@@ -79,6 +113,14 @@ class InsufficientCredits(GatewayError):
     status = 402
     type = "insufficient_quota"
     code = "insufficient_credits"
+
+
+class KeyLimitExceeded(GatewayError):
+    """The request's worst case does not fit a spending limit of its key."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "key_limit_exceeded"
 
 
 class ModelNotFound(GatewayError):

@@ -48,6 +48,12 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
+    # Spending limits in micro-credits (none: unlimited) and expiry, unix
+    # seconds (none: never). A key with any limit counts its spend in key_spend.
+    Column("daily_limit", BigInteger),
+    Column("monthly_limit", BigInteger),
+    Column("total_limit", BigInteger),
+    Column("expires_at", Float),
 )
 
 # One row per money movement; (kind, reference) is unique, so a job is held,
@@ -84,6 +90,21 @@ holds = Table(
     Column("amount", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),  # unix seconds
     Column("closed", Boolean, nullable=False, server_default="0"),
+    Column("key_id", Integer),  # the key that made the request (none before revision 0004)
+    # The key_spend periods this hold was counted in (space-separated; none:
+    # the key had no limits), so settlement and release adjust exactly those.
+    Column("key_periods", String(64)),
+)
+
+# What each key with limits has spent per period (``total``, ``day:YYYY-MM-DD``,
+# ``month:YYYY-MM``, UTC): settled costs plus open holds. Admission adds a hold
+# with a conditional upsert (``amount + hold <= limit``).
+key_spend = Table(
+    "key_spend",
+    metadata,
+    Column("key_id", Integer, ForeignKey("api_keys.id"), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
 )
 
 # One row per settled job: what was used and what it cost.

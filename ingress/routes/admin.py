@@ -1,16 +1,25 @@
-"""The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons."""
+"""The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons, credit
+adjustments, an account's ledger, and API keys (limits, expiry, revocation)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from billing.adjustments import adjust_credits
 from billing.coupons import Coupon
+from billing.history import Page, ledger_statement
+from billing.keys import KeyRecord, change_key, key_record
 from ingress.auth import authenticate_admin
 from ingress.runtime import Runtime
+from schema.accounts import MAX_ID, CreditAdjustment, PageQuery
 from schema.coupons import NewCoupon, iso_time, normalize_code
+from schema.keys import KeyChange
 from schema.money import micros_to_credits
+
+# Anything but a 32-bit database id is refused before it reaches a query.
+DatabaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _admin(request: Request) -> None:
@@ -51,3 +60,95 @@ async def create_coupon(request: Request, body: NewCoupon) -> dict[str, Any]:
 async def get_coupon(request: Request, code: str) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     return _coupon_object(await runtime.coupons.get(normalize_code(code)))
+
+
+@router.post("/accounts/{account_id}/credits", status_code=201)
+async def adjust_account_credits(request: Request, response: Response, account_id: DatabaseId,
+                                 body: CreditAdjustment) -> dict[str, Any]:
+    """Add (or, with a negative amount, deduct) credits; 201 when applied,
+    200 when the idempotency key replays an earlier adjustment."""
+    runtime: Runtime = request.app.state.runtime
+    adjustment = await adjust_credits(runtime.ledger, account_id, body.amount_micros, body.reason,
+                                      idempotency_key=body.idempotency_key)
+    if not adjustment.applied:
+        response.status_code = 200
+    return {
+        "object": "credit_adjustment",
+        "id": adjustment.transaction_id,
+        "reference": adjustment.reference,
+        "account_id": adjustment.account_id,
+        "amount": micros_to_credits(adjustment.amount),
+        "amount_micros": adjustment.amount,
+        "reason": adjustment.reason,
+        "created_at": adjustment.created_at.isoformat(),
+        "applied": adjustment.applied,
+        "available": micros_to_credits(adjustment.available),
+        "available_micros": adjustment.available,
+    }
+
+
+@router.get("/accounts/{account_id}/ledger")
+async def account_ledger(request: Request, account_id: DatabaseId,
+                         query: Annotated[PageQuery, Query()]) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    statement = await ledger_statement(runtime.engine, account_id, Page(query.limit, query.cursor_id, query.offset))
+    entries = [
+        {
+            "id": entry.id,
+            "transaction_id": entry.transaction_id,
+            "kind": entry.kind,
+            "reference": entry.reference,
+            "memo": entry.memo,
+            "bucket": entry.bucket,
+            "amount": micros_to_credits(entry.amount),
+            "amount_micros": entry.amount,
+            "created_at": entry.created_at.isoformat(),
+        }
+        for entry in statement.entries
+    ]
+    return {
+        "object": "list",
+        "account_id": account_id,
+        "data": entries,
+        "has_more": statement.next_cursor is not None,
+        "next_cursor": str(statement.next_cursor) if statement.next_cursor is not None else None,
+    }
+
+
+def _key_object(key: KeyRecord) -> dict[str, Any]:
+    def credits(micros: int | None) -> str | None:
+        return micros_to_credits(micros) if micros is not None else None
+
+    return {
+        "object": "api_key",
+        "id": key.id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": iso_time(key.expires_at),
+        "revoked": key.revoked_at is not None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "limits": {"daily": credits(key.limits.daily), "monthly": credits(key.limits.monthly),
+                   "total": credits(key.limits.total)},
+        # Counted (settled plus held) only while the key has a limit.
+        "spend": {kind: credits(amount) for kind, amount in key.spend.items()} if key.spend is not None else None,
+    }
+
+
+@router.get("/keys/{key_id}")
+async def get_key(request: Request, key_id: DatabaseId) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    return _key_object(await key_record(runtime.engine, key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(request: Request, key_id: DatabaseId, body: KeyChange) -> dict[str, Any]:
+    """Set limits or expiry (``null`` clears one) or revoke. Admission sees
+    the change at once in every process; other ingress processes may still
+    authenticate a revoked key for up to 10 s (their key cache), though it
+    can no longer spend."""
+    runtime: Runtime = request.app.state.runtime
+    key = await change_key(runtime.engine, key_id, body.values(), revoke=bool(body.revoked))
+    request.app.state.authenticate.forget(key_id)
+    return _key_object(key)

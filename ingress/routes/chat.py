@@ -55,7 +55,8 @@ async def chat_completions(request: Request) -> Response:
         price=route.price,
     )
     worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None)
-    await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE)
+    await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
+                              key_id=owner.key_id, now=now)
     headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider}
     try:
         # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.

@@ -125,7 +125,8 @@ def test_any_sequence_of_operations_reconciles(database_settings: Settings, step
                 if operation == "hold" and job_id not in held:  # job ids are unique: one hold each
                     held.add(job_id)
                     with contextlib.suppress(InsufficientCredits):
-                        await ledger.hold(job_id, account_id, amount, expires_at=time.time() + (60 if amount % 2 else -1))
+                        await ledger.hold(job_id, account_id, amount, key_id=_key(account_id),
+                                          expires_at=time.time() + (60 if amount % 2 else -1))
                 elif operation in ("settle", "duplicate"):
                     await ledger.settle(usage_event(job_id, account_id, input_tokens, output_tokens))
                 elif operation == "release":

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from billing.ledger import Ledger
+from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, new_key
 from ingress.runtime import embedded_roles
@@ -43,8 +44,16 @@ class Gateway:
     def base_url(self) -> str:
         return f"{self.server.url}/v1"
 
-    def create_key(self, credits: str | Decimal = "10") -> str:
-        return asyncio.run(_create_key(self.settings, credits_to_micros(Decimal(credits))))
+    def create_key(self, credits: str | Decimal = "10", *, limits: KeyLimits = KeyLimits(),
+                   expires_at: float | None = None, account_id: int | None = None) -> str:
+        """A key on a new account granted ``credits``, or on ``account_id``."""
+        return asyncio.run(_create_key(self.settings, credits_to_micros(Decimal(credits)), limits=limits,
+                                       expires_at=expires_at, account_id=account_id))
+
+    def key_id(self, key: str) -> int:
+        response = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {key}"})
+        response.raise_for_status()
+        return response.json()["key_id"]
 
     def balance(self, key: str) -> int:
         """Available micro-credits: what is left once open holds are set aside."""
@@ -86,13 +95,16 @@ class Gateway:
         return current
 
 
-async def _create_key(settings: Settings, grant: int) -> str:
+async def _create_key(settings: Settings, grant: int, *, limits: KeyLimits, expires_at: float | None,
+                      account_id: int | None) -> str:
     engine = create_engine(settings)
     try:
         ledger = Ledger(engine)
-        account_id = await ledger.create_account("test", grant)  # type: ignore[arg-type]
+        if account_id is None:
+            account_id = await ledger.create_account("test", grant)  # type: ignore[arg-type]
         key = new_key()
-        await ledger.create_key(account_id, "test", hash_key(KEY_SECRET.encode(), key), key[:8])
+        await ledger.create_key(account_id, "test", hash_key(KEY_SECRET.encode(), key), key[:8], limits=limits,
+                                expires_at=expires_at)
         return key
     finally:
         await engine.dispose()
