@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from schema.keys import utc, whole_micros
 from schema.money import MicroCredits, credits_to_micros
 
 
@@ -21,17 +22,6 @@ def normalize_code(code: str) -> str:
 
 def _normalize(code: object) -> object:
     return normalize_code(code) if isinstance(code, str) else code
-
-
-def _whole_micros(credits: Decimal) -> Decimal:
-    credits_to_micros(credits)  # raises ValueError for a fraction of a micro-credit
-    return credits
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def iso_time(seconds: float | None) -> str | None:
@@ -46,9 +36,9 @@ class NewCoupon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: CouponCode
-    credits: Annotated[Decimal, Field(gt=0, max_digits=18), AfterValidator(_whole_micros)]
+    credits: Annotated[Decimal, Field(gt=0, max_digits=18), AfterValidator(whole_micros)]
     max_redemptions: int | None = Field(None, ge=1)
-    expires_at: Annotated[datetime | None, AfterValidator(_utc)] = None  # ISO 8601 or unix seconds; naive is UTC
+    expires_at: Annotated[datetime | None, AfterValidator(utc)] = None  # ISO 8601 or unix seconds; naive is UTC
     trial_days: int | None = Field(None, ge=1, le=3650)
 
     @property
