@@ -35,19 +35,17 @@ class SettlementConsumer:
             log.info("job %s was already settled; duplicate usage event ignored", event.job_id)
 
     async def _sweep(self) -> None:
+        sweeps = (
+            (self._ledger.release_expired, logging.WARNING, "released %d holds whose jobs never reported before their deadline"),
+            (self._ledger.expire_grants, logging.INFO, "expired %d credit grants"),
+        )
         while True:
             await asyncio.sleep(self._sweep_interval)
-            try:
-                released = await self._ledger.release_expired()
-            except Exception:
-                log.exception("sweeping expired holds failed; will retry")
-            else:
-                if released:
-                    log.warning("released %d holds whose jobs never reported before their deadline", released)
-            try:
-                expired = await self._ledger.expire_grants()
-            except Exception:
-                log.exception("expiring credit grants failed; will retry")
-            else:
-                if expired:
-                    log.info("expired %d credit grants", expired)
+            for sweep, level, done in sweeps:
+                try:
+                    count = await sweep()
+                except Exception:
+                    log.exception("%s failed; will retry", sweep.__name__)
+                    continue
+                if count:
+                    log.log(level, done, count)

@@ -21,9 +21,11 @@ grants, the user's account, system accounts, then the key's spend counters.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -221,13 +223,7 @@ class Ledger:
             .where(holds.c.closed.is_(False), holds.c.expires_at < (now if now is not None else time.time()))
             .limit(limit)
         )
-        async with self.engine.connect() as connection:
-            expired = (await connection.execute(statement)).scalars().all()
-        released = 0
-        for job_id in expired:
-            async with self.engine.begin() as connection:
-                released += await self._release(connection, job_id)
-        return released
+        return await self._one_transaction_each(statement, self._release)
 
     # top-ups and expiring grants
 
@@ -253,13 +249,18 @@ class Ledger:
             .order_by(credit_grants.c.expires_at)
             .limit(limit)
         )
+        return await self._one_transaction_each(statement, self._expire)
+
+    async def _one_transaction_each(self, due: Select[Any], close: Callable[[AsyncConnection, Any], Awaitable[bool]]) -> int:
+        """Run ``close`` on each id ``due`` selects, each in its own
+        transaction (a sweep never holds many locks); how many it closed."""
         async with self.engine.connect() as connection:
-            expired = (await connection.execute(statement)).scalars().all()
-        count = 0
-        for grant_id in expired:
+            ids = (await connection.execute(due)).scalars().all()
+        closed = 0
+        for item in ids:
             async with self.engine.begin() as connection:
-                count += await self._expire(connection, grant_id)
-        return count
+                closed += await close(connection, item)
+        return closed
 
     async def _expire(self, connection: AsyncConnection, grant_id: int) -> bool:
         # A no-op write reads the grant under a write lock (a row lock in

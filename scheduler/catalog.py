@@ -38,6 +38,8 @@ class Catalog:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.providers: dict[str, ProviderSpec] = config.providers
+        # The config never changes while it is loaded: list once, not per request.
+        self._listed = {model.id: model for model in self._list()}
 
     def provider(self, name: str) -> ProviderSpec:
         return self.providers[name]
@@ -79,6 +81,12 @@ class Catalog:
 
     def models(self) -> list[ListedModel]:
         """Every routable model id, sorted, with the provider that serves it first."""
+        return list(self._listed.values())
+
+    def find(self, model_id: str) -> ListedModel | None:
+        return self._listed.get(model_id)
+
+    def _list(self) -> list[ListedModel]:
         prices = self.config.prices
         listed = {model_id: ListedModel(model_id, spec.providers[0], spec, prices.get(model_id))
                   for model_id, spec in self.config.models.items()}
@@ -90,6 +98,3 @@ class Catalog:
                     spec = spec if spec and name in spec.providers else None
                     listed[pinned] = ListedModel(pinned, name, spec, prices.get(spec.id if spec else pinned))
         return sorted(listed.values(), key=lambda model: model.id)
-
-    def find(self, model_id: str) -> ListedModel | None:
-        return next((model for model in self.models() if model.id == model_id), None)

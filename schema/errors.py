@@ -40,6 +40,16 @@ class KeyRevoked(Unauthenticated):
     code = "api_key_revoked"
 
 
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+
+
 class PermissionDenied(GatewayError):
     status = 403
     type = "permission_error"
@@ -57,15 +67,11 @@ class UnknownAccount(InvalidRequest):
     code = "unknown_account"
 
 
-class AccountNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
+class AccountNotFound(NotFound):
     code = "account_not_found"
 
 
-class KeyNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
+class KeyNotFound(NotFound):
     code = "key_not_found"
 
 
@@ -75,17 +81,13 @@ class DeductionExceedsAvailable(InvalidRequest):
     code = "deduction_exceeds_available"
 
 
-class IdempotencyKeyReused(GatewayError):
+class IdempotencyKeyReused(Conflict):
     """The same idempotency key, sent again with a different request."""
 
-    status = 409
-    type = "invalid_request_error"
     code = "idempotency_key_reused"
 
 
-class CouponNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
+class CouponNotFound(NotFound):
     code = "coupon_not_found"
 
 
@@ -97,15 +99,11 @@ class CouponExhausted(InvalidRequest):
     code = "coupon_exhausted"
 
 
-class CouponAlreadyRedeemed(GatewayError):
-    status = 409
-    type = "invalid_request_error"
+class CouponAlreadyRedeemed(Conflict):
     code = "coupon_already_redeemed"
 
 
-class CouponExists(GatewayError):
-    status = 409
-    type = "invalid_request_error"
+class CouponExists(Conflict):
     code = "coupon_exists"
 
 
@@ -123,9 +121,7 @@ class KeyLimitExceeded(GatewayError):
     code = "key_limit_exceeded"
 
 
-class ModelNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
 

@@ -61,20 +61,16 @@ def test_keys_create_refuses_bad_credits(tmp_path: Path, credits: str) -> None:
     assert "--credits" in result.stderr
 
 
-def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
-    config = tmp_path / "bad.toml"
-    config.write_text('[providers.x]\nadapter = "openai"\n')
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[providers.x]\nadapter = "openai"\n', "base_url is required"),
+    ('[providers.local]\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["llama"]\n', "no price for local/llama"),
+], ids=["no base_url", "unpriced model"])
+def test_bad_config_is_a_clear_error(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "gatewayz.toml"
+    config.write_text(toml)
     result = gatewayz("serve", "--config", str(config), env=embedded_env(tmp_path), cwd=tmp_path)
     assert result.returncode == 1
-    assert "base_url is required" in result.stderr
-
-
-def test_an_unpriced_model_is_a_clear_error(tmp_path: Path) -> None:
-    config = tmp_path / "unpriced.toml"
-    config.write_text('[providers.local]\nbase_url = "http://127.0.0.1:1/v1"\nmodels = ["llama"]\n')
-    result = gatewayz("serve", "--config", str(config), env=embedded_env(tmp_path), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "no price for local/llama" in result.stderr
+    assert message in result.stderr
 
 
 def test_list_prices_use_the_gateway_exchange_rate(tmp_path: Path) -> None:
