@@ -19,7 +19,7 @@ from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamEr
 from billing.pricing import cost_of
 from schema.jobs import Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
-from workers.adapters.base import openai_usage
+from schema.translate.openai import read_usage
 
 
 class EventReader:
@@ -68,7 +68,7 @@ def sse_error(error: GatewayError) -> bytes:
 def add_cost(usage: object, price: Price) -> MicroCredits | None:
     """Price an OpenAI ``usage`` object in place (``usage.cost``, credits as a
     decimal string) with the same arithmetic settlement uses."""
-    measured = openai_usage(usage)
+    measured = read_usage(usage)
     if measured is None or not isinstance(usage, dict):
         return None
     cost = cost_of(measured, price)

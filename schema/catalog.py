@@ -28,7 +28,14 @@ from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
 
 log = logging.getLogger("gatewayz.config")
 
-AdapterKind = Literal["openai", "mock"]
+AdapterKind = Literal["openai", "anthropic", "gemini", "mock"]
+# How the provider's key is sent: ``bearer`` (Authorization), ``x-api-key``
+# (Anthropic), ``x-goog-api-key`` (Gemini), or ``none``.
+AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "none"]
+DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-key", "gemini": "x-goog-api-key",
+                                      "mock": "none"}
+# The wire dialect each adapter speaks (schema.translate.Dialect).
+ADAPTER_DIALECT = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "openai"}
 
 
 class ProviderSpec(BaseModel):
@@ -39,6 +46,7 @@ class ProviderSpec(BaseModel):
     adapter: AdapterKind = "openai"
     base_url: str | None = None
     api_key_env: str | None = None
+    auth: AuthStyle | None = Field(None, description="how the key is sent; the adapter's usual way when unset")
     api_key: SecretStr | None = Field(None, exclude=True, repr=False)
     headers: dict[str, str] = {}
     models: list[str] = []
@@ -51,7 +59,13 @@ class ProviderSpec(BaseModel):
             raise ValueError(f"provider {self.name!r}: base_url is required for adapter {self.adapter!r}")
         if self.base_url:
             self.base_url = self.base_url.rstrip("/")
+        if self.auth is None:
+            self.auth = DEFAULT_AUTH[self.adapter]
         return self
+
+    @property
+    def dialect(self) -> str:
+        return ADAPTER_DIALECT[self.adapter]
 
 
 class ModelSpec(BaseModel):

@@ -10,7 +10,9 @@ from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
-JobKind = Literal["chat"]
+JobKind = Literal["chat", "embeddings", "images"]
+# The wire format the client spoke, which its payload and result events keep.
+ClientDialect = Literal["openai", "anthropic"]
 
 # RabbitMQ recommends few priority levels; classic queues keep one sub-queue each.
 MAX_PRIORITY = 4
@@ -34,6 +36,7 @@ class Price(BaseModel):
 class Job(BaseModel):
     id: str = Field(default_factory=lambda: f"job_{uuid.uuid4().hex}")
     kind: JobKind = "chat"
+    dialect: ClientDialect = "openai"
     account_id: int
     key_id: int
     model: str = Field(description="the model id the client asked for")
@@ -64,8 +67,9 @@ EventKind = Literal["chunk", "response", "error", "end"]
 class StreamEvent(TypedDict):
     """One numbered event on a job's result channel.
 
-    ``chunk``: an OpenAI ``chat.completion.chunk``; ``response``: a whole
-    ``chat.completion``; ``error``: ``{"status", "message", "type", "code",
+    ``chunk``: one stream event in the job's dialect (an OpenAI
+    ``chat.completion.chunk``, an Anthropic event); ``response``: the whole
+    answer in the job's dialect; ``error``: ``{"status", "message", "type", "code",
     "retry_after"}``; ``end``: the stream is complete, ``{"usage": {...}}``.
     """
 

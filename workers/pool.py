@@ -22,7 +22,8 @@ from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
-from workers.adapters.base import ProviderAdapter, openai_usage
+from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
+from workers.adapters.base import ProviderAdapter
 
 log = logging.getLogger(__name__)
 
@@ -187,27 +188,31 @@ class ProviderPool:
         await self._usage.publish(event)  # last try: failing now dead-letters the job, kept for reconciliation
 
     async def _complete(self, run: JobRun) -> Usage | None:
-        job = run.job
-        body = await self.adapter.complete(job.route.upstream_model, job.payload)
-        usage = openai_usage(body.get("usage")) or _estimate(job, len(orjson.dumps(body.get("choices"))))
+        job, native = run.job, self.adapter.dialect
+        answer = await self.adapter.complete(job.route.upstream_model, translate_request(job.payload, job.dialect, native))
+        usage = response_usage(answer, native) or _estimate(job, len(orjson.dumps(answer)))
+        body = translate_response(answer, native, job.dialect, model=job.model)
         await self._answered(job, usage)
         run.emit("response", body)
         return usage
 
     async def _stream(self, run: JobRun) -> Usage | None:
-        job = run.job
-        usage: Usage | None = None
-        async for chunk in self.adapter.stream(job.route.upstream_model, job.payload):
-            reported = openai_usage(chunk.get("usage"))
-            if reported is not None:
-                usage = reported
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                run.output_chars += len(delta.get("content") or "") + len(str(delta.get("tool_calls") or ""))
-            run.emit("chunk", chunk)
-        await self._answered(job, usage or _estimate(job, run.output_chars))
-        run.emit("end", {"usage": usage.model_dump() if usage else None})
-        return usage
+        job, native = run.job, self.adapter.dialect
+        meter = usage_meter(native)
+        translator = stream_translator(native, job.dialect, model=job.model)
+        payload = translate_request(job.payload, job.dialect, native)
+        try:
+            async for event in self.adapter.stream(job.route.upstream_model, payload):
+                meter.feed(event)
+                for translated in translator.feed(event):
+                    run.emit("chunk", translated)
+            for translated in translator.finish():
+                run.emit("chunk", translated)
+        finally:
+            run.output_chars = meter.output_chars
+        await self._answered(job, meter.usage or _estimate(job, meter.output_chars))
+        run.emit("end", {"usage": meter.usage.model_dump() if meter.usage else None})
+        return meter.usage
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:
@@ -226,7 +231,7 @@ class ProviderPool:
 
 def _estimate(job: Job, output_chars: int) -> Usage:
     """About four characters a token: used only when the upstream reported nothing."""
-    prompt_chars = len(orjson.dumps(job.payload.get("messages") or []))
+    prompt_chars = len(orjson.dumps(job.payload))
     return Usage(input_tokens=-(-prompt_chars // 4), output_tokens=-(-output_chars // 4), reported=False)
 
 

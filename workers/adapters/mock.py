@@ -36,6 +36,8 @@ def _reply(payload: dict[str, Any]) -> tuple[str, int]:
 
 
 class MockAdapter:
+    dialect = "openai"
+
     async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
         text, prompt_tokens = _reply(payload)
         completion_tokens = len(text.split())
