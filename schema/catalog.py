@@ -28,6 +28,8 @@ from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
 
 log = logging.getLogger("gatewayz.config")
 
+ModelKind = Literal["chat", "embeddings", "images"]
+Modality = Literal["text", "image", "audio", "video", "file"]
 AdapterKind = Literal["openai", "anthropic", "gemini", "mock"]
 # How the provider's key is sent: ``bearer`` (Authorization), ``x-api-key``
 # (Anthropic), ``x-goog-api-key`` (Gemini), or ``none``.
@@ -72,6 +74,8 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    kind: ModelKind = Field("chat", description="the endpoint it serves: chat, embeddings or images")
+    modalities: list[Modality] = Field(["text"], description="what it takes as input")
     providers: list[str] = Field(min_length=1)
     upstream_ids: dict[str, str] = Field({}, description="provider -> the model id that provider knows it by")
     input_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")

@@ -54,6 +54,8 @@ api_keys = Table(
     Column("monthly_limit", BigInteger),
     Column("total_limit", BigInteger),
     Column("expires_at", Float),
+    # The plan (rate limits, priority class) named in the config; none: the default plan.
+    Column("plan", String(64)),
 )
 
 # One row per money movement; (kind, reference) is unique, so a job is held,
@@ -119,6 +121,7 @@ usage_records = Table(
     Column("model", String(200), nullable=False),
     Column("input_tokens", Integer, nullable=False),
     Column("output_tokens", Integer, nullable=False),
+    Column("images", Integer, nullable=False, server_default="0"),
     Column("reported", Boolean, nullable=False),
     Column("cost", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
