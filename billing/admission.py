@@ -21,8 +21,9 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 
 def prompt_token_bound(payload: dict[str, Any]) -> int:
-    counted = orjson.dumps([payload.get("messages"), payload.get("tools"), payload.get("functions")])
-    return -(-len(counted) // BYTES_PER_TOKEN)
+    """Every byte of the request may be prompt: messages, a system prompt,
+    tools, an embedding's input, whatever the dialect calls them."""
+    return -(-len(orjson.dumps(payload)) // BYTES_PER_TOKEN)
 
 
 def output_token_bound(payload: dict[str, Any], model_limit: int | None) -> int:

@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP responses in OpenAI's format."""
+"""The one place where errors become HTTP responses: in Anthropic's format
+on the Anthropic dialect's paths (``/v1/messages``), in OpenAI's elsewhere."""
 
 from __future__ import annotations
 
@@ -20,32 +21,62 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  422: "invalid_request_error", 429: "rate_limit_error"}
 
 
+# Anthropic's error types by status (its API's documented set).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
+                    504: "timeout_error", 529: "overloaded_error"}
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def anthropic_error_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+
+
+def anthropic_error_body(message: str, status: int) -> dict[str, object]:
+    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+
+
 def openai_error_body(message: str, type_: str, *, code: str | None = None, param: str | None = None) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(error: GatewayError) -> JSONResponse:
-    body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
+def _anthropic(request: Request) -> bool:
+    return request.url.path.startswith(ANTHROPIC_PATHS)
+
+
+def error_response(request: Request, error: GatewayError) -> JSONResponse:
+    if _anthropic(request):
+        body = anthropic_error_body(error.message, error.status)
+    else:
+        body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
     return JSONResponse(body, status_code=error.status, headers=error.headers())
+
+
+def _plain_error(request: Request, message: str, status: int, *, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    if _anthropic(request):
+        body = anthropic_error_body(message, status)
+    else:
+        body = openai_error_body(message, _STATUS_TYPES.get(status, "api_error"), param=param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, error: GatewayError) -> JSONResponse:
-        return error_response(error)
+    async def _gateway_error(request: Request, error: GatewayError) -> JSONResponse:
+        return error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg", "invalid request"))
-        return JSONResponse(openai_error_body(message, "invalid_request_error", param=param), status_code=400)
+        return _plain_error(request, message, 400, param=param)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, error: HTTPException) -> JSONResponse:
-        type_ = _STATUS_TYPES.get(error.status_code, "api_error")
-        return JSONResponse(openai_error_body(str(error.detail), type_), status_code=error.status_code,
-                              headers=getattr(error, "headers", None))
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        return _plain_error(request, str(error.detail), error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, error: ClientDisconnect) -> Response:
@@ -55,4 +86,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(openai_error_body("internal error", "api_error"), status_code=500)
+        return _plain_error(request, "internal error", 500)

@@ -1,5 +1,5 @@
-"""Relaying a job's result events to the client: one JSON body, or OpenAI
-server-sent events.
+"""Relaying a job's result events to the client: one JSON body, or
+server-sent events in OpenAI's or Anthropic's framing.
 
 The relay trusts nothing it did not see: events must arrive numbered
 0, 1, 2 … with no gap, and within the idle timeout and the job's deadline.
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from ingress.errors import anthropic_error_type
 from scheduler.transport import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
 from billing.pricing import cost_of
@@ -60,6 +61,11 @@ def raise_for_error(event: StreamEvent) -> None:
         raise error
 
 
+def anthropic_sse_error(error: GatewayError) -> bytes:
+    body = {"type": "error", "error": {"type": anthropic_error_type(error.status), "message": error.message}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
 def sse_error(error: GatewayError) -> bytes:
     body = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
@@ -103,5 +109,28 @@ async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: 
             event = await reader.next()
     except GatewayError as error:
         yield sse_error(error)
+    finally:
+        await reader.subscription.close()
+
+
+async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncIterator[bytes]:
+    """Anthropic stream events, each framed ``event: <type>``; the worker's
+    events already run from ``message_start`` to ``message_stop``, and a
+    failure after the first byte ends the stream with an ``error`` event."""
+    event = first
+    try:
+        while True:
+            kind = event["kind"]
+            if kind == "chunk":
+                data = event["data"]
+                yield b"event: " + str(data.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+            elif kind == "end":
+                return
+            else:
+                raise_for_error(event)
+                raise StreamBroken(f"unexpected {kind!r} event in a stream")
+            event = await reader.next()
+    except GatewayError as error:
+        yield anthropic_sse_error(error)
     finally:
         await reader.subscription.close()

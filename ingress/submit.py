@@ -1,0 +1,116 @@
+"""Submitting a job, the same for every endpoint and dialect: choose the
+candidates that can take the request, hold its worst-case cost, subscribe
+to its results, enqueue it, and wait for its first event.
+
+Whatever fails before the job is queued releases the hold: nothing else
+would settle it. Once queued, the worker's usage event settles it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from billing.admission import worst_case_cost
+from ingress.relay import EventReader, raise_for_error
+from ingress.runtime import Runtime
+from scheduler.catalog import ModelRoute
+from billing.ledger import KeyOwner
+from schema.errors import InvalidRequest
+from schema.jobs import ClientDialect, Job, JobKind, Route, StreamEvent
+from schema.translate import Untranslatable, translate_request
+
+# Settlement may lag a job's deadline a little; the sweeper waits this long.
+HOLD_GRACE = 60.0
+
+
+async def json_body(request: Request) -> object:
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON") from None
+
+
+@dataclass(slots=True)
+class Submitted:
+    job: Job
+    reader: EventReader
+    first: StreamEvent
+    headers: dict[str, str]
+
+
+def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dialect: ClientDialect,
+               kind: JobKind) -> list[Route]:
+    """The model's candidates whose dialect can express the request, in
+    order. A request no candidate can take is refused with the first
+    candidate's reason, before any credit is held."""
+    if route.spec is not None and route.spec.kind != kind:
+        raise InvalidRequest(f"`{route.model}` is a {route.spec.kind} model; this endpoint serves {kind} models",
+                             param="model")
+    usable: list[Route] = []
+    refusal: Untranslatable | None = None
+    for candidate in route.routes:
+        try:
+            translate_request(payload, dialect, runtime.catalog.provider(candidate.provider).dialect)  # type: ignore[arg-type]
+        except Untranslatable as error:
+            refusal = refusal or error
+            continue
+        usable.append(candidate)
+    if not usable:
+        assert refusal is not None
+        raise refusal
+    return usable
+
+
+async def submit(
+    runtime: Runtime,
+    owner: KeyOwner,
+    route: ModelRoute,
+    payload: dict[str, Any],
+    *,
+    stream: bool,
+    dialect: ClientDialect = "openai",
+    kind: JobKind = "chat",
+) -> Submitted:
+    now = time.time()
+    job = Job(
+        kind=kind,
+        dialect=dialect,
+        account_id=owner.account_id,
+        key_id=owner.key_id,
+        model=route.model,
+        routes=candidates(runtime, route, payload, dialect, kind),
+        payload=payload,
+        stream=stream,
+        created_at=now,
+        deadline=now + runtime.settings.request_timeout,
+        price=route.price,
+    )
+    worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None)
+    await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
+                              key_id=owner.key_id, now=now)
+    try:
+        # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
+        subscription = await runtime.results.subscribe(job.id)
+    except BaseException:
+        await runtime.ledger.release(job.id)
+        raise
+    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
+    try:
+        await runtime.jobs.enqueue(job)
+    except BaseException:
+        await subscription.close()
+        await runtime.ledger.release(job.id)  # never queued: nothing will settle it
+        raise
+    try:
+        first = await reader.next(first=True)
+        raise_for_error(first)
+    except BaseException:
+        await subscription.close()
+        raise
+    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider}
+    return Submitted(job, reader, first, headers)
