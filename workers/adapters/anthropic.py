@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
 import orjson
 
 from schema.catalog import ProviderSpec
@@ -43,23 +42,13 @@ ERROR_STATUS = {
 }
 
 
-class AnthropicHTTP(ProviderHTTP):
-    def status_error(self, status: int, content: bytes, headers: httpx.Headers | dict[str, str]) -> UpstreamError:
-        """As for every provider, but a 402 (``billing_error``) is the
-        gateway's own account out of credit: the provider's failure, never
-        the client's bad request."""
-        if status == 402:
-            return UpstreamError(f"provider {self.name!r} refused the gateway's account (billing)", status=502)
-        return super().status_error(status, content, headers)
-
-
 class AnthropicAdapter:
     dialect = "anthropic"
 
     def __init__(self, provider: ProviderSpec, *, connect_timeout: float = 10.0) -> None:
         configured = {name.lower() for name in provider.headers}
         version = {} if "anthropic-version" in configured else {"anthropic-version": ANTHROPIC_VERSION}
-        self._http = AnthropicHTTP(provider, connect_timeout=connect_timeout, headers=version)
+        self._http = ProviderHTTP(provider, connect_timeout=connect_timeout, headers=version)
         self._name = provider.name
 
     async def aclose(self) -> None:

@@ -111,7 +111,8 @@ class ProviderHTTP:
     def status_error(self, status: int, content: bytes, headers: httpx.Headers | dict[str, str]) -> UpstreamError:
         """An upstream error status as the client should see it: 429 stays
         429 with its ``retry-after``; the provider refusing the gateway's key
-        is the gateway's fault (502), never the client's 401; other client
+        or account (401, 402, 403) is the gateway's fault (502), never the
+        client's; other client
         errors pass through; server errors become 502."""
         try:
             detail = orjson.loads(content)["error"]
@@ -124,6 +125,8 @@ class ProviderHTTP:
             return UpstreamError(message, status=429, retry_after=retry_after)
         if status in (401, 403):
             return UpstreamError(f"provider {self.name!r} refused the gateway's credentials", status=502)
+        if status == 402:  # the gateway's own account with the provider is out of credit
+            return UpstreamError(f"provider {self.name!r} refused the gateway's account (billing)", status=502)
         if 400 <= status < 500:
             return UpstreamError(message, status=status if status in (400, 404, 413, 422) else 400)
         return UpstreamError(message, status=502, retry_after=retry_after)
