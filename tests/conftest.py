@@ -1,5 +1,5 @@
-"""Fixtures: a fake OpenAI-compatible upstream on loopback, and the gateway
-in front of it in each run mode (``embedded``, ``distributed``)."""
+"""Fixtures: fake upstreams on loopback (OpenAI-compatible, Anthropic), and
+the gateway in front of them in each run mode (``embedded``, ``distributed``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 
 from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, Gateway, gateway_in_mode
 from tests.support.servers import ServerThread
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+ANTHROPIC_KEY = "sk-ant-upstream-secret-0123456789"
 MODES = ["embedded", "distributed"]
 
 
@@ -25,7 +27,15 @@ def upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
-def gateway_config(upstream_url: str) -> GatewayConfig:
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic(api_key=ANTHROPIC_KEY)
+    with ServerThread(fake.app, name="fake anthropic") as server:
+        fake.url = server.url
+        yield fake
+
+
+def gateway_config(upstream_url: str, anthropic_url: str = "http://127.0.0.1:9") -> GatewayConfig:
     document = {
         "providers": {
             "fake": {"adapter": "openai", "base_url": f"{upstream_url}/v1", "api_key_env": "FAKE_KEY",
@@ -34,6 +44,8 @@ def gateway_config(upstream_url: str) -> GatewayConfig:
                       "headers": {"x-which": "fake2"}, "models": ["fake-small"]},
             "locked": {"adapter": "openai", "base_url": f"{upstream_url}/v1", "api_key_env": "WRONG_KEY",
                        "models": ["fake-small"]},
+            "claude": {"adapter": "anthropic", "base_url": f"{anthropic_url}/v1", "api_key_env": "CLAUDE_KEY",
+                       "models": ["claude-fake-small"]},
         },
         "models": {
             "fake-small": {"providers": ["fake", "fake2"], "input_price_per_mtok": Decimal("1.00"),
@@ -48,16 +60,24 @@ def gateway_config(upstream_url: str) -> GatewayConfig:
             "locked/fake-small": {"providers": ["locked"], "input_price_per_mtok": Decimal("1.00"),
                                   "output_price_per_mtok": Decimal("2.00")},
             # Priced from genai-prices' bundled table (OpenAI's list price), plus 20 %.
+            # An Anthropic-dialect model, and one model served by both dialects.
+            "claude-fake-small": {"providers": ["claude"], "input_price_per_mtok": Decimal("1.00"),
+                                  "output_price_per_mtok": Decimal("2.00")},
+            "fake-anywhere": {"providers": ["claude", "fake"],
+                              "upstream_ids": {"claude": "claude-fake-small", "fake": "fake-small"},
+                              "input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")},
             "gpt-4o-mini": {"providers": ["fake"], "price_source": "openai:gpt-4o-mini",
                             "markup_percent": Decimal("20")},
         },
     }
-    return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321"})
+    return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321",
+                                   "CLAUDE_KEY": ANTHROPIC_KEY})
 
 
 @pytest.fixture(scope="session", params=MODES)
-def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = gateway_config(upstream.url)  # type: ignore[attr-defined]
+def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, fake_anthropic: FakeAnthropic,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = gateway_config(upstream.url, fake_anthropic.url)  # type: ignore[attr-defined]
     data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
     secrets = {"admin_token": ADMIN_TOKEN, "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET}
     with gateway_in_mode(request.param, config, data_dir, **secrets) as gateway:

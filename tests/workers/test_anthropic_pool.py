@@ -19,7 +19,7 @@ from schema.catalog import ProviderSpec
 from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
 from schema.translate import anthropic as anthropic_translation
 from tests.support.fake_anthropic import TOOL_FRAGMENTS, FakeAnthropic
-from tests.workers.conftest import ANTHROPIC_KEY
+from tests.conftest import ANTHROPIC_KEY
 from workers.adapters.anthropic import AnthropicAdapter
 from workers.pool import ProviderPool
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.fake_anthropic import TOOL_INPUT, FakeAnthropic
-from tests.workers.conftest import ANTHROPIC_KEY
+from tests.conftest import ANTHROPIC_KEY
 
 MODEL = "claude-fake-small"
 
