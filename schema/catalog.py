@@ -93,6 +93,7 @@ class ModelSpec(BaseModel):
     input_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
     output_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
     price_source: str | None = Field(None, description="the price list's entry, provider:model (openai:gpt-4o-mini)")
+    price_note: str | None = Field(None, description="where an explicit price was published")
     markup_percent: Decimal | None = Field(None, ge=0, description="overrides [pricing] markup_percent")
     context_length: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
