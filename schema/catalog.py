@@ -214,8 +214,8 @@ def parse_config(
     unknown = sorted(set(document) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown sections {unknown}: the config has {', '.join(SECTIONS)}")
-    providers = dict(document.get("providers", {}) or {})  # type: ignore[call-overload]
-    models = dict(document.get("models", {}) or {})  # type: ignore[call-overload]
+    providers = dict(document.get("providers", {}) or {})  # type: ignore[arg-type]
+    models = dict(document.get("models", {}) or {})  # type: ignore[arg-type]
     providers.setdefault("mock", MOCK_PROVIDER)
     models.setdefault("mock/echo", MOCK_MODEL)
     try:

@@ -66,6 +66,10 @@ def combine(shipped: Mapping[str, Any], providers: Mapping[str, Document], model
     config that cannot be used."""
     shipped_providers: Mapping[str, Document] = shipped.get("providers", {})
     shipped_entries: Mapping[str, Document] = shipped.get("models", {})
+    for kind, section in (("provider", providers), ("model", models)):
+        for name, entry in section.items():
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{kind} {name!r}: expected a table of settings, not {entry!r}")
     merged_models: dict[str, Document] = {**shipped_entries, **models}
     from_shipped = frozenset(model for model in merged_models if model not in models)
     key_variables = {spec.get("api_key_env") for spec in (*shipped_providers.values(), *providers.values())} - {None}

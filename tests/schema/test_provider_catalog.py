@@ -252,6 +252,12 @@ def test_a_config_model_whose_providers_are_all_disabled_is_not_routable(caplog:
     assert "my-llama" in shipped_config(document, {"GROQ_API_KEY": "gsk-1"}).models
 
 
+@pytest.mark.parametrize("document", [{"providers": {"groq": 3}}, {"models": {"gpt-4o": "fast"}}])
+def test_an_entry_that_is_not_a_table_is_a_config_error(document: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="expected a table"):
+        shipped_config(document)
+
+
 def test_a_config_model_naming_an_unknown_provider_is_still_an_error() -> None:
     with pytest.raises(ConfigError, match="unknown providers"):
         shipped_config({"models": {"m": {"providers": ["ghost"], "input_price_per_mtok": 1}}})
