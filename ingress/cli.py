@@ -60,7 +60,8 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple
         # queue that nobody else can reach.
         raise click.ClickException(f"this role runs distributed: set {', '.join(missing)}")
     try:
-        config = load_config(settings.config, os.environ, credits_per_usd=settings.credits_per_usd)
+        config = load_config(settings.config, os.environ, credits_per_usd=settings.credits_per_usd,
+                             secrets_file=settings.secrets_file)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     return settings, config
@@ -100,6 +101,8 @@ def ingress(host: str, port: int, config_path: Path | None) -> None:
 def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
     """Run one provider's worker pool."""
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
+    if provider in config.disabled_providers:
+        raise click.ClickException(f"provider {provider!r} is disabled: {config.disabled_providers[provider].reason}")
     if provider not in config.providers:
         raise click.ClickException(f"unknown provider {provider!r}; known: {', '.join(sorted(config.providers))}")
     uvloop.run(_run_role(settings, config, lambda runtime: runtime.start_pool(provider, concurrency)))

@@ -5,6 +5,12 @@ authenticates, and which models it serves. A model entry gives the ordered
 candidate providers and, optionally, prices. The built-in ``mock`` provider is
 always present so that a fresh install works offline.
 
+``load_config`` starts from the provider catalog shipped in the package
+(``schema/providers.toml``; how it combines with the operator's file:
+``schema/shipped.py``), so a provider is enabled by setting its key variable.
+``parse_config`` takes the shipped catalog only when given one, so a test
+decides whether its config includes it.
+
 Every routable model's price is resolved once, here, at load: for each of
 input and output, the entry's explicit price in credits, else the price
 list's (genai-prices) price in US dollars converted at ``credits_per_usd``
@@ -16,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, DecimalException
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from schema.jobs import Price
 from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
+from schema.secrets import SecretsFileError, with_secrets
+from schema.shipped import Combined, combine, shipped_catalog
 
 log = logging.getLogger("gatewayz.config")
 
@@ -32,8 +41,9 @@ ModelKind = Literal["chat", "embeddings", "images"]
 Modality = Literal["text", "image", "audio", "video", "file"]
 AdapterKind = Literal["openai", "anthropic", "gemini", "mock"]
 # How the provider's key is sent: ``bearer`` (Authorization), ``x-api-key``
-# (Anthropic), ``x-goog-api-key`` (Gemini), or ``none``.
-AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "none"]
+# (Anthropic), ``x-goog-api-key`` (Gemini), ``x-portkey-api-key`` (Portkey),
+# ``key`` (``Authorization: Key …``, fal), or ``none``.
+AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "x-portkey-api-key", "key", "none"]
 DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-key", "gemini": "x-goog-api-key",
                                       "mock": "none"}
 # The wire dialect each adapter speaks (schema.translate.Dialect).
@@ -54,6 +64,8 @@ class ProviderSpec(BaseModel):
     models: list[str] = []
     timeout: float = Field(600.0, gt=0, description="total seconds for one upstream call")
     price_provider: str | None = Field(None, description="the price list's provider id for this provider's models")
+    verified: bool = Field(True, description="false: the base URL or auth style is not confirmed by the provider")
+    notes: str | None = None
 
     @model_validator(mode="after")
     def _needs_url(self) -> ProviderSpec:
@@ -81,6 +93,7 @@ class ModelSpec(BaseModel):
     input_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
     output_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
     price_source: str | None = Field(None, description="the price list's entry, provider:model (openai:gpt-4o-mini)")
+    price_note: str | None = Field(None, description="where an explicit price was published")
     markup_percent: Decimal | None = Field(None, ge=0, description="overrides [pricing] markup_percent")
     context_length: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
@@ -131,15 +144,28 @@ class SellPrice(BaseModel):
     source: str
 
 
+class DisabledProvider(BaseModel):
+    """A known provider that is off, as configured (its base_url may still
+    hold placeholders; it has no key), and what would turn it on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: ProviderSpec
+    reason: str
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Enabled providers only: every one is routable and gets a worker pool.
     providers: dict[str, ProviderSpec]
+    # Routable models only, each with its enabled candidates.
     models: dict[str, ModelSpec] = {}
     pricing: PricingSpec = PricingSpec()
     # Resolved by parse_config, not read from the file: each [models] id and
     # each provider/model a provider lists outside any entry -> its price.
     prices: dict[str, SellPrice] = {}
+    disabled_providers: dict[str, DisabledProvider] = {}
 
     @model_validator(mode="after")
     def _known_providers(self) -> GatewayConfig:
@@ -173,11 +199,16 @@ def parse_config(
     *,
     credits_per_usd: Decimal = Decimal(1),
     price_list: PriceList | None = None,
+    shipped: Mapping[str, object] | None = None,
 ) -> GatewayConfig:
     """Validate a parsed TOML document, add the built-in mock provider,
     resolve provider keys from ``environ`` and every model's price.
 
-    ``credits_per_usd`` is the gateway's one exchange rate
+    ``shipped`` is a provider catalog to start from (``shipped_catalog()``,
+    as ``load_config`` does; a test may pass its own): its providers are
+    enabled by their key variables in ``environ`` or by the document, and its
+    models that end up without a price are left out rather than refusing the
+    config. ``credits_per_usd`` is the gateway's one exchange rate
     (``GATEWAYZ_CREDITS_PER_USD``, which top-ups use too); ``price_list``
     defaults to the installed genai-prices table as of now."""
     unknown = sorted(set(document) - set(SECTIONS))
@@ -188,52 +219,102 @@ def parse_config(
     providers.setdefault("mock", MOCK_PROVIDER)
     models.setdefault("mock/echo", MOCK_MODEL)
     try:
+        combined = combine(shipped or {}, providers, models, environ)
         config = GatewayConfig(
-            providers={name: {**spec, "name": name} for name, spec in providers.items()},
-            models={model_id: {**spec, "id": model_id} for model_id, spec in models.items()},
+            providers={name: {**spec, "name": name} for name, spec in combined.providers.items()},
+            models={model_id: {**spec, "id": model_id} for model_id, spec in combined.models.items()},
             pricing=document.get("pricing", {}) or {},
+            disabled_providers={name: {"spec": {**spec, "name": name}, "reason": reason}
+                                for name, (spec, reason) in combined.disabled.items()},
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from error
     for provider in config.providers.values():
+        # Each provider's own variable only: a key is never given to another provider.
         if provider.api_key_env and environ.get(provider.api_key_env):
             provider.api_key = SecretStr(environ[provider.api_key_env])
-    config.prices = _resolve_prices(config, price_list or GenaiPrices(), credits_per_usd)
+    config.prices = _resolve_prices(config, price_list or GenaiPrices(), credits_per_usd, combined)
     return config
 
 
-def load_config(path: Path | None, environ: Mapping[str, str], *, credits_per_usd: Decimal) -> GatewayConfig:
+def load_config(path: Path | None, environ: Mapping[str, str], *, credits_per_usd: Decimal,
+                secrets_file: Path | None = None, shipped: bool = True) -> GatewayConfig:
+    """The gateway's config: the shipped catalog (unless ``shipped`` is
+    false), the operator's file at ``path``, and provider keys and
+    placeholders from ``environ`` over ``secrets_file``."""
+    try:
+        variables = with_secrets(environ, secrets_file)
+    except SecretsFileError as error:
+        raise ConfigError(str(error)) from None
+    catalog = shipped_catalog() if shipped else None
     if path is None:
-        return parse_config({}, environ, credits_per_usd=credits_per_usd)
+        return parse_config({}, variables, credits_per_usd=credits_per_usd, shipped=catalog)
     try:
         document = tomllib.loads(path.read_text(), parse_float=Decimal)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from error
-    return parse_config(document, environ, credits_per_usd=credits_per_usd)
+    return parse_config(document, variables, credits_per_usd=credits_per_usd, shipped=catalog)
 
 
 # Prices, resolved once at load
 
 
-def _resolve_prices(config: GatewayConfig, price_list: PriceList, credits_per_usd: Decimal) -> dict[str, SellPrice]:
+def _resolve_prices(config: GatewayConfig, price_list: PriceList, credits_per_usd: Decimal,
+                    combined: Combined) -> dict[str, SellPrice]:
+    """Every routable model's price. A shipped model or price_provider the
+    list cannot price is left out with a warning (a price-list upgrade must
+    not stop a start); the operator's own are errors."""
     if not credits_per_usd.is_finite() or credits_per_usd <= 0:
         raise ConfigError(f"credits_per_usd must be a positive number, not {credits_per_usd}")
     for provider in config.providers.values():
         if provider.price_provider is not None and not price_list.knows(provider.price_provider):
-            raise ConfigError(f"provider {provider.name!r}: price_provider {provider.price_provider!r} "
-                              f"is not a provider of {price_list.name}")
+            message = (f"provider {provider.name!r}: price_provider {provider.price_provider!r} "
+                       f"is not a provider of {price_list.name}")
+            if provider.name not in combined.shipped_price_providers:
+                raise ConfigError(message)
+            log.warning("%s; its models are priced by their entries only", message)
+            provider.price_provider = None
     resolved: dict[str, SellPrice | None] = {}
-    for spec in config.models.values():
+    dropped: set[str] = set()
+
+    def settle(model: str, optional: bool, price: Callable[[], SellPrice | None]) -> None:
+        try:
+            found = price()
+        except ConfigError as error:
+            if not optional:
+                raise
+            log.warning("shipped model %s is not routable: %s", model, error)
+            dropped.add(model)
+            return
+        if found is None and optional:
+            log.warning("shipped model %s is not routable: %s has no price for it", model, price_list.name)
+            dropped.add(model)
+            return
+        resolved[model] = found
+
+    def entry_price(spec: ModelSpec) -> SellPrice | None:
         listed = _entry_list_price(spec, config, price_list)
-        resolved[spec.id] = _sell_price(spec.id, spec, listed, config.pricing, credits_per_usd, price_list.name)
+        return _sell_price(spec.id, spec, listed, config.pricing, credits_per_usd, price_list.name)
+
+    def pinned_price(provider: ProviderSpec, served: str) -> SellPrice | None:
+        listed = _provider_list_price(provider, served, price_list)
+        return _sell_price(f"{provider.name}/{served}", None, listed, config.pricing, credits_per_usd,
+                           price_list.name)
+
+    for spec in config.models.values():
+        settle(spec.id, spec.id in combined.shipped_models, partial(entry_price, spec))
     for provider in config.providers.values():
         for served in provider.models:
             pinned = f"{provider.name}/{served}"
             entry = config.models.get(served)
             if pinned in config.models or (entry is not None and provider.name in entry.providers):
                 continue  # routed by that entry, at its price
-            listed = _provider_list_price(provider, served, price_list)
-            resolved[pinned] = _sell_price(pinned, None, listed, config.pricing, credits_per_usd, price_list.name)
+            settle(pinned, pinned in combined.shipped_pinned, partial(pinned_price, provider, served))
+    for model in dropped:
+        config.models.pop(model, None)
+    for provider in config.providers.values():
+        provider.models = [served for served in provider.models
+                           if served not in dropped and f"{provider.name}/{served}" not in dropped]
 
     from_list = [model for model, price in resolved.items() if price is not None and price.source != "config"]
     if from_list:

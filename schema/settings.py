@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="postgresql+asyncpg://… (default: SQLite in data_dir)")
     data_dir: Path = Field(Path(".gatewayz"), description="where embedded data (SQLite, the key secret) lives")
     config: Path | None = Field(None, description="TOML file with providers and models")
+    secrets_file: Path | None = Field(
+        None, description="dotenv file (NAME=value lines) of provider keys and catalog placeholders"
+    )
     key_secret: str | None = Field(None, description="HMAC secret for API keys (default: generated in data_dir)")
     namespace: str = Field("gatewayz", description="prefix of queue, exchange and channel names")
     request_timeout: float = Field(600.0, gt=0, description="default deadline of a request, seconds")

@@ -20,6 +20,8 @@ def auth_headers(provider: ProviderSpec, secret: str | None) -> dict[str, str]:
         return {}
     if provider.auth == "bearer":
         return {"authorization": f"Bearer {secret}"}
+    if provider.auth == "key":
+        return {"authorization": f"Key {secret}"}
     return {str(provider.auth): secret}
 
 
