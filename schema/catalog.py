@@ -108,7 +108,7 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _list_settings_apply(self) -> ModelSpec:
         if self.price_per_image is not None and self.kind != "images":
-            raise ValueError(f"model {self.id!r}: price_per_image applies to images models, and it is a {self.kind} model")
+            raise ValueError(f"model {self.id!r}: price_per_image applies to images models, not to kind {self.kind!r}")
         if self.price_source is not None and ":" not in self.price_source.strip(":"):
             raise ValueError(f"model {self.id!r}: price_source is provider:model, such as openai:gpt-4o-mini")
         if self.input_price_per_mtok is not None and self.output_price_per_mtok is not None:
