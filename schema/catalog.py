@@ -41,7 +41,7 @@ DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-ke
 ADAPTER_DIALECT = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "openai"}
 # The endpoints each adapter serves: the ingress refuses a request that no
 # candidate's adapter can serve before it holds any credit.
-ADAPTER_KINDS: dict[str, frozenset[ModelKind]] = {
+ADAPTER_KINDS: dict[AdapterKind, frozenset[ModelKind]] = {
     "openai": frozenset({"chat", "embeddings", "images"}),
     "anthropic": frozenset({"chat"}),
     "gemini": frozenset({"chat"}),

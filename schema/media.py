@@ -104,7 +104,7 @@ def images_requested(payload: dict[str, Any]) -> int:
 
 
 def _count(value: object) -> int | None:
-    return value if _whole(value, 0) else None  # type: ignore[return-value]
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _estimated_tokens(text: object) -> int:
