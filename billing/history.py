@@ -43,6 +43,7 @@ class UsageRow:
     model: str
     input_tokens: int
     output_tokens: int
+    images: int
     reported: bool
     cost: int
 
@@ -53,6 +54,7 @@ class UsageTotal:
     requests: int
     input_tokens: int
     output_tokens: int
+    images: int
     cost: int
 
 
@@ -120,7 +122,8 @@ async def usage_report(engine: AsyncEngine, account_id: int, where: UsageFilter,
 
         day = _utc_day(connection, usage_records.c.created_at)
         sums = (func.count(), func.coalesce(func.sum(usage_records.c.input_tokens), 0),
-                func.coalesce(func.sum(usage_records.c.output_tokens), 0), func.coalesce(func.sum(usage_records.c.cost), 0))
+                func.coalesce(func.sum(usage_records.c.output_tokens), 0), func.coalesce(func.sum(usage_records.c.images), 0),
+                func.coalesce(func.sum(usage_records.c.cost), 0))
         total = (await connection.execute(select(*sums).where(*conditions))).one()
         by_model = await connection.execute(
             select(usage_records.c.model, *sums).where(*conditions).group_by(usage_records.c.model)
@@ -145,11 +148,11 @@ def _utc_day(connection: AsyncConnection, column: Any) -> Any:
 
 def _usage_row(row: Any) -> UsageRow:
     return UsageRow(row.job_id, as_utc(row.created_at), row.key_id, row.provider, row.model, row.input_tokens,
-                    row.output_tokens, row.reported, int(row.cost))
+                    row.output_tokens, row.images, row.reported, int(row.cost))
 
 
-def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, cost: int) -> UsageTotal:
-    return UsageTotal(group, int(requests), int(input_tokens), int(output_tokens), int(cost))
+def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int, cost: int) -> UsageTotal:
+    return UsageTotal(group, int(requests), int(input_tokens), int(output_tokens), int(images), int(cost))
 
 
 async def ledger_statement(engine: AsyncEngine, account_id: int, page: Page) -> Statement:

@@ -198,6 +198,7 @@ class Ledger:
                 model=event.model,
                 input_tokens=event.usage.input_tokens,
                 output_tokens=event.usage.output_tokens,
+                images=event.usage.images,
                 reported=event.usage.reported,
                 cost=cost,
             )

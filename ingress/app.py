@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from ingress.auth import Authenticator, key_secret
 from ingress.errors import install_error_handlers
-from ingress.routes import admin, chat, messages, models, user, webhooks
+from ingress.routes import admin, chat, embeddings, images, messages, models, user, webhooks
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
@@ -39,6 +39,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(messages.router)
+    app.include_router(embeddings.router)
+    app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(user.router)
     app.include_router(admin.router)

@@ -45,15 +45,24 @@ class Submitted:
 
 def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dialect: ClientDialect,
                kind: JobKind) -> list[Route]:
-    """The model's candidates whose dialect can express the request, in
-    order. A request no candidate can take is refused with the first
-    candidate's reason, before any credit is held."""
+    """The model's candidates whose adapter serves the endpoint and whose
+    dialect can express the request, in order. A request no candidate can
+    take is refused with the first candidate's reason, before any credit is
+    held."""
     if route.spec is not None and route.spec.kind != kind:
         raise InvalidRequest(f"`{route.model}` is a {route.spec.kind} model; this endpoint serves {kind} models",
                              param="model")
     usable: list[Route] = []
-    refusal: Untranslatable | None = None
+    refusal: InvalidRequest | None = None
     for candidate in route.routes:
+        provider = runtime.catalog.provider(candidate.provider)
+        if not provider.serves(kind):
+            refusal = refusal or InvalidRequest(
+                f"provider {provider.name!r} ({provider.adapter} adapter) cannot serve {kind} requests", param="model")
+            continue
+        if kind != "chat":  # embeddings and images travel in OpenAI's shape, untranslated
+            usable.append(candidate)
+            continue
         try:
             translate_request(payload, dialect, runtime.catalog.provider(candidate.provider).dialect)  # type: ignore[arg-type]
         except Untranslatable as error:
@@ -90,7 +99,7 @@ async def submit(
         deadline=now + runtime.settings.request_timeout,
         price=route.price,
     )
-    worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None)
+    worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None, kind)
     await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
                               key_id=owner.key_id, now=now)
     try:

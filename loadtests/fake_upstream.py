@@ -1,9 +1,16 @@
 """A fake OpenAI-compatible provider on loopback, for tests and benchmarks.
 
 It speaks the real wire protocol (``/v1/chat/completions`` JSON and SSE with
-``[DONE]`` and ``stream_options.include_usage``, ``/v1/models``) and answers
-deterministically: ``Echo: <last user message>``, one token per word. The
-last user message can command a failure, so tests can see each one:
+``[DONE]`` and ``stream_options.include_usage``, ``/v1/embeddings``,
+``/v1/images/generations``, ``/v1/models``) and answers deterministically:
+``Echo: <last user message>``, one token per word; embeddings are unit
+vectors drawn from a hash of each input (8 dimensions unless ``dimensions``
+says otherwise; ``encoding_format: base64`` gives little-endian float32s);
+images are a 1-pixel PNG, with GPT Image usage (272 output tokens an image)
+when the model id starts ``gpt-image``, as a URL (a ``data:`` URL) or
+``b64_json`` like DALL·E otherwise. The last user message (the first
+embeddings input, the image prompt) can command a failure, so tests can see
+each one:
 
 - ``fail:<status>`` answers that HTTP status with an OpenAI error body
   (``fail:429`` adds ``retry-after: 7``);
@@ -11,7 +18,8 @@ last user message can command a failure, so tests can see each one:
 - ``hang`` never answers; ``slow`` waits 50 ms between chunks;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
 - ``words:<n>`` answers with n words (benchmarks);
-- ``notobject`` answers 200 with a JSON array instead of a completion.
+- ``notobject`` answers 200 with a JSON array instead of a completion;
+- ``nousage`` (embeddings, images) answers without ``usage``.
 
 Run alone: ``python -m loadtests.fake_upstream --port 9901``.
 """
@@ -20,6 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import math
+import struct
 import time
 from typing import Any
 
@@ -38,6 +50,12 @@ def _text(content: object) -> str:
     return ""
 
 
+# A 1x1 white PNG: what every fake image is.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC")
+EMBEDDING_DIMENSIONS = 8
+IMAGE_OUTPUT_TOKENS = 272  # gpt-image-1, low quality, 1024x1024
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     body = {"error": {"message": message, "type": "fake_error", "param": None, "code": str(status)}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -52,6 +70,8 @@ class FakeUpstream:
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/images/generations", self.images, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
             ]
         )
@@ -61,15 +81,17 @@ class FakeUpstream:
             {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in ("fake-small", "fake-large")
         ]})
 
-    async def chat(self, request: Request) -> Response:
+    async def _received(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        """The request's body, recorded; and the answer, when the key is wrong."""
         body = orjson.loads(await request.body())
         self.requests.append({"headers": dict(request.headers), "body": body})
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided")
-        messages = body.get("messages") or []
-        said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        # The first word may be a command: `drop`, `fail:503`, `words:20` …
-        command, _, argument = (said.split() or [""])[0].partition(":")
+            return body, _error(401, "Incorrect API key provided")
+        return body, None
+
+    @staticmethod
+    async def _obey(command: str, argument: str) -> Response | None:
+        """The commands every endpoint shares: `fail:<status>`, `notobject`, `hang`."""
         if command == "fail":
             status = int(argument)
             return _error(status, f"fake failure {status}", {"retry-after": "7"} if status == 429 else None)
@@ -77,6 +99,18 @@ class FakeUpstream:
             return JSONResponse([1, 2, 3])
         if command == "hang":
             await asyncio.sleep(3600)
+        return None
+
+    async def chat(self, request: Request) -> Response:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        messages = body.get("messages") or []
+        said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        # The first word may be a command: `drop`, `fail:503`, `words:20` …
+        command, _, argument = (said.split() or [""])[0].partition(":")
+        if (commanded := await self._obey(command, argument)) is not None:
+            return commanded
         words = said.split() if command != "words" else ["w"] * int(argument)
         reply = ["Echo:", *words]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
@@ -100,6 +134,55 @@ class FakeUpstream:
             self._stream(completion_id, model, reply, usage, include_usage, command, tool_call, body),
             media_type="text/event-stream",
         )
+
+    async def embeddings(self, request: Request) -> Response:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given or [])
+        first = inputs[0] if inputs and isinstance(inputs[0], str) else ""
+        command, _, argument = (first.split() or [""])[0].partition(":")
+        if (commanded := await self._obey(command, argument)) is not None:
+            return commanded
+        dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for index, text in enumerate(inputs):
+            vector = _unit_vector(str(text), dimensions)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(text.split()) if isinstance(text, str) else len(text) for text in inputs)
+        answer: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+        if command != "nousage":
+            answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse(answer)
+
+    async def images(self, request: Request) -> Response:
+        body, refused = await self._received(request)
+        if refused is not None:
+            return refused
+        prompt = str(body.get("prompt") or "")
+        command, _, argument = (prompt.split() or [""])[0].partition(":")
+        if (commanded := await self._obey(command, argument)) is not None:
+            return commanded
+        count = body.get("n") or 1
+        encoded = base64.b64encode(PNG).decode()
+        gpt_image = str(body.get("model")).startswith("gpt-image")
+        answer: dict[str, Any] = {"created": int(time.time())}
+        if gpt_image:
+            answer["data"] = [{"b64_json": encoded} for _ in range(count)]
+            words = len(prompt.split())
+            if command != "nousage":
+                answer["usage"] = {"input_tokens": words, "output_tokens": IMAGE_OUTPUT_TOKENS * count,
+                                   "total_tokens": words + IMAGE_OUTPUT_TOKENS * count,
+                                   "input_tokens_details": {"text_tokens": words, "image_tokens": 0}}
+        elif body.get("response_format") == "b64_json":
+            answer["data"] = [{"b64_json": encoded, "revised_prompt": prompt} for _ in range(count)]
+        else:
+            answer["data"] = [{"url": f"data:image/png;base64,{encoded}", "revised_prompt": prompt} for _ in range(count)]
+        return JSONResponse(answer)
 
     async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body):  # type: ignore[no-untyped-def]
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
@@ -131,6 +214,13 @@ class FakeUpstream:
         if include_usage:
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+
+
+def _unit_vector(text: str, dimensions: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    values = [digest[i % len(digest)] - 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(value * value for value in values))
+    return [value / norm for value in values]
 
 
 def _tool_call(body: dict[str, Any]) -> dict[str, Any]:

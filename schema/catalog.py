@@ -14,8 +14,9 @@ decides whether its config includes it.
 Every routable model's price is resolved once, here, at load: for each of
 input and output, the entry's explicit price in credits, else the price
 list's (genai-prices) price in US dollars converted at ``credits_per_usd``
-and marked up by ``markup_percent``. A model with neither is refused, unless
-``[pricing] unpriced = "free"``. The result is ``GatewayConfig.prices``.
+and marked up by ``markup_percent``; an image model's per-image price is only
+ever explicit (the list has none). A model with none of these is refused,
+unless ``[pricing] unpriced = "free"``. The result is ``GatewayConfig.prices``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-ke
                                       "mock": "none"}
 # The wire dialect each adapter speaks (schema.translate.Dialect).
 ADAPTER_DIALECT = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "openai"}
+# The endpoints each adapter serves: the ingress refuses a request that no
+# candidate's adapter can serve before it holds any credit.
+ADAPTER_KINDS: dict[AdapterKind, frozenset[ModelKind]] = {
+    "openai": frozenset({"chat", "embeddings", "images"}),
+    "anthropic": frozenset({"chat"}),
+    "gemini": frozenset({"chat"}),
+    "mock": frozenset({"chat", "embeddings", "images"}),
+}
 
 
 class ProviderSpec(BaseModel):
@@ -81,6 +90,9 @@ class ProviderSpec(BaseModel):
     def dialect(self) -> str:
         return ADAPTER_DIALECT[self.adapter]
 
+    def serves(self, kind: ModelKind) -> bool:
+        return kind in ADAPTER_KINDS[self.adapter]
+
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -92,13 +104,14 @@ class ModelSpec(BaseModel):
     upstream_ids: dict[str, str] = Field({}, description="provider -> the model id that provider knows it by")
     input_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
     output_price_per_mtok: Decimal | None = Field(None, description="credits; overrides the price list")
+    price_per_image: Decimal | None = Field(None, description="credits per generated image (images models)")
     price_source: str | None = Field(None, description="the price list's entry, provider:model (openai:gpt-4o-mini)")
     price_note: str | None = Field(None, description="where an explicit price was published")
     markup_percent: Decimal | None = Field(None, ge=0, description="overrides [pricing] markup_percent")
     context_length: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
 
-    @field_validator("input_price_per_mtok", "output_price_per_mtok")
+    @field_validator("input_price_per_mtok", "output_price_per_mtok", "price_per_image")
     @classmethod
     def _not_negative(cls, price: Decimal | None) -> Decimal | None:
         if price is not None and (price < 0 or not price.is_finite()):
@@ -107,6 +120,8 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _list_settings_apply(self) -> ModelSpec:
+        if self.price_per_image is not None and self.kind != "images":
+            raise ValueError(f"model {self.id!r}: price_per_image applies to images models, not to kind {self.kind!r}")
         if self.price_source is not None and ":" not in self.price_source.strip(":"):
             raise ValueError(f"model {self.id!r}: price_source is provider:model, such as openai:gpt-4o-mini")
         if self.input_price_per_mtok is not None and self.output_price_per_mtok is not None:
@@ -176,7 +191,7 @@ class GatewayConfig(BaseModel):
         return self
 
 
-MOCK_PROVIDER = {"adapter": "mock", "models": ["echo"]}
+MOCK_PROVIDER = {"adapter": "mock", "models": ["echo", "embed", "image"]}
 MOCK_MODEL = {
     "providers": ["mock"],
     "input_price_per_mtok": Decimal("1.00"),
@@ -184,6 +199,9 @@ MOCK_MODEL = {
     "context_length": 32768,
     "max_output_tokens": 4096,
 }
+MOCK_EMBEDDINGS_MODEL = {"kind": "embeddings", "providers": ["mock"], "input_price_per_mtok": Decimal("0.10")}
+MOCK_IMAGES_MODEL = {"kind": "images", "providers": ["mock"], "price_per_image": Decimal("0.01")}
+MOCK_MODELS = {"mock/echo": MOCK_MODEL, "mock/embed": MOCK_EMBEDDINGS_MODEL, "mock/image": MOCK_IMAGES_MODEL}
 
 
 class ConfigError(ValueError):
@@ -217,7 +235,8 @@ def parse_config(
     providers = dict(document.get("providers", {}) or {})  # type: ignore[arg-type]
     models = dict(document.get("models", {}) or {})  # type: ignore[arg-type]
     providers.setdefault("mock", MOCK_PROVIDER)
-    models.setdefault("mock/echo", MOCK_MODEL)
+    for model_id, mock_model in MOCK_MODELS.items():
+        models.setdefault(model_id, mock_model)
     try:
         combined = combine(shipped or {}, providers, models, environ)
         config = GatewayConfig(
@@ -366,15 +385,18 @@ def _sell_price(
     list_name: str,
 ) -> SellPrice | None:
     """Per side: the explicit price, else the list price converted and marked
-    up, else 0 when the other side is explicit (a price left out is free)."""
+    up, else 0 when another price is explicit (a price left out is free). The
+    per-image price is explicit or 0."""
     explicit = (spec.input_price_per_mtok, spec.output_price_per_mtok) if spec else (None, None)
+    per_image = spec.price_per_image if spec else None
     if listed is None:
         if spec is not None and spec.markup_percent is not None:
             raise ConfigError(f"model {model!r}: markup_percent applies to list prices, and it has none")
-        if explicit == (None, None):
+        if explicit == (None, None) and per_image is None:
             return None
         input_price, output_price = (Decimal(0) if side is None else side for side in explicit)
-        return SellPrice(price=Price(input_per_mtok=input_price, output_per_mtok=output_price), source="config")
+        price = Price(input_per_mtok=input_price, output_per_mtok=output_price, per_image=per_image or Decimal(0))
+        return SellPrice(price=price, source="config")
     markup = spec.markup_percent if spec is not None and spec.markup_percent is not None else pricing.markup_percent
     list_source = f"{list_name}:{listed.provider}:{listed.model}"
     sides: list[Decimal] = []
@@ -386,5 +408,6 @@ def _sell_price(
                               f"is not an exact price") from error
     for note in listed.notes:
         log.warning("model %s priced from %s: %s", model, list_source, note)
-    source = list_source if explicit == (None, None) else f"config+{list_source}"
-    return SellPrice(price=Price(input_per_mtok=sides[0], output_per_mtok=sides[1]), source=source)
+    source = list_source if explicit == (None, None) and per_image is None else f"config+{list_source}"
+    price = Price(input_per_mtok=sides[0], output_per_mtok=sides[1], per_image=per_image or Decimal(0))
+    return SellPrice(price=price, source=source)

@@ -27,10 +27,11 @@ class Route(BaseModel):
 
 
 class Price(BaseModel):
-    """Credits per million tokens, snapshotted at admission."""
+    """Credits per million tokens, and per generated image, snapshotted at admission."""
 
     input_per_mtok: Decimal = Decimal(0)
     output_per_mtok: Decimal = Decimal(0)
+    per_image: Decimal = Decimal(0)
 
 
 class Job(BaseModel):
@@ -82,6 +83,7 @@ class StreamEvent(TypedDict):
 class Usage(BaseModel):
     input_tokens: int = Field(0, ge=0)
     output_tokens: int = Field(0, ge=0)
+    images: int = Field(0, ge=0, description="images generated (image generation is billed per image)")
     reported: bool = Field(True, description="false when the gateway estimated it")
 
 

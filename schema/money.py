@@ -2,7 +2,8 @@
 
 One credit is 1,000,000 micro-credits. Prices are quoted in credits per
 million tokens, so a price of ``p`` credits per million tokens costs exactly
-``p`` micro-credits per token.
+``p`` micro-credits per token; other units (an image) are priced in credits
+each.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def micros_to_credits(micros: int) -> str:
 def token_cost(tokens: int, price_per_mtok: Decimal) -> Decimal:
     """Exact cost in micro-credits of ``tokens`` at ``price_per_mtok`` credits per million."""
     return Decimal(tokens) * price_per_mtok
+
+
+def unit_cost(units: int, credits_each: Decimal) -> Decimal:
+    """Exact cost in micro-credits of ``units`` things at ``credits_each`` credits apiece."""
+    return Decimal(units) * credits_each * MICROS_PER_CREDIT
 
 
 def round_up(micros: Decimal) -> MicroCredits:

@@ -68,6 +68,14 @@ def gateway_config(upstream_url: str, anthropic_url: str = "http://127.0.0.1:9")
                               "input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")},
             "gpt-4o-mini": {"providers": ["fake"], "price_source": "openai:gpt-4o-mini",
                             "markup_percent": Decimal("20")},
+            # Embeddings are billed by input tokens; image generation per image,
+            # plus the tokens a GPT Image model reports (the fake reports them
+            # for ids starting gpt-image).
+            "fake-embed": {"kind": "embeddings", "providers": ["fake"], "input_price_per_mtok": Decimal("2.00")},
+            "fake-image": {"kind": "images", "providers": ["fake"], "price_per_image": Decimal("0.04")},
+            "fake-gpt-image": {"kind": "images", "providers": ["fake"], "upstream_ids": {"fake": "gpt-image-fake"},
+                               "input_price_per_mtok": Decimal("5.00"), "output_price_per_mtok": Decimal("40.00"),
+                               "price_per_image": Decimal("0.01"), "max_output_tokens": 1000},
         },
     }
     return parse_config(document, {"FAKE_KEY": UPSTREAM_KEY, "WRONG_KEY": "sk-wrong-key-987654321",

@@ -20,10 +20,11 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout, UpstreamError
+from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
 from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
+from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
-from workers.adapters.base import ProviderAdapter
+from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,10 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                usage = await (self._stream(run) if job.stream else self._complete(run))
+                if job.kind != "chat":
+                    usage = await self._media(run)
+                else:
+                    usage = await (self._stream(run) if job.stream else self._complete(run))
         except GatewayError as error:
             log.info("job %s on %s failed: %s", job.id, job.provider, error.message)
             self._fail(run, error)
@@ -213,6 +217,21 @@ class ProviderPool:
         await self._answered(job, meter.usage or _estimate(job, meter.output_chars))
         run.emit("end", {"usage": meter.usage.model_dump() if meter.usage else None})
         return meter.usage
+
+    async def _media(self, run: JobRun) -> Usage:
+        """An embeddings or images job: one answer in OpenAI's shape, billed
+        by its own units (``schema.media``)."""
+        job, adapter = run.job, self.adapter
+        if job.kind == "embeddings" and isinstance(adapter, EmbeddingsAdapter):
+            answer = await adapter.embed(job.route.upstream_model, job.payload)
+        elif job.kind == "images" and isinstance(adapter, ImagesAdapter):
+            answer = await adapter.generate_images(job.route.upstream_model, job.payload)
+        else:  # the ingress refuses these; a job from an older config may still come
+            raise InvalidRequest(f"provider {job.provider!r} cannot serve {job.kind} requests", param="model")
+        usage = media_usage(job.kind, job.payload, answer)
+        await self._answered(job, usage)
+        run.emit("response", answer)
+        return usage
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:

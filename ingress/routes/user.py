@@ -78,6 +78,7 @@ async def user_usage(
             "model": row.model,
             "input_tokens": row.input_tokens,
             "output_tokens": row.output_tokens,
+            "images": row.images,
             "reported": row.reported,
             "cost": micros_to_credits(row.cost),
             "cost_micros": row.cost,
@@ -102,6 +103,7 @@ def _sums(total: UsageTotal) -> dict[str, Any]:
         "requests": total.requests,
         "input_tokens": total.input_tokens,
         "output_tokens": total.output_tokens,
+        "images": total.images,
         "cost": micros_to_credits(total.cost),
         "cost_micros": total.cost,
     }

@@ -5,14 +5,20 @@ An adapter speaks its provider's own wire dialect (``schema.translate``):
 stream events as objects, and the pool translates both to the client's
 dialect when they differ. Failures raise ``UpstreamError`` (or
 ``GatewayTimeout``) with the status the client should see and a message
-that never contains the provider's key. ``embed`` and ``generate_images``
-take and return OpenAI's shapes.
+that never contains the provider's key.
+
+``embed`` and ``generate_images`` are optional capabilities, each its own
+protocol: an adapter whose provider has such an endpoint implements it,
+taking and returning OpenAI's shapes (``/embeddings``,
+``/images/generations``). Which adapter kinds have them is also known to the
+ingress (``schema.catalog.ADAPTER_KINDS``), which refuses a request no
+candidate can serve before holding credit.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from schema.translate import Dialect
 
@@ -25,3 +31,17 @@ class ProviderAdapter(Protocol):
     def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddingsAdapter(Protocol):
+    async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """An OpenAI embeddings request (without ``model``) in, its answer out."""
+        ...
+
+
+@runtime_checkable
+class ImagesAdapter(Protocol):
+    async def generate_images(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """An OpenAI image-generation request (without ``model``) in, its answer out."""
+        ...

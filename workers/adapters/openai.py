@@ -1,4 +1,5 @@
-"""Adapter for any OpenAI-compatible upstream (``/chat/completions``).
+"""Adapter for any OpenAI-compatible upstream (``/chat/completions``,
+``/embeddings``, ``/images/generations``).
 
 The request body passes through unchanged but for ``model`` (the provider's
 own id) and, in streams, ``stream_options.include_usage`` (always asked for,
@@ -49,4 +50,16 @@ class OpenAIAdapter:
                 raise self._http.status_error(502, orjson.dumps(chunk), {})
             yield chunk
         raise UpstreamError(f"provider {self._name!r} ended the stream without [DONE]")
+
+    async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._with_data(await self._http.post_json("/embeddings", {**payload, "model": model}))
+
+    async def generate_images(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._with_data(await self._http.post_json("/images/generations", {**payload, "model": model}))
+
+    def _with_data(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """What the client gets and is billed for is in ``data``: an answer without it is the provider's fault."""
+        if not isinstance(answer.get("data"), list):
+            raise UpstreamError(f"provider {self._name!r} sent an answer without a `data` list")
+        return answer
 

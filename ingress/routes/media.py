@@ -1,0 +1,36 @@
+"""What the embeddings and image-generation endpoints share: submit the job,
+wait for its one answer, and price it by the same usage settlement charges
+(``schema.media``), shown as ``usage.cost`` (where the answer has a
+``usage``) and ``x-gatewayz-cost``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Response
+
+from billing.ledger import KeyOwner
+from billing.pricing import cost_of
+from ingress.runtime import Runtime
+from ingress.submit import submit
+from schema.errors import StreamBroken
+from schema.jobs import JobKind
+from schema.media import media_usage
+from schema.money import micros_to_credits
+
+
+async def media_response(runtime: Runtime, owner: KeyOwner, body: dict[str, Any], kind: JobKind) -> Response:
+    route = runtime.catalog.route(body["model"])
+    payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
+    submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind)
+    await submitted.reader.subscription.close()
+    first = submitted.first
+    if first["kind"] != "response" or not isinstance(first["data"], dict):
+        raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
+    answer: dict[str, Any] = first["data"]
+    cost = micros_to_credits(cost_of(media_usage(kind, submitted.job.payload, answer), submitted.job.price))
+    if isinstance(answer.get("usage"), dict):
+        answer["usage"]["cost"] = cost
+    headers = {**submitted.headers, "x-gatewayz-cost": cost}
+    return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
