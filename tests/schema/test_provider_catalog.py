@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scheduler.catalog import Catalog
-from schema.catalog import ConfigError, GatewayConfig, ModelSpec, ProviderSpec, load_config, parse_config
+from schema.catalog import MOCK_MODELS, ConfigError, GatewayConfig, ModelSpec, ProviderSpec, load_config, parse_config
 from schema.errors import ModelNotFound
 from schema.jobs import Route
 from schema.prices import GenaiPrices, ListPrice
@@ -144,7 +144,7 @@ def test_the_shipped_file_is_read_once() -> None:
 def test_without_keys_only_the_mock_is_enabled() -> None:
     config = shipped_config()
     assert list(config.providers) == ["mock"]
-    assert list(config.models) == ["mock/echo"]
+    assert list(config.models) == list(MOCK_MODELS)
     assert set(config.disabled_providers) == set(PROVIDERS)
     assert config.disabled_providers["groq"].reason == "set GROQ_API_KEY to enable it"
     with pytest.raises(ModelNotFound):
@@ -162,7 +162,7 @@ def test_a_key_variable_enables_its_provider_and_only_its_models() -> None:
     for disabled in ("gpt-4o", "together/llama-3.3-70b-instruct", "claude-sonnet-4-5"):
         with pytest.raises(ModelNotFound):
             catalog.route(disabled)
-    assert all(set(spec.providers) == {"groq"} for model, spec in config.models.items() if model != "mock/echo")
+    assert all(set(spec.providers) == {"groq"} for model, spec in config.models.items() if model not in MOCK_MODELS)
 
 
 def test_candidates_are_the_enabled_providers_in_catalog_order() -> None:
@@ -222,7 +222,7 @@ def test_an_entry_in_the_config_enables_a_shipped_provider_and_overrides_its_fie
 def test_a_config_models_list_replaces_what_a_shipped_provider_serves() -> None:
     config = shipped_config({"providers": {"openai": {"models": ["gpt-4o-mini"]}}})
     assert config.providers["openai"].models == ["gpt-4o-mini"]
-    assert set(config.models) == {"gpt-4o-mini", "mock/echo"}
+    assert set(config.models) == {"gpt-4o-mini", *MOCK_MODELS}
 
 
 def test_enabled_false_turns_a_shipped_provider_off_even_with_its_key() -> None:
@@ -288,7 +288,7 @@ def test_shipped_models_the_price_list_cannot_price_are_left_out_not_fatal(caplo
     with caplog.at_level(logging.WARNING, logger="gatewayz.config"):
         config = shipped_config(environ={"OPENAI_API_KEY": "sk-1", "GROQ_API_KEY": "gsk-1"},
                                 price_list=PartialList())
-    assert set(config.models) == {"gpt-4o", "mock/echo"}
+    assert set(config.models) == {"gpt-4o", *MOCK_MODELS}
     assert config.prices["gpt-4o"].source == "partial:openai:gpt-4o"
     assert config.providers["openai"].models == ["gpt-4o"]
     assert config.providers["groq"].price_provider is None  # the list does not know groq: a warning, not an error
