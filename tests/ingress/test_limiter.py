@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as redis
 
 from ingress.limiter import BucketState, Decision, Limit, Limiter, MemoryLimiter, RedisLimiter
+from ingress.ratelimit import duration
 from tests.support.services import REDIS_URL, require_services
 
 T0 = 1_700_000_000.0
@@ -173,3 +174,11 @@ async def test_both_implementations_agree_on_a_long_random_sequence() -> None:
     finally:
         await shared.aclose()
         await _forget(prefix)
+
+
+@pytest.mark.parametrize(("seconds", "written"), [
+    (0.0, "0ms"), (0.0004, "1ms"), (0.02, "20ms"), (0.999, "999ms"), (1.0, "1s"), (1.5, "1.5s"), (12.0, "12s"),
+    (59.9991, "1m0s"), (60.0, "1m0s"), (61.25, "1m1.25s"), (360.0, "6m0s"),
+])
+def test_reset_times_are_written_like_openais(seconds: float, written: str) -> None:
+    assert duration(seconds) == written
