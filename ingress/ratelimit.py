@@ -87,10 +87,11 @@ class RateLimits:
         ]
         applied: list[AppliedLimit] = []
         for scope, bucket, limits in scopes:
-            for unit, capacity, cost in (("requests", limits.requests_per_minute, 1),
-                                         ("tokens", limits.tokens_per_minute, tokens)):
+            per_unit: tuple[tuple[Unit, int | None, int], ...] = (
+                ("requests", limits.requests_per_minute, 1), ("tokens", limits.tokens_per_minute, tokens))
+            for unit, capacity, cost in per_unit:
                 if capacity is not None:
-                    applied.append(AppliedLimit(scope, unit, Limit(f"{bucket}:{unit}", capacity, cost)))  # type: ignore[arg-type]
+                    applied.append(AppliedLimit(scope, unit, Limit(f"{bucket}:{unit}", capacity, cost)))
         return applied
 
     async def admit(self, owner: KeyOwner, plan: PlanSpec, tokens: int, *,
