@@ -1,5 +1,5 @@
-"""API keys as an operator manages them: their spending limits, expiry and
-revocation, and what each has spent in its current periods.
+"""API keys as an operator manages them: their spending limits, expiry,
+plan and revocation, and what each has spent in its current periods.
 
 A change locks the key's row first, so it waits for holds in flight on the
 key and later holds see it; a key's first limit seeds its spend counters
@@ -23,7 +23,7 @@ from schema.errors import KeyNotFound
 from schema.tables import api_keys
 
 LIMITS = ("daily_limit", "monthly_limit", "total_limit")  # in KeyLimits' order
-CHANGEABLE = frozenset({*LIMITS, "expires_at"})
+CHANGEABLE = frozenset({*LIMITS, "expires_at", "plan"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class KeyRecord:
     revoked_at: datetime | None
     limits: KeyLimits
     spend: dict[str, int] | None  # per period kind, counted only for a key with limits
+    plan: str | None = None  # none: the default plan
 
 
 async def key_record(engine: AsyncEngine, key_id: int, *, now: float | None = None) -> KeyRecord:
@@ -44,10 +45,10 @@ async def key_record(engine: AsyncEngine, key_id: int, *, now: float | None = No
         return await _record(connection, key_id, time.time() if now is None else now)
 
 
-async def change_key(engine: AsyncEngine, key_id: int, values: Mapping[str, int | float | None], *,
+async def change_key(engine: AsyncEngine, key_id: int, values: Mapping[str, int | float | str | None], *,
                      revoke: bool = False, now: float | None = None) -> KeyRecord:
-    """Set some of a key's limits and expiry (``None`` clears one), and
-    optionally revoke it, for good."""
+    """Set some of a key's limits, expiry and plan (``None`` clears one), and
+    optionally revoke it, for good. The caller checks that a plan exists."""
     unknown = set(values) - CHANGEABLE
     if unknown:
         raise ValueError(f"not changeable: {sorted(unknown)}")
@@ -75,5 +76,5 @@ async def _record(connection: AsyncConnection, key_id: int, now: float) -> KeyRe
     return KeyRecord(
         id=row.id, account_id=row.account_id, name=row.name, prefix=row.prefix, created_at=as_utc(row.created_at),
         expires_at=row.expires_at, revoked_at=as_utc(row.revoked_at) if row.revoked_at else None, limits=key_limits,
-        spend=await limits.spend(connection, key_id, now) if key_limits else None,
+        spend=await limits.spend(connection, key_id, now) if key_limits else None, plan=row.plan,
     )

@@ -58,6 +58,7 @@ class KeyOwner:
     account_id: int
     expires_at: float | None = None  # unix seconds
     revoked: bool = False
+    plan: str | None = None  # the config's plan name; none: the default plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +104,12 @@ class Ledger:
         return account_id
 
     async def create_key(self, account_id: int, name: str, key_hash: str, prefix: str, *,
-                         limits: KeyLimits = KeyLimits(), expires_at: float | None = None) -> int:
+                         limits: KeyLimits = KeyLimits(), expires_at: float | None = None,
+                         plan: str | None = None) -> int:
         async with self.engine.begin() as connection:
             statement = insert(api_keys).values(
                 account_id=account_id, name=name, key_hash=key_hash, prefix=prefix, daily_limit=limits.daily,
-                monthly_limit=limits.monthly, total_limit=limits.total, expires_at=expires_at,
+                monthly_limit=limits.monthly, total_limit=limits.total, expires_at=expires_at, plan=plan,
             )
             return (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
 
@@ -118,12 +120,12 @@ class Ledger:
 
     async def key_owner(self, key_hash: str) -> KeyOwner | None:
         statement = (
-            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.expires_at, api_keys.c.revoked_at)
+            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.expires_at, api_keys.c.revoked_at, api_keys.c.plan)
             .where(api_keys.c.key_hash == key_hash)
         )
         async with self.engine.connect() as connection:
             row = (await connection.execute(statement)).first()
-        return KeyOwner(row.id, row.account_id, row.expires_at, row.revoked_at is not None) if row else None
+        return KeyOwner(row.id, row.account_id, row.expires_at, row.revoked_at is not None, row.plan) if row else None
 
     async def balance(self, account_id: int) -> Balance:
         statement = select(accounts.c.available, accounts.c.held).where(accounts.c.id == account_id)

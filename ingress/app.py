@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
 from ingress.errors import install_error_handlers
@@ -47,7 +47,9 @@ def create_app(
     app.include_router(webhooks.router)
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health(request: Request) -> dict[str, str]:
+        # Where rate limits are counted: "shared: redis", "per-process" (embedded),
+        # or "degraded: per-process" while the limiter's Redis is unreachable.
+        return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
     return app

@@ -189,10 +189,20 @@ def _duration(context: click.Context, parameter: click.Parameter, value: str | N
 @click.option("--monthly-limit", callback=_limit, help="credits the key may spend per UTC month")
 @click.option("--total-limit", callback=_limit, help="credits the key may spend in all")
 @click.option("--expires-in", callback=_duration, help="the key stops working after this long: 30d, 12h, 90m")
+@click.option("--plan", help="the key's plan (rate limits, priority), one of the config's [plans]; default: "
+                             "the config's default plan")
+@config_option
 def keys_create(name: str, credit_amount: str, daily_limit: int | None, monthly_limit: int | None,
-                total_limit: int | None, expires_in: float | None) -> None:
+                total_limit: int | None, expires_in: float | None, plan: str | None,
+                config_path: Path | None) -> None:
     """Create an account with CREDITS and an API key for it; the key is the last line."""
     settings = _plain_settings()
+    if plan is not None:
+        # Only a plan needs the config: plain keys can be made without one.
+        _, config = _settings(config_path)
+        if plan not in config.plans:
+            raise click.BadParameter(f"unknown plan {plan!r}; the config has {', '.join(sorted(config.plans))}",
+                                     param_hint="--plan")
     try:
         grant = credits_to_micros(Decimal(credit_amount))
     except (InvalidOperation, ValueError):
@@ -201,8 +211,10 @@ def keys_create(name: str, credit_amount: str, daily_limit: int | None, monthly_
         raise click.BadParameter("credits cannot be negative", param_hint="--credits")
     limits = KeyLimits(daily_limit, monthly_limit, total_limit)
     expires_at = time.time() + expires_in if expires_in is not None else None
-    key = uvloop.run(_create_key(settings, name, grant, limits=limits, expires_at=expires_at))
+    key = uvloop.run(_create_key(settings, name, grant, limits=limits, expires_at=expires_at, plan=plan))
     click.echo(f"account {name!r} created with {credit_amount} credits; API key:")
+    if plan is not None:
+        click.echo(f"  plan: {plan}")
     for kind, limit in (("daily", daily_limit), ("monthly", monthly_limit), ("total", total_limit)):
         if limit is not None:
             click.echo(f"  {kind} limit: {micros_to_credits(limit)} credits")
@@ -212,7 +224,7 @@ def keys_create(name: str, credit_amount: str, daily_limit: int | None, monthly_
 
 
 async def _create_key(settings: Settings, name: str, grant: int, *, limits: KeyLimits = KeyLimits(),
-                      expires_at: float | None = None) -> str:
+                      expires_at: float | None = None, plan: str | None = None) -> str:
     engine = create_engine(settings)
     try:
         if settings.embedded_database:
@@ -221,7 +233,7 @@ async def _create_key(settings: Settings, name: str, grant: int, *, limits: KeyL
         account_id = await ledger.create_account(name, grant)  # type: ignore[arg-type]
         key = new_key()
         await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8], limits=limits,
-                                expires_at=expires_at)
+                                expires_at=expires_at, plan=plan)
         return key
     finally:
         await engine.dispose()

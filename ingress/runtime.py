@@ -14,11 +14,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.ledger import Ledger
+from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
+from ingress.ratelimit import RateLimits
 from scheduler import rabbitmq
 from scheduler.catalog import Catalog
 from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
@@ -46,6 +50,7 @@ class Runtime:
     jobs: JobQueue
     results: ResultBus
     usage: UsageQueue
+    rate_limits: RateLimits
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
@@ -119,12 +124,30 @@ async def open_runtime(
         else:
             results = MemoryResultBus()
 
+        limiter = _limiter(settings, topology)
+        stack.push_async_callback(limiter.aclose)
+        rate_limits = RateLimits(config.plans, config.rate_limits, limiter)
+
         ledger = Ledger(engine)
-        runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage)
+        runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
+                          rate_limits)
         try:
             yield runtime
         finally:
             await _stop(runtime.tasks)
+
+
+def _limiter(settings: Settings, topology: Topology) -> Limiter:
+    url = settings.rate_limit_redis_url or settings.redis_url
+    if url is None:
+        return MemoryLimiter()
+    # Its own small pool with short timeouts: a Redis that stalls must send
+    # admission to the per-process fallback quickly, not hold requests. One
+    # immediate retry replaces a pooled connection Redis closed on restart.
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=2, socket_timeout=1,
+                                                 socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
+    client = redis.Redis(connection_pool=pool)
+    return RedisLimiter(client, topology.rate_limit_prefix)
 
 
 async def _stop(tasks: Iterable[asyncio.Task[None]]) -> None:

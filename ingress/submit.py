@@ -1,6 +1,7 @@
 """Submitting a job, the same for every endpoint and dialect: choose the
-candidates that can take the request, hold its worst-case cost, subscribe
-to its results, enqueue it, and wait for its first event.
+candidates that can take the request, give it its priority class, take it
+from its rate limits, hold its worst-case cost, subscribe to its results,
+enqueue it, and wait for its first event.
 
 Whatever fails before the job is queued releases the hold: nothing else
 would settle it. Once queued, the worker's usage event settles it.
@@ -15,17 +16,22 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from billing.admission import worst_case_cost
+from billing.admission import worst_case_usage
+from billing.ledger import KeyOwner
+from billing.pricing import cost_of
+from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
 from ingress.runtime import Runtime
 from scheduler.catalog import ModelRoute
-from billing.ledger import KeyOwner
+from scheduler.priority import MESSAGE_PRIORITY, effective_class, requested_class
 from schema.errors import InvalidRequest
 from schema.jobs import ClientDialect, Job, JobKind, Route, StreamEvent
 from schema.translate import Untranslatable, translate_request
 
 # Settlement may lag a job's deadline a little; the sweeper waits this long.
 HOLD_GRACE = 60.0
+# A request may lower its key's priority class with this header (never raise it).
+PRIORITY_HEADER = "x-gatewayz-priority"
 
 
 async def json_body(request: Request) -> object:
@@ -84,8 +90,12 @@ async def submit(
     stream: bool,
     dialect: ClientDialect = "openai",
     kind: JobKind = "chat",
+    priority: str | None = None,
 ) -> Submitted:
+    """``priority`` is the class the client asked for (``PRIORITY_HEADER``)."""
     now = time.time()
+    plan = runtime.rate_limits.plan_of(owner)
+    priority_class = effective_class(plan.priority, requested_class(priority))
     job = Job(
         kind=kind,
         dialect=dialect,
@@ -98,8 +108,11 @@ async def submit(
         created_at=now,
         deadline=now + runtime.settings.request_timeout,
         price=route.price,
+        priority=MESSAGE_PRIORITY[priority_class],
     )
-    worst_case = worst_case_cost(payload, route.price, route.spec.max_output_tokens if route.spec else None, kind)
+    bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
+    limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
+    worst_case = cost_of(bound, route.price)
     await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
                               key_id=owner.key_id, now=now)
     try:
@@ -121,5 +134,6 @@ async def submit(
     except BaseException:
         await subscription.close()
         raise
-    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider}
+    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider,
+               PRIORITY_HEADER: priority_class, **limit_headers}
     return Submitted(job, reader, first, headers)

@@ -38,5 +38,10 @@ class Topology:
         return f"{self.namespace}:job:{job_id}"
 
     @property
+    def rate_limit_prefix(self) -> str:
+        """Redis keys of rate-limit buckets: ``<prefix>key:12:tokens`` (hashes that expire once empty)."""
+        return f"{self.namespace}:ratelimit:"
+
+    @property
     def job_queue_arguments(self) -> dict[str, object]:
         return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.dead_exchange}

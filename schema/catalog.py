@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from schema.jobs import Price
+from schema.plans import PlanSpec, RateLimitsSpec, check_default_plan, with_default_plan
 from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
 from schema.secrets import SecretsFileError, with_secrets
 from schema.shipped import Combined, combine, shipped_catalog
@@ -177,6 +178,8 @@ class GatewayConfig(BaseModel):
     # Routable models only, each with its enabled candidates.
     models: dict[str, ModelSpec] = {}
     pricing: PricingSpec = PricingSpec()
+    plans: dict[str, PlanSpec] = Field(default_factory=lambda: with_default_plan({}))
+    rate_limits: RateLimitsSpec = RateLimitsSpec()
     # Resolved by parse_config, not read from the file: each [models] id and
     # each provider/model a provider lists outside any entry -> its price.
     prices: dict[str, SellPrice] = {}
@@ -188,6 +191,12 @@ class GatewayConfig(BaseModel):
             unknown = [p for p in model.providers if p not in self.providers]
             if unknown:
                 raise ValueError(f"model {model.id!r} names unknown providers {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_default_plan(self) -> GatewayConfig:
+        self.plans = with_default_plan(self.plans)
+        check_default_plan(self.plans, self.rate_limits)
         return self
 
 
@@ -208,7 +217,7 @@ class ConfigError(ValueError):
     """The configuration file cannot be used; the message says why."""
 
 
-SECTIONS = ("providers", "models", "pricing")
+SECTIONS = ("providers", "models", "pricing", "plans", "rate_limits")
 
 
 def parse_config(
@@ -234,6 +243,7 @@ def parse_config(
         raise ConfigError(f"unknown sections {unknown}: the config has {', '.join(SECTIONS)}")
     providers = dict(document.get("providers", {}) or {})  # type: ignore[arg-type]
     models = dict(document.get("models", {}) or {})  # type: ignore[arg-type]
+    plans = dict(document.get("plans", {}) or {})  # type: ignore[arg-type]
     providers.setdefault("mock", MOCK_PROVIDER)
     for model_id, mock_model in MOCK_MODELS.items():
         models.setdefault(model_id, mock_model)
@@ -245,6 +255,8 @@ def parse_config(
             pricing=document.get("pricing", {}) or {},
             disabled_providers={name: {"spec": {**spec, "name": name}, "reason": reason}
                                 for name, (spec, reason) in combined.disabled.items()},
+            plans={name: {**spec, "name": name} for name, spec in plans.items()},
+            rate_limits=document.get("rate_limits", {}) or {},
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from error

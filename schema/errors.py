@@ -3,6 +3,9 @@ dialect's error format in one place (``ingress.errors``)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 
 class GatewayError(Exception):
     """Base of every error a client may see. ``status`` is the HTTP status."""
@@ -121,18 +124,39 @@ class KeyLimitExceeded(GatewayError):
     code = "key_limit_exceeded"
 
 
+class UnknownPlan(InvalidRequest):
+    """A plan name the config does not have."""
+
+    code = "unknown_plan"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
 class RateLimited(GatewayError):
+    """Over a rate limit. ``type_`` is the limit's unit, as OpenAI names it
+    (``requests`` or ``tokens``); ``headers`` describe the limits. Without
+    ``retry_after`` the request can never fit."""
+
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, type_: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.type = type_ or self.type
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        # Whole seconds for HTTP; the SDKs prefer retry-after-ms when sent.
+        headers = dict(self._headers)
+        if self.retry_after is not None:
+            headers["retry-after"] = str(math.ceil(self.retry_after))
+            headers["retry-after-ms"] = str(math.ceil(self.retry_after * 1000))
+        return headers
 
 
 class UpstreamError(GatewayError):

@@ -1,4 +1,4 @@
-"""Key requests: the limits and expiry an operator sets on an API key
+"""Key requests: the limits, expiry and plan an operator sets on an API key
 (``PATCH /admin/keys/{id}``, ``gatewayz keys create``).
 
 Limits are exact decimal credits, a whole number of micro-credits, from 0
@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from schema.money import MicroCredits, credits_to_micros
+from schema.plans import PLAN_NAME
 
 MAX_CREDITS = Decimal(1_000_000_000)  # far from BIGINT overflow, whatever is summed
 MAX_DURATION = 3650 * 86_400.0
@@ -57,6 +58,7 @@ class KeyChange(BaseModel):
     total_limit: CreditLimit | None = None
     expires_at: UtcTime | None = None
     revoked: bool | None = None
+    plan: str | None = Field(None, pattern=PLAN_NAME, description="a plan of the config; null: the default plan")
 
     @field_validator("revoked")
     @classmethod
@@ -65,14 +67,16 @@ class KeyChange(BaseModel):
             raise ValueError("a revoked key cannot be restored: only `true` is accepted")
         return revoked
 
-    def values(self) -> dict[str, int | float | None]:
-        """The key's columns to set: limits in micro-credits, expiry in unix seconds."""
-        changes: dict[str, int | float | None] = {}
+    def values(self) -> dict[str, int | float | str | None]:
+        """The key's columns to set: limits in micro-credits, expiry in unix seconds, plan."""
+        changes: dict[str, int | float | str | None] = {}
         for name in self.model_fields_set & set(LIMIT_FIELDS):
             limit = getattr(self, name)
             changes[name] = credits_to_micros(limit) if limit is not None else None
         if "expires_at" in self.model_fields_set:
             changes["expires_at"] = self.expires_at.timestamp() if self.expires_at is not None else None
+        if "plan" in self.model_fields_set:
+            changes["plan"] = self.plan
         return changes
 
 

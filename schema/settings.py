@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     broker_url: str | None = Field(None, description="amqp://… selects RabbitMQ for jobs and usage events")
     redis_url: str | None = Field(None, description="redis://… selects Redis pub/sub for result streams")
+    rate_limit_redis_url: str | None = Field(
+        None, description="redis://… where rate limits are counted (default: redis_url; neither: in this process)")
     database_url: str | None = Field(None, description="postgresql+asyncpg://… (default: SQLite in data_dir)")
     data_dir: Path = Field(Path(".gatewayz"), description="where embedded data (SQLite, the key secret) lives")
     config: Path | None = Field(None, description="TOML file with providers and models")

@@ -1,5 +1,6 @@
 """The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons, credit
-adjustments, an account's ledger, and API keys (limits, expiry, revocation)."""
+adjustments, an account's ledger, and API keys (limits, expiry, plan,
+revocation)."""
 
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def _key_object(key: KeyRecord) -> dict[str, Any]:
         "expires_at": iso_time(key.expires_at),
         "revoked": key.revoked_at is not None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "plan": key.plan,  # null: the config's default plan
         "limits": {"daily": credits(key.limits.daily), "monthly": credits(key.limits.monthly),
                    "total": credits(key.limits.total)},
         # Counted (settled plus held) only while the key has a limit.
@@ -144,11 +146,14 @@ async def get_key(request: Request, key_id: DatabaseId) -> dict[str, Any]:
 
 @router.patch("/keys/{key_id}")
 async def update_key(request: Request, key_id: DatabaseId, body: KeyChange) -> dict[str, Any]:
-    """Set limits or expiry (``null`` clears one) or revoke. Admission sees
-    the change at once in every process; other ingress processes may still
-    authenticate a revoked key for up to 10 s (their key cache), though it
-    can no longer spend."""
+    """Set limits, expiry or plan (``null`` clears one) or revoke. Admission
+    sees a limit, expiry or revocation at once in every process; other
+    ingress processes may still authenticate a revoked key for up to 10 s
+    (their key cache), though it can no longer spend, and apply its old plan
+    for as long."""
     runtime: Runtime = request.app.state.runtime
+    if "plan" in body.model_fields_set:
+        runtime.rate_limits.check_plan(body.plan)
     key = await change_key(runtime.engine, key_id, body.values(), revoke=bool(body.revoked))
     request.app.state.authenticate.forget(key_id)
     return _key_object(key)

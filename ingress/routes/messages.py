@@ -15,7 +15,7 @@ from billing.pricing import cost_of
 from ingress.relay import anthropic_sse
 from ingress.routes.chat import SSE_HEADERS
 from ingress.runtime import Runtime
-from ingress.submit import json_body, submit
+from ingress.submit import PRIORITY_HEADER, json_body, submit
 from schema.anthropic import check_messages_request
 from schema.errors import StreamBroken
 from schema.money import micros_to_credits
@@ -32,7 +32,8 @@ async def messages(request: Request) -> Response:
     route = runtime.catalog.route(body["model"])
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
-    submitted = await submit(runtime, owner, route, payload, stream=stream, dialect="anthropic")
+    submitted = await submit(runtime, owner, route, payload, stream=stream, dialect="anthropic",
+                             priority=request.headers.get(PRIORITY_HEADER))
     first, reader, headers = submitted.first, submitted.reader, submitted.headers
 
     if stream:

@@ -51,7 +51,7 @@ def last_body(fake: FakeAnthropic | FakeUpstream) -> dict[str, object]:
 
 def test_native_message_and_its_charge(gateway: Gateway, key: str, fake_anthropic: FakeAnthropic) -> None:
     response = claude(gateway, key).messages.with_raw_response.create(
-        model="claude-fake-small", max_tokens=100, system=SYSTEM, messages=HELLO, top_k=5)
+        model="claude-fake-small", max_tokens=100, system=SYSTEM, messages=HELLO, extra_body={"top_k": 5})
     message = response.parse()
 
     assert [block.text for block in message.content] == ["Echo: hello there gateway"]

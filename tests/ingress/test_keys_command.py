@@ -64,3 +64,32 @@ def test_keys_create_refuses_bad_limits_and_durations(tmp_path: Path, option: st
     assert result.exit_code == 2
     assert option in result.output
     assert not (tmp_path / "data").exists(), "nothing was created"
+
+
+PLANS = """
+[plans.pro]
+requests_per_minute = 600
+priority = "realtime"
+"""
+
+
+def test_keys_create_with_a_plan(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    config = tmp_path / "gatewayz.toml"
+    config.write_text(PLANS)
+    created = gatewayz("keys", "create", "--name", "pro", "--plan", "pro", "--config", str(config), env=env,
+                       cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "  plan: pro" in created.stdout.splitlines()
+    assert newest_key(tmp_path / "data").plan == "pro"
+
+    # The config can come from GATEWAYZ_CONFIG too.
+    unknown = gatewayz("keys", "create", "--name", "gold", "--plan", "gold", env={**env, "GATEWAYZ_CONFIG": str(config)},
+                       cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "unknown plan 'gold'; the config has default, pro" in unknown.stderr
+    assert newest_key(tmp_path / "data").name == "pro", "nothing was created"
+
+    plain = gatewayz("keys", "create", "--name", "plain", env=env, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert newest_key(tmp_path / "data").plan is None

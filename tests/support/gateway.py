@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +17,7 @@ from billing.ledger import Ledger
 from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, new_key
-from ingress.runtime import embedded_roles
+from ingress.runtime import Runtime, embedded_roles
 from schema.catalog import GatewayConfig
 from schema.database import create_engine
 from schema.money import credits_to_micros
@@ -45,10 +45,10 @@ class Gateway:
         return f"{self.server.url}/v1"
 
     def create_key(self, credits: str | Decimal = "10", *, limits: KeyLimits = KeyLimits(),
-                   expires_at: float | None = None, account_id: int | None = None) -> str:
+                   expires_at: float | None = None, account_id: int | None = None, plan: str | None = None) -> str:
         """A key on a new account granted ``credits``, or on ``account_id``."""
         return asyncio.run(_create_key(self.settings, credits_to_micros(Decimal(credits)), limits=limits,
-                                       expires_at=expires_at, account_id=account_id))
+                                       expires_at=expires_at, account_id=account_id, plan=plan))
 
     def key_id(self, key: str) -> int:
         response = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {key}"})
@@ -96,7 +96,7 @@ class Gateway:
 
 
 async def _create_key(settings: Settings, grant: int, *, limits: KeyLimits, expires_at: float | None,
-                      account_id: int | None) -> str:
+                      account_id: int | None, plan: str | None = None) -> str:
     engine = create_engine(settings)
     try:
         ledger = Ledger(engine)
@@ -104,7 +104,7 @@ async def _create_key(settings: Settings, grant: int, *, limits: KeyLimits, expi
             account_id = await ledger.create_account("test", grant)  # type: ignore[arg-type]
         key = new_key()
         await ledger.create_key(account_id, "test", hash_key(KEY_SECRET.encode(), key), key[:8], limits=limits,
-                                expires_at=expires_at)
+                                expires_at=expires_at, plan=plan)
         return key
     finally:
         await engine.dispose()
@@ -126,21 +126,27 @@ async def _expire_grants(settings: Settings, now: float) -> int:
         await engine.dispose()
 
 
+Roles = Callable[[Runtime], None]
+
+
 @contextmanager
-def gateway_in_mode(mode: str, config: GatewayConfig, data_dir: Path, **overrides: object) -> Iterator[Gateway]:
-    """``embedded``, or ``distributed`` on a fresh database and namespace."""
+def gateway_in_mode(mode: str, config: GatewayConfig, data_dir: Path, *, roles: Roles = embedded_roles,
+                    **overrides: object) -> Iterator[Gateway]:
+    """``embedded``, or ``distributed`` on a fresh database and namespace.
+    ``roles`` are the pools and billing the gateway runs beside its API."""
     if mode == "embedded":
-        with running_gateway(config, data_dir, **overrides) as gateway:
+        with running_gateway(config, data_dir, roles=roles, **overrides) as gateway:
             yield gateway
         return
     with distributed_services(list(config.providers)) as services:
-        with running_gateway(config, data_dir, services.environ(), **overrides) as gateway:
+        with running_gateway(config, data_dir, services.environ(), roles=roles, **overrides) as gateway:
             yield gateway
 
 
 @contextmanager
 def running_gateway(
-    config: GatewayConfig, data_dir: Path, environ: Mapping[str, str] | None = None, **overrides: object
+    config: GatewayConfig, data_dir: Path, environ: Mapping[str, str] | None = None, *,
+    roles: Roles = embedded_roles, **overrides: object
 ) -> Iterator[Gateway]:
     # Explicit Nones: a GATEWAYZ_* variable in the test's environment must not
     # switch an embedded gateway to real services.
@@ -149,6 +155,6 @@ def running_gateway(
     for name, value in (environ or {}).items():
         values[name.removeprefix("GATEWAYZ_").lower()] = value
     settings = Settings.model_validate(values)
-    app = create_app(settings, config, roles=embedded_roles, apply_migrations=True)
+    app = create_app(settings, config, roles=roles, apply_migrations=True)
     with ServerThread(app, name="gateway") as server:
         yield Gateway(settings, config, server)

@@ -13,6 +13,7 @@ import uvicorn
 
 class ServerThread:
     def __init__(self, app: Any, *, name: str) -> None:
+        self.app = app
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
