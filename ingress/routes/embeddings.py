@@ -17,4 +17,4 @@ router = APIRouter()
 async def embeddings(request: Request) -> Response:
     owner = await request.app.state.authenticate(request)
     body = check_embeddings_request(await json_body(request))
-    return await media_response(request.app.state.runtime, owner, body, "embeddings")
+    return await media_response(request, owner, body, "embeddings")

@@ -17,4 +17,4 @@ router = APIRouter()
 async def generate_images(request: Request) -> Response:
     owner = await request.app.state.authenticate(request)
     body = check_images_request(await json_body(request))
-    return await media_response(request.app.state.runtime, owner, body, "images")
+    return await media_response(request, owner, body, "images")

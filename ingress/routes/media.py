@@ -8,22 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import Response
+from fastapi import Request, Response
 
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.runtime import Runtime
-from ingress.submit import submit
+from ingress.submit import PRIORITY_HEADER, submit
 from schema.errors import StreamBroken
 from schema.jobs import JobKind
 from schema.media import media_usage
 from schema.money import micros_to_credits
 
 
-async def media_response(runtime: Runtime, owner: KeyOwner, body: dict[str, Any], kind: JobKind) -> Response:
+async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any], kind: JobKind) -> Response:
+    runtime: Runtime = request.app.state.runtime
     route = runtime.catalog.route(body["model"])
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
-    submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind)
+    submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind,
+                             priority=request.headers.get(PRIORITY_HEADER))
     await submitted.reader.subscription.close()
     first = submitted.first
     if first["kind"] != "response" or not isinstance(first["data"], dict):
