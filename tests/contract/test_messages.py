@@ -111,8 +111,10 @@ def test_stream_cut_mid_way_ends_with_an_error_event(gateway: Gateway, key: str)
 
 
 def test_anthropic_client_to_an_openai_provider(gateway: Gateway, key: str, upstream: FakeUpstream) -> None:
+    # The SDK (2.x) no longer takes sampling parameters as arguments; the API still does.
     message = claude(gateway, key).messages.create(model="fake-small", max_tokens=100, system=SYSTEM,
-                                                   messages=HELLO, stop_sequences=["END"], temperature=0.5)
+                                                   messages=HELLO, stop_sequences=["END"],
+                                                   extra_body={"temperature": 0.5})
 
     assert [block.text for block in message.content] == ["Echo: hello there gateway"]
     assert message.stop_reason == "end_turn" and message.type == "message"

@@ -91,7 +91,7 @@ async def test_a_streamed_job_relays_the_providers_events_untouched(pool: Provid
     assert [e["data"]["type"] for e in events[:-1]][-2:] == ["message_delta", "message_stop"]
     # input: "Be brief." and "hi you" are 4 words; output: "Echo: hi you", 3.
     assert events[-1] == {"job": item.id, "seq": len(events) - 1, "kind": "end",
-                          "data": {"usage": {"input_tokens": 4, "output_tokens": 3, "reported": True}}}
+                          "data": {"usage": Usage(input_tokens=4, output_tokens=3, reported=True).model_dump()}}
     assert [(u.job_id, u.provider, u.usage) for u in usage] == [(item.id, "anthropic", Usage(input_tokens=4,
                                                                                                output_tokens=3))]
 
