@@ -43,5 +43,15 @@ class Topology:
         return f"{self.namespace}:ratelimit:"
 
     @property
+    def provider_listings(self) -> str:
+        """Redis hash: provider name -> its last good model list (scheduler.listing_store)."""
+        return f"{self.namespace}:catalog:listings"
+
+    @property
+    def provider_listings_version(self) -> str:
+        """Redis counter, raised by every save of ``provider_listings``."""
+        return f"{self.namespace}:catalog:version"
+
+    @property
     def job_queue_arguments(self) -> dict[str, object]:
         return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.dead_exchange}

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from scheduler.catalog import Catalog
+from scheduler.catalog import Catalog, ModelQuery
 from schema.catalog import ConfigError, parse_config
 from schema.errors import InvalidRequest, ModelNotFound
 from schema.jobs import Price, Route
@@ -118,3 +118,83 @@ def test_config_errors_say_what_is_wrong(document: dict, message: str) -> None:
 def test_provider_names_are_safe_in_queue_names(name: str) -> None:
     with pytest.raises(ConfigError, match="name"):
         parse_config({"providers": {name: {"base_url": "http://x"}}}, {})
+
+
+# Search: pure, over what the catalog lists
+
+SEARCH_DOCUMENT = {
+    "providers": {
+        "acme": {"base_url": "http://acme/v1", "models": ["fake-small", "odd-one"]},
+        "backup": {"base_url": "http://backup/v1", "models": ["fake-small"]},
+    },
+    "models": {
+        "fake-small": {"providers": ["acme", "backup"], "input_price_per_mtok": Decimal("0.15"),
+                       "output_price_per_mtok": Decimal("0.60"), "context_length": 8192},
+        "vision-pro": {"providers": ["acme"], "modalities": ["text", "image"], "input_price_per_mtok": Decimal(3),
+                       "output_price_per_mtok": Decimal(15), "context_length": 200_000},
+        "embed-3": {"providers": ["backup"], "kind": "embeddings", "input_price_per_mtok": Decimal("0.02"),
+                    "output_price_per_mtok": Decimal(0), "context_length": 8191},
+        "painter": {"providers": ["acme"], "kind": "images", "input_price_per_mtok": Decimal(5),
+                    "output_price_per_mtok": Decimal(40)},
+    },
+    "pricing": {"unpriced": "free"},
+}
+
+
+@pytest.fixture
+def searchable() -> Catalog:
+    return Catalog(parse_config(SEARCH_DOCUMENT, {}))
+
+
+def ids(models: list) -> list[str]:
+    return [model.id for model in models]
+
+
+def test_search_without_criteria_lists_everything_by_id(searchable: Catalog) -> None:
+    assert ids(searchable.search(ModelQuery())) == ids(searchable.models())
+
+
+def test_search_text_ranks_the_id_itself_first(searchable: Catalog) -> None:
+    assert ids(searchable.search(ModelQuery(text="fake-small"))) == [
+        "fake-small", "acme/fake-small", "backup/fake-small"]
+    assert ids(searchable.search(ModelQuery(text="VISION"))) == ["vision-pro"]
+    # Every word must match somewhere.
+    assert ids(searchable.search(ModelQuery(text="fake acme"))) == ["acme/fake-small"]
+    assert searchable.search(ModelQuery(text="nothing-like-it")) == []
+
+
+def test_search_by_provider_modality_and_kind(searchable: Catalog) -> None:
+    assert ids(searchable.search(ModelQuery(provider="backup"))) == ["backup/fake-small", "embed-3", "fake-small"]
+    assert ids(searchable.search(ModelQuery(modality="image"))) == ["vision-pro"]
+    assert ids(searchable.search(ModelQuery(modality="embeddings"))) == ["embed-3"]
+    assert ids(searchable.search(ModelQuery(modality="images"))) == ["painter"]
+    assert "embed-3" not in ids(searchable.search(ModelQuery(modality="chat")))
+
+
+def test_search_by_price_and_context(searchable: Catalog) -> None:
+    cheap = ids(searchable.search(ModelQuery(max_input_price=Decimal("0.15"))))
+    # acme/odd-one: unpriced, served free, so it costs 0.
+    assert cheap == ["acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small"]
+    assert ids(searchable.search(ModelQuery(max_output_price=Decimal(0)))) == ["acme/odd-one", "embed-3"]
+    assert ids(searchable.search(ModelQuery(max_input_price=Decimal(5), max_output_price=Decimal(15)))) == [
+        "acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small", "mock/echo", "vision-pro"]
+    assert ids(searchable.search(ModelQuery(min_context_length=100_000))) == ["vision-pro"]
+    # A model whose context length is unknown never meets a minimum.
+    assert "acme/odd-one" not in ids(searchable.search(ModelQuery(min_context_length=1)))
+    assert ids(searchable.search(ModelQuery(text="small", provider="acme", max_output_price=Decimal(1),
+                                            min_context_length=8192))) == ["acme/fake-small", "fake-small"]
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    (ModelQuery(provider="ghost"), "provider"),
+    (ModelQuery(modality="smell"), "modality"),
+    (ModelQuery(max_input_price=Decimal(-1)), "max_input_price"),
+    (ModelQuery(max_output_price=Decimal("NaN")), "max_output_price"),
+    (ModelQuery(max_output_price=Decimal("Infinity")), "max_output_price"),
+    (ModelQuery(min_context_length=0), "min_context_length"),
+    (ModelQuery(text="x" * 201), "q"),
+])
+def test_search_refuses_criteria_no_catalog_can_meet(searchable: Catalog, query: ModelQuery, param: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        searchable.search(query)
+    assert raised.value.param == param
