@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
+from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
-from ingress.routes import admin, chat, embeddings, images, messages, models, user, webhooks
+from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
@@ -33,7 +34,9 @@ def create_app(
                 roles(runtime)
             app.state.runtime = runtime
             app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
-            yield {}
+            async with open_catalog_refresh(runtime) as catalog_refresh:
+                app.state.catalog_refresh = catalog_refresh
+                yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
@@ -42,6 +45,7 @@ def create_app(
     app.include_router(embeddings.router)
     app.include_router(images.router)
     app.include_router(models.router)
+    app.include_router(providers.router)
     app.include_router(user.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)

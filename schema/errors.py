@@ -134,6 +134,10 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class ProviderNotFound(NotFound):
+    code = "provider_not_found"
+
+
 class RateLimited(GatewayError):
     """Over a rate limit. ``type_`` is the limit's unit, as OpenAI names it
     (``requests`` or ``tokens``); ``headers`` describe the limits. Without

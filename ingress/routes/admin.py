@@ -1,6 +1,6 @@
 """The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons, credit
-adjustments, an account's ledger, and API keys (limits, expiry, plan,
-revocation)."""
+adjustments, an account's ledger, API keys (limits, expiry, plan,
+revocation), and refreshing providers' model lists."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from billing.coupons import Coupon
 from billing.history import Page, ledger_statement
 from billing.keys import KeyRecord, change_key, key_record
 from ingress.auth import authenticate_admin
+from ingress.catalog_refresh import CatalogRefresher, RefreshReport
 from ingress.runtime import Runtime
 from schema.accounts import MAX_ID, CreditAdjustment, PageQuery
 from schema.coupons import NewCoupon, iso_time, normalize_code
@@ -157,3 +158,35 @@ async def update_key(request: Request, key_id: DatabaseId, body: KeyChange) -> d
     key = await change_key(runtime.engine, key_id, body.values(), revoke=bool(body.revoked))
     request.app.state.authenticate.forget(key_id)
     return _key_object(key)
+
+
+def _refresh_object(report: RefreshReport) -> dict[str, Any]:
+    return {
+        "object": "provider_refresh",
+        "refreshed_at": iso_time(report.refreshed_at),
+        "models": report.models,
+        "persisted": report.persisted,
+        "data": [
+            {
+                "provider": part.provider,
+                "status": part.status,
+                "error": part.error,
+                "listed": part.listed,
+                "added": part.added,
+                "removed": part.removed,
+                "unpriced": part.unpriced,
+                "count": part.count,
+                "listed_at": iso_time(part.listed_at),
+            }
+            for part in report.providers
+        ],
+    }
+
+
+@router.post("/refresh-providers")
+async def refresh_providers(request: Request,
+                            provider: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+    """Fetch enabled providers' own model lists (all, or ``?provider=``) and
+    serve what they add; a provider that fails keeps its last good list."""
+    refresher: CatalogRefresher = request.app.state.catalog_refresh
+    return _refresh_object(await refresher.refresh(provider))

@@ -65,6 +65,7 @@ def distributed_services(providers: list[str]) -> Iterator[Distributed]:
         yield services
     finally:
         asyncio.run(_delete_namespace(services.namespace, providers))
+        asyncio.run(_delete_redis_keys(services.namespace))
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
@@ -91,3 +92,17 @@ async def _delete_namespace(namespace: str, providers: list[str]) -> None:
             await channel.queue_delete(queue)
         for exchange in (topology.jobs_exchange, topology.dead_exchange):
             await channel.exchange_delete(exchange)
+
+
+async def _delete_redis_keys(namespace: str) -> None:
+    """Delete the session's Redis keys (saved provider model lists; job marks expire by themselves)."""
+    import redis.asyncio as redis
+
+    from scheduler.topology import Topology
+
+    topology = Topology(namespace)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        await client.delete(topology.provider_listings, topology.provider_listings_version)
+    finally:
+        await client.aclose()

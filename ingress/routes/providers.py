@@ -1,0 +1,60 @@
+"""``GET /v1/provider`` (also ``/v1/providers``): each enabled provider, the
+models routable through it and its status.
+
+It takes an API key, unlike ``/v1/models``: base URLs can name internal
+hosts or cloud accounts. Whether a key is configured is shown as a boolean;
+the key itself never is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from scheduler.catalog import Catalog
+from scheduler.listings import ListingStatus, ProviderListing
+from schema.catalog import ProviderSpec
+from schema.coupons import iso_time
+
+router = APIRouter()
+
+
+def provider_status(listing: ProviderListing | None) -> ListingStatus:
+    """``unknown`` until its model list was refreshed, then ``ok`` or
+    ``error`` as the last refresh went. The circuit breaker's state joins
+    here when breakers exist: an open circuit is the status that matters."""
+    return listing.status if listing is not None else "unknown"
+
+
+def provider_object(catalog: Catalog, spec: ProviderSpec) -> dict[str, Any]:
+    listing = catalog.listings.get(spec.name)
+    models = [model.id for model in catalog.provider_models(spec.name)]
+    return {
+        "object": "provider",
+        "name": spec.name,
+        "adapter": spec.adapter,
+        "base_url": spec.base_url,
+        "auth": spec.auth,
+        # Every provider in the catalog is enabled: a disabled one is not routable.
+        "enabled": True,
+        "key_configured": spec.api_key is not None,
+        "models": models,
+        "model_count": len(models),
+        "last_refresh": None if listing is None or listing.refreshed_at is None else {
+            "at": iso_time(listing.refreshed_at),
+            "status": listing.status,
+            "error": listing.error,
+            "listed_at": iso_time(listing.listed_at),
+            "listed": len(listing.models),
+        },
+        "status": provider_status(listing),
+    }
+
+
+@router.get("/v1/provider")
+@router.get("/v1/providers")
+async def list_providers(request: Request) -> dict[str, Any]:
+    await request.app.state.authenticate(request)
+    catalog: Catalog = request.app.state.runtime.catalog
+    return {"object": "list", "data": [provider_object(catalog, spec) for spec in catalog.providers.values()]}
