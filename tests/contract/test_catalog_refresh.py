@@ -211,7 +211,8 @@ def test_a_listed_model_is_used_and_charged_at_its_published_price(gateway: Gate
     assert gateway.wait_for_balance(key, 1_000_000 - 8) == 1_000_000 - 8
 
 
-def test_a_failing_provider_keeps_its_last_good_list(gateway: Gateway, lists: FakeModelLists) -> None:
+def test_a_failing_provider_keeps_its_last_good_list(gateway: Gateway, lists: FakeModelLists,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     flaky = lists.providers["flaky"]
     flaky.command = None
     assert by_provider(refresh(gateway, provider="flaky"))["flaky"]["status"] == "ok"
@@ -252,6 +253,8 @@ def test_a_failing_provider_keeps_its_last_good_list(gateway: Gateway, lists: Fa
     finally:
         flaky.models = [{"id": "steady"}, {"id": "extra", "pricing": {"prompt": "0.000003", "completion": "0.000004"}}]
     assert by_provider(refresh(gateway, provider="flaky"))["flaky"]["added"] == ["flaky/extra"]
+    assert "provider flaky: model list refresh failed" in caplog.text
+    assert not [secret for secret in KEYS.values() if secret in caplog.text], "keys never reach the logs"
 
 
 def test_each_key_goes_to_its_own_provider_only(gateway: Gateway, lists: FakeModelLists,
