@@ -133,7 +133,7 @@ class CatalogRefresher:
         try:
             return {**catalog.listings, **(await self._store.load())[1]}
         except STORE_ERRORS:
-            return catalog.listings
+            return catalog.listings  # the save that follows fails too, and logs why
 
     async def _fetch(self, name: str) -> tuple[UpstreamModel, ...] | str:
         """The provider's models, or why there are none (already redacted)."""
