@@ -7,10 +7,12 @@ decided each time a catalog is built (``discover``), so a restart with a new
 markup or a new price list re-prices what was listed before.
 
 A listed model the config already routes through that provider adds
-nothing. Any other is served as ``provider/id`` only with a price, the first
-of: an entry of the same id that has one, the price list's price under the
+nothing, nor does one of a kind the provider's adapter does not serve. Any
+other is served as ``provider/id`` only with a price, the first of: an entry
+of the same id and kind that has one, the price list's price under the
 provider's ``price_provider`` (or its own name), the price the provider
-published in its list (OpenRouter-style ``pricing``). Without one it is
+published in its list (OpenRouter-style ``pricing``); an images model only
+the first, since a price per image is never a list's. Without one it is
 reported as unpriced and not served, unless ``[pricing] unpriced = "free"``.
 """
 
@@ -110,8 +112,9 @@ def discover(config: GatewayConfig, provider: str, models: Iterable[UpstreamMode
     served: list[tuple[UpstreamModel, SellPrice]] = []
     unpriced: list[str] = []
     for model in models:
-        # An id the config gives an entry of its own is the config's, whatever a list says.
-        if model.id in known or f"{provider}/{model.id}" in config.models:
+        # An id the config gives an entry of its own is the config's, whatever a list says;
+        # a kind the provider's adapter cannot serve is not routable.
+        if model.id in known or f"{provider}/{model.id}" in config.models or not spec.serves(model.kind):
             continue
         known.add(model.id)  # a list naming a model twice serves it once
         price = _price(config, spec, model, price_list, credits_per_usd)
@@ -129,8 +132,11 @@ def _price(config: GatewayConfig, provider: ProviderSpec, model: UpstreamModel, 
            credits_per_usd: Decimal) -> SellPrice | None:
     markup = config.pricing.markup_percent
     entry = config.models.get(model.id)
-    if entry is not None and model.id in config.prices and config.prices[model.id].source != "unpriced":
+    if entry is not None and entry.kind == model.kind and model.id in config.prices \
+            and config.prices[model.id].source != "unpriced":
         return config.prices[model.id]
+    if model.kind == "images":
+        return None  # a price per image is only ever the config's: lists have token prices
     list_provider = provider.price_provider or provider.name
     if price_list is not None and provider.adapter != "mock" and price_list.knows(list_provider):
         listed = price_list.lookup(list_provider, model.id)

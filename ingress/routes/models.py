@@ -39,6 +39,8 @@ def model_object(model: ListedModel) -> dict[str, Any]:
             "output_per_mtok": format(model.price.price.output_per_mtok, "f"),
             "unit": "credits",
         }
+        if model.price.price.per_image:
+            entry["pricing"]["per_image"] = format(model.price.price.per_image, "f")
         entry["price_source"] = model.price.source
     entry.update({
         "context_length": model.context_length,

@@ -1,5 +1,6 @@
-"""``GET /v1/provider`` (also ``/v1/providers``): each enabled provider, the
-models routable through it and its status.
+"""``GET /v1/provider`` (also ``/v1/providers``): each provider the gateway
+knows, enabled ones first with the models routable through them and their
+status, then disabled ones with what would enable them.
 
 It takes an API key, unlike ``/v1/models``: base URLs can name internal
 hosts or cloud accounts. Whether a key is configured is shown as a boolean;
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 
 from scheduler.catalog import Catalog
 from scheduler.listings import ListingStatus, ProviderListing
-from schema.catalog import ProviderSpec
+from schema.catalog import DisabledProvider, ProviderSpec
 from schema.coupons import iso_time
 
 router = APIRouter()
@@ -27,17 +28,25 @@ def provider_status(listing: ProviderListing | None) -> ListingStatus:
     return listing.status if listing is not None else "unknown"
 
 
-def provider_object(catalog: Catalog, spec: ProviderSpec) -> dict[str, Any]:
-    listing = catalog.listings.get(spec.name)
-    models = [model.id for model in catalog.provider_models(spec.name)]
+def _described(spec: ProviderSpec) -> dict[str, Any]:
     return {
         "object": "provider",
         "name": spec.name,
         "adapter": spec.adapter,
         "base_url": spec.base_url,
         "auth": spec.auth,
-        # Every provider in the catalog is enabled: a disabled one is not routable.
+        "verified": spec.verified,  # false: base URL or auth style not confirmed by the provider's docs
+        "notes": spec.notes,
+    }
+
+
+def provider_object(catalog: Catalog, spec: ProviderSpec) -> dict[str, Any]:
+    listing = catalog.listings.get(spec.name)
+    models = [model.id for model in catalog.provider_models(spec.name)]
+    return {
+        **_described(spec),
         "enabled": True,
+        "disabled_reason": None,
         "key_configured": spec.api_key is not None,
         "models": models,
         "model_count": len(models),
@@ -52,9 +61,26 @@ def provider_object(catalog: Catalog, spec: ProviderSpec) -> dict[str, Any]:
     }
 
 
+def disabled_object(disabled: DisabledProvider) -> dict[str, Any]:
+    """A disabled provider serves nothing and is never refreshed; its base
+    URL is shown as configured (placeholders unfilled)."""
+    return {
+        **_described(disabled.spec),
+        "enabled": False,
+        "disabled_reason": disabled.reason,
+        "key_configured": disabled.spec.api_key is not None,
+        "models": [],
+        "model_count": 0,
+        "last_refresh": None,
+        "status": "disabled",
+    }
+
+
 @router.get("/v1/provider")
 @router.get("/v1/providers")
 async def list_providers(request: Request) -> dict[str, Any]:
     await request.app.state.authenticate(request)
     catalog: Catalog = request.app.state.runtime.catalog
-    return {"object": "list", "data": [provider_object(catalog, spec) for spec in catalog.providers.values()]}
+    enabled = [provider_object(catalog, spec) for spec in catalog.providers.values()]
+    disabled = [disabled_object(off) for off in catalog.config.disabled_providers.values()]
+    return {"object": "list", "data": enabled + disabled}

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import ANTHROPIC_KEY, UPSTREAM_KEY
 from tests.support.gateway import ADMIN_TOKEN, Gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -42,6 +42,10 @@ def test_models_keep_openai_shape_with_the_gateway_fields(gateway: Gateway) -> N
     # A pinned id routes to its provider alone, whatever the entry's candidates.
     assert models["fake2/fake-small"].model_extra["providers"] == ["fake2"]
     assert models["mock/echo"].model_extra["max_output_tokens"] == 4096
+    # An images model's price per image, beside its token prices.
+    image = models["fake-image"].model_extra
+    assert (image["kind"], image["pricing"]["per_image"], image["pricing"]["input_per_mtok"]) == ("images", "0.04", "0")
+    assert models["fake-embed"].model_extra["kind"] == "embeddings"
 
 
 def test_one_model_whose_id_has_a_slash(gateway: Gateway) -> None:
@@ -57,7 +61,9 @@ def test_one_model_whose_id_has_a_slash(gateway: Gateway) -> None:
 
 def test_search_is_not_read_as_a_model_id(gateway: Gateway) -> None:
     assert found(gateway) == [model.id for model in client(gateway).models.list()]
-    assert found(gateway, q="fake-small") == ["fake-small", "fake/fake-small", "fake2/fake-small", "locked/fake-small"]
+    # The id itself, then ids ending with it, then ids containing it.
+    assert found(gateway, q="fake-small") == ["fake-small", "fake/fake-small", "fake2/fake-small",
+                                              "locked/fake-small", "claude-fake-small", "claude/claude-fake-small"]
 
 
 def test_search_criteria(gateway: Gateway) -> None:
@@ -65,11 +71,15 @@ def test_search_criteria(gateway: Gateway) -> None:
     assert found(gateway, provider="fake2") == ["fake-small", "fake2/fake-small"]
     assert found(gateway, min_context_length="8000") == ["fake-small", "fake/fake-small", "fake2/fake-small",
                                                          "mock/echo"]
-    # gpt-4o-mini: OpenAI's 0.15 / 0.60 plus 20 %; fake-output-priced: 0 / 2.
-    assert found(gateway, max_input_price="0.18") == ["fake-output-priced", "gpt-4o-mini"]
-    assert found(gateway, max_input_price="0.18", max_output_price="0.72") == ["gpt-4o-mini"]
+    # Token prices: gpt-4o-mini is OpenAI's 0.15 / 0.60 plus 20 %; fake-output-priced 0 / 2; image
+    # models priced per image only, and mock/embed (input 0.10), cost nothing more per token.
+    assert found(gateway, max_input_price="0.18") == ["fake-image", "fake-output-priced", "gpt-4o-mini",
+                                                      "mock/embed", "mock/image"]
+    assert found(gateway, max_input_price="0.18", max_output_price="0.72") == ["fake-image", "gpt-4o-mini",
+                                                                              "mock/embed", "mock/image"]
     assert found(gateway, modality="text", q="mini") == ["gpt-4o-mini"]
-    assert found(gateway, modality="embeddings") == []
+    assert found(gateway, modality="embeddings") == ["fake-embed", "mock/embed"]
+    assert found(gateway, modality="images", provider="fake") == ["fake-gpt-image", "fake-image"]
     response = search(gateway, q="echo")
     model = response.json()["data"][0]
     assert (model["id"], model["object"], model["pricing"]["input_per_mtok"]) == ("mock/echo", "model", "1.00")
@@ -100,7 +110,7 @@ def test_providers_with_their_models_and_status(gateway: Gateway) -> None:
         response = httpx.get(f"{gateway.base_url}{path}", headers={"authorization": f"Bearer {key}"})
         assert response.status_code == 200, response.text
         providers = {provider["name"]: provider for provider in response.json()["data"]}
-        assert set(providers) == {"fake", "fake2", "locked", "mock"}
+        assert set(providers) == {"fake", "fake2", "locked", "claude", "mock"}
         fake = providers["fake"]
         assert (fake["object"], fake["adapter"], fake["base_url"], fake["auth"]) == (
             "provider", "openai", f"{gateway.config.providers['fake'].base_url}", "bearer")
@@ -111,8 +121,13 @@ def test_providers_with_their_models_and_status(gateway: Gateway) -> None:
         assert fake["status"] in ("unknown", "ok", "error")
         mock = providers["mock"]
         assert (mock["adapter"], mock["base_url"], mock["key_configured"], mock["models"]) == (
-            "mock", None, False, ["mock/echo"])
-        assert UPSTREAM_KEY not in response.text and "sk-wrong-key" not in response.text
+            "mock", None, False, ["mock/echo", "mock/embed", "mock/image"])
+        claude = providers["claude"]
+        assert (claude["adapter"], claude["auth"], claude["models"]) == (
+            "anthropic", "x-api-key", ["claude-fake-small", "claude/claude-fake-small", "fake-anywhere"])
+        assert (fake["verified"], fake["notes"], fake["disabled_reason"]) == (True, None, None)
+        for secret in (UPSTREAM_KEY, ANTHROPIC_KEY, "sk-wrong-key"):
+            assert secret not in response.text
 
 
 def test_providers_take_an_api_key(gateway: Gateway) -> None:

@@ -84,6 +84,8 @@ def refresh_config(lists: FakeModelLists, anthropic: FakeAnthropic) -> GatewayCo
                     "price_provider": "google", "models": ["gemini-known"]},
             "claude": {"adapter": "anthropic", "base_url": f"{anthropic.url}/v1", "api_key_env": "CLAUDE_KEY",
                        "models": ["claude-fake-small"]},
+            "off": {"base_url": lists.base_url("off"), "api_key_env": "ROUTER_KEY", "enabled": False,
+                    "models": ["anything"]},
         },
         "models": {
             "router/known": {"providers": ["router"], "input_price_per_mtok": 1, "output_price_per_mtok": 2},
@@ -170,6 +172,11 @@ def test_a_refresh_adds_priced_models_and_reports_the_rest(gateway: Gateway, lis
     shown = providers(gateway, key)
     assert (shown["router"]["status"], shown["router"]["last_refresh"]["listed"]) == ("ok", 5)
     assert "router/vendor/new-model" in shown["router"]["models"]
+    off = shown["off"]
+    assert (off["enabled"], off["status"], off["models"], off["last_refresh"]) == (False, "disabled", [], None)
+    assert "enabled = false" in off["disabled_reason"]
+    response = httpx.post(f"{gateway.url}/admin/refresh-providers", params={"provider": "off"}, headers=ADMIN)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "provider_not_found")
 
 
 def test_listed_models_carry_their_price_and_what_the_provider_said(gateway: Gateway) -> None:

@@ -166,18 +166,21 @@ def test_search_text_ranks_the_id_itself_first(searchable: Catalog) -> None:
 def test_search_by_provider_modality_and_kind(searchable: Catalog) -> None:
     assert ids(searchable.search(ModelQuery(provider="backup"))) == ["backup/fake-small", "embed-3", "fake-small"]
     assert ids(searchable.search(ModelQuery(modality="image"))) == ["vision-pro"]
-    assert ids(searchable.search(ModelQuery(modality="embeddings"))) == ["embed-3"]
-    assert ids(searchable.search(ModelQuery(modality="images"))) == ["painter"]
+    assert ids(searchable.search(ModelQuery(modality="embeddings"))) == ["embed-3", "mock/embed"]
+    assert ids(searchable.search(ModelQuery(modality="images"))) == ["mock/image", "painter"]
     assert "embed-3" not in ids(searchable.search(ModelQuery(modality="chat")))
 
 
 def test_search_by_price_and_context(searchable: Catalog) -> None:
     cheap = ids(searchable.search(ModelQuery(max_input_price=Decimal("0.15"))))
-    # acme/odd-one: unpriced, served free, so it costs 0.
-    assert cheap == ["acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small"]
-    assert ids(searchable.search(ModelQuery(max_output_price=Decimal(0)))) == ["acme/odd-one", "embed-3"]
+    # acme/odd-one: unpriced, served free, so it costs 0; mock/image is priced per image only.
+    assert cheap == ["acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small", "mock/embed",
+                     "mock/image"]
+    assert ids(searchable.search(ModelQuery(max_output_price=Decimal(0)))) == [
+        "acme/odd-one", "embed-3", "mock/embed", "mock/image"]
     assert ids(searchable.search(ModelQuery(max_input_price=Decimal(5), max_output_price=Decimal(15)))) == [
-        "acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small", "mock/echo", "vision-pro"]
+        "acme/fake-small", "acme/odd-one", "backup/fake-small", "embed-3", "fake-small", "mock/echo", "mock/embed",
+        "mock/image", "vision-pro"]
     assert ids(searchable.search(ModelQuery(min_context_length=100_000))) == ["vision-pro"]
     # A model whose context length is unknown never meets a minimum.
     assert "acme/odd-one" not in ids(searchable.search(ModelQuery(min_context_length=1)))

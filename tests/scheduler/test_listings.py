@@ -146,3 +146,20 @@ def test_a_list_never_overrides_an_entry_of_the_same_pinned_id() -> None:
         id="odd", input_usd_per_mtok=Decimal(1), output_usd_per_mtok=Decimal(1))))
     assert catalog.route("router/odd").routes == [Route(provider="acme", upstream_model="router/odd")]
     assert catalog.route("router/odd").price.input_per_mtok == 7
+
+
+def test_a_listed_images_model_needs_the_config_per_image_price() -> None:
+    painter = UpstreamModel(id="painter", kind="images", input_usd_per_mtok=Decimal(1), output_usd_per_mtok=Decimal(1))
+    catalog = catalog_with(router=listing(painter))
+    assert catalog.discovered["router"].unpriced == ("painter",)
+    document = {**DOCUMENT, "models": {**DOCUMENT["models"], "painter": {
+        "providers": ["acme"], "kind": "images", "price_per_image": Decimal("0.04")}}}
+    assert catalog_with(document, router=listing(painter)).route("router/painter").price.per_image == Decimal("0.04")
+
+
+def test_a_listed_kind_the_adapter_cannot_serve_is_left_out() -> None:
+    document = {**DOCUMENT, "providers": {**DOCUMENT["providers"], "claude": {
+        "adapter": "anthropic", "base_url": "http://claude/v1", "price_provider": "listed"}}}
+    embedder = UpstreamModel(id="list-priced", kind="embeddings")
+    catalog = catalog_with(document, claude=listing(embedder))
+    assert catalog.discovered["claude"].served == () and catalog.discovered["claude"].unpriced == ()
