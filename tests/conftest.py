@@ -1,4 +1,4 @@
-"""Fixtures: fake upstreams on loopback (OpenAI-compatible, Anthropic), and
+"""Fixtures: fake upstreams on loopback (OpenAI-compatible, Anthropic, Gemini), and
 the gateway in front of them in each run mode (``embedded``, ``distributed``)."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import pytest
 from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, Gateway, gateway_in_mode
 from tests.support.servers import ServerThread
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 ANTHROPIC_KEY = "sk-ant-upstream-secret-0123456789"
+GEMINI_KEY = "AIza-gemini-upstream-secret-0123456789"
 MODES = ["embedded", "distributed"]
 
 
@@ -31,6 +33,14 @@ def upstream() -> Iterator[FakeUpstream]:
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     fake = FakeAnthropic(api_key=ANTHROPIC_KEY)
     with ServerThread(fake.app, name="fake anthropic") as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_gemini() -> Iterator[FakeGemini]:
+    fake = FakeGemini(api_key=GEMINI_KEY)
+    with ServerThread(fake.app, name="fake gemini") as server:
         fake.url = server.url
         yield fake
 
