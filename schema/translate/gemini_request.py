@@ -18,7 +18,8 @@ Schema as given), ``tool_choice`` becomes ``toolConfig.functionCallingConfig``
 ``allowedFunctionNames``; a function declared ``strict`` makes AUTO
 VALIDATED, Gemini's schema-checked calls). ``generationConfig`` takes
 ``temperature``, ``top_p``, ``max_completion_tokens``/``max_tokens``,
-``stop``, ``n``, ``seed``, the penalties, ``response_format`` (JSON mode and
+``stop``, ``n``, ``seed``, the penalties, ``top_k`` (not OpenAI's, but
+OpenAI-compatible clients send it and Gemini has it), ``response_format`` (JSON mode and
 JSON Schema) and ``reasoning_effort`` (a thinking budget, as Google's own
 OpenAI endpoint maps it).
 
@@ -70,7 +71,7 @@ AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 _NUMBERS = {"temperature": "temperature", "top_p": "topP", "presence_penalty": "presencePenalty",
             "frequency_penalty": "frequencyPenalty"}
-_INTEGERS = {"n": "candidateCount", "seed": "seed", "max_completion_tokens": "maxOutputTokens",
+_INTEGERS = {"n": "candidateCount", "seed": "seed", "top_k": "topK", "max_completion_tokens": "maxOutputTokens",
              "max_tokens": "maxOutputTokens"}
 _MAPPED = frozenset({"messages", "stop", "tools", "tool_choice", "response_format", "reasoning_effort", "logprobs",
                      "parallel_tool_calls", "modalities", *_NUMBERS, *_INTEGERS})

@@ -103,10 +103,11 @@ REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
       "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}}),
     ("generation settings",
      {"messages": [user("Hi")], "temperature": 0.3, "top_p": 0.9, "max_tokens": 50, "stop": "END", "n": 2,
-      "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5},
+      "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5, "top_k": 40},
      {"contents": [{"role": "user", "parts": [text("Hi")]}],
       "generationConfig": {"temperature": 0.3, "topP": 0.9, "maxOutputTokens": 50, "stopSequences": ["END"],
-                           "candidateCount": 2, "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5}}),
+                           "candidateCount": 2, "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5,
+                           "topK": 40}}),
     ("max_completion_tokens wins over max_tokens; stop sequences as given",
      {"messages": [user("Hi")], "max_tokens": 50, "max_completion_tokens": 80, "stop": ["a", "b"]},
      {"contents": [{"role": "user", "parts": [text("Hi")]}],
@@ -226,6 +227,9 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"stop": 5}, "stop"),
     ({"response_format": {"type": "grammar"}}, "response_format"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"max_tokens": 1.5}, "max_tokens"),
+    ({"n": True}, "n"),
 ]
 
 
