@@ -14,25 +14,14 @@ import orjson
 import pytest
 
 from schema.catalog import parse_config
-from tests.conftest import MODES
+from tests.conftest import GEMINI_KEY, MODES
 from tests.support.fake_gemini import THOUGHT_SIGNATURE, TOOL_ARGS, FakeGemini
 from tests.support.gateway import Gateway, gateway_in_mode
-from tests.support.servers import ServerThread
-
-GEMINI_KEY = "AIza-contract-gemini-secret-0123456789"
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there gateway"}]
 # The fake counts a token per word: 5 prompt words; reply "Echo: hello there gateway" is 4.
 COST = 5 * 1 + 4 * 2  # micro-credits at 1.00 / 2.00 credits per million tokens
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-
-
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini(api_key=GEMINI_KEY)
-    with ServerThread(fake.app, name="fake gemini") as server:
-        fake.url = server.url
-        yield fake
 
 
 @pytest.fixture(scope="module", params=MODES)

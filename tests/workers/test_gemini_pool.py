@@ -22,8 +22,8 @@ from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
 from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
 from schema.translate import anthropic as anthropic_translation
+from tests.conftest import GEMINI_KEY
 from tests.support.fake_gemini import THOUGHT_SIGNATURE, THOUGHT_TOKENS, TOOL_ARGS, FakeGemini
-from tests.workers.conftest import GEMINI_KEY
 from workers.adapters.gemini import GeminiAdapter
 from workers.pool import ProviderPool
 
@@ -106,8 +106,8 @@ async def test_a_streamed_job_answers_openai_chunks(pool: ProviderPool) -> None:
         "Echo: one two three"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
-    assert events[-1]["kind"] == "end" and events[-1]["data"] == {
-        "usage": {"input_tokens": 5, "output_tokens": 4, "reported": True}}
+    assert events[-1]["kind"] == "end"
+    assert Usage.model_validate(events[-1]["data"]["usage"]) == Usage(input_tokens=5, output_tokens=4, reported=True)
     assert [u.usage for u in usage] == [Usage(input_tokens=5, output_tokens=4)]
 
 
