@@ -1,8 +1,9 @@
-"""An OpenAI-dialect job served by a Gemini provider, through the pool
-runtime on in-process transports: the request reaches Gemini translated, the
-client gets OpenAI chunks (or a completion) its SDK accepts, a tool call made
-by Gemini goes back to Gemini with its signature on the next turn, and the
-job is charged the usage Gemini reported."""
+"""Jobs served by a Gemini provider, through the pool runtime on in-process
+transports: the request reaches Gemini translated, the client gets chunks
+(or a completion) its SDK accepts, in OpenAI's dialect or, through OpenAI's
+shapes, Anthropic's; a tool call made by Gemini goes back to Gemini with its
+signature on the next turn; and the job is charged the usage Gemini
+reported."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pydantic import SecretStr
 from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
 from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
-from schema.translate import anthropic as anthropic_translation
 from tests.conftest import GEMINI_KEY
 from tests.support.fake_gemini import THOUGHT_SIGNATURE, THOUGHT_TOKENS, TOOL_ARGS, FakeGemini
 from workers.adapters.gemini import GeminiAdapter
@@ -185,25 +185,11 @@ async def test_a_cut_stream_never_looks_complete_and_charges_what_went_out(pool:
     assert len(usage) == 1 and usage[0].usage.output_tokens > 0 and not usage[0].usage.reported
 
 
-# An Anthropic-dialect job meets Gemini through OpenAI's shapes.
-
-
-def needs_anthropic_translation() -> None:
-    """Anthropic <-> OpenAI is another helper's part; until it exists these
-    tests cannot run."""
-    try:
-        anthropic_translation.request_to_openai({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
-        anthropic_translation.response_from_openai(
-            {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}, model="m")
-        anthropic_translation.StreamFromOpenAI(model="m").finish()
-    except NotImplementedError:
-        pytest.skip("schema.translate.anthropic's OpenAI translation is not implemented yet (NotImplementedError)")
+# Anthropic-dialect jobs meet Gemini through OpenAI's shapes.
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_an_anthropic_job_served_by_gemini(pool: ProviderPool, fake_gemini: FakeGemini, stream: bool) -> None:
-    needs_anthropic_translation()
     item = job([{"role": "user", "content": [{"type": "text", "text": "hello there"}]}], stream=stream,
                max_tokens=50, system="Be brief.").model_copy(update={"dialect": "anthropic"})
     events, usage = await run(pool, item)
@@ -220,3 +206,25 @@ async def test_an_anthropic_job_served_by_gemini(pool: ProviderPool, fake_gemini
         text = "".join(block.text for block in message.content if block.type == "text")
     assert text == "Echo: hello there"
     assert [u.usage for u in usage] == [Usage(input_tokens=4, output_tokens=3)]
+
+
+async def test_an_anthropic_tool_use_goes_back_to_gemini_with_its_signature(pool: ProviderPool,
+                                                                            fake_gemini: FakeGemini) -> None:
+    tools = [{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}]
+    question = [{"role": "user", "content": "tool: the weather in Paris?"}]
+    events, _ = await run(pool, job(question, stream=False, max_tokens=50, tools=tools)
+                          .model_copy(update={"dialect": "anthropic"}))
+    message = anthropic.types.Message.model_validate(events[0]["data"])
+    [tool_use] = [block for block in message.content if block.type == "tool_use"]
+    assert (tool_use.name, tool_use.input, message.stop_reason) == ("get_weather", TOOL_ARGS, "tool_use")
+
+    follow_up = [*question, {"role": "assistant", "content": [tool_use.model_dump()]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "sunny"}]}]
+    events, _ = await run(pool, job(follow_up, stream=False, max_tokens=50, tools=tools)
+                          .model_copy(update={"dialect": "anthropic"}))
+    assert fake_gemini.requests[-1]["status"] == 200
+    assert sent(fake_gemini)["contents"][1:] == [
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": TOOL_ARGS},
+                                     "thoughtSignature": THOUGHT_SIGNATURE}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}}]}]
+    assert anthropic.types.Message.model_validate(events[0]["data"]).stop_reason == "end_turn"
