@@ -1,6 +1,6 @@
 """A Gemini provider behind the gateway, through the official ``openai``
-SDK, in both run modes: the client speaks OpenAI and never sees Gemini's
-shapes; a tool call round-trips; what Gemini cannot take is the client's 400
+(and ``anthropic``) SDK, in both run modes: the client speaks its own
+dialect and never sees Gemini's shapes; a tool call round-trips; what Gemini cannot take is the client's 400
 before any credit is held; and the charge is Gemini's reported usage."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -111,3 +112,15 @@ def test_geminis_rate_limit_reaches_the_client(gemini_gateway: Gateway, key: str
                                                             messages=[{"role": "user", "content": "fail:429"}])
     assert limited.value.response.headers["retry-after"] == "7"
     assert gemini_gateway.wait_for_balance(key, 10_000_000) == 10_000_000
+
+
+def test_an_anthropic_client_streams_from_gemini(gemini_gateway: Gateway, key: str, fake_gemini: FakeGemini) -> None:
+    claude = anthropic.Anthropic(api_key=key, base_url=gemini_gateway.url, max_retries=0, timeout=30)
+    with claude.messages.stream(model="gemini-fake", max_tokens=30, system="be brief",
+                                messages=[{"role": "user", "content": "hello there gateway"}]) as stream:
+        text = "".join(stream.text_stream)
+        message = stream.get_final_message()
+    assert text == "Echo: hello there gateway" and message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 4)
+    assert sent(fake_gemini)["systemInstruction"] == {"parts": [{"text": "be brief"}]}
+    assert gemini_gateway.wait_for_balance(key, 10_000_000 - COST) == 10_000_000 - COST
