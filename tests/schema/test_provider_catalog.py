@@ -39,7 +39,8 @@ ISSUE_PROVIDERS = {
 
 
 def placeholders(spec: dict[str, Any]) -> list[str]:
-    return PLACEHOLDER.findall(spec["base_url"])
+    """Each variable the base URL names, once, in order."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(spec["base_url"])))
 
 
 def every_variable() -> dict[str, str]:
