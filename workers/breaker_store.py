@@ -11,12 +11,19 @@ blocks the event loop, so the state machine runs on a loaded copy instead
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from scheduler.topology import Topology
 from schema.circuits import CircuitRecord
+
+
+class StoreUnavailable(Exception):
+    """The shared state cannot be read or written just now."""
 
 
 class BreakerStore(Protocol):
@@ -73,6 +80,14 @@ return 1
 """
 
 
+@asynccontextmanager
+async def _reaching_redis() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as error:
+        raise StoreUnavailable(f"the circuit breakers' Redis: {error}") from error
+
+
 class RedisBreakerStore:
     def __init__(self, client: redis.Redis, topology: Topology) -> None:
         self._client = client
@@ -80,17 +95,20 @@ class RedisBreakerStore:
         self._swap = client.register_script(_SWAP)
 
     async def load(self, *breakers: str) -> list[CircuitRecord]:
-        stored = await self._client.mget([self._topology.breaker_key(name) for name in breakers])
+        async with _reaching_redis():
+            stored = await self._client.mget([self._topology.breaker_key(name) for name in breakers])
         return [CircuitRecord.model_validate_json(raw) if raw is not None else CircuitRecord() for raw in stored]
 
     async def swap(self, breaker: str, record: CircuitRecord) -> bool:
         written = record.model_copy(update={"version": record.version + 1})
-        done = await self._swap(keys=[self._topology.breaker_key(breaker), self._topology.breaker_index],
-                                args=[record.version, written.model_dump_json(), breaker])
+        async with _reaching_redis():
+            done = await self._swap(keys=[self._topology.breaker_key(breaker), self._topology.breaker_index],
+                                    args=[record.version, written.model_dump_json(), breaker])
         return bool(done)
 
     async def every(self) -> dict[str, CircuitRecord]:
-        names = sorted(name.decode() for name in await self._client.smembers(self._topology.breaker_index))
+        async with _reaching_redis():
+            names = sorted(name.decode() for name in await self._client.smembers(self._topology.breaker_index))
         if not names:
             return {}
         records = await self.load(*names)
@@ -98,7 +116,7 @@ class RedisBreakerStore:
 
     async def reset(self, *breakers: str) -> None:
         if breakers:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with _reaching_redis(), self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(*(self._topology.breaker_key(name) for name in breakers))
                 pipe.srem(self._topology.breaker_index, *breakers)
                 await pipe.execute()

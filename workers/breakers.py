@@ -17,6 +17,10 @@ changed copy back with a compare-and-set, replaying the outcome on the
 fresh record when another worker wrote first. The half-open probe is
 claimed the same way, before the attempt runs, so two workers never probe
 at once; a probe whose worker vanished is given up after ``reset_timeout``.
+
+When the store cannot be reached, attempts run unguarded (and their
+outcomes are not counted) rather than fail: a breaker protects providers,
+it must not become the outage.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import pybreaker
 
 from schema.circuits import CircuitRecord, CircuitState
 from schema.errors import CircuitOpen
-from workers.breaker_store import BreakerStore
+from workers.breaker_store import BreakerStore, StoreUnavailable
 from workers.resilience import Scope, breaker_scope
 
 log = logging.getLogger(__name__)
@@ -133,10 +137,17 @@ class Breakers:
         """Run one attempt on ``provider``'s ``model`` under both breakers;
         raises ``CircuitOpen`` (before the attempt) when either refuses it."""
         names: tuple[tuple[str, Scope], ...] = ((provider, "provider"), (model_breaker(provider, model), "model"))
-        records = await self.store.load(*(name for name, _ in names))
+        try:
+            records = await self.store.load(*(name for name, _ in names))
+        except StoreUnavailable as error:
+            log.warning("circuits of %s not checked: %s", provider, error)
+            records = None
+        if records is None:
+            yield
+            return
         passages = [self._admit(name, scope, record) for (name, scope), record in zip(names, records, strict=True)]
         for passage in passages:
-            if passage.probe and not await self.store.swap(passage.name, passage.record):
+            if passage.probe and not await self._swap(passage.name, passage.record):
                 raise CircuitOpen(f"{passage.name} is being probed by another worker", retry_after=self.reset_timeout)
             if passage.probe:
                 passage.record.version += 1
@@ -182,13 +193,17 @@ class Breakers:
             return  # a success on a closed circuit with no failures: nothing to write
         async with self._writing.setdefault(passage.name, asyncio.Lock()):
             for _ in range(SWAP_TRIES):
-                if record == before or await self.store.swap(passage.name, record):
+                if record == before or await self._swap(passage.name, record):
                     if record.state != before.state:
                         log.warning("circuit %s is now %s (%s)", passage.name, record.state,
                                     record.last_error if error is not None else "the probe succeeded")
                     return
                 await asyncio.sleep(random.uniform(0, 0.005))  # let the other process's write land
-                (before,) = await self.store.load(passage.name)
+                try:
+                    (before,) = await self.store.load(passage.name)
+                except StoreUnavailable as error:
+                    log.warning("circuit %s: outcome not recorded: %s", passage.name, error)
+                    return
                 if before.state != passage.admitted:
                     return  # another worker moved it on (opened, closed, reset): this outcome is stale
                 record = before.model_copy(deep=True)
@@ -196,6 +211,15 @@ class Breakers:
                 calling.__enter__()
                 self._finish(calling, record, error)
         log.warning("circuit %s: outcome dropped after %d conflicting writes", passage.name, SWAP_TRIES)
+
+    async def _swap(self, name: str, record: CircuitRecord) -> bool:
+        """A failed write counts as a lost race: the caller reloads (and, the
+        store being down, gives up there)."""
+        try:
+            return await self.store.swap(name, record)
+        except StoreUnavailable as error:
+            log.warning("circuit %s: %s", name, error)
+            return False
 
     def _finish(self, calling: AbstractContextManager[Any], record: CircuitRecord, error: BaseException | None) -> None:
         if error is None:

@@ -125,6 +125,23 @@ def test_a_failed_probe_opens_the_circuit_again(gateway: Gateway, key: str, upst
     assert ask(gateway, key, "still open?") == "backup" and upstreams.seen()[0] == before[0]
 
 
+def test_with_no_candidate_left_an_open_circuit_is_a_503_with_retry_after(
+        gateway: Gateway, key: str, upstreams: Upstreams) -> None:
+    sdk = openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
+    for n in range(2):
+        with pytest.raises(openai.InternalServerError) as raised:
+            sdk.chat.completions.create(model="solo", messages=[{"role": "user", "content": f"fail:500@primary {n}"}])
+        assert raised.value.status_code == 502
+    before = upstreams.seen()
+    with pytest.raises(openai.InternalServerError) as raised:
+        sdk.chat.completions.create(model="solo", messages=[{"role": "user", "content": "hello"}])
+    assert raised.value.status_code == 503 and raised.value.body["code"] == "circuit_open"
+    assert 0 < float(raised.value.response.headers["retry-after"]) <= RESET_TIMEOUT
+    assert upstreams.seen() == before, "nothing was sent upstream"
+    assert gateway.wait_for_balance(key, GRANT, timeout=1) == GRANT
+    assert [row["cost_micros"] for row in usage_rows(gateway, key, expected=3)] == [0, 0, 0]
+
+
 def test_an_unreachable_provider_opens_its_own_circuit(gateway: Gateway, key: str) -> None:
     assert [ask(gateway, key, f"knock {n}", model="far") for n in range(3)] == ["backup"] * 3
     nowhere = health(gateway)["nowhere"]

@@ -16,6 +16,7 @@ from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
 from schema.errors import CircuitOpen, GatewayTimeout, ProviderUnavailable, RateLimited, UpstreamError
 from schema.jobs import JobMark
+from tests.support.processes import free_port
 from tests.support.services import REDIS_URL, require_services
 from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
 from workers.breakers import Breakers
@@ -170,4 +171,14 @@ async def test_marks_of_a_later_attempt_are_never_overwritten() -> None:
         assert await bus.mark("j", JobMark(state="done", attempt=1), 60) == JobMark(state="started", attempt=1)
     finally:
         await client.delete(f"{bus._topology.namespace}:jobstate:j")
+        await client.aclose()
+
+
+async def test_an_unreachable_store_lets_attempts_through_unguarded() -> None:
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    breakers = Breakers(RedisBreakerStore(client, Topology("gztest-nowhere")), failures=1, reset_timeout=10)
+    try:
+        assert [await attempt(breakers, failure()) for _ in range(3)] == ["ran"] * 3
+        assert await attempt(breakers) == "ran"
+    finally:
         await client.aclose()
