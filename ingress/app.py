@@ -12,6 +12,7 @@ from ingress.auth import Authenticator, key_secret
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
+from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
@@ -49,6 +50,7 @@ def create_app(
     app.include_router(user.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
+    app.include_router(provider_health.router)
 
     @app.get("/health", include_in_schema=False)
     async def health(request: Request) -> dict[str, str]:

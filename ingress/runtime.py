@@ -33,7 +33,10 @@ from schema.catalog import GatewayConfig
 from schema.database import create_engine, migrate
 from schema.settings import Settings
 from workers.adapters import build_adapter
+from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
+from workers.breakers import Breakers
 from workers.pool import ProviderPool
+from workers.resilience import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class Runtime:
     results: ResultBus
     usage: UsageQueue
     rate_limits: RateLimits
+    breakers: Breakers
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
@@ -63,6 +67,8 @@ class Runtime:
             usage=self.usage,
             concurrency=concurrency,
             drain_timeout=self.settings.drain_timeout,
+            breakers=self.breakers,
+            retries=RetryPolicy.from_settings(self.settings),
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
@@ -111,12 +117,14 @@ async def open_runtime(
             jobs, usage = MemoryJobQueue(), MemoryUsageQueue()
 
         results: ResultBus
+        circuits: BreakerStore = MemoryBreakerStore()
         if settings.redis_url:
             # Blocking pool: a burst waits for a connection instead of failing.
             pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10)
             client = redis.Redis(connection_pool=pool)
             stack.push_async_callback(client.aclose)
             bus = RedisResultBus(client, topology)
+            circuits = RedisBreakerStore(client, topology)  # every worker and ingress sees the same circuits
             if subscribe:
                 await bus.start()
                 stack.push_async_callback(bus.close)
@@ -127,10 +135,11 @@ async def open_runtime(
         limiter = _limiter(settings, topology)
         stack.push_async_callback(limiter.aclose)
         rate_limits = RateLimits(config.plans, config.rate_limits, limiter)
+        breakers = Breakers(circuits, failures=settings.breaker_failures, reset_timeout=settings.breaker_reset_timeout)
 
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
-                          rate_limits)
+                          rate_limits, breakers)
         try:
             yield runtime
         finally:

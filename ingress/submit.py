@@ -134,6 +134,7 @@ async def submit(
     except BaseException:
         await subscription.close()
         raise
-    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": job.provider,
+    # Failover may have served it from another candidate than the first.
+    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
                PRIORITY_HEADER: priority_class, **limit_headers}
     return Submitted(job, reader, first, headers)

@@ -13,13 +13,20 @@ embeddings input, the image prompt) can command a failure, so tests can see
 each one:
 
 - ``fail:<status>`` answers that HTTP status with an OpenAI error body
-  (``fail:429`` adds ``retry-after: 7``);
+  (``fail:429`` adds ``retry-after: 7``; ``fail:<status>:<seconds>`` sends
+  that ``retry-after``);
+- ``flaky:<n>:<status>[:<seconds>]`` fails like ``fail`` the first n times
+  this upstream sees the same text, then answers;
 - ``drop`` streams two chunks, then closes the connection without ``[DONE]``;
 - ``hang`` never answers; ``slow`` waits 50 ms between chunks;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
 - ``words:<n>`` answers with n words (benchmarks);
 - ``notobject`` answers 200 with a JSON array instead of a completion;
 - ``nousage`` (embeddings, images) answers without ``usage``.
+
+A command ending ``@<name>`` is obeyed only by the upstream of that
+``name`` (others answer it normally), so one of several providers can fail
+while the others work: ``fail:500@primary``.
 
 Run alone: ``python -m loadtests.fake_upstream --port 9901``.
 """
@@ -64,9 +71,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class FakeUpstream:
     """The ASGI app plus what it saw, for tests to inspect."""
 
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, *, name: str | None = None) -> None:
         self.api_key = api_key
+        self.name = name
         self.requests: list[dict[str, Any]] = []
+        self._seen: dict[str, int] = {}  # text -> times seen, for `flaky`
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -89,12 +98,26 @@ class FakeUpstream:
             return body, _error(401, "Incorrect API key provided")
         return body, None
 
+    def _command(self, text: str) -> tuple[str, str]:
+        """The command in the text's first word, if it is addressed to this
+        upstream (or to none): ``flaky`` becomes ``fail`` while it lasts."""
+        first, _, addressee = (text.split() or [""])[0].partition("@")
+        if addressee not in ("", self.name):
+            return "", ""
+        command, _, argument = first.partition(":")
+        if command == "flaky":
+            times, _, argument = argument.partition(":")
+            self._seen[text] = self._seen.get(text, 0) + 1
+            command = "fail" if self._seen[text] <= int(times) else ""
+        return command, argument
+
     @staticmethod
     async def _obey(command: str, argument: str) -> Response | None:
-        """The commands every endpoint shares: `fail:<status>`, `notobject`, `hang`."""
+        """The commands every endpoint shares: `fail:<status>[:<retry-after>]`, `notobject`, `hang`."""
         if command == "fail":
-            status = int(argument)
-            return _error(status, f"fake failure {status}", {"retry-after": "7"} if status == 429 else None)
+            status, _, retry_after = argument.partition(":")
+            retry_after = retry_after or ("7" if status == "429" else "")
+            return _error(int(status), f"fake failure {status}", {"retry-after": retry_after} if retry_after else None)
         if command == "notobject":
             return JSONResponse([1, 2, 3])
         if command == "hang":
@@ -108,7 +131,7 @@ class FakeUpstream:
         messages = body.get("messages") or []
         said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         # The first word may be a command: `drop`, `fail:503`, `words:20` …
-        command, _, argument = (said.split() or [""])[0].partition(":")
+        command, argument = self._command(said)
         if (commanded := await self._obey(command, argument)) is not None:
             return commanded
         words = said.split() if command != "words" else ["w"] * int(argument)
@@ -142,7 +165,7 @@ class FakeUpstream:
         given = body.get("input")
         inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given or [])
         first = inputs[0] if inputs and isinstance(inputs[0], str) else ""
-        command, _, argument = (first.split() or [""])[0].partition(":")
+        command, argument = self._command(first)
         if (commanded := await self._obey(command, argument)) is not None:
             return commanded
         dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
@@ -164,7 +187,7 @@ class FakeUpstream:
         if refused is not None:
             return refused
         prompt = str(body.get("prompt") or "")
-        command, _, argument = (prompt.split() or [""])[0].partition(":")
+        command, argument = self._command(prompt)
         if (commanded := await self._obey(command, argument)) is not None:
             return commanded
         count = body.get("n") or 1

@@ -66,9 +66,11 @@ class MemoryResultBus:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
-        before = self._marks.get(job_id)
-        self._marks[job_id] = (now + ttl, mark)
-        return before[1] if before and before[0] > now else None
+        kept = self._marks.get(job_id)
+        before = kept[1] if kept and kept[0] > now else None
+        if before is None or before.attempt <= mark.attempt:
+            self._marks[job_id] = (now + ttl, mark)
+        return before
 
     async def subscribe(self, job_id: str) -> Inbox:
         inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
 
+# SET … GET, unless the stored mark belongs to a later attempt of the job.
+_MARK = """
+local before = redis.call('GET', KEYS[1])
+if before then
+  local attempt = cjson.decode(before)['attempt'] or 0
+  if attempt > tonumber(ARGV[2]) then return before end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return before
+"""
+
 
 class RedisResultBus:
     def __init__(self, client: redis.Redis, topology: Topology) -> None:
@@ -44,6 +55,7 @@ class RedisResultBus:
         self._leaver: asyncio.Task[None] | None = None
         # Keeps the shared connection subscribed while no job is.
         self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
+        self._mark = client.register_script(_MARK)
 
     async def start(self) -> None:
         self._pubsub = self._client.pubsub()
@@ -104,7 +116,7 @@ class RedisResultBus:
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         key = f"{self._topology.namespace}:jobstate:{job_id}"
-        before = await self._client.set(key, mark.model_dump_json(), ex=max(1, int(ttl)), get=True)
+        before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
         return JobMark.model_validate_json(before) if before is not None else None
 
     async def _read(self) -> None:

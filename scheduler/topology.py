@@ -37,6 +37,15 @@ class Topology:
     def result_channel(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
 
+    def breaker_key(self, breaker: str) -> str:
+        """Redis key of one circuit breaker's shared state (``provider`` or ``provider/model``)."""
+        return f"{self.namespace}:breaker:{breaker}"
+
+    @property
+    def breaker_index(self) -> str:
+        """Redis set of every breaker that has a state."""
+        return f"{self.namespace}:breakers"
+
     @property
     def rate_limit_prefix(self) -> str:
         """Redis keys of rate-limit buckets: ``<prefix>key:12:tokens`` (hashes that expire once empty)."""

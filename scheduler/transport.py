@@ -56,7 +56,8 @@ class ResultBus(Protocol):
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
-        seconds; returns the mark it had before (None: never seen)."""
+        seconds, unless a later attempt of the job has marked it already (that
+        mark stays); returns the mark it had before (None: never seen)."""
         ...
 
 

@@ -73,6 +73,10 @@ class ProviderSpec(BaseModel):
     headers: dict[str, str] = {}
     models: list[str] = []
     timeout: float = Field(600.0, gt=0, description="total seconds for one upstream call")
+    # Per-phase timeouts (workers.pool): a stream whose first event is late fails over to the next candidate.
+    connect_timeout: float | None = Field(None, gt=0, description="seconds to connect (default GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT)")
+    first_token_timeout: float = Field(120.0, gt=0, description="seconds a stream may wait for its first event")
+    idle_timeout: float = Field(60.0, gt=0, description="seconds a stream may go silent between two events")
     price_provider: str | None = Field(None, description="the price list's provider id for this provider's models")
     verified: bool = Field(True, description="false: the base URL or auth style is not confirmed by the provider")
     notes: str | None = None

@@ -194,3 +194,20 @@ class ServiceUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class ProviderUnavailable(UpstreamError):
+    """The provider as a whole cannot serve: it is unreachable or refuses the
+    gateway's credentials. Every model of it is affected (its circuit breaker
+    counts it), unlike a failure of one model."""
+
+
+class CircuitOpen(ServiceUnavailable):
+    """A provider's (or one of its models') circuit is open: it is not called
+    until a probe shows it has recovered, at ``retry_after`` seconds."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

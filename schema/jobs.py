@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from decimal import Decimal
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -72,12 +72,15 @@ class StreamEvent(TypedDict):
     ``chat.completion.chunk``, an Anthropic event); ``response``: the whole
     answer in the job's dialect; ``error``: ``{"status", "message", "type", "code",
     "retry_after"}``; ``end``: the stream is complete, ``{"usage": {...}}``.
+    The first event (``seq`` 0) names the ``provider`` that served the job,
+    which failover may have made another than the first candidate.
     """
 
     job: str
     seq: int
     kind: EventKind
     data: Any
+    provider: NotRequired[str]
 
 
 class Usage(BaseModel):
@@ -93,11 +96,18 @@ class JobMark(BaseModel):
 
     ``started``: a worker began it (events may have reached the client);
     ``answered``: its final event is about to go out, with this usage;
-    ``done``: its usage event is durable.
+    ``done``: its usage event is durable;
+    ``handed_off``: it failed over before anything reached the client, and
+    ``attempt`` is the candidate it was handed to.
+
+    A mark belongs to one ``attempt`` (the index into ``Job.routes``); a
+    mark of a later attempt is never overwritten by an earlier one, so a
+    stale copy of a job that was handed on can tell.
     """
 
-    state: Literal["started", "answered", "done"]
+    state: Literal["started", "answered", "done", "handed_off"]
     usage: Usage | None = None
+    attempt: int = 0
 
 
 class UsageEvent(BaseModel):

@@ -98,5 +98,9 @@ def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, fake_anthrop
     config = gateway_config(upstream.url, fake_anthropic.url)  # type: ignore[attr-defined]
     data_dir = tmp_path_factory.mktemp(f"gateway-{request.param}")
     secrets = {"admin_token": ADMIN_TOKEN, "stripe_webhook_secret": STRIPE_WEBHOOK_SECRET}
-    with gateway_in_mode(request.param, config, data_dir, **secrets) as gateway:
+    # The session's many failing requests (fail:503 …) must not open the
+    # shared providers' circuits under later tests: circuits are tested with
+    # their own gateway (tests/contract/test_circuit_breakers.py).
+    resilience = {"breaker_failures": 1_000_000, "retry_backoff": 0.05}
+    with gateway_in_mode(request.param, config, data_dir, **secrets, **resilience) as gateway:
         yield gateway

@@ -7,6 +7,15 @@ acknowledge the job. Every job gets exactly one usage event, which settles it
 and closes its hold: a job that fails before producing anything reports zero
 usage (no charge); a stream cut after some output is charged for what was
 delivered.
+
+Each attempt runs under the provider's circuit breakers and its per-phase
+timeouts (first event, idle between events, total). A failure before any
+event left for the client is retried on the same provider or handed to the
+model's next candidate, by the policy of ``workers.resilience``: the job is
+re-enqueued on that provider's queue with ``attempt + 1`` (same id, deadline
+and hold) and this delivery is acknowledged without a usage event; the
+worker that finishes the job settles it. Job marks keep hand-offs exactly
+once: a stale or duplicated copy of a job that was handed on never runs.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,11 +35,25 @@ from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
+from workers.breaker_store import MemoryBreakerStore
+from workers.breakers import Breakers
+from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
 
 USAGE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 JOB_STATE_GRACE = 600.0  # how long past its deadline a job's state is remembered
+
+T = TypeVar("T")
+
+
+class HandOff(Exception):
+    """The attempt failed before anything reached the client and the model
+    has another candidate: the job goes to it."""
+
+    def __init__(self, cause: GatewayError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
 
 
 class JobRun:
@@ -51,8 +75,16 @@ class JobRun:
         self.output_chars = 0
         self.produced = False  # output reached the client: from here on it is billable
 
+    @property
+    def sent(self) -> bool:
+        """Whether any event was emitted: from then on the job cannot fail over."""
+        return self._seq > 0
+
     def emit(self, kind: EventKind, data: Any) -> None:
-        self._pending.append({"job": self.job.id, "seq": self._seq, "kind": kind, "data": data})
+        event: StreamEvent = {"job": self.job.id, "seq": self._seq, "kind": kind, "data": data}
+        if self._seq == 0:
+            event["provider"] = self.job.provider  # the ingress names who served it
+        self._pending.append(event)
         self._seq += 1
         self.produced = self.produced or kind in ("chunk", "response")
         if self.lost is None and (self._sender is None or self._sender.done()):
@@ -87,6 +119,8 @@ class ProviderPool:
         usage: UsageQueue,
         concurrency: int,
         drain_timeout: float = 0,
+        breakers: Breakers | None = None,
+        retries: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.provider = provider
         self.adapter = adapter
@@ -95,6 +129,8 @@ class ProviderPool:
         self._jobs = jobs
         self._results = results
         self._usage = usage
+        self._breakers = breakers if breakers is not None else Breakers(MemoryBreakerStore())
+        self._retries = retries
 
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
@@ -106,9 +142,17 @@ class ProviderPool:
     async def handle(self, job: Job, redelivered: bool) -> None:
         run = JobRun(job, self._results)
         keep = job.deadline - time.time() + JOB_STATE_GRACE
-        before = await self._results.mark(job.id, JobMark(state="started"), keep)
-        if redelivered and before is not None:
-            await self._resume(run, before, keep)
+        before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
+        if before is not None and before.attempt > job.attempt:
+            await self._handed_on(job, before, redelivered)
+            return
+        if before is not None and before.attempt == job.attempt and before.state != "handed_off":
+            if redelivered:
+                await self._resume(run, before, keep)
+            else:
+                # A second copy of a hand-off (its sender died before its
+                # ack and the hand-off was redone): the first copy runs it.
+                log.warning("job %s: a duplicate of attempt %d; dropped", job.id, job.attempt)
             return
         if job.expired():
             log.warning("job %s expired in the queue; skipped", job.id)
@@ -119,10 +163,11 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                if job.kind != "chat":
-                    usage = await self._media(run)
-                else:
-                    usage = await (self._stream(run) if job.stream else self._complete(run))
+                usage = await self._serve(run)
+        except HandOff as handoff:
+            if await self._hand_off(job, handoff.cause, keep):
+                return
+            self._fail(run, handoff.cause)
         except GatewayError as error:
             log.info("job %s on %s failed: %s", job.id, job.provider, error.message)
             self._fail(run, error)
@@ -138,7 +183,75 @@ class ProviderPool:
             usage = _estimate(job, run.output_chars) if run.produced else Usage(input_tokens=0, output_tokens=0)
         await run.flush()
         await self._record(self._usage_event(job, usage))
-        await self._results.mark(job.id, JobMark(state="done"), keep)
+        await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
+
+    async def _serve(self, run: JobRun) -> Usage | None:
+        """Attempts on this provider under its breakers, retried by the
+        policy while nothing was sent; raises ``HandOff`` to fail over."""
+        job = run.job
+        retried = 0
+        while True:
+            try:
+                async with self._breakers.guard(job.provider, job.route.upstream_model):
+                    return await self._attempt(run)
+            except GatewayError as error:
+                if run.sent:
+                    raise
+                step = self._retries.next_step(error, retried=retried, remaining=job.deadline - time.time(),
+                                               candidates_left=job.attempt + 1 < len(job.routes))
+                if isinstance(step, Retry):
+                    log.info("job %s on %s failed (%s); retry %d in %.2fs", job.id, job.provider, error.message,
+                             retried + 1, step.delay)
+                    await asyncio.sleep(step.delay)
+                    retried += 1
+                    continue
+                if isinstance(step, FailOver):
+                    raise HandOff(error) from error
+                raise
+
+    async def _attempt(self, run: JobRun) -> Usage | None:
+        """One upstream call, within the provider's total timeout."""
+        try:
+            async with asyncio.timeout(self.provider.timeout):
+                if run.job.kind != "chat":
+                    return await self._media(run)
+                return await (self._stream(run) if run.job.stream else self._complete(run))
+        except TimeoutError:
+            raise GatewayTimeout(f"provider {self.provider.name!r} did not finish within "
+                                 f"{self.provider.timeout:g}s") from None
+
+    async def _hand_off(self, job: Job, cause: GatewayError, keep: float) -> bool:
+        """Give the job to its next candidate; False if it could not be
+        queued (its deadline passed, or the broker failed), and the job ends
+        here with the cause."""
+        onward = job.model_copy(update={"attempt": job.attempt + 1})
+        # Marked before it is queued: from here on this attempt never runs again.
+        await self._results.mark(job.id, JobMark(state="handed_off", attempt=onward.attempt), keep)
+        try:
+            await self._jobs.enqueue(onward)
+        except Exception as error:  # the broker's errors are many; each means "not queued"
+            log.error("job %s: could not hand it to %s (%s); ending it", job.id, onward.provider, error)
+            # A later attempt of it, if the enqueue did go through, must not run.
+            await self._results.mark(job.id, JobMark(state="done", attempt=onward.attempt), keep)
+            return False
+        log.info("job %s: %s failed before answering (%s); handed to %s", job.id, job.provider, cause.message,
+                 onward.provider)
+        return True
+
+    async def _handed_on(self, job: Job, mark: JobMark, redelivered: bool) -> None:
+        """A copy of an attempt that already handed the job on. If its worker
+        died between the mark and the enqueue, the hand-off may be lost: redo
+        it (a duplicate it makes is dropped by the next attempt's mark)."""
+        if redelivered and mark.state == "handed_off" and mark.attempt == job.attempt + 1:
+            log.warning("job %s: redelivered after handing it to attempt %d; handing it again", job.id, mark.attempt)
+            keep = job.deadline - time.time() + JOB_STATE_GRACE
+            if not await self._hand_off(job, UpstreamError("the worker handing this request on stopped"), keep):
+                run = JobRun(job.model_copy(update={"attempt": mark.attempt}), self._results)
+                self._fail(run, GatewayTimeout("the request could not be handed to another provider in time"))
+                await run.flush()
+                await self._record(self._usage_event(run.job, Usage(input_tokens=0, output_tokens=0)))
+            return
+        log.info("job %s: attempt %d is stale (attempt %d has it); acknowledged", job.id, job.attempt, mark.attempt)
 
     async def _resume(self, run: JobRun, before: JobMark, keep: float) -> None:
         """A redelivered job that a worker had already started (that worker
@@ -160,12 +273,13 @@ class ProviderPool:
             self._fail(run, UpstreamError("the worker serving this request stopped; please retry", status=502))
             await run.flush()
             await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
-        await self._results.mark(job.id, JobMark(state="done"), keep)
+        await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
 
     async def _answered(self, job: Job, usage: Usage) -> None:
         """Note the usage before the final event goes out: if this worker dies
         after the client has its answer, whoever gets the job charges it."""
-        await self._results.mark(job.id, JobMark(state="answered", usage=usage), job.deadline - time.time() + JOB_STATE_GRACE)
+        await self._results.mark(job.id, JobMark(state="answered", usage=usage, attempt=job.attempt),
+                                 job.deadline - time.time() + JOB_STATE_GRACE)
 
     @staticmethod
     def _usage_event(job: Job, usage: Usage) -> UsageEvent:
@@ -205,8 +319,10 @@ class ProviderPool:
         meter = usage_meter(native)
         translator = stream_translator(native, job.dialect, model=job.model)
         payload = translate_request(job.payload, job.dialect, native)
+        spec = self.provider
         try:
-            async for event in self.adapter.stream(job.route.upstream_model, payload):
+            async for event in _paced(self.adapter.stream(job.route.upstream_model, payload), spec.name,
+                                      first=spec.first_token_timeout, idle=spec.idle_timeout):
                 meter.feed(event)
                 for translated in translator.feed(event):
                     run.emit("chunk", translated)
@@ -246,6 +362,27 @@ class ProviderPool:
                 "retry_after": retry_after,
             },
         )
+
+
+async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle: float) -> AsyncIterator[T]:
+    """The adapter's events, each within its time: the first within
+    ``first`` seconds, every later one within ``idle`` of the one before."""
+    limit, phase = first, "first-event"
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(limit):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise GatewayTimeout(f"provider {provider!r} sent nothing for {limit:g}s ({phase} timeout)") from None
+            yield event
+            limit, phase = idle, "idle"
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _estimate(job: Job, output_chars: int) -> Usage:

@@ -1,6 +1,7 @@
 """The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons, credit
 adjustments, an account's ledger, API keys (limits, expiry, plan,
-revocation), and refreshing providers' model lists."""
+revocation), refreshing providers' model lists, and the providers'
+circuit breakers (health, reset)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from billing.history import Page, ledger_statement
 from billing.keys import KeyRecord, change_key, key_record
 from ingress.auth import authenticate_admin
 from ingress.catalog_refresh import CatalogRefresher, RefreshReport
+from ingress.routes.health import health_object, providers_health
 from ingress.runtime import Runtime
 from schema.accounts import MAX_ID, CreditAdjustment, PageQuery
 from schema.coupons import NewCoupon, iso_time, normalize_code
+from schema.errors import ProviderNotFound
 from schema.keys import KeyChange
 from schema.money import micros_to_credits
 
@@ -190,3 +193,20 @@ async def refresh_providers(request: Request,
     serve what they add; a provider that fails keeps its last good list."""
     refresher: CatalogRefresher = request.app.state.catalog_refresh
     return _refresh_object(await refresher.refresh(provider))
+
+
+@router.get("/providers/health")
+async def get_providers_health(request: Request) -> dict[str, Any]:
+    """Every provider's circuits, with their last error messages."""
+    return await providers_health(request.app.state.runtime, detailed=True)
+
+
+@router.post("/providers/{provider}/reset")
+async def reset_provider_circuits(request: Request, provider: str) -> dict[str, Any]:
+    """Close the provider's circuit and its models': the next jobs call it again."""
+    runtime: Runtime = request.app.state.runtime
+    if provider not in runtime.catalog.providers:
+        raise ProviderNotFound(f"No provider {provider!r}")
+    await runtime.breakers.reset(provider)
+    (health,) = await runtime.breakers.health([provider])
+    return health_object(health, detailed=True)

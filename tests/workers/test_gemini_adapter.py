@@ -142,7 +142,7 @@ async def test_an_unknown_model_is_not_found(adapter: GeminiAdapter) -> None:
 
 
 @pytest.mark.parametrize(("command", "status", "message"), [
-    ("drop", 502, "is unreachable"),
+    ("drop", 502, "broke off the connection"),
     ("truncate", 502, "ended the stream before it finished"),
     ("error:503", 502, "fake error 503"),
     ("error:429", 429, "fake error 429"),

@@ -1,5 +1,6 @@
 """The pool runtime on in-process transports: what a redelivered job does,
-and that every job ends with an event and exactly one usage event."""
+that every job ends with an event and exactly one usage event, and that a
+job handed to its next candidate is answered and settled exactly once."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from scheduler.memory import MemoryResultBus, MemoryUsageQueue
+from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
+from schema.errors import UpstreamError
 from schema.jobs import Job, JobMark, Price, Route, Usage, UsageEvent
 from workers.adapters.mock import MockAdapter
 from workers.pool import ProviderPool
+from workers.resilience import RetryPolicy
 
 
 class Exploding(MockAdapter):
@@ -83,3 +86,86 @@ async def test_a_defect_still_ends_the_job_cleanly(caplog: pytest.LogCaptureFixt
     assert events[0]["data"]["status"] == 502
     assert [(u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [(0, 0)]
     assert "failed unexpectedly" in caplog.text
+
+
+# Failover: hand-offs and the marks that keep them exactly once
+
+
+class Failing(MockAdapter):
+    """Answers 500 (as the OpenAI adapter maps it: 502) to everything."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        raise UpstreamError("provider 'first' answered 500: down", status=502)
+
+
+def two_candidates() -> Job:
+    return job().model_copy(update={"routes": [Route(provider="first", upstream_model="echo"),
+                                                 Route(provider="second", upstream_model="echo")]})
+
+
+async def serve_once(adapter: MockAdapter, item: Job, results: MemoryResultBus, queue: MemoryJobQueue, *,
+                     redelivered: bool = False, retries: int = 0) -> tuple[list[dict], list[UsageEvent]]:
+    usage = MemoryUsageQueue()
+    pool = ProviderPool(ProviderSpec(name=item.provider, adapter="mock"), adapter, jobs=queue, results=results,
+                        usage=usage, concurrency=1, retries=RetryPolicy(retries=retries, backoff=0.01))
+    inbox = await results.subscribe(item.id)
+    await pool.handle(item, redelivered)
+    events = []
+    while True:
+        try:
+            events.append(await inbox.next(0.05))
+        except TimeoutError:
+            break
+    await inbox.close()
+    return events, [usage._events.get_nowait() for _ in range(usage.pending())]
+
+
+async def test_a_failure_before_any_event_hands_the_job_to_the_next_candidate() -> None:
+    results, queue, failing = MemoryResultBus(), MemoryJobQueue(), Failing()
+    events, usage = await serve_once(failing, two_candidates(), results, queue, retries=1)
+    assert events == [] and usage == [], "the hand-off sends nothing to the client and settles nothing"
+    assert failing.calls == 2, "one retry on the same provider first"
+    assert await queue.depth("second") == 1
+    _, _, onward = queue._queue("second").get_nowait()
+    assert (onward.attempt, onward.provider) == (1, "second")
+
+    events, usage = await serve_once(MockAdapter(), onward, results, queue)
+    assert [e["kind"] for e in events] == ["response"] and events[0]["provider"] == "second"
+    assert [(u.provider, u.usage.output_tokens) for u in usage] == [("second", 3)], "settled once, by who answered"
+
+
+async def test_the_last_candidate_failing_gives_the_client_its_error_and_no_charge() -> None:
+    item = two_candidates().model_copy(update={"attempt": 1})
+    events, usage = await serve_once(Failing(), item, MemoryResultBus(), MemoryJobQueue())
+    assert [(e["kind"], e["data"]["status"]) for e in events] == [("error", 502)]
+    assert [(u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [(0, 0)]
+
+
+async def test_a_stale_copy_of_a_handed_off_attempt_never_runs() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    item = two_candidates()
+    await results.mark(item.id, JobMark(state="started", attempt=1), 60)
+    adapter = Failing()
+    events, usage = await serve_once(adapter, item, results, queue)
+    assert (events, usage, adapter.calls, await queue.depth("second")) == ([], [], 0, 0)
+    assert (await results.mark(item.id, JobMark(state="started", attempt=0), 60)).attempt == 1, "the later mark stays"
+
+
+async def test_a_redelivered_attempt_whose_hand_off_may_be_lost_hands_it_again_and_one_copy_runs() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    item = two_candidates()
+    # The worker of attempt 0 marked the hand-off, enqueued it, and died before its ack.
+    await results.mark(item.id, JobMark(state="handed_off", attempt=1), 60)
+    await queue.enqueue(item.model_copy(update={"attempt": 1}))
+    events, usage = await serve_once(Failing(), item, results, queue, redelivered=True)
+    assert (events, usage) == ([], [])
+    assert await queue.depth("second") == 2, "handed on again: it cannot know the first hand-off was queued"
+
+    copies = [queue._queue("second").get_nowait()[2] for _ in range(2)]
+    answered = [await serve_once(MockAdapter(), copy, results, queue) for copy in copies]
+    assert [[e["kind"] for e in events] for events, _ in answered] == [["response"], []], "one answer"
+    assert [len(usage) for _, usage in answered] == [1, 0], "one usage event"

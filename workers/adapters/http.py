@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayTimeout, UpstreamError
+from schema.errors import GatewayTimeout, ProviderUnavailable, UpstreamError
 
 
 def auth_headers(provider: ProviderSpec, secret: str | None) -> dict[str, str]:
@@ -33,7 +33,9 @@ class ProviderHTTP:
             base_url=provider.base_url or "",
             headers={"content-type": "application/json", **(headers or {}), **provider.headers,
                      **auth_headers(provider, self._secret)},
-            timeout=httpx.Timeout(provider.timeout, connect=connect_timeout),
+            # The pool enforces the first-event, idle and total timeouts; the
+            # read timeout is only a backstop.
+            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout or connect_timeout),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         )
 
@@ -126,17 +128,23 @@ class ProviderHTTP:
         if status == 429:
             return UpstreamError(message, status=429, retry_after=retry_after)
         if status in (401, 403):
-            return UpstreamError(f"provider {self.name!r} refused the gateway's credentials", status=502)
+            return ProviderUnavailable(f"provider {self.name!r} refused the gateway's credentials", status=502)
         if status == 402:  # the gateway's own account with the provider is out of credit
-            return UpstreamError(f"provider {self.name!r} refused the gateway's account (billing)", status=502)
+            return ProviderUnavailable(f"provider {self.name!r} refused the gateway's account (billing)", status=502)
         if 400 <= status < 500:
             return UpstreamError(message, status=status if status in (400, 404, 413, 422) else 400)
         return UpstreamError(message, status=502, retry_after=retry_after)
 
     def transport_error(self, error: httpx.HTTPError) -> UpstreamError | GatewayTimeout:
+        """Not reaching the provider at all is the whole provider's failure;
+        losing it mid-answer may be one model's."""
+        if isinstance(error, httpx.ConnectTimeout):
+            return ProviderUnavailable(f"provider {self.name!r} did not accept a connection in time", status=504)
         if isinstance(error, httpx.TimeoutException):
             return GatewayTimeout(f"provider {self.name!r} timed out ({type(error).__name__})")
-        return UpstreamError(self.redact(f"provider {self.name!r} is unreachable: {type(error).__name__}"))
+        if isinstance(error, httpx.ConnectError):
+            return ProviderUnavailable(self.redact(f"provider {self.name!r} is unreachable: {type(error).__name__}"))
+        return UpstreamError(self.redact(f"provider {self.name!r} broke off the connection: {type(error).__name__}"))
 
 
 def _seconds(value: str | None) -> float | None:
