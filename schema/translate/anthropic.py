@@ -1004,6 +1004,7 @@ class StreamFromOpenAI:
                 "id": chunk.get("id") or f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                 "model": self.model, "content": [], "stop_reason": None, "stop_sequence": None,
                 "usage": (self._tokens or _Tokens()).anthropic()}})
+            events.append({"type": "ping"})  # as Anthropic's own streams do, right after message_start
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 raise UpstreamError("the provider's stream holds more than one choice")

@@ -6,6 +6,7 @@ sees, and what it costs."""
 from __future__ import annotations
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -223,3 +224,24 @@ def test_images_by_url_and_base64_reach_an_anthropic_provider(gateway: Gateway, 
     sources = [block["source"] for block in message["content"] if block["type"] == "image"]
     assert sources == [{"type": "base64", "media_type": "image/png", "data": PIXEL},
                        {"type": "url", "url": "https://example.com/cat.png"}]
+
+
+@pytest.mark.parametrize("model", ["fake-small", "claude-fake-small"])
+def test_stream_bytes_are_framed_as_anthropic_sends_them(gateway: Gateway, key: str, model: str) -> None:
+    body = {"model": model, "max_tokens": 100, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/messages", json=body, timeout=30,
+                      headers={"x-api-key": key, "anthropic-version": "2023-06-01"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frames = [frame for frame in response.read().decode().split("\n\n") if frame]
+
+    names = []
+    for frame in frames:
+        event, data = frame.split("\n")
+        name = event.removeprefix("event: ")
+        assert orjson.loads(data.removeprefix("data: "))["type"] == name
+        names.append(name)
+    # Anthropic pings right after content_block_start; the translation, right after message_start.
+    assert names[:3] in (["message_start", "ping", "content_block_start"],
+                         ["message_start", "content_block_start", "ping"])
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(names[3:-3]) == {"content_block_delta"}
