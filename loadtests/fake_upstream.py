@@ -75,6 +75,7 @@ class FakeUpstream:
         self.api_key = api_key
         self.name = name
         self.requests: list[dict[str, Any]] = []
+        self.listings = 0  # GET /v1/models calls (health probes, catalog refreshes)
         self._seen: dict[str, int] = {}  # text -> times seen, for `flaky`
         self.app = Starlette(
             routes=[
@@ -86,6 +87,7 @@ class FakeUpstream:
         )
 
     async def models(self, request: Request) -> Response:
+        self.listings += 1
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in ("fake-small", "fake-large")
         ]})
