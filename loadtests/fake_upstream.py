@@ -76,6 +76,7 @@ class FakeUpstream:
         self.name = name
         self.requests: list[dict[str, Any]] = []
         self.listings = 0  # GET /v1/models calls (health probes, catalog refreshes)
+        self.completed: list[str] = []  # the last user message of each stream that reached [DONE]
         self._seen: dict[str, int] = {}  # text -> times seen, for `flaky`
         self.app = Starlette(
             routes=[
@@ -239,6 +240,8 @@ class FakeUpstream:
         if include_usage:
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+        self.completed.append(_text(next((m.get("content") for m in reversed(body.get("messages") or [])
+                                           if m.get("role") == "user"), "")))
 
 
 def _unit_vector(text: str, dimensions: int) -> list[float]:
