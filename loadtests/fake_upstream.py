@@ -75,6 +75,8 @@ class FakeUpstream:
         self.api_key = api_key
         self.name = name
         self.requests: list[dict[str, Any]] = []
+        self.listings = 0  # GET /v1/models calls (health probes, catalog refreshes)
+        self.completed: list[str] = []  # the last user message of each stream that reached [DONE]
         self._seen: dict[str, int] = {}  # text -> times seen, for `flaky`
         self.app = Starlette(
             routes=[
@@ -86,6 +88,7 @@ class FakeUpstream:
         )
 
     async def models(self, request: Request) -> Response:
+        self.listings += 1
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in ("fake-small", "fake-large")
         ]})
@@ -237,6 +240,8 @@ class FakeUpstream:
         if include_usage:
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+        self.completed.append(_text(next((m.get("content") for m in reversed(body.get("messages") or [])
+                                           if m.get("role") == "user"), "")))
 
 
 def _unit_vector(text: str, dimensions: int) -> list[float]:

@@ -46,6 +46,20 @@ class Topology:
         """Redis set of every breaker that has a state."""
         return f"{self.namespace}:breakers"
 
+    def health_key(self, provider: str, source: str) -> str:
+        """Redis list of a provider's recent outcomes from ``source`` (requests, probe), newest first."""
+        return f"{self.namespace}:health:{provider}:{source}"
+
+    @property
+    def probe_round_key(self) -> str:
+        """Redis key held for one probe interval by the prober round that runs in it."""
+        return f"{self.namespace}:health:round"
+
+    @property
+    def prober_queue(self) -> str:
+        """dramatiq's queue of the active prober (dramatiq adds ``.DQ`` and ``.XQ`` beside it)."""
+        return f"{self.namespace}.prober"
+
     @property
     def rate_limit_prefix(self) -> str:
         """Redis keys of rate-limit buckets: ``<prefix>key:12:tokens`` (hashes that expire once empty)."""

@@ -37,6 +37,7 @@ from schema.translate import response_usage, stream_translator, translate_reques
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breaker_store import MemoryBreakerStore
 from workers.breakers import Breakers
+from workers.health import HealthLog
 from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class ProviderPool:
         drain_timeout: float = 0,
         breakers: Breakers | None = None,
         retries: RetryPolicy = RetryPolicy(),
+        health: HealthLog | None = None,
     ) -> None:
         self.provider = provider
         self.adapter = adapter
@@ -131,6 +133,7 @@ class ProviderPool:
         self._usage = usage
         self._breakers = breakers if breakers is not None else Breakers(MemoryBreakerStore())
         self._retries = retries
+        self._health = health if health is not None else HealthLog()
 
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
@@ -192,7 +195,8 @@ class ProviderPool:
         retried = 0
         while True:
             try:
-                async with self._breakers.guard(job.provider, job.route.upstream_model):
+                async with self._breakers.guard(job.provider, job.route.upstream_model), \
+                        self._health.observe(job.provider):
                     return await self._attempt(run)
             except GatewayError as error:
                 if run.sent:
