@@ -35,6 +35,7 @@ from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
 from workers.breakers import Breakers
+from workers.cancels import CancelWatch
 from workers.pool import ProviderPool
 from workers.resilience import RetryPolicy
 
@@ -56,9 +57,13 @@ class Runtime:
     rate_limits: RateLimits
     breakers: Breakers
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
+        if self.cancels is None:
+            self.cancels = CancelWatch(self.results)
+            self._spawn(self.cancels.run(), "cancellations")
         pool = ProviderPool(
             spec,
             build_adapter(spec, self.settings),
@@ -69,6 +74,7 @@ class Runtime:
             drain_timeout=self.settings.drain_timeout,
             breakers=self.breakers,
             retries=RetryPolicy.from_settings(self.settings),
+            cancels=self.cancels,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
