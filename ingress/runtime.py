@@ -38,6 +38,7 @@ from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreaker
 from workers.breakers import Breakers
 from workers.health import HealthLog
 from workers.health_store import HealthStore, MemoryHealthStore, RedisHealthStore, open_redis_health_store
+from workers.cancels import CancelWatch
 from workers.pool import ProviderPool
 from workers.prober import Prober, prober_broker, run_prober
 from workers.resilience import RetryPolicy
@@ -61,9 +62,13 @@ class Runtime:
     breakers: Breakers
     health: HealthLog
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
+        if self.cancels is None:
+            self.cancels = CancelWatch(self.results)
+            self._spawn(self.cancels.run(), "cancellations")
         pool = ProviderPool(
             spec,
             build_adapter(spec, self.settings),
@@ -75,6 +80,7 @@ class Runtime:
             breakers=self.breakers,
             retries=RetryPolicy.from_settings(self.settings),
             health=self.health,
+            cancels=self.cancels,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool

@@ -37,6 +37,15 @@ class Topology:
     def result_channel(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
 
+    def cancel_key(self, job_id: str) -> str:
+        """Redis key set while a job's cancellation stands (a worker that takes it later skips it)."""
+        return f"{self.namespace}:cancel:{job_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Redis channel announcing every cancelled job's id to every worker process."""
+        return f"{self.namespace}:cancels"
+
     def breaker_key(self, breaker: str) -> str:
         """Redis key of one circuit breaker's shared state (``provider`` or ``provider/model``)."""
         return f"{self.namespace}:breaker:{breaker}"

@@ -25,7 +25,7 @@ async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any]
     route = runtime.catalog.route(body["model"])
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind,
-                             priority=request.headers.get(PRIORITY_HEADER))
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive)
     await submitted.reader.subscription.close()
     first = submitted.first
     if first["kind"] != "response" or not isinstance(first["data"], dict):
