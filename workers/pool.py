@@ -162,7 +162,15 @@ class ProviderPool:
     async def handle(self, job: Job, redelivered: bool) -> None:
         run = JobRun(job, self._results)
         keep = job.deadline - time.time() + JOB_STATE_GRACE
-        before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
+        try:
+            before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
+        except Exception as error:  # the bus's errors are many; each means the same here
+            # Without the mark a redelivery could answer twice, and without
+            # the bus its client hears nothing: settle it at zero (closing its
+            # hold) instead of leaving it to the dead letters and the sweeper.
+            log.error("job %s: its state cannot be recorded (%s); not run, not charged", job.id, error)
+            await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
+            return
         if before is not None and before.attempt > job.attempt:
             await self._handed_on(job, before, redelivered)
             return
