@@ -5,8 +5,8 @@ wait (its queue deadline), instead of letting it time out in the queue.
 The estimate for a job at priority ``p``: the jobs that start before it
 are those waiting at ``p`` or higher; the pool's free slots take the first
 of them at once, and the rest drain at the pool's rate. So with ``a`` jobs
-ahead, ``f`` free slots and rate ``r``, the wait is 0 when ``a < f`` and
-``(a - f + 1) / r`` otherwise. The rate is the higher of the measured one
+ahead, ``f`` free slots (none while any job waits) and rate ``r``, the wait
+is 0 when ``a < f`` and ``(a - f + 1) / r`` otherwise. The rate is the higher of the measured one
 (jobs finished per second, recently) and what the pool's concurrency gives
 at its recent service time (``concurrency / service_time``, with
 ``default_service_time`` for a pool that has finished nothing yet): an
@@ -114,7 +114,9 @@ def estimated_wait(view: PoolView, priority: int, default_service_time: float) -
     if view.consumers == 0:
         return None
     ahead = sum(count for level, count in view.depth.items() if level >= priority)
-    free = max(0, view.concurrency - view.in_flight)
+    # Jobs waiting at all mean no slot is free (a pool takes as many as it
+    # has slots); the beats' in-flight counts lag by up to a second.
+    free = max(0, view.concurrency - view.in_flight) if view.total_depth == 0 else 0
     if ahead < free:
         return 0.0
     return (ahead - free + 1) / drain_rate(view, default_service_time)
