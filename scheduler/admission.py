@@ -213,8 +213,10 @@ class PoolWatch:
     async def _read(self, provider: str) -> PoolView:
         counts, total = await asyncio.gather(self._stats.read(provider), self._jobs.depth(provider))
         await self._forget_drift(provider, counts, total)
-        return PoolView(provider, corrected(counts, total), total, counts.workers, counts.last_seen,
+        view = PoolView(provider, corrected(counts, total), total, counts.workers, counts.last_seen,
                         read_at=time.monotonic())
+        self._views[provider] = view
+        return view
 
     async def _forget_drift(self, provider: str, counts: PoolCounts, total: int) -> None:
         """Counts left behind while the queue stays empty are drift (jobs

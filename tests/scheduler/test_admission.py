@@ -193,3 +193,22 @@ async def test_stores_agree(store: PoolStatsStore) -> None:
     assert await stats.read("other") == PoolCounts({}, [], None)
     counts = await stats.read("acme")
     assert (counts.depth, counts.workers) == ({4: 1, 2: 0}, [])
+
+
+async def test_views_are_cached_for_their_max_age_and_a_refusal_reads_afresh() -> None:
+    stats, jobs = MemoryPoolStats(), MemoryJobQueue()
+    watch = PoolWatch(jobs, stats, Settings(default_service_time=1.0), max_age=60)
+    await stats.beat(worker(1, in_flight=1))
+    await jobs.enqueue(job(2))
+    await stats.count("acme", 2, 1)
+    assert (await watch.view("acme")).depth == {2: 1}
+    for _ in range(5):  # 5 more standard jobs wait: a 7 s estimate for a standard job
+        await jobs.enqueue(job(2))
+        await stats.count("acme", 2, 1)
+    assert (await watch.view("acme")).depth == {2: 1}, "within its max age, the view is not read again"
+    await watch.admit("acme", 2, 3.0)  # the cached view says 2 s: admitted without a read
+    with pytest.raises(QueueFull):
+        # A view more than 50 ms old that would refuse is read again before refusing.
+        watch._views["acme"] = PoolView("acme", {2: 9}, 9, [worker(1, in_flight=1)], read_at=time.monotonic() - 1)
+        await watch.admit("acme", 2, 3.0)
+    assert (await watch.view("acme")).depth == {2: 6}
