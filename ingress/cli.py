@@ -1,8 +1,8 @@
 """``gatewayz``: one command that starts any role.
 
 ``serve`` runs everything in one process (embedded by default; against the
-real services when their URLs are set). ``ingress``, ``worker``, ``billing``
-and ``migrate`` are the distributed roles; ``keys create`` makes API keys.
+real services when their URLs are set). ``ingress``, ``worker``, ``billing``,
+``prober`` and ``migrate`` are the distributed roles; ``keys create`` makes API keys.
 """
 
 from __future__ import annotations
@@ -117,6 +117,16 @@ def billing(context: click.Context, config_path: Path | None) -> None:
         return
     settings, config = _settings(config_path, needs=("broker_url",))
     uvloop.run(_run_role(settings, config, Runtime.start_billing))
+
+
+@main.command()
+@config_option
+def prober(config_path: Path | None) -> None:
+    """Run the active health prober: every provider probed each GATEWAYZ_PROBE_INTERVAL seconds."""
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
+    if not settings.probe_interval:
+        raise click.ClickException("set GATEWAYZ_PROBE_INTERVAL (seconds between probes) to run the prober")
+    uvloop.run(_run_role(settings, config, Runtime.start_prober))
 
 
 @billing.command()

@@ -10,7 +10,7 @@ error event after it), never a stream that ends looking complete.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
 
@@ -82,7 +82,7 @@ def add_cost(usage: object, price: Price) -> MicroCredits | None:
     return cost
 
 
-async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price) -> AsyncIterator[bytes]:
+async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price) -> AsyncGenerator[bytes, None]:
     """OpenAI ``chat.completion.chunk`` events, ending ``data: [DONE]`` only
     when the worker said the stream is complete. The usage chunk says what
     the request cost."""
@@ -113,7 +113,7 @@ async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: 
         await reader.subscription.close()
 
 
-async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncIterator[bytes]:
+async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncGenerator[bytes, None]:
     """Anthropic stream events, each framed ``event: <type>``; the worker's
     events already run from ``message_start`` to ``message_stop``, and a
     failure after the first byte ends the stream with an ``error`` event."""

@@ -8,6 +8,7 @@ Embedded or distributed is decided here and nowhere else: everything above
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,7 +39,11 @@ from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
 from workers.breakers import Breakers
+from workers.health import HealthLog
+from workers.health_store import HealthStore, MemoryHealthStore, RedisHealthStore, open_redis_health_store
+from workers.cancels import CancelWatch
 from workers.pool import ProviderPool
+from workers.prober import Prober, prober_broker, run_prober
 from workers.resilience import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -58,11 +63,16 @@ class Runtime:
     usage: UsageQueue
     rate_limits: RateLimits
     breakers: Breakers
+    health: HealthLog
     pools: PoolWatch
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
+        if self.cancels is None:
+            self.cancels = CancelWatch(self.results)
+            self._spawn(self.cancels.run(), "cancellations")
         pool = ProviderPool(
             spec,
             build_adapter(spec, self.settings),
@@ -73,12 +83,25 @@ class Runtime:
             drain_timeout=self.settings.drain_timeout,
             breakers=self.breakers,
             retries=RetryPolicy.from_settings(self.settings),
+            health=self.health,
+            cancels=self.cancels,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
 
     def start_billing(self) -> None:
         self._spawn(SettlementConsumer(self.ledger, self.usage).run(), "billing")
+
+    def start_prober(self) -> None:
+        """The active prober (``workers.prober``), if an interval is set;
+        one per process (dramatiq's AsyncIO loop is process-wide)."""
+        if not self.settings.probe_interval:
+            return
+        topology = Topology(self.settings.namespace)
+        url, store = self.settings.redis_url, self.health.store
+        opener = (lambda: open_redis_health_store(url, topology)) if url else (lambda: contextlib.nullcontext(store))
+        prober = Prober(tuple(self.catalog.providers.values()), self.settings, opener)
+        self._spawn(run_prober(prober, prober_broker(self.settings), topology.prober_queue), "prober")
 
     def _spawn(self, work, name: str) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(work, name=name)
@@ -122,6 +145,7 @@ async def open_runtime(
 
         results: ResultBus
         circuits: BreakerStore = MemoryBreakerStore()
+        health: HealthStore = MemoryHealthStore()
         pool_stats: PoolStatsStore = MemoryPoolStats()
         if settings.redis_url:
             # Blocking pool: a burst waits for a connection instead of failing.
@@ -130,6 +154,7 @@ async def open_runtime(
             stack.push_async_callback(client.aclose)
             bus = RedisResultBus(client, topology)
             circuits = RedisBreakerStore(client, topology)  # every worker and ingress sees the same circuits
+            health = RedisHealthStore(client, topology)
             pool_stats = RedisPoolStats(client, topology)  # and the same pools
             if subscribe:
                 await bus.start()
@@ -147,7 +172,7 @@ async def open_runtime(
         jobs = WatchedJobQueue(jobs, pool_stats)
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
-                          rate_limits, breakers, PoolWatch(jobs, pool_stats, settings))
+                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
         try:
             yield runtime
         finally:
@@ -179,3 +204,4 @@ def embedded_roles(runtime: Runtime) -> None:
     for name in runtime.catalog.providers:
         runtime.start_pool(name, EMBEDDED_CONCURRENCY)
     runtime.start_billing()
+    runtime.start_prober()

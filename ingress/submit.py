@@ -4,7 +4,8 @@ from its rate limits, hold its worst-case cost, subscribe to its results,
 enqueue it, and wait for its first event.
 
 Whatever fails before the job is queued releases the hold: nothing else
-would settle it. Once queued, the worker's usage event settles it.
+would settle it. Once queued, the worker's usage event settles it; a client
+that leaves while waiting cancels the job (``ingress.cancellation``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from billing.admission import worst_case_usage
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
+from ingress.cancellation import cancel_job, unless_gone
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
 from ingress.runtime import Runtime
@@ -94,10 +98,13 @@ async def submit(
     dialect: ClientDialect = "openai",
     kind: JobKind = "chat",
     priority: str | None = None,
+    receive: Receive | None = None,
     max_queue_ms: str | None = None,
 ) -> Submitted:
-    """``priority`` is the class the client asked for (``PRIORITY_HEADER``),
-    ``max_queue_ms`` the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``)."""
+    """``priority`` is the class the client asked for (``PRIORITY_HEADER``);
+    ``receive`` is the request's, its body read: a client that leaves before
+    the first event cancels the job (``ClientDisconnect``); ``max_queue_ms``
+    the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``)."""
     now = time.time()
     plan = runtime.rate_limits.plan_of(owner)
     priority_class = effective_class(plan.priority, requested_class(priority))
@@ -138,7 +145,7 @@ async def submit(
         await runtime.ledger.release(job.id)  # never queued: nothing will settle it
         raise
     try:
-        first = await reader.next(first=True)
+        first = await unless_gone(reader.next(first=True), receive)
         # Failover may have served it from another candidate than the first.
         headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
                    PRIORITY_HEADER: priority_class, **limit_headers}
@@ -146,10 +153,12 @@ async def submit(
             headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
         try:
             raise_for_error(first)
-        except GatewayError as error:
-            error.job_headers = headers  # the worker's refusal is still this job's answer
+        except GatewayError as refused:
+            refused.job_headers = headers  # the worker's refusal is still this job's answer
             raise
-    except BaseException:
+    except BaseException as error:
         await subscription.close()
+        if isinstance(error, ClientDisconnect):
+            await cancel_job(runtime.results, job)
         raise
     return Submitted(job, reader, first, headers)

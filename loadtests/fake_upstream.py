@@ -18,7 +18,10 @@ each one:
 - ``flaky:<n>:<status>[:<seconds>]`` fails like ``fail`` the first n times
   this upstream sees the same text, then answers;
 - ``drop`` streams two chunks, then closes the connection without ``[DONE]``;
-- ``hang`` never answers; ``slow`` waits 50 ms between chunks;
+- ``hang`` never answers (until its client leaves); ``slow`` waits 50 ms
+  between chunks;
+- ``stall:<n>`` streams n words, then sends nothing more until its client
+  leaves;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
 - ``words:<n>`` answers with n words (benchmarks);
 - ``notobject`` answers 200 with a JSON array instead of a completion;
@@ -27,6 +30,10 @@ each one:
 A command ending ``@<name>`` is obeyed only by the upstream of that
 ``name`` (others answer it normally), so one of several providers can fail
 while the others work: ``fail:500@primary``.
+
+``left`` lists the text (the last user message) of each request whose
+client closed the connection before the answer was complete, as the
+gateway does when it cancels a job.
 
 Run alone: ``python -m loadtests.fake_upstream --port 9901``.
 """
@@ -75,6 +82,9 @@ class FakeUpstream:
         self.api_key = api_key
         self.name = name
         self.requests: list[dict[str, Any]] = []
+        self.listings = 0  # GET /v1/models calls (health probes, catalog refreshes)
+        self.completed: list[str] = []  # the last user message of each stream that reached [DONE]
+        self.left: list[str] = []  # requests whose client went before the answer ended
         self._seen: dict[str, int] = {}  # text -> times seen, for `flaky`
         self.app = Starlette(
             routes=[
@@ -86,6 +96,7 @@ class FakeUpstream:
         )
 
     async def models(self, request: Request) -> Response:
+        self.listings += 1
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in ("fake-small", "fake-large")
         ]})
@@ -111,8 +122,7 @@ class FakeUpstream:
             command = "fail" if self._seen[text] <= int(times) else ""
         return command, argument
 
-    @staticmethod
-    async def _obey(command: str, argument: str) -> Response | None:
+    async def _obey(self, command: str, argument: str, request: Request, said: str) -> Response | None:
         """The commands every endpoint shares: `fail:<status>[:<retry-after>]`, `notobject`, `hang`."""
         if command == "fail":
             status, _, retry_after = argument.partition(":")
@@ -121,7 +131,11 @@ class FakeUpstream:
         if command == "notobject":
             return JSONResponse([1, 2, 3])
         if command == "hang":
-            await asyncio.sleep(3600)
+            # The body was read: the next message is the client's leaving.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            self.left.append(said)
+            return Response(status_code=499)
         return None
 
     async def chat(self, request: Request) -> Response:
@@ -132,9 +146,9 @@ class FakeUpstream:
         said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         # The first word may be a command: `drop`, `fail:503`, `words:20` …
         command, argument = self._command(said)
-        if (commanded := await self._obey(command, argument)) is not None:
+        if (commanded := await self._obey(command, argument, request, said)) is not None:
             return commanded
-        words = said.split() if command != "words" else ["w"] * int(argument)
+        words = said.split() if command not in ("words", "stall") else ["w"] * int(argument)
         reply = ["Echo:", *words]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply), "total_tokens": prompt_tokens + len(reply)}
@@ -154,7 +168,7 @@ class FakeUpstream:
             })
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         return StreamingResponse(
-            self._stream(completion_id, model, reply, usage, include_usage, command, tool_call, body),
+            self._stream(completion_id, model, reply, usage, include_usage, command, tool_call, body, said),
             media_type="text/event-stream",
         )
 
@@ -166,7 +180,7 @@ class FakeUpstream:
         inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given or [])
         first = inputs[0] if inputs and isinstance(inputs[0], str) else ""
         command, argument = self._command(first)
-        if (commanded := await self._obey(command, argument)) is not None:
+        if (commanded := await self._obey(command, argument, request, first)) is not None:
             return commanded
         dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
         data = []
@@ -188,7 +202,7 @@ class FakeUpstream:
             return refused
         prompt = str(body.get("prompt") or "")
         command, argument = self._command(prompt)
-        if (commanded := await self._obey(command, argument)) is not None:
+        if (commanded := await self._obey(command, argument, request, prompt)) is not None:
             return commanded
         count = body.get("n") or 1
         encoded = base64.b64encode(PNG).decode()
@@ -207,7 +221,15 @@ class FakeUpstream:
             answer["data"] = [{"url": f"data:image/png;base64,{encoded}", "revised_prompt": prompt} for _ in range(count)]
         return JSONResponse(answer)
 
-    async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body):  # type: ignore[no-untyped-def]
+    async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body, said):  # type: ignore[no-untyped-def]
+        try:
+            async for chunk in self._chunks(completion_id, model, reply, usage, include_usage, command, tool_call, body):
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):  # the client went (a `drop` is the fake's own doing)
+            self.left.append(said)
+            raise
+
+    async def _chunks(self, completion_id, model, reply, usage, include_usage, command, tool_call, body):  # type: ignore[no-untyped-def]
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -233,10 +255,14 @@ class FakeUpstream:
                 if command == "slow":
                     await asyncio.sleep(0.05)
                 yield event([{"index": 0, "delta": {"content": word if position == 0 else f" {word}"}, "finish_reason": None}])
+            if command == "stall":
+                await asyncio.sleep(3600)  # cancelled when the client leaves
             yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if include_usage:
             yield event([], usage=usage)
         yield b"data: [DONE]\n\n"
+        self.completed.append(_text(next((m.get("content") for m in reversed(body.get("messages") or [])
+                                           if m.get("role") == "user"), "")))
 
 
 def _unit_vector(text: str, dimensions: int) -> list[float]:

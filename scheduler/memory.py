@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from scheduler.subscription import Inbox
 from scheduler.transport import JobHandler, UsageHandler
@@ -61,6 +62,8 @@ class MemoryResultBus:
     def __init__(self) -> None:
         self._inboxes: dict[str, Inbox] = {}
         self._marks: dict[str, tuple[float, JobMark]] = {}
+        self._cancelled: dict[str, float] = {}  # job id -> until when (monotonic)
+        self._listeners: set[asyncio.Queue[str]] = set()
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         now = time.monotonic()
@@ -71,6 +74,26 @@ class MemoryResultBus:
         if before is None or before.attempt <= mark.attempt:
             self._marks[job_id] = (now + ttl, mark)
         return before
+
+    async def cancel(self, job_id: str, ttl: float) -> None:
+        now = time.monotonic()
+        if len(self._cancelled) > 10_000:
+            self._cancelled = {job: until for job, until in self._cancelled.items() if until > now}
+        self._cancelled[job_id] = now + ttl
+        for listener in self._listeners:
+            listener.put_nowait(job_id)
+
+    async def cancelled(self, job_id: str) -> bool:
+        return self._cancelled.get(job_id, 0.0) > time.monotonic()
+
+    async def cancellations(self) -> AsyncIterator[str]:
+        listener: asyncio.Queue[str] = asyncio.Queue()
+        self._listeners.add(listener)
+        try:
+            while True:
+                yield await listener.get()
+        finally:
+            self._listeners.discard(listener)
 
     async def subscribe(self, job_id: str) -> Inbox:
         inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))

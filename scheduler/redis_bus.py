@@ -6,6 +6,11 @@ waits for Redis's confirmation, so a job is enqueued only once its channel is
 live. redis-py does not resubscribe after a lost connection: the reader fails
 every open inbox cleanly (their clients get an error, never a stream that
 looks complete) and starts a fresh connection.
+
+Cancellations: a key per cancelled job (with a TTL to its deadline), set
+before its id is published on one channel that each worker process reads
+through one subscription of its own (``cancellations``), whatever the
+number of jobs it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
 import orjson
 import redis.asyncio as redis
@@ -26,6 +32,7 @@ from schema.jobs import JobMark, StreamEvent
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
+RESUBSCRIBE_DELAY = 1.0
 
 # SET … GET, unless the stored mark belongs to a later attempt of the job.
 _MARK = """
@@ -118,6 +125,34 @@ class RedisResultBus:
         key = f"{self._topology.namespace}:jobstate:{job_id}"
         before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
         return JobMark.model_validate_json(before) if before is not None else None
+
+    async def cancel(self, job_id: str, ttl: float) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            # The key first: a worker that missed the announcement still sees it.
+            pipe.set(self._topology.cancel_key(job_id), b"1", ex=max(1, int(ttl)))
+            pipe.publish(self._topology.cancel_channel, job_id.encode())
+            await pipe.execute()
+
+    async def cancelled(self, job_id: str) -> bool:
+        return bool(await self._client.exists(self._topology.cancel_key(job_id)))
+
+    async def cancellations(self) -> AsyncIterator[str]:
+        channel = self._topology.cancel_channel
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        yield message["data"].decode()
+            except (RedisError, OSError) as error:
+                # redis-py does not resubscribe: a fresh connection does. Jobs
+                # cancelled meanwhile run on and are billed in full.
+                log.warning("lost the cancellation subscription (%s); resubscribing", error)
+                await asyncio.sleep(RESUBSCRIBE_DELAY)
+            finally:
+                await pubsub.aclose()
 
     async def _read(self) -> None:
         while True:

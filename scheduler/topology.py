@@ -37,6 +37,15 @@ class Topology:
     def result_channel(self, job_id: str) -> str:
         return f"{self.namespace}:job:{job_id}"
 
+    def cancel_key(self, job_id: str) -> str:
+        """Redis key set while a job's cancellation stands (a worker that takes it later skips it)."""
+        return f"{self.namespace}:cancel:{job_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Redis channel announcing every cancelled job's id to every worker process."""
+        return f"{self.namespace}:cancels"
+
     def breaker_key(self, breaker: str) -> str:
         """Redis key of one circuit breaker's shared state (``provider`` or ``provider/model``)."""
         return f"{self.namespace}:breaker:{breaker}"
@@ -45,6 +54,20 @@ class Topology:
     def breaker_index(self) -> str:
         """Redis set of every breaker that has a state."""
         return f"{self.namespace}:breakers"
+
+    def health_key(self, provider: str, source: str) -> str:
+        """Redis list of a provider's recent outcomes from ``source`` (requests, probe), newest first."""
+        return f"{self.namespace}:health:{provider}:{source}"
+
+    @property
+    def probe_round_key(self) -> str:
+        """Redis key held for one probe interval by the prober round that runs in it."""
+        return f"{self.namespace}:health:round"
+
+    @property
+    def prober_queue(self) -> str:
+        """dramatiq's queue of the active prober (dramatiq adds ``.DQ`` and ``.XQ`` beside it)."""
+        return f"{self.namespace}.prober"
 
     @property
     def rate_limit_prefix(self) -> str:

@@ -5,14 +5,15 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 - ``JobQueue``: the ingress enqueues jobs by provider; a worker pool serves
   one provider's queue with at most ``concurrency`` jobs in hand.
 - ``ResultBus``: a worker publishes numbered events on a job's channel; the
-  ingress subscribes *before* the job is enqueued.
+  ingress subscribes *before* the job is enqueued. It also carries the
+  ingress's cancellations (a client left) to every worker.
 - ``UsageQueue``: workers publish durable usage events; billing consumes them
   and acknowledges only after the settlement is committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
@@ -58,6 +59,22 @@ class ResultBus(Protocol):
         """Record how far a job got, visible to every worker for ``ttl``
         seconds, unless a later attempt of the job has marked it already (that
         mark stays); returns the mark it had before (None: never seen)."""
+        ...
+
+    async def cancel(self, job_id: str, ttl: float) -> None:
+        """Ask that the job stop (its client left): a worker running it hears
+        it through ``cancellations``, and one that takes it within ``ttl``
+        seconds sees it through ``cancelled``. Recorded before it is announced,
+        so a worker that starts watching before it checks misses neither."""
+        ...
+
+    async def cancelled(self, job_id: str) -> bool:
+        """Whether the job's cancellation was asked (within its ``ttl``)."""
+        ...
+
+    def cancellations(self) -> AsyncIterator[str]:
+        """The ids of jobs cancelled from now on, while iterated. One
+        subscription, shared by a whole process: never one per job."""
         ...
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schema.health import ProbeKind
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore", env_ignore_empty=True)
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
     retry_after_max: float = Field(5.0, ge=0, description="longest upstream retry-after a worker waits; longer fails over")
     breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a provider's circuit")
     breaker_reset_timeout: float = Field(30.0, gt=0, description="seconds a circuit stays open before a probe")
+    probe_interval: float = Field(
+        0.0, ge=0, description="seconds between active health probes of every provider (0: no prober)")
+    probe_kind: ProbeKind = Field(
+        "models", description="models: list the provider's models (no tokens); chat: a 1-token completion (paid)")
+    probe_timeout: float = Field(10.0, gt=0, description="seconds one probe may take")
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
     drain_timeout: float = Field(30.0, ge=0, description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
     queue_deadline_realtime: float = Field(10.0, gt=0, description="longest queue wait a realtime job is admitted for, s")

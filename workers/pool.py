@@ -16,6 +16,12 @@ re-enqueued on that provider's queue with ``attempt + 1`` (same id, deadline
 and hold) and this delivery is acknowledged without a usage event; the
 worker that finishes the job settles it. Job marks keep hand-offs exactly
 once: a stale or duplicated copy of a job that was handed on never runs.
+
+A job whose client left (``workers.cancels``) is skipped if it was not
+started, or its attempt is stopped (closing the upstream connection): it is
+neither retried nor handed on, counts against no circuit, and settles what
+the upstream reported so far, else an estimate of the output produced, else
+nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from schema.translate import response_usage, stream_translator, translate_reques
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breaker_store import MemoryBreakerStore
 from workers.breakers import Breakers
+from workers.health import HealthLog
+from workers.cancels import CancelWatch, JobCancelled
 from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -74,6 +82,7 @@ class JobRun:
         self._sender: asyncio.Task[None] | None = None
         self.lost: BaseException | None = None  # the bus failed: the client will see a broken stream
         self.output_chars = 0
+        self.reported: Usage | None = None  # the usage the upstream reported so far, mid-stream
         self.produced = False  # output reached the client: from here on it is billable
 
     @property
@@ -123,7 +132,11 @@ class ProviderPool:
         drain_timeout: float = 0,
         breakers: Breakers | None = None,
         retries: RetryPolicy = RetryPolicy(),
+        health: HealthLog | None = None,
+        cancels: CancelWatch | None = None,
     ) -> None:
+        """``cancels`` is the process's watch, shared by its pools; without
+        one, the pool runs its own."""
         self.provider = provider
         self.adapter = adapter
         self.concurrency = concurrency
@@ -133,12 +146,19 @@ class ProviderPool:
         self._usage = usage
         self._breakers = breakers if breakers is not None else Breakers(MemoryBreakerStore())
         self._retries = retries
+        self._health = health if health is not None else HealthLog()
+        self._own_cancels = cancels is None
+        self._cancels = cancels if cancels is not None else CancelWatch(results)
 
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
+        watch = asyncio.create_task(self._cancels.run(), name="cancellations") if self._own_cancels else None
         try:
             await self._jobs.serve(self.provider.name, self.concurrency, self.handle, drain_timeout=self.drain_timeout)
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await self.adapter.aclose()
 
     async def handle(self, job: Job, redelivered: bool) -> None:
@@ -165,7 +185,11 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                usage = await self._serve(run)
+                usage = await self._cancels.unless_cancelled(job.id, self._serve(run))
+        except JobCancelled:
+            log.info("job %s on %s cancelled: its client left%s", job.id, job.provider,
+                     "" if run.sent else " before it was answered")
+            usage = _cancelled_usage(job, run)
         except HandOff as handoff:
             if await self._hand_off(job, handoff.cause, keep, waited=job.queue_wait(run.taken_at)):
                 return
@@ -194,7 +218,8 @@ class ProviderPool:
         retried = 0
         while True:
             try:
-                async with self._breakers.guard(job.provider, job.route.upstream_model):
+                async with self._breakers.guard(job.provider, job.route.upstream_model), \
+                        self._health.observe(job.provider):
                     return await self._attempt(run)
             except GatewayError as error:
                 if run.sent:
@@ -333,7 +358,7 @@ class ProviderPool:
             for translated in translator.finish():
                 run.emit("chunk", translated)
         finally:
-            run.output_chars = meter.output_chars
+            run.output_chars, run.reported = meter.output_chars, meter.usage
         await self._answered(job, meter.usage or _estimate(job, meter.output_chars))
         run.emit("end", {"usage": meter.usage.model_dump() if meter.usage else None})
         return meter.usage
@@ -387,6 +412,19 @@ async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle:
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+def _cancelled_usage(job: Job, run: JobRun) -> Usage:
+    """What a job stopped for its client's leaving is charged: the usage the
+    upstream reported so far (Anthropic's input at ``message_start``), with
+    its output raised to the estimate of the output produced; else that
+    estimate; nothing when nothing was reported or produced."""
+    produced = _estimate(job, run.output_chars)
+    if run.reported is not None:
+        if run.reported.output_tokens >= produced.output_tokens:
+            return run.reported
+        return run.reported.model_copy(update={"output_tokens": produced.output_tokens, "reported": False})
+    return produced if run.produced else Usage(input_tokens=0, output_tokens=0)
 
 
 def _estimate(job: Job, output_chars: int) -> Usage:

@@ -16,7 +16,7 @@ from billing.history import Page, ledger_statement
 from billing.keys import KeyRecord, change_key, key_record
 from ingress.auth import authenticate_admin
 from ingress.catalog_refresh import CatalogRefresher, RefreshReport
-from ingress.routes.health import health_object, providers_health
+from ingress.routes.health import providers_health
 from ingress.runtime import Runtime
 from scheduler.admission import PoolView
 from scheduler.priority import MESSAGE_PRIORITY
@@ -211,8 +211,8 @@ async def reset_provider_circuits(request: Request, provider: str) -> dict[str, 
     if provider not in runtime.catalog.providers:
         raise ProviderNotFound(f"No provider {provider!r}")
     await runtime.breakers.reset(provider)
-    (health,) = await runtime.breakers.health([provider])
-    return health_object(health, detailed=True)
+    (entry,) = (await providers_health(runtime, detailed=True, only=provider))["data"]
+    return entry
 
 
 def _pool_object(runtime: Runtime, view: PoolView, circuit: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
+from ingress.cancellation import RelayStream, cancel_job
 from ingress.relay import add_cost, openai_sse
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, json_body, submit
@@ -29,7 +29,7 @@ async def chat_completions(request: Request) -> Response:
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream,
-                             priority=request.headers.get(PRIORITY_HEADER),
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
                              max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     first, reader, headers, price = submitted.first, submitted.reader, submitted.headers, submitted.job.price
 
@@ -38,7 +38,8 @@ async def chat_completions(request: Request) -> Response:
             await reader.subscription.close()
             raise StreamBroken(f"expected a stream, got a {first['kind']!r} event")
         chunks = openai_sse(first, reader, include_usage=wants_usage(body), price=price)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+        return RelayStream(chunks, headers={**SSE_HEADERS, **headers},
+                           on_abandon=lambda: cancel_job(runtime.results, submitted.job))
     await reader.subscription.close()
     if first["kind"] != "response":
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")

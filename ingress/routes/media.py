@@ -26,7 +26,7 @@ async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any]
     route = runtime.catalog.route(body["model"])
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind,
-                             priority=request.headers.get(PRIORITY_HEADER),
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
                              max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     await submitted.reader.subscription.close()
     first = submitted.first

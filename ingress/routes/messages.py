@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from billing.pricing import cost_of
+from ingress.cancellation import RelayStream, cancel_job
 from ingress.relay import anthropic_sse
 from ingress.routes.chat import SSE_HEADERS
 from ingress.runtime import Runtime
@@ -34,7 +34,7 @@ async def messages(request: Request) -> Response:
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream, dialect="anthropic",
-                             priority=request.headers.get(PRIORITY_HEADER),
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
                              max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     first, reader, headers = submitted.first, submitted.reader, submitted.headers
 
@@ -42,8 +42,8 @@ async def messages(request: Request) -> Response:
         if first["kind"] not in ("chunk", "end"):
             await reader.subscription.close()
             raise StreamBroken(f"expected a stream, got a {first['kind']!r} event")
-        return StreamingResponse(anthropic_sse(first, reader), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **headers})
+        return RelayStream(anthropic_sse(first, reader), headers={**SSE_HEADERS, **headers},
+                           on_abandon=lambda: cancel_job(runtime.results, submitted.job))
     await reader.subscription.close()
     if first["kind"] != "response" or not isinstance(first["data"], dict):
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")

@@ -177,6 +177,13 @@ def test_the_admin_view_needs_the_token_and_a_known_provider(gateway: Gateway) -
 def test_health_lists_every_provider(gateway: Gateway) -> None:
     listed = health(gateway)
     assert set(listed) == {"primary", "backup", "nowhere", "mock"}
-    assert listed["backup"] == {"object": "provider_health", "provider": "backup", "status": "ok", "models": [],
-                                "circuit": {"state": "closed", "failures": 0, "recent_failures": 0,
-                                            "last_error_at": None, "opened_at": None, "retry_at": None}}
+    backup = listed["backup"]
+    requests, probe = backup.pop("requests"), backup.pop("probe")
+    assert backup == {"object": "provider_health", "provider": "backup", "status": "ok", "models": [],
+                      "circuit": {"state": "closed", "failures": 0, "recent_failures": 0,
+                                  "last_error_at": None, "opened_at": None, "retry_at": None}}
+    # Backup answered every request the earlier tests sent it; no prober runs here.
+    assert requests["count"] > 0 and requests["success_rate"] == 1.0 and requests["last_ok"] is True
+    assert 0 < requests["latency_ms"]["p50"] <= requests["latency_ms"]["p95"]
+    assert probe == {"count": 0, "success_rate": None, "latency_ms": {"p50": None, "p95": None}, "last_at": None,
+                     "last_ok": None}

@@ -46,11 +46,11 @@ class Cluster:
         return self.stack.enter_context(background(*args, env=self.env, cwd=self.directory,
                                                    log=self.directory / f"{name}.log"))
 
-    def worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--provider", "fake", "--concurrency", "8")
+    def worker(self, name: str, provider: str = "fake") -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--provider", provider, "--concurrency", "8")
 
-    def wait_for_workers(self, count: int, timeout: float = 30) -> None:
-        asyncio.run(_wait_for_consumers(self.services, count, timeout))
+    def wait_for_workers(self, count: int, timeout: float = 30, provider: str = "fake") -> None:
+        asyncio.run(_wait_for_consumers(self.services, count, timeout, provider))
 
     def load(self, requests: int, concurrency: int) -> threading.Thread:
         """Stream ``requests`` requests in the background; outcomes land in ``self.outcomes``."""
@@ -67,12 +67,17 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(directory: Path, upstream: str, **settings: str) -> Iterator[Cluster]:
+def running_cluster(directory: Path, upstream: str, *, config: str | None = None,
+                    providers: tuple[str, ...] = ("fake",), **settings: str) -> Iterator[Cluster]:
     """Migrated database, a key with 1 credit and an ingress; the test starts
-    the workers and billing it wants to kill."""
-    with distributed_services(["fake"]) as services, contextlib.ExitStack() as stack:
+    the workers and billing it wants to kill. ``config`` replaces the one
+    provider ``fake`` at ``upstream`` (``providers`` names its providers)."""
+    with distributed_services(list(providers)) as services, contextlib.ExitStack() as stack:
+        path = _config_file(directory, upstream)
+        if config is not None:
+            path.write_text(config)
         env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cluster", "GATEWAYZ_DATA_DIR": str(directory),
-               "GATEWAYZ_CONFIG": str(_config_file(directory, upstream)), **settings}
+               "GATEWAYZ_CONFIG": str(path), **settings}
         assert gatewayz("migrate", env=env, cwd=directory).returncode == 0
         key = gatewayz("keys", "create", "--name", "cluster", "--credits", "1", env=env, cwd=directory).stdout.split()[-1]
         cluster = Cluster(services, env, key, free_port(), directory, stack)
@@ -119,14 +124,14 @@ async def _load(base_url: str, key: str, requests: int, concurrency: int) -> lis
         return await asyncio.gather(*(one() for _ in range(requests)))
 
 
-async def _wait_for_consumers(services: Distributed, count: int, timeout: float) -> None:
+async def _wait_for_consumers(services: Distributed, count: int, timeout: float, provider: str) -> None:
     connection = await aio_pika.connect(services.broker_url)
     async with connection:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                queue = await channel.declare_queue(Topology(services.namespace).job_queue("fake"), passive=True)
+                queue = await channel.declare_queue(Topology(services.namespace).job_queue(provider), passive=True)
                 if queue.declaration_result.consumer_count >= count:
                     return
             await asyncio.sleep(0.1)

@@ -24,6 +24,8 @@ user message may be a command, as for ``loadtests.fake_upstream``:
 - ``truncate`` streams two words, then ends the body cleanly without
   ``message_stop``;
 - ``hang`` never answers; ``slow`` waits 50 ms before each word;
+- ``stall:<n>`` streams n words, then sends nothing more until its client
+  leaves (``left`` then lists the request's text);
 - ``tool`` answers with a ``tool_use`` block for the first tool when ``tools``
   were given (streamed as ``input_json_delta`` fragments);
 - ``words:<n>`` answers with n words.
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -89,6 +91,7 @@ class FakeAnthropic:
         self.api_key = api_key
         self.url = ""
         self.requests: list[dict[str, Any]] = []
+        self.left: list[str] = []  # the text of each stream whose client went before its end
         self.app = Starlette(routes=[
             Route("/v1/messages", self.messages, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
@@ -157,7 +160,7 @@ class FakeAnthropic:
             return _error(ERROR_STATUS.get(argument, 500), f"fake {argument}")
         if command == "hang":
             await asyncio.sleep(3600)
-        words = ["w"] * int(argument) if command == "words" else said.split()
+        words = ["w"] * int(argument) if command in ("words", "stall") else said.split()
         reply = ["Echo:", *words]
         stop_reason = "end_turn"
         if len(reply) > body["max_tokens"]:
@@ -174,7 +177,7 @@ class FakeAnthropic:
         }
         if body.get("stream"):
             events = self._tool_events(tool) if tool else self._text_events(reply, stop_reason, command, argument)
-            return StreamingResponse(self._stream(message, events, record["events"]),
+            return StreamingResponse(self._stream(message, events, record["events"], lambda: self.left.append(said)),
                                      media_type="text/event-stream; charset=utf-8",
                                      headers={"request-id": f"req_fake{uuid.uuid4().hex[:20]}",
                                               "cache-control": "no-cache"})
@@ -188,15 +191,19 @@ class FakeAnthropic:
 
     @staticmethod
     async def _stream(message: dict[str, Any], blocks: AsyncIterator[dict[str, Any]], sent: list[dict[str, Any]],
-                      ) -> AsyncIterator[bytes]:
+                      left: Callable[[], None]) -> AsyncIterator[bytes]:
         """``message_start``, then the content blocks' events, which end with
         the ``message_delta`` and ``message_stop`` unless a command cut them."""
-        start = {"type": "message_start", "message": message}
-        sent.append(start)
-        yield _sse(start)
-        async for event in blocks:
-            sent.append(event)
-            yield _sse(event)
+        try:
+            start = {"type": "message_start", "message": message}
+            sent.append(start)
+            yield _sse(start)
+            async for event in blocks:
+                sent.append(event)
+                yield _sse(event)
+        except (asyncio.CancelledError, GeneratorExit):  # the client went (a `drop` is the fake's own doing)
+            left()
+            raise
 
     @staticmethod
     async def _text_events(reply: list[str], stop_reason: str, command: str, argument: str,
@@ -217,6 +224,8 @@ class FakeAnthropic:
                 if command == "error":
                     yield {"type": "error", "error": {"type": argument, "message": f"fake {argument}"}}
                     return
+        if command == "stall":
+            await asyncio.sleep(3600)  # cancelled when the client leaves
         yield {"type": "content_block_stop", "index": 0}
         yield {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                "usage": {"output_tokens": len(reply)}}

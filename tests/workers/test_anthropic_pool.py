@@ -14,30 +14,16 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
 from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
-from schema.translate import anthropic as anthropic_translation
 from tests.support.fake_anthropic import TOOL_FRAGMENTS, FakeAnthropic
 from tests.conftest import ANTHROPIC_KEY
 from workers.adapters.anthropic import AnthropicAdapter
+from tests.support.pools import memory_pool, run_job
 from workers.pool import ProviderPool
 
 UPSTREAM_MODEL = "claude-fake-small"
 TOOLS = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
-
-
-def needs_anthropic_usage() -> None:
-    """The pool reads usage with ``schema.translate.anthropic``'s readers,
-    which another helper is writing; until then these tests cannot run."""
-    try:
-        anthropic_translation.response_usage({"type": "message", "usage": {"input_tokens": 1, "output_tokens": 1}})
-    except NotImplementedError:
-        pytest.skip("schema.translate.anthropic.response_usage is not implemented yet (raises NotImplementedError)")
-    try:
-        anthropic_translation.UsageMeter().feed({"type": "ping"})
-    except NotImplementedError:
-        pytest.skip("schema.translate.anthropic.UsageMeter.feed is not implemented yet (raises NotImplementedError)")
 
 
 @pytest.fixture
@@ -45,8 +31,7 @@ async def pool(fake_anthropic: FakeAnthropic) -> AsyncIterator[ProviderPool]:
     provider = ProviderSpec(name="anthropic", adapter="anthropic", base_url=f"{fake_anthropic.url}/v1",
                             api_key=SecretStr(ANTHROPIC_KEY))
     adapter = AnthropicAdapter(provider, connect_timeout=5)
-    yield ProviderPool(provider, adapter, jobs=MemoryJobQueue(), results=MemoryResultBus(), usage=MemoryUsageQueue(),
-                       concurrency=1)
+    yield memory_pool(provider, adapter)
     await adapter.aclose()
 
 
@@ -57,34 +42,14 @@ def job(text: str, *, stream: bool, **fields: Any) -> Job:
                deadline=time.time() + 60, price=Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)))
 
 
-async def run(pool: ProviderPool, item: Job) -> tuple[list[StreamEvent], list[UsageEvent]]:
-    """The events the client's subscription received, and the usage events."""
-    results, usage = pool._results, pool._usage
-    assert isinstance(results, MemoryResultBus) and isinstance(usage, MemoryUsageQueue)
-    inbox = await results.subscribe(item.id)
-    await pool.handle(item, False)
-    events: list[StreamEvent] = []
-    while True:
-        try:
-            events.append(await inbox.next(0.05))
-        except TimeoutError:
-            break
-    settled = []
-    while usage.pending():
-        settled.append(usage._events.get_nowait())
-    assert [e["seq"] for e in events] == list(range(len(events)))
-    return events, settled
-
-
 def sent_body(fake: FakeAnthropic) -> dict[str, Any]:
     return orjson.loads(fake.requests[-1]["body"])
 
 
 async def test_a_streamed_job_relays_the_providers_events_untouched(pool: ProviderPool,
                                                                     fake_anthropic: FakeAnthropic) -> None:
-    needs_anthropic_usage()
     item = job("hi you", stream=True)
-    events, usage = await run(pool, item)
+    events, usage = await run_job(pool, item)
     assert sent_body(fake_anthropic) == {**item.payload, "model": UPSTREAM_MODEL, "stream": True}
     assert [e["kind"] for e in events[:-1]] == ["chunk"] * (len(events) - 1)
     assert [e["data"] for e in events[:-1]] == fake_anthropic.requests[-1]["events"]
@@ -97,17 +62,15 @@ async def test_a_streamed_job_relays_the_providers_events_untouched(pool: Provid
 
 
 async def test_a_streamed_tool_use_is_relayed_and_charged(pool: ProviderPool, fake_anthropic: FakeAnthropic) -> None:
-    needs_anthropic_usage()
-    events, usage = await run(pool, job("tool please", stream=True, tools=TOOLS))
+    events, usage = await run_job(pool, job("tool please", stream=True, tools=TOOLS))
     assert [e["data"] for e in events if e["kind"] == "chunk"] == fake_anthropic.requests[-1]["events"]
     assert [u.usage for u in usage] == [Usage(input_tokens=4, output_tokens=len(TOOL_FRAGMENTS))]
 
 
 async def test_a_job_without_streaming_answers_the_providers_message(pool: ProviderPool,
                                                                      fake_anthropic: FakeAnthropic) -> None:
-    needs_anthropic_usage()
     item = job("hello there you", stream=False)
-    events, usage = await run(pool, item)
+    events, usage = await run_job(pool, item)
     assert sent_body(fake_anthropic) == {**item.payload, "model": UPSTREAM_MODEL}
     assert [e["kind"] for e in events] == ["response"]
     assert events[0]["data"] == fake_anthropic.requests[-1]["response"]
@@ -119,7 +82,7 @@ async def test_a_job_without_streaming_answers_the_providers_message(pool: Provi
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_a_refusal_before_any_output_is_an_error_and_free(pool: ProviderPool, status: int,
                                                                 client_status: int, stream: bool) -> None:
-    events, usage = await run(pool, job(f"fail:{status}", stream=stream))
+    events, usage = await run_job(pool, job(f"fail:{status}", stream=stream))
     assert [e["kind"] for e in events] == ["error"]
     assert events[0]["data"]["status"] == client_status and events[0]["data"]["retry_after"] == 7
     assert [u.usage for u in usage] == [Usage(input_tokens=0, output_tokens=0)]
@@ -127,8 +90,7 @@ async def test_a_refusal_before_any_output_is_an_error_and_free(pool: ProviderPo
 
 async def test_an_error_event_mid_stream_ends_the_job_with_an_error(pool: ProviderPool,
                                                                     fake_anthropic: FakeAnthropic) -> None:
-    needs_anthropic_usage()
-    events, usage = await run(pool, job("error:overloaded_error and more", stream=True))
+    events, usage = await run_job(pool, job("error:overloaded_error and more", stream=True))
     chunks = [e["data"] for e in events if e["kind"] == "chunk"]
     assert chunks == fake_anthropic.requests[-1]["events"][:-1]  # all but the error event itself
     assert events[-1]["kind"] == "error" and events[-1]["data"]["status"] == 502
@@ -139,8 +101,7 @@ async def test_an_error_event_mid_stream_ends_the_job_with_an_error(pool: Provid
 
 
 async def test_a_stream_cut_before_message_stop_never_looks_complete(pool: ProviderPool) -> None:
-    needs_anthropic_usage()
-    events, usage = await run(pool, job("truncate here please", stream=True))
+    events, usage = await run_job(pool, job("truncate here please", stream=True))
     assert events[-1]["kind"] == "error" and events[-1]["data"]["status"] == 502
     assert "without message_stop" in events[-1]["data"]["message"]
     assert "end" not in [e["kind"] for e in events]

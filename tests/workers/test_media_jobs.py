@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 
-from scheduler.memory import MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
-from schema.jobs import Job, JobKind, Price, Route, UsageEvent
+from schema.jobs import Job, JobKind, Price, Route, StreamEvent, UsageEvent
+from tests.support.pools import memory_pool, run_job
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter
 from workers.adapters.mock import EMBEDDING_DIMENSIONS, IMAGE_SIDE, MockAdapter
-from workers.pool import ProviderPool
 
 
 class ChatOnly:
@@ -45,22 +44,8 @@ def media_job(kind: JobKind, payload: dict[str, Any]) -> Job:
                price=Price(input_per_mtok=Decimal(1), per_image=Decimal("0.01")))
 
 
-async def run(adapter: object, item: Job) -> tuple[list[dict[str, Any]], list[UsageEvent]]:
-    results, usage = MemoryResultBus(), MemoryUsageQueue()
-    pool = ProviderPool(ProviderSpec(name="mock", adapter="mock"), adapter, jobs=None, results=results,  # type: ignore[arg-type]
-                        usage=usage, concurrency=1)
-    inbox = await results.subscribe(item.id)
-    await pool.handle(item, False)
-    events = []
-    while True:
-        try:
-            events.append(await inbox.next(0.05))
-        except TimeoutError:
-            break
-    settled = []
-    while usage.pending():
-        settled.append(usage._events.get_nowait())
-    return events, settled
+async def run(adapter: object, item: Job) -> tuple[list[StreamEvent], list[UsageEvent]]:
+    return await run_job(memory_pool(ProviderSpec(name="mock", adapter="mock"), adapter), item)  # type: ignore[arg-type]
 
 
 def png_pixels(png: bytes) -> tuple[int, int, bytes]:

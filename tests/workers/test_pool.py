@@ -13,7 +13,8 @@ import pytest
 from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from schema.catalog import ProviderSpec
 from schema.errors import UpstreamError
-from schema.jobs import Job, JobMark, Price, Route, Usage, UsageEvent
+from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
+from tests.support.pools import memory_pool, run_job
 from workers.adapters.mock import MockAdapter
 from workers.pool import ProviderPool
 from workers.resilience import RetryPolicy
@@ -30,24 +31,10 @@ def job() -> Job:
                price=Price(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2)))
 
 
-async def run(adapter: MockAdapter, item: Job, *, redelivered: bool = False, state: JobMark | None = None) -> tuple[list[dict], list[UsageEvent]]:
-    results, usage = MemoryResultBus(), MemoryUsageQueue()
-    pool = ProviderPool(ProviderSpec(name="mock", adapter="mock"), adapter, jobs=None, results=results, usage=usage,  # type: ignore[arg-type]
-                        concurrency=1)
-    if state is not None:
-        await results.mark(item.id, state, 60)
-    inbox = await results.subscribe(item.id)
-    await pool.handle(item, redelivered)
-    events = []
-    while True:
-        try:
-            events.append(await inbox.next(0.05))
-        except TimeoutError:
-            break
-    settled = []
-    while usage.pending():
-        settled.append(usage._events.get_nowait())
-    return events, settled
+async def run(adapter: MockAdapter, item: Job, *, redelivered: bool = False, state: JobMark | None = None,
+              ) -> tuple[list[StreamEvent], list[UsageEvent]]:
+    return await run_job(memory_pool(ProviderSpec(name="mock", adapter="mock"), adapter), item,
+                         redelivered=redelivered, state=state)
 
 
 async def test_a_fresh_job_answers_and_reports_usage() -> None:

@@ -1,0 +1,97 @@
+"""Stopping the jobs whose clients left, in one worker process.
+
+``CancelWatch`` reads the result bus's cancellations through one
+subscription for the whole process (every pool in it shares the watch) and
+stops the attempt of each job it names that a pool is running here. A job
+is watched before its cancellation is checked (``ResultBus.cancelled``) and
+the ingress records a cancellation before announcing it, so a cancel is
+never lost between the two, whether it comes before the job was taken,
+while it is being taken, or while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from scheduler.transport import ResultBus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """The job's client left: its attempt was stopped (or never started)."""
+
+
+class Watch:
+    """One running job's side of the watch: the attempt it stops."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.fired = False
+        self._attempt: asyncio.Task[Any] | None = None
+
+    def stop(self) -> None:
+        self.fired = True
+        if self._attempt is not None:
+            self._attempt.cancel()
+
+    def attach(self, attempt: asyncio.Task[Any]) -> None:
+        self._attempt = attempt
+        if self.fired:
+            attempt.cancel()
+
+
+class CancelWatch:
+    def __init__(self, results: ResultBus) -> None:
+        self._results = results
+        self._running: dict[str, list[Watch]] = {}
+
+    async def run(self) -> None:
+        """Read cancellations until cancelled."""
+        async for job_id in self._results.cancellations():
+            for watch in self._running.get(job_id, ()):
+                log.info("job %s: its client left; stopping it", job_id)
+                watch.stop()
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[Watch]:
+        watch = Watch(job_id)
+        self._running.setdefault(job_id, []).append(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._running.get(job_id, [])
+            if watch in watches:
+                watches.remove(watch)
+            if not watches:
+                self._running.pop(job_id, None)
+
+    async def unless_cancelled(self, job_id: str, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` (the job's attempts) unless the job is cancelled, and
+        stop it when it is; raises ``JobCancelled`` then."""
+        with self.watching(job_id) as watch:
+            try:
+                cancelled = await self._results.cancelled(job_id)
+            except Exception as error:  # the bus's errors are many; the job runs all the same
+                log.warning("job %s: could not check for a cancellation (%s); running it", job_id, error)
+                cancelled = False
+            if cancelled:
+                work.close()
+                raise JobCancelled(job_id)
+            attempt = asyncio.create_task(work, name=f"attempts of {job_id}")
+            watch.attach(attempt)
+            try:
+                return await attempt
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                # Only the watch cancelled the attempt; a cancel of this task
+                # (deadline, shutdown) goes on as it came.
+                if watch.fired and attempt.cancelled() and (current is None or not current.cancelling()):
+                    raise JobCancelled(job_id) from None
+                raise
