@@ -50,7 +50,7 @@ def error_response(request: Request, error: GatewayError) -> JSONResponse:
         body = anthropic_error_body(error.message, error.status)
     else:
         body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
-    return JSONResponse(body, status_code=error.status, headers=error.headers())
+    return JSONResponse(body, status_code=error.status, headers={**error.job_headers, **error.headers()})
 
 
 def _plain_error(request: Request, message: str, status: int, *, param: str | None = None,

@@ -25,11 +25,14 @@ from billing.ledger import Ledger
 from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
 from ingress.ratelimit import RateLimits
 from scheduler import rabbitmq
+from scheduler.admission import PoolWatch
 from scheduler.catalog import Catalog
 from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
+from scheduler.pool_stats import MemoryPoolStats, PoolStatsStore, RedisPoolStats
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from scheduler.watched_queue import WatchedJobQueue
 from schema.catalog import GatewayConfig
 from schema.database import create_engine, migrate
 from schema.settings import Settings
@@ -61,6 +64,7 @@ class Runtime:
     rate_limits: RateLimits
     breakers: Breakers
     health: HealthLog
+    pools: PoolWatch
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
 
@@ -142,6 +146,7 @@ async def open_runtime(
         results: ResultBus
         circuits: BreakerStore = MemoryBreakerStore()
         health: HealthStore = MemoryHealthStore()
+        pool_stats: PoolStatsStore = MemoryPoolStats()
         if settings.redis_url:
             # Blocking pool: a burst waits for a connection instead of failing.
             pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10)
@@ -150,6 +155,7 @@ async def open_runtime(
             bus = RedisResultBus(client, topology)
             circuits = RedisBreakerStore(client, topology)  # every worker and ingress sees the same circuits
             health = RedisHealthStore(client, topology)
+            pool_stats = RedisPoolStats(client, topology)  # and the same pools
             if subscribe:
                 await bus.start()
                 stack.push_async_callback(bus.close)
@@ -162,9 +168,11 @@ async def open_runtime(
         rate_limits = RateLimits(config.plans, config.rate_limits, limiter)
         breakers = Breakers(circuits, failures=settings.breaker_failures, reset_timeout=settings.breaker_reset_timeout)
 
+        # Every enqueue and every job taken keeps the pool statistics admission reads.
+        jobs = WatchedJobQueue(jobs, pool_stats)
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
-                          rate_limits, breakers, HealthLog(health))
+                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
         try:
             yield runtime
         finally:

@@ -26,9 +26,10 @@ from ingress.cancellation import cancel_job, unless_gone
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
 from ingress.runtime import Runtime
+from scheduler.admission import queue_deadline
 from scheduler.catalog import ModelRoute
 from scheduler.priority import MESSAGE_PRIORITY, effective_class, requested_class
-from schema.errors import InvalidRequest
+from schema.errors import GatewayError, InvalidRequest
 from schema.jobs import ClientDialect, Job, JobKind, Route, StreamEvent
 from schema.translate import Untranslatable, translate_request
 
@@ -36,6 +37,8 @@ from schema.translate import Untranslatable, translate_request
 HOLD_GRACE = 60.0
 # A request may lower its key's priority class with this header (never raise it).
 PRIORITY_HEADER = "x-gatewayz-priority"
+# How long the job waited in queues before a worker took it, in milliseconds.
+QUEUE_MS_HEADER = "x-gatewayz-queue-ms"
 
 
 async def json_body(request: Request) -> object:
@@ -96,10 +99,12 @@ async def submit(
     kind: JobKind = "chat",
     priority: str | None = None,
     receive: Receive | None = None,
+    max_queue_ms: str | None = None,
 ) -> Submitted:
     """``priority`` is the class the client asked for (``PRIORITY_HEADER``);
     ``receive`` is the request's, its body read: a client that leaves before
-    the first event cancels the job (``ClientDisconnect``)."""
+    the first event cancels the job (``ClientDisconnect``); ``max_queue_ms``
+    the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``)."""
     now = time.time()
     plan = runtime.rate_limits.plan_of(owner)
     priority_class = effective_class(plan.priority, requested_class(priority))
@@ -117,6 +122,10 @@ async def submit(
         price=route.price,
         priority=MESSAGE_PRIORITY[priority_class],
     )
+    # Before rate limits and the hold: a job refused here takes nothing from either.
+    await runtime.pools.admit(job.provider, job.priority,
+                              min(queue_deadline(runtime.settings, priority_class, max_queue_ms),
+                                  runtime.settings.request_timeout))
     bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
     worst_case = cost_of(bound, route.price)
@@ -137,13 +146,19 @@ async def submit(
         raise
     try:
         first = await unless_gone(reader.next(first=True), receive)
-        raise_for_error(first)
+        # Failover may have served it from another candidate than the first.
+        headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
+                   PRIORITY_HEADER: priority_class, **limit_headers}
+        if "queue_ms" in first:
+            headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
+        try:
+            raise_for_error(first)
+        except GatewayError as refused:
+            refused.job_headers = headers  # the worker's refusal is still this job's answer
+            raise
     except BaseException as error:
         await subscription.close()
         if isinstance(error, ClientDisconnect):
             await cancel_job(runtime.results, job)
         raise
-    # Failover may have served it from another candidate than the first.
-    headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
-               PRIORITY_HEADER: priority_class, **limit_headers}
     return Submitted(job, reader, first, headers)

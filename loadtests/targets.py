@@ -39,6 +39,7 @@ OUTPUT_PRICE = 2
 STOP_GRACE = 15.0
 READY_TIMEOUT = 60.0
 CLI_TIMEOUT = 120.0
+PRIORITY_CLASSES = ("realtime", "standard", "bulk")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Running:
 
     target: Target
     pids: dict[str, int]
+    environ: Mapping[str, str] = field(default_factory=dict)  # the roles' settings, for more `gatewayz` commands
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def gateway_config(path: Path, upstream_port: int) -> Path:
         f'providers = ["{PROVIDER}"]\n'
         f"input_price_per_mtok = {INPUT_PRICE}.0\n"
         f"output_price_per_mtok = {OUTPUT_PRICE}.0\n"
+        # One plan per priority class, for keys that run at it (loadtests/priority.py).
+        + "".join(f'\n[plans.{name}]\npriority = "{name}"\n' for name in PRIORITY_CLASSES)
     )
     return path
 
@@ -128,8 +132,9 @@ def run_cli(args: list[str], env: Mapping[str, str], log: Path) -> str:
     return completed.stdout
 
 
-def create_key(env: Mapping[str, str], log: Path, credits: int) -> str:
-    output = run_cli(["keys", "create", "--name", "bench", "--credits", str(credits)], env, log)
+def create_key(env: Mapping[str, str], log: Path, credits: int, plan: str | None = None) -> str:
+    plan_option = ["--plan", plan] if plan is not None else []
+    output = run_cli(["keys", "create", "--name", "bench", "--credits", str(credits), *plan_option], env, log)
     return output.strip().splitlines()[-1].strip()
 
 
@@ -248,7 +253,7 @@ def distributed(
                      for role, command in roles.items()}
         wait_healthy(f"http://127.0.0.1:{port}", list(processes.values()), logs)
         target = Target("distributed", f"http://127.0.0.1:{port}", MODEL, key)
-        yield Running(target, {role: process.pid for role, process in processes.items()})
+        yield Running(target, {role: process.pid for role, process in processes.items()}, env)
 
 
 def _undo(what: str, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -91,15 +91,22 @@ class RabbitJobQueue:
         await queue.bind(exchange, routing_key=provider)
         return queue
 
-    async def enqueue(self, job: Job) -> None:
+    async def _declared_queue(self, provider: str) -> AbstractChannel:
+        """The publishing channel, once ``provider``'s queue is declared and bound."""
         exchange = await self._publisher()
-        if job.provider not in self._declared:
-            # Declare before the first publish so a job is never routed nowhere
-            # because no worker of that provider has started yet.
+        if provider not in self._declared:
             async with self._declaring:
-                if job.provider not in self._declared:
+                if provider not in self._declared:
                     assert self._channel is not None
-                    self._declared[job.provider] = await self._declare(self._channel, exchange, job.provider)
+                    self._declared[provider] = await self._declare(self._channel, exchange, provider)
+        assert self._channel is not None
+        return self._channel
+
+    async def enqueue(self, job: Job) -> None:
+        # Declare before the first publish so a job is never routed nowhere
+        # because no worker of that provider has started yet.
+        await self._declared_queue(job.provider)
+        exchange = await self._publisher()
         remaining = job.deadline - time.time()
         if remaining <= 0:
             raise GatewayTimeout("the request's deadline passed before it could be queued")
@@ -114,16 +121,14 @@ class RabbitJobQueue:
         await exchange.publish(message, routing_key=job.provider)
 
     async def depth(self, provider: str) -> int:
-        """Jobs waiting in ``provider``'s queue (0 if it does not exist yet)."""
-        channel = await self._connection.channel()
-        try:
-            declared = await channel.declare_queue(self._topology.job_queue(provider), passive=True)
-            return declared.declaration_result.message_count or 0
-        except aio_pika.exceptions.ChannelClosed:
-            return 0
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        """Jobs waiting in ``provider``'s queue. Asked often (admission), so
+        it redeclares the queue on the publishing channel (one round trip,
+        the same arguments as every declarer) rather than opening a channel
+        for a passive declare, which a missing queue would close."""
+        channel = await self._declared_queue(provider)
+        declared = await channel.declare_queue(self._topology.job_queue(provider), durable=True,
+                                               arguments=self._topology.job_queue_arguments)
+        return declared.declaration_result.message_count or 0
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
         channel = await self._connection.channel()

@@ -84,6 +84,18 @@ class Topology:
         """Redis counter, raised by every save of ``provider_listings``."""
         return f"{self.namespace}:catalog:version"
 
+    def pool_depth(self, provider: str) -> str:
+        """Redis hash: message priority -> jobs counted waiting in ``provider``'s queue."""
+        return f"{self.namespace}:pool:{provider}:depth"
+
+    def pool_workers(self, provider: str) -> str:
+        """Redis hash: worker id -> its last beat (JSON, ``scheduler.pool_stats.WorkerBeat``)."""
+        return f"{self.namespace}:pool:{provider}:workers"
+
+    def pool_seen(self, provider: str) -> str:
+        """Redis string: when any worker of ``provider`` last beat (epoch seconds)."""
+        return f"{self.namespace}:pool:{provider}:seen"
+
     @property
     def job_queue_arguments(self) -> dict[str, object]:
         return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.dead_exchange}

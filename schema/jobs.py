@@ -47,6 +47,8 @@ class Job(BaseModel):
     stream: bool = False
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     created_at: float = Field(default_factory=time.time)
+    enqueued_at: float | None = Field(None, description="when this attempt was queued (set by the queue)")
+    queued_before: float = Field(0.0, ge=0, description="seconds earlier attempts waited in queues (failover)")
     deadline: float
     price: Price
 
@@ -57,6 +59,13 @@ class Job(BaseModel):
     @property
     def provider(self) -> str:
         return self.route.provider
+
+    def queue_wait(self, taken_at: float) -> float:
+        """Seconds this job has waited in queues, up to a worker taking it at
+        ``taken_at``: every attempt's wait (clocks of the ingress and worker
+        hosts are assumed in step, as for deadlines)."""
+        queued = max(0.0, taken_at - self.enqueued_at) if self.enqueued_at is not None else 0.0
+        return self.queued_before + queued
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.deadline
@@ -73,7 +82,8 @@ class StreamEvent(TypedDict):
     answer in the job's dialect; ``error``: ``{"status", "message", "type", "code",
     "retry_after"}``; ``end``: the stream is complete, ``{"usage": {...}}``.
     The first event (``seq`` 0) names the ``provider`` that served the job,
-    which failover may have made another than the first candidate.
+    which failover may have made another than the first candidate, and its
+    ``queue_ms``: how long it waited in queues before a worker took it.
     """
 
     job: str
@@ -81,6 +91,7 @@ class StreamEvent(TypedDict):
     kind: EventKind
     data: Any
     provider: NotRequired[str]
+    queue_ms: NotRequired[int]
 
 
 class Usage(BaseModel):

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     probe_timeout: float = Field(10.0, gt=0, description="seconds one probe may take")
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
     drain_timeout: float = Field(30.0, ge=0, description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
+    queue_deadline_realtime: float = Field(10.0, gt=0, description="longest queue wait a realtime job is admitted for, s")
+    queue_deadline_standard: float = Field(60.0, gt=0, description="longest queue wait a standard job is admitted for, s")
+    queue_deadline_bulk: float = Field(600.0, gt=0, description="longest queue wait a bulk job is admitted for, s")
+    admission_control: bool = Field(True, description="refuse at once a job whose estimated queue wait is too long")
+    default_service_time: float = Field(
+        10.0, gt=0, description="seconds a job is assumed to hold a worker slot on a pool with no history yet")
+    pool_gone_after: float = Field(
+        30.0, ge=0, description="seconds a pool that had workers may have none before its requests get 503")
     persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
     log_level: str = Field("info")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin API (unset: the admin API answers 503)")

@@ -73,8 +73,9 @@ class JobRun:
     at once. ``flush`` waits until everything emitted has been published.
     """
 
-    def __init__(self, job: Job, results: ResultBus) -> None:
+    def __init__(self, job: Job, results: ResultBus, *, taken_at: float | None = None) -> None:
         self.job = job
+        self.taken_at = taken_at if taken_at is not None else time.time()
         self._results = results
         self._seq = 0
         self._pending: list[StreamEvent] = []
@@ -93,6 +94,7 @@ class JobRun:
         event: StreamEvent = {"job": self.job.id, "seq": self._seq, "kind": kind, "data": data}
         if self._seq == 0:
             event["provider"] = self.job.provider  # the ingress names who served it
+            event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited
         self._pending.append(event)
         self._seq += 1
         self.produced = self.produced or kind in ("chunk", "response")
@@ -160,7 +162,7 @@ class ProviderPool:
             await self.adapter.aclose()
 
     async def handle(self, job: Job, redelivered: bool) -> None:
-        run = JobRun(job, self._results)
+        run = JobRun(job, self._results, taken_at=time.time())
         keep = job.deadline - time.time() + JOB_STATE_GRACE
         try:
             before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
@@ -197,7 +199,7 @@ class ProviderPool:
                      "" if run.sent else " before it was answered")
             usage = _cancelled_usage(job, run)
         except HandOff as handoff:
-            if await self._hand_off(job, handoff.cause, keep):
+            if await self._hand_off(job, handoff.cause, keep, waited=job.queue_wait(run.taken_at)):
                 return
             self._fail(run, handoff.cause)
         except GatewayError as error:
@@ -253,11 +255,13 @@ class ProviderPool:
             raise GatewayTimeout(f"provider {self.provider.name!r} did not finish within "
                                  f"{self.provider.timeout:g}s") from None
 
-    async def _hand_off(self, job: Job, cause: GatewayError, keep: float) -> bool:
+    async def _hand_off(self, job: Job, cause: GatewayError, keep: float, *, waited: float | None = None) -> bool:
         """Give the job to its next candidate; False if it could not be
         queued (its deadline passed, or the broker failed), and the job ends
-        here with the cause."""
-        onward = job.model_copy(update={"attempt": job.attempt + 1})
+        here with the cause. ``waited``: its queue wait so far, which the
+        next attempt's adds to."""
+        onward = job.model_copy(update={"attempt": job.attempt + 1,
+                                        "queued_before": waited if waited is not None else job.queued_before})
         # Marked before it is queued: from here on this attempt never runs again.
         await self._results.mark(job.id, JobMark(state="handed_off", attempt=onward.attempt), keep)
         try:

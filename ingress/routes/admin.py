@@ -1,10 +1,11 @@
 """The operator's API, behind ``GATEWAYZ_ADMIN_TOKEN``: coupons, credit
 adjustments, an account's ledger, API keys (limits, expiry, plan,
-revocation), refreshing providers' model lists, and the providers'
-circuit breakers (health, reset)."""
+revocation), refreshing providers' model lists, the providers'
+circuit breakers (health, reset), and their worker pools (``/admin/pools``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -17,6 +18,8 @@ from ingress.auth import authenticate_admin
 from ingress.catalog_refresh import CatalogRefresher, RefreshReport
 from ingress.routes.health import providers_health
 from ingress.runtime import Runtime
+from scheduler.admission import PoolView
+from scheduler.priority import MESSAGE_PRIORITY
 from schema.accounts import MAX_ID, CreditAdjustment, PageQuery
 from schema.coupons import NewCoupon, iso_time, normalize_code
 from schema.errors import ProviderNotFound
@@ -210,3 +213,42 @@ async def reset_provider_circuits(request: Request, provider: str) -> dict[str, 
     await runtime.breakers.reset(provider)
     (entry,) = (await providers_health(runtime, detailed=True, only=provider))["data"]
     return entry
+
+
+def _pool_object(runtime: Runtime, view: PoolView, circuit: str) -> dict[str, Any]:
+    service_time = view.service_time
+    return {
+        "object": "pool",
+        "provider": view.provider,
+        "depth": view.total_depth,
+        # Message priority -> waiting jobs; classes: realtime 4, standard 2, bulk 1, batch 0.
+        "depth_by_priority": {str(level): view.depth.get(level, 0) for level in sorted(range(5), reverse=True)},
+        "consumers": view.consumers,
+        "concurrency": view.concurrency,
+        "in_flight": view.in_flight,
+        "service_rate": round(view.service_rate, 3),
+        "service_time": round(service_time, 3) if service_time is not None else None,
+        "estimated_wait": {name: round(wait, 3) if wait is not None else None
+                           for name, wait in runtime.pools.estimates(view, MESSAGE_PRIORITY).items()},
+        "circuit": circuit,
+        "workers": [{"worker": worker.worker, "concurrency": worker.concurrency, "in_flight": worker.in_flight,
+                     "completed": worker.completed, "service_rate": round(worker.service_rate, 3)}
+                    for worker in view.workers],
+        "last_seen": iso_time(view.last_seen),
+    }
+
+
+@router.get("/pools")
+async def get_pools(request: Request, provider: str | None = None) -> dict[str, Any]:
+    """Every provider's worker pool as every process sees it: waiting jobs by
+    priority, workers, jobs in hand, service rate, estimated queue wait per
+    class (seconds; null: no worker serves it) and circuit state."""
+    runtime: Runtime = request.app.state.runtime
+    names = sorted(runtime.catalog.providers)
+    if provider is not None:
+        if provider not in runtime.catalog.providers:
+            raise ProviderNotFound(f"No provider {provider!r}")
+        names = [provider]
+    views = await asyncio.gather(*(runtime.pools.view(name, max_age=0) for name in names))
+    health = {report.provider: report.circuit.state for report in await runtime.breakers.health(names)}
+    return {"object": "list", "data": [_pool_object(runtime, view, health[view.provider]) for view in views]}

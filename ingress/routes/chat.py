@@ -9,6 +9,7 @@ from ingress.cancellation import RelayStream, cancel_job
 from ingress.relay import add_cost, openai_sse
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, json_body, submit
+from scheduler.admission import MAX_QUEUE_HEADER
 from schema.errors import StreamBroken
 from schema.money import micros_to_credits
 from schema.openai import check_chat_request, wants_usage
@@ -28,7 +29,8 @@ async def chat_completions(request: Request) -> Response:
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream,
-                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive)
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     first, reader, headers, price = submitted.first, submitted.reader, submitted.headers, submitted.job.price
 
     if stream:

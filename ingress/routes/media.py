@@ -14,6 +14,7 @@ from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, submit
+from scheduler.admission import MAX_QUEUE_HEADER
 from schema.errors import StreamBroken
 from schema.jobs import JobKind
 from schema.media import media_usage
@@ -25,7 +26,8 @@ async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any]
     route = runtime.catalog.route(body["model"])
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind,
-                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive)
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     await submitted.reader.subscription.close()
     first = submitted.first
     if first["kind"] != "response" or not isinstance(first["data"], dict):

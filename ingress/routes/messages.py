@@ -16,6 +16,7 @@ from ingress.relay import anthropic_sse
 from ingress.routes.chat import SSE_HEADERS
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, json_body, submit
+from scheduler.admission import MAX_QUEUE_HEADER
 from schema.anthropic import check_messages_request
 from schema.errors import StreamBroken
 from schema.money import micros_to_credits
@@ -33,7 +34,8 @@ async def messages(request: Request) -> Response:
     stream = bool(body.get("stream", False))
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream, dialect="anthropic",
-                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive)
+                             priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
     first, reader, headers = submitted.first, submitted.reader, submitted.headers
 
     if stream:

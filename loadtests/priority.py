@@ -1,0 +1,185 @@
+"""The priority benchmark: does a realtime request keep a short queue wait
+while standard and bulk traffic saturate its pool?
+
+    python -m loadtests.priority [--worker-concurrency 4] [--duration 15] [--load-users 24]
+
+It starts the distributed gateway (``ingress``, one ``worker`` of limited
+concurrency, ``billing``) in front of the fake upstream, with one key per
+priority class (plans ``realtime``, ``standard``, ``bulk``), and streams
+``slow …`` replies (a few words 50 ms apart, so each job holds a worker
+slot for a while). Two phases, each ``--duration`` seconds:
+
+1. **alone**: each class by itself, a few users (``--probe-users``), one
+   class after another;
+2. **saturated**: ``--load-users`` standard and as many bulk users keep the
+   pool's queue full, while the same few realtime, standard and bulk users
+   as in phase 1 measure what a request of each class waits.
+
+Every user is a closed loop (one request at a time). The figure is the
+gateway's own ``x-gatewayz-queue-ms`` of each answered request: the time
+from enqueue to a worker taking the job. Requests refused by admission
+control (503) are counted, not timed. It prints a markdown table and writes
+the figures as JSON to ``loadtests/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import uvloop
+
+from loadtests import targets
+from loadtests.load import Target, percentile
+
+RESULTS = Path(__file__).parent / "results"
+PROMPT = "slow one two three four"  # five words streamed 50 ms apart: each job holds its slot ~0.25 s
+CLASSES = targets.PRIORITY_CLASSES
+
+
+@dataclass
+class ClassResult:
+    phase: str  # alone | saturated
+    group: str  # the class, or "<class> (load)" for the saturating users
+    users: int
+    ok: int = 0
+    refused: int = 0  # 503 from admission control
+    errors: dict[str, int] = field(default_factory=dict)
+    queue_ms: list[int] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float | None:
+        return percentile(self.queue_ms, 0.50)
+
+    @property
+    def p99(self) -> float | None:
+        return percentile(self.queue_ms, 0.99)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Queue wait per priority class, alone and under saturation.")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="the worker's --concurrency (default 4)")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement (default 15)")
+    parser.add_argument("--probe-users", type=int, default=2, help="users measuring each class (default 2)")
+    parser.add_argument("--load-users", type=int, default=24,
+                        help="standard users, and as many bulk users, saturating the pool (default 24)")
+    parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (default loadtests/results/priority-<time>.json)")
+    arguments = parser.parse_args(argv)
+    if min(arguments.worker_concurrency, arguments.probe_users, arguments.load_users) < 1 or arguments.duration <= 0:
+        parser.error("counts and --duration must be positive")
+    return arguments
+
+
+async def _user(target: Target, result: ClassResult, until: float) -> None:
+    body = orjson.dumps({"model": target.model, "stream": True, "messages": [{"role": "user", "content": PROMPT}]})
+    async with target.client() as client:
+        while time.monotonic() < until:
+            try:
+                async with client.stream("POST", "/v1/chat/completions", content=body) as response:
+                    await response.aread()
+                    if response.status_code == 503:
+                        result.refused += 1
+                        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                        continue
+                    if response.status_code != 200 or not response.text.rstrip().endswith("data: [DONE]"):
+                        key = f"http {response.status_code}"
+                        result.errors[key] = result.errors.get(key, 0) + 1
+                        continue
+                    result.ok += 1
+                    result.queue_ms.append(int(response.headers["x-gatewayz-queue-ms"]))
+            except httpx.HTTPError as error:
+                result.errors[type(error).__name__] = result.errors.get(type(error).__name__, 0) + 1
+
+
+async def _phase(name: str, users: dict[str, list[Target]], duration: float,
+                 measured: set[str]) -> list[ClassResult]:
+    """Run every class's users for ``duration`` seconds; the results of the ``measured`` groups."""
+    until = time.monotonic() + duration
+    results = {group: ClassResult(name, group.replace(":load", " (load)"), len(group_users))
+               for group, group_users in users.items()}
+    await asyncio.gather(*(_user(target, results[group], until)
+                           for group, group_users in users.items() for target in group_users))
+    return [results[group] for group in users if group in measured]
+
+
+async def _measure(keys: dict[str, str], origin: str, arguments: argparse.Namespace) -> list[ClassResult]:
+    def targets_of(priority: str, count: int) -> list[Target]:
+        return [Target(priority, origin, targets.MODEL, keys[priority]) for _ in range(count)]
+
+    probes = {priority: targets_of(priority, arguments.probe_users) for priority in CLASSES}
+    results: list[ClassResult] = []
+    # Warm up: one request of each class, so connections and queues exist.
+    await _phase("warm-up", {priority: targets_of(priority, 1) for priority in CLASSES}, 2.0, set())
+    for priority in CLASSES:
+        print(f"alone: {priority}", flush=True)
+        results += await _phase("alone", {priority: probes[priority]}, arguments.duration, {priority})
+    print("saturated: standard and bulk load, with every class probed", flush=True)
+    load = {"standard:load": targets_of("standard", arguments.load_users),
+            "bulk:load": targets_of("bulk", arguments.load_users)}
+    results += await _phase("saturated", {**load, **probes}, arguments.duration,
+                            {*CLASSES, "standard:load", "bulk:load"})
+    return results
+
+
+def _figure(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def markdown(results: list[ClassResult], arguments: argparse.Namespace) -> str:
+    lines = [f"Queue wait (x-gatewayz-queue-ms) per class; one worker, --concurrency {arguments.worker_concurrency}; "
+             f"{arguments.duration:g} s per phase; saturating load: {arguments.load_users} standard + "
+             f"{arguments.load_users} bulk users (closed loop).", "",
+             "| phase | class | users | answered | refused (503) | errors | p50 ms | p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        lines.append(f"| {result.phase} | {result.group} | {result.users} | {result.ok} | {result.refused} | "
+                     f"{sum(result.errors.values())} | {_figure(result.p50)} | {_figure(result.p99)} |")
+    return "\n".join(lines)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = RESULTS / f"priority-{stamp}-logs"
+    logs.mkdir(parents=True)
+    output = arguments.output or RESULTS / f"priority-{stamp}.json"
+    services = targets.Services(arguments.broker_url, arguments.redis_url, arguments.postgres_dsn)
+    options = targets.GatewayOptions(credits=1_000_000, worker_concurrency=arguments.worker_concurrency)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayz-priority-")))
+        upstream = stack.enter_context(targets.fake_upstream(logs))
+        running = stack.enter_context(targets.distributed(upstream.port, workdir, logs, options, services))
+        keys = {priority: targets.create_key(running.environ, logs / "keys.log", options.credits, plan=priority)
+                for priority in CLASSES}
+        results = uvloop.run(_measure(keys, running.target.origin, arguments))
+    document = {
+        "started_at": stamp,
+        "command": " ".join(["python", "-m", "loadtests.priority", *sys.argv[1:]]),
+        "settings": {name: str(value) if isinstance(value, Path) else value for name, value in vars(arguments).items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": [{**asdict(result), "p50_ms": result.p50, "p99_ms": result.p99} for result in results],
+    }
+    output.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    print("\n" + markdown(results, arguments))
+    print(f"\nresults: {output}\nlogs: {logs}")
+    return 1 if any(result.errors for result in results) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(parse_arguments(argv)))
+
+
+if __name__ == "__main__":
+    main()
