@@ -175,6 +175,7 @@ class PoolWatch:
         self._views: dict[str, PoolView] = {}
         self._reading: dict[str, asyncio.Task[PoolView]] = {}
         self._empty_since: dict[str, tuple[float, dict[int, int]]] = {}
+        self._blind_since: float | None = None  # when the pool statistics became unreadable
 
     async def view(self, provider: str, *, max_age: float | None = None) -> PoolView:
         """The pool as last read, if at most ``max_age`` seconds old; one read
@@ -197,7 +198,18 @@ class PoolWatch:
             return
         settings = self._settings
         for max_age in (None, 0.0):
-            view = await self.view(provider, max_age=max_age)
+            try:
+                view = await self.view(provider, max_age=max_age)
+            except Exception as error:  # the stores' errors are many; each means "no estimate"
+                # Without statistics there is no estimate to refuse on: admit,
+                # as a gateway without admission control would.
+                if self._blind_since is None:
+                    self._blind_since = time.monotonic()
+                    log.warning("pool statistics unreadable (%s): admitting without a queue-wait estimate", error)
+                return
+            if self._blind_since is not None:
+                self._blind_since = None
+                log.warning("pool statistics readable again: admission control is back")
             try:
                 judge(view, priority, deadline, default_service_time=settings.default_service_time,
                       gone_after=settings.pool_gone_after, now=time.time())
