@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
 
 import orjson
 
@@ -82,31 +84,33 @@ def add_cost(usage: object, price: Price) -> MicroCredits | None:
     return cost
 
 
+async def _chunks(first: StreamEvent, reader: EventReader) -> AsyncGenerator[dict[str, Any], None]:
+    """Each ``chunk`` event's data, in order, until the worker's ``end``; an
+    ``error`` event (or any other) raises the error it describes."""
+    event = first
+    while event["kind"] != "end":
+        if event["kind"] != "chunk":
+            raise_for_error(event)
+            raise StreamBroken(f"unexpected {event['kind']!r} event in a stream")
+        yield event["data"]
+        event = await reader.next()
+
+
 async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price) -> AsyncGenerator[bytes, None]:
     """OpenAI ``chat.completion.chunk`` events, ending ``data: [DONE]`` only
     when the worker said the stream is complete. The usage chunk says what
     the request cost."""
-    event = first
     try:
-        while True:
-            kind = event["kind"]
-            if kind == "chunk":
-                chunk = event["data"]
+        async with aclosing(_chunks(first, reader)) as chunks:
+            async for chunk in chunks:
                 if not include_usage:
                     # The gateway always asks upstream for usage; the client did not.
                     if chunk.pop("usage", None) is not None and not chunk.get("choices"):
-                        event = await reader.next()
                         continue
                 elif chunk.get("usage"):
                     add_cost(chunk["usage"], price)
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            elif kind == "end":
-                yield b"data: [DONE]\n\n"
-                return
-            else:
-                raise_for_error(event)
-                raise StreamBroken(f"unexpected {kind!r} event in a stream")
-            event = await reader.next()
+        yield b"data: [DONE]\n\n"
     except GatewayError as error:
         yield sse_error(error)
     finally:
@@ -117,19 +121,10 @@ async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncGenerat
     """Anthropic stream events, each framed ``event: <type>``; the worker's
     events already run from ``message_start`` to ``message_stop``, and a
     failure after the first byte ends the stream with an ``error`` event."""
-    event = first
     try:
-        while True:
-            kind = event["kind"]
-            if kind == "chunk":
-                data = event["data"]
+        async with aclosing(_chunks(first, reader)) as chunks:
+            async for data in chunks:
                 yield b"event: " + str(data.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-            elif kind == "end":
-                return
-            else:
-                raise_for_error(event)
-                raise StreamBroken(f"unexpected {kind!r} event in a stream")
-            event = await reader.next()
     except GatewayError as error:
         yield anthropic_sse_error(error)
     finally:
