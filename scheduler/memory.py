@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from scheduler.subscription import Inbox
 from scheduler.transport import JobHandler, UsageHandler
@@ -65,7 +65,8 @@ class MemoryResultBus:
         self._cancelled: dict[str, float] = {}  # job id -> until when (monotonic)
         self._listeners: set[asyncio.Queue[str]] = set()
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
@@ -73,6 +74,7 @@ class MemoryResultBus:
         before = kept[1] if kept and kept[0] > now else None
         if before is None or before.attempt <= mark.attempt:
             self._marks[job_id] = (now + ttl, mark)
+            self._deliver(publish)  # no await between: atomic with the mark
         return before
 
     async def cancel(self, job_id: str, ttl: float) -> None:
@@ -101,6 +103,9 @@ class MemoryResultBus:
         return inbox
 
     async def publish(self, *events: StreamEvent) -> None:
+        self._deliver(events)
+
+    def _deliver(self, events: Sequence[StreamEvent]) -> None:
         inbox = self._inboxes.get(events[0]["job"]) if events else None
         if inbox is not None:  # like pub/sub: nobody listening, nothing kept
             for event in events:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import redis.asyncio as redis
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT = 5.0
 RESUBSCRIBE_DELAY = 1.0
 
-# SET … GET, unless the stored mark belongs to a later attempt of the job.
+# SET … GET, unless the stored mark belongs to a later attempt of the job;
+# with the mark, PUBLISH the events in ARGV[5] on channel ARGV[4], if any.
 _MARK = """
 local before = redis.call('GET', KEYS[1])
 if before then
@@ -42,6 +43,7 @@ if before then
   if attempt > tonumber(ARGV[2]) then return before end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return before
 """
 
@@ -121,9 +123,12 @@ class RedisResultBus:
         if events:
             await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         key = f"{self._topology.namespace}:jobstate:{job_id}"
-        before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
+        channel, events = (self._topology.result_channel(job_id), orjson.dumps(publish)) if publish else ("", b"")
+        before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)),
+                                                    channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
 
     async def cancel(self, job_id: str, ttl: float) -> None:

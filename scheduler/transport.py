@@ -13,7 +13,7 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
@@ -55,10 +55,16 @@ class ResultBus(Protocol):
         """Publish consecutive events of one job, in order, as one message."""
         ...
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
         seconds, unless a later attempt of the job has marked it already (that
-        mark stays); returns the mark it had before (None: never seen)."""
+        mark stays); returns the mark it had before (None: never seen).
+
+        ``publish``: events of the job published with the mark, atomically:
+        both happen or neither (and neither when a later attempt's mark
+        stays), so a worker that dies around the step cannot leave a mark
+        that claims what its client never got."""
         ...
 
     async def cancel(self, job_id: str, ttl: float) -> None:
