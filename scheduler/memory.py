@@ -88,7 +88,7 @@ class MemoryResultBus:
     async def cancelled(self, job_id: str) -> bool:
         return self._cancelled.get(job_id, 0.0) > time.monotonic()
 
-    async def cancellations(self) -> AsyncIterator[str]:
+    async def cancellations(self) -> AsyncIterator[str | None]:
         listener: asyncio.Queue[str] = asyncio.Queue()
         self._listeners.add(listener)
         try:

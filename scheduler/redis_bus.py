@@ -10,7 +10,8 @@ looks complete) and starts a fresh connection.
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
 through one subscription of its own (``cancellations``), whatever the
-number of jobs it runs.
+number of jobs it runs. After a lost subscription, the reader says so
+(None), and the keys tell what was announced in the gap.
 """
 
 from __future__ import annotations
@@ -141,20 +142,24 @@ class RedisResultBus:
     async def cancelled(self, job_id: str) -> bool:
         return bool(await self._client.exists(self._topology.cancel_key(job_id)))
 
-    async def cancellations(self) -> AsyncIterator[str]:
+    async def cancellations(self) -> AsyncIterator[str | None]:
         channel = self._topology.cancel_channel
+        gap = False
         while True:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(channel)
+                if gap:
+                    gap = False
+                    yield None  # back: what was announced meanwhile is in the keys
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message["type"] == "message":
                         yield message["data"].decode()
             except (RedisError, OSError) as error:
-                # redis-py does not resubscribe: a fresh connection does. Jobs
-                # cancelled meanwhile run on and are billed in full.
+                # redis-py does not resubscribe: a fresh connection does.
                 log.warning("lost the cancellation subscription (%s); resubscribing", error)
+                gap = True
                 await asyncio.sleep(RESUBSCRIBE_DELAY)
             finally:
                 await pubsub.aclose()

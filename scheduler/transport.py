@@ -78,9 +78,11 @@ class ResultBus(Protocol):
         """Whether the job's cancellation was asked (within its ``ttl``)."""
         ...
 
-    def cancellations(self) -> AsyncIterator[str]:
+    def cancellations(self) -> AsyncIterator[str | None]:
         """The ids of jobs cancelled from now on, while iterated. One
-        subscription, shared by a whole process: never one per job."""
+        subscription, shared by a whole process: never one per job. None
+        means the subscription is back after a gap (a lost connection) in
+        which announcements may have been missed: ``cancelled`` tells."""
         ...
 
 
