@@ -36,7 +36,7 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
+from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
 from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
@@ -208,9 +208,10 @@ class ProviderPool:
                 # ack and the hand-off was redone): the first copy runs it.
                 log.warning("job %s: a duplicate of attempt %d; dropped", job.id, job.attempt)
             return
-        if job.expired():
-            log.warning("job %s expired in the queue; skipped", job.id)
-            self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+        stale = _stale(job, run.taken_at)
+        if stale is not None:
+            log.warning("job %s: %s; skipped", job.id, stale.message)
+            self._fail(run, stale)
             await run.flush()
             await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
             return
@@ -435,6 +436,18 @@ async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle:
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+def _stale(job: Job, taken_at: float) -> GatewayError | None:
+    """Why a job taken now must not run: its deadline passed while it was
+    queued, or it waited longer than its client allowed."""
+    if job.expired(taken_at):
+        return GatewayTimeout("the request's deadline passed while it was queued")
+    waited = job.queue_wait(taken_at)
+    if job.max_queue_wait is not None and waited > job.max_queue_wait:
+        return QueueTimeout(f"the request waited {waited:.1f}s in the queue, longer than its "
+                            f"x-gatewayz-max-queue-ms of {job.max_queue_wait * 1000:.0f}")
+    return None
 
 
 def _cancelled_usage(job: Job, run: JobRun) -> Usage:
