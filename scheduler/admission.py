@@ -23,6 +23,18 @@ or not started yet); one whose workers have all been gone for
 ``PoolWatch`` gives each process cached views of the pools (at most
 ``max_age`` old), so admission costs no round trip on most requests; a
 refusal is decided on a fresh view.
+
+A view is read from two stores, the broker (the queue's total depth) and
+the pool statistics (Redis in distributed mode); either may fail or, worse,
+hang (a partitioned broker answers nothing until its heartbeat gives up).
+A read is waited for ``read_timeout`` seconds at most, counted from when it
+began, so in an outage one request waits that long and the others none. The
+read itself goes on, shared, until it ends or ``READ_LIMIT`` passes (a
+connection that hangs for good; cancelling sooner would give up reads that
+are merely slow under load, and a queue declare cancelled closes the broker
+channel that jobs are published on). Without a view there is no estimate to
+refuse on: admission admits, as a gateway without admission control would,
+and says so in the log once per outage.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 
 from scheduler.pool_stats import PoolCounts, PoolStatsStore, WorkerBeat
+from scheduler.priority import MESSAGE_PRIORITY
 from scheduler.transport import JobQueue
 from schema.errors import InvalidRequest, ServiceUnavailable
 from schema.plans import PriorityClass
@@ -42,6 +55,8 @@ from schema.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_QUEUE_HEADER = "x-gatewayz-max-queue-ms"
+LOWEST_CLASS = min(MESSAGE_PRIORITY.values())  # the message priority of the lowest class a request can choose
+READ_LIMIT = 5.0  # seconds a read may hang before it is given up, so that the next one starts afresh
 DRIFT_CONFIRM = 1.0  # seconds counted jobs must outlive an empty queue before they are taken as drift
 
 
@@ -63,6 +78,13 @@ class NoWorkers(ServiceUnavailable):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class PoolUnreadable(ServiceUnavailable):
+    """Neither a fresh view of the pool nor an estimate: a store failed or
+    did not answer in time."""
+
+    code = "pool_statistics_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +175,15 @@ def judge(view: PoolView, priority: int, deadline: float, *, default_service_tim
 
 
 def corrected(counts: PoolCounts, total: int) -> dict[int, int]:
-    """Counted depth by priority, trimmed to the queue's own total: counts
-    the queue no longer holds (drift) are taken from the lowest priorities."""
+    """Counted depth by priority, made to add up to the queue's own total.
+
+    Counts the queue no longer holds (drift: jobs that expired in it, a
+    count out whose count in was lost) are taken from the lowest priorities.
+    Jobs it holds that were never counted (a count lost in a Redis outage, a
+    Redis restarted empty) are taken as waiting at the lowest class's
+    priority: that class waits behind every job, so its estimate stays
+    exact, and no higher class is refused for jobs that may not be ahead of it.
+    """
     depth = {level: count for level, count in sorted(counts.depth.items()) if count > 0}
     excess = sum(depth.values()) - total
     for level in sorted(depth):
@@ -163,33 +192,51 @@ def corrected(counts: PoolCounts, total: int) -> dict[int, int]:
         taken = min(excess, depth[level])
         depth[level] -= taken
         excess -= taken
-    return {level: count for level, count in depth.items() if count > 0}
+    if excess < 0:
+        depth[LOWEST_CLASS] = depth.get(LOWEST_CLASS, 0) - excess
+    return {level: count for level, count in sorted(depth.items()) if count > 0}
 
 
 class PoolWatch:
-    def __init__(self, jobs: JobQueue, stats: PoolStatsStore, settings: Settings, *, max_age: float = 0.5) -> None:
+    def __init__(self, jobs: JobQueue, stats: PoolStatsStore, settings: Settings, *, max_age: float = 0.5,
+                 read_timeout: float = 0.5) -> None:
         self._jobs = jobs
         self._stats = stats
         self._settings = settings
         self._max_age = max_age
+        self._read_timeout = read_timeout
         self._views: dict[str, PoolView] = {}
-        self._reading: dict[str, asyncio.Task[PoolView]] = {}
+        self._reading: dict[str, tuple[asyncio.Task[PoolView], float]] = {}  # the read and when it began
         self._empty_since: dict[str, tuple[float, dict[int, int]]] = {}
         self._blind_since: float | None = None  # when the pool statistics became unreadable
 
     async def view(self, provider: str, *, max_age: float | None = None) -> PoolView:
         """The pool as last read, if at most ``max_age`` seconds old; one read
-        at a time per provider, shared by everyone who waits for it."""
+        at a time per provider, shared by everyone who waits for it until
+        ``read_timeout`` after it began. Raises ``PoolUnreadable``."""
         limit = self._max_age if max_age is None else max_age
         kept = self._views.get(provider)
         if kept is not None and time.monotonic() - kept.read_at <= limit:
             return kept
-        reading = self._reading.get(provider)
-        if reading is None:
-            reading = asyncio.create_task(self._read(provider), name=f"pool view of {provider}")
-            self._reading[provider] = reading
-            reading.add_done_callback(lambda _: self._reading.pop(provider, None))
-        return await asyncio.shield(reading)
+        reading, began = self._reading.get(provider) or self._start_read(provider)
+        remaining = began + self._read_timeout - time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                return await asyncio.shield(reading)
+        except TimeoutError:
+            raise PoolUnreadable(f"the pool statistics of {provider!r} did not answer within "
+                                 f"{self._read_timeout:g}s") from None
+        except Exception as error:  # the stores' errors are many; each means "no view"
+            raise PoolUnreadable(f"the pool statistics of {provider!r} cannot be read "
+                                 f"({type(error).__name__}: {error})") from error
+
+    def _start_read(self, provider: str) -> tuple[asyncio.Task[PoolView], float]:
+        reading = asyncio.create_task(self._read(provider), name=f"pool view of {provider}")
+        # Retrieve a failure nobody waited for, so it is not reported as never retrieved.
+        reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        reading.add_done_callback(lambda _: self._reading.pop(provider, None))
+        self._reading[provider] = (reading, time.monotonic())
+        return self._reading[provider]
 
     async def admit(self, provider: str, priority: int, deadline: float) -> None:
         """Refuse (``QueueFull``, ``NoWorkers``) a job that should not be
@@ -200,12 +247,12 @@ class PoolWatch:
         for max_age in (None, 0.0):
             try:
                 view = await self.view(provider, max_age=max_age)
-            except Exception as error:  # the stores' errors are many; each means "no estimate"
+            except PoolUnreadable as error:
                 # Without statistics there is no estimate to refuse on: admit,
                 # as a gateway without admission control would.
                 if self._blind_since is None:
                     self._blind_since = time.monotonic()
-                    log.warning("pool statistics unreadable (%s): admitting without a queue-wait estimate", error)
+                    log.warning("%s: admitting without a queue-wait estimate", error)
                 return
             if self._blind_since is not None:
                 self._blind_since = None
@@ -223,8 +270,9 @@ class PoolWatch:
                 for name, level in priorities.items()}
 
     async def _read(self, provider: str) -> PoolView:
-        counts, total = await asyncio.gather(self._stats.read(provider), self._jobs.depth(provider))
-        await self._forget_drift(provider, counts, total)
+        async with asyncio.timeout(READ_LIMIT):
+            counts, total = await asyncio.gather(self._stats.read(provider), self._jobs.depth(provider))
+            await self._forget_drift(provider, counts, total)
         view = PoolView(provider, corrected(counts, total), total, counts.workers, counts.last_seen,
                         read_at=time.monotonic())
         self._views[provider] = view

@@ -1,0 +1,174 @@
+"""Admission and the pool statistics through outages of the stores they
+read: the broker (the queue's total depth) or Redis (counts and worker
+beats) refusing connections or frozen (connections open, nothing answers).
+Admission admits without an estimate at once instead of failing or
+waiting, says so once, and refuses again on fresh figures when the store
+is back; a worker's jobs run while the statistics cannot be written, and
+the counts they leave behind do not stay wrong.
+
+Each store is reached through a proxy (``tests.support.tcp_proxy``) or is
+the test's own Redis: the shared services never go away. ``HANG_GUARD``
+only catches a hang: the bounds under test are far shorter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+
+import aio_pika
+import pytest
+import redis.asyncio as redis
+
+from scheduler.admission import READ_LIMIT, PoolWatch, QueueFull
+from scheduler.pool_stats import PoolStatsStore, RedisPoolStats, WorkerBeat
+from scheduler.priority import MESSAGE_PRIORITY
+from scheduler.rabbitmq import RabbitJobQueue, connect
+from scheduler.topology import Topology
+from scheduler.transport import JobQueue
+from schema.jobs import Job, Price, Route
+from schema.settings import Settings
+from tests.support.redis_server import own_redis
+from tests.support.services import BROKER_URL, REDIS_URL, require_services
+from tests.support.tcp_proxy import tcp_proxy
+
+PROVIDER = "p"
+STANDARD, BULK = MESSAGE_PRIORITY["standard"], MESSAGE_PRIORITY["bulk"]
+WAITING = 5  # jobs queued ahead: with one busy slot and 10 s a job, a 60 s wait
+DEADLINE = 3.0  # the admitted queue wait, seconds: far below the estimate, so admission refuses
+HANG_GUARD = 10.0
+BLIND = "admitting without a queue-wait estimate"
+BACK = "admission control is back"
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    require_services()
+    topology = Topology(f"gztest{uuid.uuid4().hex[:10]}")
+    yield topology
+    connection = await aio_pika.connect(BROKER_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (topology.job_queue(PROVIDER), topology.dead_queue):
+            await channel.queue_delete(queue)
+        for exchange in (topology.jobs_exchange, topology.dead_exchange):
+            await channel.exchange_delete(exchange)
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{topology.namespace}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def job(priority: int = STANDARD) -> Job:
+    return Job(account_id=1, key_id=1, model="m", routes=[Route(provider=PROVIDER, upstream_model="m")], payload={},
+               deadline=time.time() + 60, price=Price(input_per_mtok=Decimal(0)), priority=priority)
+
+
+def busy_worker() -> WorkerBeat:
+    return WorkerBeat(worker="w", provider=PROVIDER, concurrency=1, in_flight=1, completed=0, service_rate=0.0,
+                      service_time=None, expires_at=time.time() + 600)
+
+
+async def saturate(jobs: JobQueue, stats: PoolStatsStore) -> None:
+    """``WAITING`` standard jobs in the queue, counted, and one busy worker."""
+    for _ in range(WAITING):
+        await jobs.enqueue(job())
+    await stats.count(PROVIDER, STANDARD, WAITING)
+    await stats.beat(busy_worker())
+
+
+def watch(jobs: JobQueue, stats: PoolStatsStore) -> PoolWatch:
+    """Reads the stores on every admission (no cached view)."""
+    return PoolWatch(jobs, stats, Settings(default_service_time=10.0), max_age=0, read_timeout=0.5)
+
+
+async def refuses(pools: PoolWatch, priority: int = STANDARD, *, guard: float = HANG_GUARD) -> bool:
+    try:
+        await asyncio.wait_for(pools.admit(PROVIDER, priority, DEADLINE), guard)
+    except QueueFull:
+        return True
+    return False
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def admitted_blind(pools: PoolWatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Three admissions in the outage: each admitted, one warning, none
+    waiting for a hung read to be given up (``READ_LIMIT``)."""
+    with caplog.at_level(logging.WARNING, logger="scheduler.admission"):
+        for _ in range(3):
+            assert not await refuses(pools, guard=READ_LIMIT / 2), "refused without statistics to refuse on"
+    warnings = [record.getMessage() for record in caplog.records if record.name == "scheduler.admission"]
+    assert sum(BLIND in warning for warning in warnings) == 1, warnings
+
+
+@pytest.mark.parametrize("failure", ["refusing", "frozen"])
+async def test_admission_admits_at_once_while_the_broker_is_unreachable(
+        topology: Topology, failure: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with tcp_proxy("127.0.0.1", 5672) as broker:
+        connection = await connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            jobs, stats = RabbitJobQueue(connection, topology), RedisPoolStats(client, topology)
+            pools = watch(jobs, stats)
+            await saturate(jobs, stats)
+            assert await refuses(pools)
+
+            if failure == "refusing":
+                await broker.cut()
+            else:
+                broker.pause()
+            await admitted_blind(pools, caplog)
+
+            broker.restore()  # the connection comes back by itself (aio-pika's robust reconnect)
+            with caplog.at_level(logging.WARNING, logger="scheduler.admission"):
+                assert await eventually(lambda: refuses(pools)), "admission did not come back with the broker"
+            assert BACK in caplog.text
+        finally:
+            await client.aclose()
+            await connection.close()
+
+
+@pytest.mark.parametrize("failure", ["stopped", "frozen"])
+async def test_admission_admits_at_once_while_redis_is_down(
+        topology: Topology, failure: str, caplog: pytest.LogCaptureFixture) -> None:
+    connection = await connect(BROKER_URL)
+    with own_redis() as server:
+        async with tcp_proxy("127.0.0.1", server.port) as proxy:
+            # No socket timeout of its own: only admission's bound stands between a frozen Redis and a hang.
+            client = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=None)
+            try:
+                jobs, stats = RabbitJobQueue(connection, topology), RedisPoolStats(client, topology)
+                pools = watch(jobs, stats)
+                await saturate(jobs, stats)
+                assert await refuses(pools)
+
+                if failure == "stopped":
+                    server.stop()
+                else:
+                    proxy.pause()
+                await admitted_blind(pools, caplog)
+
+                if failure == "stopped":
+                    server.start()  # empty: the counts and beats are gone
+                    await stats.beat(busy_worker())  # the worker's next beat
+                    # The jobs Redis forgot are still in the queue: taken as waiting at the lowest class.
+                    assert await eventually(lambda: refuses(pools, BULK)), "the queue's own depth was not used"
+                else:
+                    proxy.resume()
+                    assert await eventually(lambda: refuses(pools)), "admission did not come back with Redis"
+                assert BACK in caplog.text
+            finally:
+                await client.aclose()
+    await connection.close()
