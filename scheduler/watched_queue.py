@@ -7,8 +7,10 @@ as jobs pass through it, around either transport:
   job holds a slot, and beats for the pool every second, with its
   concurrency, jobs in hand and service rate, until it stops serving.
 
-Statistics are advice for admission and the operator: when their store
-fails, the job still goes through, and the failure is logged.
+Statistics are advice for admission and the operator: counting a job in
+or out is done in the background, so a store that is down or stalls never
+delays a request, a job or its settlement; a failure is logged, and the
+count it loses is drift that readers correct (``scheduler.admission``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BEAT_INTERVAL = 1.0
 BEAT_TTL = 3.0  # a killed worker disappears from every view this long after its last beat
 RATE_WINDOW = 30.0  # seconds of finished jobs the service rate is measured over
 SERVICE_TIME_WEIGHT = 0.2  # of the latest job in the moving average of service times
+STORE_TIMEOUT = 2.0  # seconds one write to the statistics may take, whatever its client's own timeouts
 
 
 class ServiceMeter:
@@ -71,6 +74,8 @@ class WatchedJobQueue:
     def __init__(self, jobs: JobQueue, stats: PoolStatsStore) -> None:
         self._jobs = jobs
         self._stats = stats
+        self._counting: set[asyncio.Task[None]] = set()
+        self._uncounted = False  # the last count failed: the next success is logged
 
     @property
     def stats(self) -> PoolStatsStore:
@@ -79,7 +84,7 @@ class WatchedJobQueue:
     async def enqueue(self, job: Job) -> None:
         job.enqueued_at = time.time()
         await self._jobs.enqueue(job)
-        await self._count(job.provider, job.priority, 1)
+        self._count_later(job.provider, job.priority, 1)
 
     async def depth(self, provider: str) -> int:
         return await self._jobs.depth(provider)
@@ -90,7 +95,7 @@ class WatchedJobQueue:
 
         async def metered(job: Job, redelivered: bool) -> None:
             if not redelivered:  # a redelivery was counted out when it was first taken
-                await self._count(provider, job.priority, -1)
+                self._count_later(provider, job.priority, -1)
             taken = meter.take()
             try:
                 await handle(job, redelivered)
@@ -103,25 +108,47 @@ class WatchedJobQueue:
             await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout)
         finally:
             beating.cancel()
+            await self.flush()
             try:
-                await self._stats.leave(provider, worker)
+                async with asyncio.timeout(STORE_TIMEOUT):
+                    await self._stats.leave(provider, worker)
             except Exception as error:  # its beat expires by itself
-                log.warning("pool %s could not sign off from the pool statistics: %s", provider, error)
+                log.warning("pool %s could not sign off from the pool statistics: %r", provider, error)
+
+    async def flush(self) -> None:
+        """Wait for the counts still being written (each takes at most
+        ``STORE_TIMEOUT``; one that does not make it is drift)."""
+        if self._counting:
+            await asyncio.wait(set(self._counting))
+
+    def _count_later(self, provider: str, priority: int, delta: int) -> None:
+        task = asyncio.create_task(self._count(provider, priority, delta), name=f"count of {provider}")
+        self._counting.add(task)  # a strong reference until it is written
+        task.add_done_callback(self._counting.discard)
 
     async def _count(self, provider: str, priority: int, delta: int) -> None:
         try:
-            await self._stats.count(provider, priority, delta)
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await self._stats.count(provider, priority, delta)
         except Exception as error:  # the store's errors are many; each only blurs the statistics
-            log.warning("queue depth of %s not counted (%s)", provider, error)
+            if not self._uncounted:  # once per outage, not once per job
+                log.warning("queue depth of %s not counted (%r); jobs are not counted until the pool "
+                            "statistics are back", provider, error)
+            self._uncounted = True
+            return
+        if self._uncounted:
+            self._uncounted = False
+            log.warning("the pool statistics are back: jobs are counted again")
 
     async def _beat(self, provider: str, worker: str, meter: ServiceMeter) -> None:
         beat = WorkerBeat(worker=worker, provider=provider, concurrency=meter.concurrency,
                           in_flight=meter.in_flight, completed=meter.completed, service_rate=meter.rate(),
                           service_time=meter.service_time, expires_at=time.time() + BEAT_TTL)
         try:
-            await self._stats.beat(beat)
+            async with asyncio.timeout(STORE_TIMEOUT):
+                await self._stats.beat(beat)
         except Exception as error:  # the beat expires and the pool looks gone until the store is back
-            log.warning("pool %s could not report itself (%s)", provider, error)
+            log.warning("pool %s could not report itself (%r)", provider, error)
 
     async def _beating(self, provider: str, worker: str, meter: ServiceMeter) -> None:
         while True:

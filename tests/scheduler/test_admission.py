@@ -140,9 +140,11 @@ async def test_the_watched_queue_counts_jobs_and_reports_its_pool() -> None:
 
     for priority in (4, 2, 2, 1):
         await queue.enqueue(job(priority))
+    await queue.flush()  # counted in the background
     assert (await stats.read("acme")).depth == {4: 1, 2: 2, 1: 1}
     serving = asyncio.create_task(queue.serve("acme", 2, handle))
     await asyncio.sleep(0.05)
+    await queue.flush()
     counts = await stats.read("acme")
     assert counts.depth == {4: 0, 2: 1, 1: 1}, "the realtime job and one standard one were taken"
     (beat,) = counts.workers

@@ -23,12 +23,14 @@ import aio_pika
 import pytest
 import redis.asyncio as redis
 
-from scheduler.admission import READ_LIMIT, PoolWatch, QueueFull
+from scheduler.admission import DRIFT_CONFIRM, READ_LIMIT, PoolWatch, QueueFull
+from scheduler.memory import MemoryJobQueue
 from scheduler.pool_stats import PoolStatsStore, RedisPoolStats, WorkerBeat
 from scheduler.priority import MESSAGE_PRIORITY
 from scheduler.rabbitmq import RabbitJobQueue, connect
 from scheduler.topology import Topology
 from scheduler.transport import JobQueue
+from scheduler.watched_queue import WatchedJobQueue
 from schema.jobs import Job, Price, Route
 from schema.settings import Settings
 from tests.support.redis_server import own_redis
@@ -172,3 +174,43 @@ async def test_admission_admits_at_once_while_redis_is_down(
             finally:
                 await client.aclose()
     await connection.close()
+
+
+async def test_a_worker_takes_and_finishes_jobs_while_the_statistics_are_frozen(topology: Topology) -> None:
+    async with tcp_proxy("127.0.0.1", 6379) as proxy:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=None)
+        stats = RedisPoolStats(client, topology)
+        queue = WatchedJobQueue(MemoryJobQueue(), stats)
+        finished: list[str] = []
+        all_finished = asyncio.Event()
+
+        async def handle(item: Job, redelivered: bool) -> None:
+            finished.append(item.id)
+            if len(finished) == 3:
+                all_finished.set()
+
+        serving = asyncio.create_task(queue.serve(PROVIDER, 2, handle))
+        try:
+            proxy.pause()
+            for _ in range(3):
+                await asyncio.wait_for(queue.enqueue(job()), HANG_GUARD)  # counted in the background
+            await asyncio.wait_for(all_finished.wait(), HANG_GUARD)
+        finally:
+            proxy.resume()
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+        await queue.flush()
+
+        # Whatever the outage kept of the counts in and out, the empty queue
+        # is seen empty at once, and what is left is forgotten as drift.
+        shared = redis.Redis.from_url(REDIS_URL)
+        pools = PoolWatch(queue, RedisPoolStats(shared, topology), Settings())
+        try:
+            assert (await pools.view(PROVIDER, max_age=0)).depth == {}
+            await asyncio.sleep(DRIFT_CONFIRM + 0.05)
+            await pools.view(PROVIDER, max_age=0)
+            counts = await RedisPoolStats(shared, topology).read(PROVIDER)
+            assert all(count == 0 for count in counts.depth.values()), counts.depth
+        finally:
+            await shared.aclose()
+            await client.aclose()
