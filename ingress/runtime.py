@@ -157,7 +157,11 @@ async def open_runtime(
             bus = RedisResultBus(client, topology)
             circuits = RedisBreakerStore(client, topology)  # every worker and ingress sees the same circuits
             health = RedisHealthStore(client, topology)
-            pool_stats = RedisPoolStats(client, topology)  # and the same pools
+            # The same pools, on a client of their own: admission and the
+            # workers' beats must not queue behind the main pool in an outage.
+            stats_client = _quick_redis(settings.redis_url, max_connections=32)
+            stack.push_async_callback(stats_client.aclose)
+            pool_stats = RedisPoolStats(stats_client, topology)
             if subscribe:
                 await bus.start()
                 stack.push_async_callback(bus.close)
@@ -171,7 +175,9 @@ async def open_runtime(
         breakers = Breakers(circuits, failures=settings.breaker_failures, reset_timeout=settings.breaker_reset_timeout)
 
         # Every enqueue and every job taken keeps the pool statistics admission reads.
-        jobs = WatchedJobQueue(jobs, pool_stats)
+        watched = WatchedJobQueue(jobs, pool_stats)
+        stack.push_async_callback(watched.flush)  # the last counts, before the store closes
+        jobs = watched
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
                           rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
@@ -185,13 +191,19 @@ def _limiter(settings: Settings, topology: Topology) -> Limiter:
     url = settings.rate_limit_redis_url or settings.redis_url
     if url is None:
         return MemoryLimiter()
-    # Its own small pool with short timeouts: a Redis that stalls must send
-    # admission to the per-process fallback quickly, not hold requests. One
-    # immediate retry replaces a pooled connection Redis closed on restart.
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=2, socket_timeout=1,
+    # A Redis that stalls must send admission to the per-process fallback
+    # quickly, not hold requests.
+    return RedisLimiter(_quick_redis(url, max_connections=64), topology.rate_limit_prefix)
+
+
+def _quick_redis(url: str, *, max_connections: int) -> redis.Redis:
+    """A client with its own small pool and short timeouts, for advice that
+    must not hold a request or a job when Redis stalls (rate limits, pool
+    statistics). One immediate retry replaces a pooled connection Redis
+    closed on restart."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2, socket_timeout=1,
                                                  socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
-    client = redis.Redis(connection_pool=pool)
-    return RedisLimiter(client, topology.rate_limit_prefix)
+    return redis.Redis.from_pool(pool)  # which it closes with itself
 
 
 async def _stop(tasks: Iterable[asyncio.Task[None]]) -> None:
