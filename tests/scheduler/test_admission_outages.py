@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
-import aio_pika
 import pytest
 import redis.asyncio as redis
 
@@ -34,7 +33,7 @@ from scheduler.watched_queue import WatchedJobQueue
 from schema.jobs import Job, Price, Route
 from schema.settings import Settings
 from tests.support.redis_server import own_redis
-from tests.support.services import BROKER_URL, REDIS_URL, require_services
+from tests.support.services import BROKER_URL, REDIS_URL, delete_namespace, require_services
 from tests.support.tcp_proxy import tcp_proxy
 
 PROVIDER = "p"
@@ -51,13 +50,7 @@ async def topology() -> AsyncIterator[Topology]:
     require_services()
     topology = Topology(f"gztest{uuid.uuid4().hex[:10]}")
     yield topology
-    connection = await aio_pika.connect(BROKER_URL)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (topology.job_queue(PROVIDER), topology.dead_queue):
-            await channel.queue_delete(queue)
-        for exchange in (topology.jobs_exchange, topology.dead_exchange):
-            await channel.exchange_delete(exchange)
+    await delete_namespace(topology.namespace, [PROVIDER])
     client = redis.Redis.from_url(REDIS_URL)
     keys = [key async for key in client.scan_iter(f"{topology.namespace}:*")]
     if keys:
@@ -75,17 +68,17 @@ def busy_worker() -> WorkerBeat:
                       service_time=None, expires_at=time.time() + 600)
 
 
-async def saturate(jobs: JobQueue, stats: PoolStatsStore) -> None:
-    """``WAITING`` standard jobs in the queue, counted, and one busy worker."""
+async def saturated(jobs: JobQueue, stats: PoolStatsStore) -> PoolWatch:
+    """``WAITING`` standard jobs in the queue, counted, and one busy worker;
+    a watch that reads the stores on every admission (no cached view), and
+    refuses a standard job."""
     for _ in range(WAITING):
         await jobs.enqueue(job())
     await stats.count(PROVIDER, STANDARD, WAITING)
     await stats.beat(busy_worker())
-
-
-def watch(jobs: JobQueue, stats: PoolStatsStore) -> PoolWatch:
-    """Reads the stores on every admission (no cached view)."""
-    return PoolWatch(jobs, stats, Settings(default_service_time=10.0), max_age=0, read_timeout=0.5)
+    pools = PoolWatch(jobs, stats, Settings(default_service_time=10.0), max_age=0, read_timeout=0.5)
+    assert await refuses(pools)
+    return pools
 
 
 async def refuses(pools: PoolWatch, priority: int = STANDARD, *, guard: float = HANG_GUARD) -> bool:
@@ -122,10 +115,7 @@ async def test_admission_admits_at_once_while_the_broker_is_unreachable(
         connection = await connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
         client = redis.Redis.from_url(REDIS_URL)
         try:
-            jobs, stats = RabbitJobQueue(connection, topology), RedisPoolStats(client, topology)
-            pools = watch(jobs, stats)
-            await saturate(jobs, stats)
-            assert await refuses(pools)
+            pools = await saturated(RabbitJobQueue(connection, topology), RedisPoolStats(client, topology))
 
             if failure == "refusing":
                 await broker.cut()
@@ -151,10 +141,8 @@ async def test_admission_admits_at_once_while_redis_is_down(
             # No socket timeout of its own: only admission's bound stands between a frozen Redis and a hang.
             client = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=None)
             try:
-                jobs, stats = RabbitJobQueue(connection, topology), RedisPoolStats(client, topology)
-                pools = watch(jobs, stats)
-                await saturate(jobs, stats)
-                assert await refuses(pools)
+                stats = RedisPoolStats(client, topology)
+                pools = await saturated(RabbitJobQueue(connection, topology), stats)
 
                 if failure == "stopped":
                     server.stop()

@@ -64,7 +64,7 @@ def distributed_services(providers: list[str]) -> Iterator[Distributed]:
     try:
         yield services
     finally:
-        asyncio.run(_delete_namespace(services.namespace, providers))
+        asyncio.run(delete_namespace(services.namespace, providers))
         asyncio.run(_delete_redis_keys(services.namespace))
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
@@ -77,7 +77,7 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
-async def _delete_namespace(namespace: str, providers: list[str]) -> None:
+async def delete_namespace(namespace: str, providers: list[str]) -> None:
     """Delete the session's queues and exchanges (names from scheduler.topology)."""
     from scheduler.topology import Topology
 
