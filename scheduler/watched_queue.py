@@ -3,9 +3,10 @@ as jobs pass through it, around either transport:
 
 - ``enqueue`` stamps the job's ``enqueued_at`` (its queue wait is measured
   from there) and counts it waiting at its priority;
-- ``serve`` counts a job out when a worker takes it, meters how long each
-  job holds a slot, and beats for the pool every second, with its
-  concurrency, jobs in hand and service rate, until it stops serving.
+- ``serve`` counts a job out when a worker takes it (in the background:
+  the job does not wait for the count), meters how long each job holds a
+  slot, and beats for the pool every second, with its concurrency, jobs in
+  hand and service rate, until it stops serving.
 
 Statistics are advice for admission and the operator: when their store
 fails, the job still goes through, and the failure is logged.
@@ -71,6 +72,7 @@ class WatchedJobQueue:
     def __init__(self, jobs: JobQueue, stats: PoolStatsStore) -> None:
         self._jobs = jobs
         self._stats = stats
+        self._counting: set[asyncio.Task[None]] = set()  # counts in flight, kept from the garbage collector
 
     @property
     def stats(self) -> PoolStatsStore:
@@ -90,7 +92,7 @@ class WatchedJobQueue:
 
         async def metered(job: Job, redelivered: bool) -> None:
             if not redelivered:  # a redelivery was counted out when it was first taken
-                await self._count(provider, job.priority, -1)
+                self._count_soon(provider, job.priority, -1)
             taken = meter.take()
             try:
                 await handle(job, redelivered)
@@ -107,6 +109,12 @@ class WatchedJobQueue:
                 await self._stats.leave(provider, worker)
             except Exception as error:  # its beat expires by itself
                 log.warning("pool %s could not sign off from the pool statistics: %s", provider, error)
+
+    def _count_soon(self, provider: str, priority: int, delta: int) -> None:
+        """Count without waiting: counts are relative, so their order does not matter."""
+        task = asyncio.create_task(self._count(provider, priority, delta), name=f"count of {provider}")
+        self._counting.add(task)
+        task.add_done_callback(self._counting.discard)
 
     async def _count(self, provider: str, priority: int, delta: int) -> None:
         try:
