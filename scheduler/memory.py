@@ -75,6 +75,9 @@ class MemoryResultBus:
             self._marks[job_id] = (now + ttl, mark)
         return before
 
+    async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
+        return await self.mark(job_id, mark, ttl), await self.cancelled(job_id)
+
     async def cancel(self, job_id: str, ttl: float) -> None:
         now = time.monotonic()
         if len(self._cancelled) > 10_000:

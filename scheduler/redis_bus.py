@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
@@ -125,6 +125,23 @@ class RedisResultBus:
         key = f"{self._topology.namespace}:jobstate:{job_id}"
         before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
         return JobMark.model_validate_json(before) if before is not None else None
+
+    async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
+        # One pipeline. The script goes by its hash: redis-py would check a
+        # Script object's presence with SCRIPT EXISTS on every pipeline,
+        # another round trip; a Redis that lost it (restarted) is given it.
+        key = f"{self._topology.namespace}:jobstate:{job_id}"
+        args = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._mark.sha, 1, key, *args)
+            pipe.exists(self._topology.cancel_key(job_id))
+            before, cancelled = await pipe.execute(raise_on_error=False)
+        if isinstance(before, NoScriptError):
+            before = await self._mark(keys=[key], args=args)
+        for reply in (before, cancelled):
+            if isinstance(reply, Exception):
+                raise reply
+        return (JobMark.model_validate_json(before) if before is not None else None), bool(cancelled)
 
     async def cancel(self, job_id: str, ttl: float) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -44,7 +44,7 @@ from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdap
 from workers.breaker_store import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.health import HealthLog
-from workers.cancels import CancelWatch, JobCancelled
+from workers.cancels import CancelWatch, JobCancelled, Watch
 from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,16 @@ class ProviderPool:
             await self.adapter.aclose()
 
     async def handle(self, job: Job, redelivered: bool) -> None:
+        # Watched before its cancellation is checked (as it is taken): a
+        # cancel announced in between is heard, not missed.
+        with self._cancels.watching(job.id) as watch:
+            await self._handle(job, redelivered, watch)
+
+    async def _handle(self, job: Job, redelivered: bool, watch: Watch) -> None:
         run = JobRun(job, self._results, taken_at=time.time())
         keep = job.deadline - time.time() + JOB_STATE_GRACE
         try:
-            before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
+            before, cancelled = await self._results.take(job.id, JobMark(state="started", attempt=job.attempt), keep)
         except Exception as error:  # the bus's errors are many; each means the same here
             # Without the mark a redelivery could answer twice, and without
             # the bus its client hears nothing: settle it at zero (closing its
@@ -193,7 +199,7 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                usage = await self._cancels.unless_cancelled(job.id, self._serve(run))
+                usage = await watch.run(self._serve(run), cancelled=cancelled)
         except JobCancelled:
             log.info("job %s on %s cancelled: its client left%s", job.id, job.provider,
                      "" if run.sent else " before it was answered")
