@@ -36,6 +36,7 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
+from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
 from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
 from schema.media import media_usage
@@ -171,7 +172,10 @@ class ProviderPool:
         run = JobRun(job, self._results, taken_at=time.time())
         keep = job.deadline - time.time() + JOB_STATE_GRACE
         try:
-            before, cancelled = await self._results.take(job.id, JobMark(state="started", attempt=job.attempt), keep)
+            # The circuits are read alongside: the first attempt needs them, unless the job ends here.
+            (before, cancelled), circuits = await asyncio.gather(
+                self._results.take(job.id, JobMark(state="started", attempt=job.attempt), keep),
+                self._breakers.load(job.provider, job.route.upstream_model))
         except Exception as error:  # the bus's errors are many; each means the same here
             # Without the mark a redelivery could answer twice, and without
             # the bus its client hears nothing: settle it at zero (closing its
@@ -199,7 +203,7 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                usage = await watch.run(self._serve(run), cancelled=cancelled)
+                usage = await watch.run(self._serve(run, circuits), cancelled=cancelled)
         except JobCancelled:
             log.info("job %s on %s cancelled: its client left%s", job.id, job.provider,
                      "" if run.sent else " before it was answered")
@@ -225,17 +229,20 @@ class ProviderPool:
         await self._record(self._usage_event(job, usage))
         await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
 
-    async def _serve(self, run: JobRun) -> Usage | None:
+    async def _serve(self, run: JobRun, circuits: list[CircuitRecord] | None = None) -> Usage | None:
         """Attempts on this provider under its breakers, retried by the
-        policy while nothing was sent; raises ``HandOff`` to fail over."""
+        policy while nothing was sent; raises ``HandOff`` to fail over.
+        ``circuits``: the breakers' records as the job was taken, for the
+        first attempt (a retry reads them again)."""
         job = run.job
         retried = 0
         while True:
             try:
-                async with self._breakers.guard(job.provider, job.route.upstream_model), \
+                async with self._breakers.guard(job.provider, job.route.upstream_model, loaded=circuits), \
                         self._health.observe(job.provider):
                     return await self._attempt(run)
             except GatewayError as error:
+                circuits = None
                 if run.sent:
                     raise
                 step = self._retries.next_step(error, retried=retried, remaining=job.deadline - time.time(),
