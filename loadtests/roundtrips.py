@@ -381,6 +381,8 @@ def profiled(directory: Path) -> Callable[[str, list[str]], list[str]]:
         script = targets.gatewayz_command()[0]
         code = (
             "import cProfile, runpy, signal, sys, time\n"
+            # As if the script ran: its own directory first, not the current one.
+            f"sys.path[0] = {str(Path(script).parent)!r}\n"
             "profile = cProfile.Profile(time.process_time)  # CPU time: the machine is shared\n"
             "signal.signal(signal.SIGUSR1, lambda *_: profile.enable())\n"
             "def stop(*_):\n"
