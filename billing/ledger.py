@@ -80,12 +80,8 @@ class Discrepancy:
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine, *, autocommit: AsyncEngine | None = None) -> None:
-        """``autocommit``: an engine in autocommit from the start
-        (``schema.database.create_autocommit_engine``) for the one-statement
-        hold, which then costs two round trips instead of four."""
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._autocommit = autocommit
         self._system: dict[str, int] = {}
 
     async def system_account(self, connection: AsyncConnection, name: str) -> int:
@@ -149,8 +145,7 @@ class Ledger:
         spending limits (``KeyLimitExceeded``)."""
         now = time.time() if now is None else now
         if key_id is not None and self.engine.dialect.name == "postgresql":
-            reserved = await open_hold_in_one_statement(self._autocommit or self.engine, job_id, account_id, key_id,
-                                                        amount, expires_at, now)
+            reserved = await open_hold_in_one_statement(self.engine, job_id, account_id, key_id, amount, expires_at, now)
             if reserved is not None:
                 return Balance(MicroCredits(reserved[0]), MicroCredits(reserved[1]))
             # Not reserved: a key with limits, or a refusal the portable path explains.

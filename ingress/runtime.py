@@ -34,7 +34,7 @@ from scheduler.topology import Topology
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from scheduler.watched_queue import WatchedJobQueue
 from schema.catalog import GatewayConfig
-from schema.database import create_autocommit_engine, create_engine, migrate
+from schema.database import create_engine, migrate
 from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
@@ -130,9 +130,6 @@ async def open_runtime(
         topology = Topology(settings.namespace)
         engine = create_engine(settings)
         stack.push_async_callback(engine.dispose)
-        autocommit = create_autocommit_engine(settings)  # connects only when a hold needs it
-        if autocommit is not None:
-            stack.push_async_callback(autocommit.dispose)
         if apply_migrations or settings.embedded_database:
             await migrate(engine)
 
@@ -173,7 +170,7 @@ async def open_runtime(
 
         # Every enqueue and every job taken keeps the pool statistics admission reads.
         jobs = WatchedJobQueue(jobs, pool_stats)
-        ledger = Ledger(engine, autocommit=autocommit)
+        ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
                           rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
         try:

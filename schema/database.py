@@ -32,18 +32,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def create_autocommit_engine(settings: Settings) -> AsyncEngine | None:
-    """PostgreSQL only: an engine whose connections are in autocommit from
-    the start, for the one-statement credit hold on the request's path. Its
-    check of a pooled connection (pre-ping) is one round trip; the main
-    engine's is three, as asyncpg's ping wraps a connection not in autocommit
-    in a transaction it then rolls back (for pgbouncer's transaction mode)."""
-    url = settings.sqlalchemy_url
-    if url.startswith("sqlite"):
-        return None
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, isolation_level="AUTOCOMMIT")
-
-
 def _upgrade(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", "schema:migrations")
