@@ -213,10 +213,16 @@ def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOpti
 
 @contextmanager
 def distributed(
-    upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions, services: Services
+    upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions, services: Services, *,
+    role_environ: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
+    launcher: Callable[[str, list[str]], list[str]] | None = None,
 ) -> Iterator[Running]:
     """``gatewayz ingress``, ``worker`` and ``billing`` as separate processes on
-    RabbitMQ, Redis and a fresh PostgreSQL database, in a namespace of their own."""
+    RabbitMQ, Redis and a fresh PostgreSQL database, in a namespace of their own.
+
+    ``role_environ(role, environ)`` gives one role's environment from the
+    shared one (e.g. its own service URLs); ``launcher(role, argv)`` the
+    command that runs ``gatewayz argv`` as that role (e.g. under a profiler)."""
     suffix = secrets.token_hex(5)
     namespace = f"gzbench{suffix}"
     database = f"gatewayz_bench_{suffix}"
@@ -243,14 +249,16 @@ def distributed(
         run_cli(["migrate"], env, cli_log)
         key = create_key(env, cli_log, options.credits)
         port = free_port()
-        gatewayz = gatewayz_command()
         roles = {
-            "billing": [*gatewayz, "billing"],
-            "worker": [*gatewayz, "worker", "--provider", PROVIDER, "--concurrency", str(options.worker_concurrency)],
-            "ingress": [*gatewayz, "ingress", "--port", str(port)],
+            "billing": ["billing"],
+            "worker": ["worker", "--provider", PROVIDER, "--concurrency", str(options.worker_concurrency)],
+            "ingress": ["ingress", "--port", str(port)],
         }
-        processes = {role: stack.enter_context(background(f"distributed-{role}", command, env, logs))
-                     for role, command in roles.items()}
+        launch = launcher or (lambda role, argv: [*gatewayz_command(), *argv])
+        environ = role_environ or (lambda role, shared: shared)
+        processes = {role: stack.enter_context(background(f"distributed-{role}", launch(role, argv),
+                                                          environ(role, dict(env)), logs))
+                     for role, argv in roles.items()}
         wait_healthy(f"http://127.0.0.1:{port}", list(processes.values()), logs)
         target = Target("distributed", f"http://127.0.0.1:{port}", MODEL, key)
         yield Running(target, {role: process.pid for role, process in processes.items()}, env)

@@ -77,6 +77,9 @@ class MemoryResultBus:
             self._deliver(publish)  # no await between: atomic with the mark
         return before
 
+    async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
+        return await self.mark(job_id, mark, ttl), await self.cancelled(job_id)
+
     async def cancel(self, job_id: str, ttl: float) -> None:
         now = time.monotonic()
         if len(self._cancelled) > 10_000:

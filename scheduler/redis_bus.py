@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
@@ -44,7 +44,7 @@ if before then
   if attempt > tonumber(ARGV[2]) then return before end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if ARGV[4] and ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return before
 """
 
@@ -131,6 +131,23 @@ class RedisResultBus:
         before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)),
                                                     channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
+
+    async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
+        # One pipeline. The script goes by its hash: redis-py would check a
+        # Script object's presence with SCRIPT EXISTS on every pipeline,
+        # another round trip; a Redis that lost it (restarted) is given it.
+        key = f"{self._topology.namespace}:jobstate:{job_id}"
+        args = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._mark.sha, 1, key, *args)
+            pipe.exists(self._topology.cancel_key(job_id))
+            before, cancelled = await pipe.execute(raise_on_error=False)
+        if isinstance(before, NoScriptError):
+            before = await self._mark(keys=[key], args=args)
+        for reply in (before, cancelled):
+            if isinstance(reply, Exception):
+                raise reply
+        return (JobMark.model_validate_json(before) if before is not None else None), bool(cancelled)
 
     async def cancel(self, job_id: str, ttl: float) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -67,6 +67,11 @@ class ResultBus(Protocol):
         that claims what its client never got."""
         ...
 
+    async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
+        """``mark`` and ``cancelled`` in one round trip, for a worker taking
+        the job: the mark it had before, and whether it was cancelled."""
+        ...
+
     async def cancel(self, job_id: str, ttl: float) -> None:
         """Ask that the job stop (its client left): a worker running it hears
         it through ``cancellations``, and one that takes it within ``ttl``

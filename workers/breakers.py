@@ -12,7 +12,8 @@ circuit, its failure opens it again.
 
 pybreaker is synchronous, its Redis storage blocks and ``call_async`` is
 for Tornado; so, for asyncio, each attempt loads the shared records (one
-round trip), runs pybreaker's ``calling()`` on a copy of each, and writes a
+round trip, which a pool makes alongside taking the job for its first
+attempt: ``load``, then ``guard(loaded=…)``), runs pybreaker's ``calling()`` on a copy of each, and writes a
 changed copy back with a compare-and-set, replaying the outcome on the
 fresh record when another worker wrote first. The half-open probe is
 claimed the same way, before the attempt runs, so two workers never probe
@@ -132,16 +133,24 @@ class Breakers:
         return pybreaker.CircuitBreaker(fail_max=self.failures, reset_timeout=self.reset_timeout,
                                         state_storage=_Mirror(record, self._clock), throw_new_error_on_trip=False)
 
-    @asynccontextmanager
-    async def guard(self, provider: str, model: str) -> AsyncIterator[None]:
-        """Run one attempt on ``provider``'s ``model`` under both breakers;
-        raises ``CircuitOpen`` (before the attempt) when either refuses it."""
-        names: tuple[tuple[str, Scope], ...] = ((provider, "provider"), (model_breaker(provider, model), "model"))
+    async def load(self, provider: str, model: str) -> list[CircuitRecord] | None:
+        """The records an attempt on ``provider``'s ``model`` runs under, in
+        one round trip; None when the store cannot be reached."""
         try:
-            records = await self.store.load(*(name for name, _ in names))
+            return await self.store.load(provider, model_breaker(provider, model))
         except StoreUnavailable as error:
             log.warning("circuits of %s not checked: %s", provider, error)
-            records = None
+            return None
+
+    @asynccontextmanager
+    async def guard(self, provider: str, model: str, *,
+                    loaded: list[CircuitRecord] | None = None) -> AsyncIterator[None]:
+        """Run one attempt on ``provider``'s ``model`` under both breakers;
+        raises ``CircuitOpen`` (before the attempt) when either refuses it.
+        ``loaded``: the records ``load`` gave just now, which spares reading
+        them again (without them, or if that found no store, it reads)."""
+        names: tuple[tuple[str, Scope], ...] = ((provider, "provider"), (model_breaker(provider, model), "model"))
+        records = loaded if loaded is not None else await self.load(provider, model)
         if records is None:
             yield
             return

@@ -3,11 +3,12 @@
 ``CancelWatch`` reads the result bus's cancellations through one
 subscription for the whole process (every pool in it shares the watch) and
 stops the attempt of each job it names that a pool is running here. A job
-is watched before its cancellation is checked (``ResultBus.cancelled``) and
-the ingress records a cancellation before announcing it, so a cancel is
-never lost between the two, whether it comes before the job was taken,
-while it is being taken, or while it runs. When the subscription comes back
-after a gap, every running job's cancellation is checked.
+is watched (``watching``) before its cancellation is checked (the pool
+checks it as it takes the job, ``ResultBus.take``) and the ingress records
+a cancellation before announcing it, so a cancel is never lost between the
+two, whether it comes before the job was taken, while it is being taken, or
+while it runs. When the subscription comes back after a gap, every running
+job's cancellation is checked.
 """
 
 from __future__ import annotations
@@ -46,6 +47,25 @@ class Watch:
         self._attempt = attempt
         if self.fired:
             attempt.cancel()
+
+    async def run(self, work: Coroutine[Any, Any, T], *, cancelled: bool) -> T:
+        """Run ``work`` (the job's attempts) unless the job was ``cancelled``
+        (as checked after this watch began), and stop it when it is; raises
+        ``JobCancelled`` then."""
+        if cancelled:
+            work.close()
+            raise JobCancelled(self.job_id)
+        attempt = asyncio.create_task(work, name=f"attempts of {self.job_id}")
+        self.attach(attempt)
+        try:
+            return await attempt
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            # Only the watch cancelled the attempt; a cancel of this task
+            # (deadline, shutdown) goes on as it came.
+            if self.fired and attempt.cancelled() and (current is None or not current.cancelling()):
+                raise JobCancelled(self.job_id) from None
+            raise
 
 
 class CancelWatch:
@@ -87,27 +107,3 @@ class CancelWatch:
                 watches.remove(watch)
             if not watches:
                 self._running.pop(job_id, None)
-
-    async def unless_cancelled(self, job_id: str, work: Coroutine[Any, Any, T]) -> T:
-        """Run ``work`` (the job's attempts) unless the job is cancelled, and
-        stop it when it is; raises ``JobCancelled`` then."""
-        with self.watching(job_id) as watch:
-            try:
-                cancelled = await self._results.cancelled(job_id)
-            except Exception as error:  # the bus's errors are many; the job runs all the same
-                log.warning("job %s: could not check for a cancellation (%s); running it", job_id, error)
-                cancelled = False
-            if cancelled:
-                work.close()
-                raise JobCancelled(job_id)
-            attempt = asyncio.create_task(work, name=f"attempts of {job_id}")
-            watch.attach(attempt)
-            try:
-                return await attempt
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                # Only the watch cancelled the attempt; a cancel of this task
-                # (deadline, shutdown) goes on as it came.
-                if watch.fired and attempt.cancelled() and (current is None or not current.cancelling()):
-                    raise JobCancelled(job_id) from None
-                raise

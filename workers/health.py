@@ -9,12 +9,17 @@ the client's own 4xx, a 429, a cancellation or an open circuit (no call
 made) are not recorded. Its latency is the whole attempt, streaming
 included; a probe's is one small call, so the two are reported apart.
 
-Recording never fails a job: when the store cannot be reached, the outcome
-is dropped with a warning.
+Recording never fails a job, nor delays it: a pool notes each outcome
+(``note``) and one background writer stores what was noted, many outcomes
+in one round trip when they come faster than the store answers. An outcome
+reaches the store a moment after its attempt ended (and after its answer
+went out); one the store cannot take, or noted as the process stops, is
+dropped with a warning, as health is advice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
@@ -23,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from schema.health import HEALTH_SOURCES, HealthSource, Outcome
-from workers.health_store import HealthStore, HealthUnavailable, MemoryHealthStore
+from workers.health_store import HealthStore, HealthUnavailable, MemoryHealthStore, Observed
 from workers.resilience import breaker_scope
 
 log = logging.getLogger(__name__)
@@ -62,25 +67,43 @@ def summarize(outcomes: list[Outcome]) -> Activity:
 class HealthLog:
     def __init__(self, store: HealthStore | None = None) -> None:
         self.store: HealthStore = store if store is not None else MemoryHealthStore()
+        self._noted: list[Observed] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, provider: str, source: HealthSource, outcome: Outcome) -> None:
+        await self._store([Observed(provider, source, outcome)])
+
+    def note(self, provider: str, source: HealthSource, outcome: Outcome) -> None:
+        """Record in the background: outcomes noted while a write is in
+        flight go together in the next one."""
+        self._noted.append(Observed(provider, source, outcome))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="provider health")
+
+    async def _write(self) -> None:
+        while self._noted:
+            batch, self._noted = self._noted, []
+            await self._store(batch)
+
+    async def _store(self, outcomes: list[Observed]) -> None:
         try:
-            await self.store.record(provider, source, outcome)
+            await self.store.record(outcomes)
         except HealthUnavailable as error:
-            log.warning("health of %s not recorded: %s", provider, error)
+            log.warning("health of %s not recorded: %s", ", ".join(sorted({item.provider for item in outcomes})),
+                        error)
 
     @asynccontextmanager
     async def observe(self, provider: str) -> AsyncIterator[None]:
-        """Record one upstream attempt on ``provider`` as a request outcome."""
+        """Note one upstream attempt on ``provider`` as a request outcome."""
         started = time.monotonic()
         try:
             yield
         except BaseException as error:
             if breaker_scope(error) is not None:
-                await self.record(provider, "requests", Outcome(at=time.time(), ok=False,
-                                                                latency=time.monotonic() - started, error=str(error)))
+                self.note(provider, "requests", Outcome(at=time.time(), ok=False, latency=time.monotonic() - started,
+                                                        error=str(error)))
             raise
-        await self.record(provider, "requests", Outcome(at=time.time(), ok=True, latency=time.monotonic() - started))
+        self.note(provider, "requests", Outcome(at=time.time(), ok=True, latency=time.monotonic() - started))
 
     async def report(self, providers: Iterable[str]) -> dict[str, dict[HealthSource, Activity]]:
         """Each provider's activity per source; empty when the store is unreachable."""

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -30,12 +30,21 @@ from schema.health import HEALTH_SOURCES, OUTCOMES_KEPT, OUTCOMES_WINDOW, Health
 Recent = dict[str, dict[HealthSource, list[Outcome]]]  # provider -> source -> outcomes, newest first
 
 
+class Observed(NamedTuple):
+    """One outcome to record, and whose it is."""
+
+    provider: str
+    source: HealthSource
+    outcome: Outcome
+
+
 class HealthUnavailable(Exception):
     """The shared health state cannot be read or written just now."""
 
 
 class HealthStore(Protocol):
-    async def record(self, provider: str, source: HealthSource, outcome: Outcome) -> None:
+    async def record(self, outcomes: Iterable[Observed]) -> None:
+        """Add outcomes, each newest of its provider and source when added (in order)."""
         ...
 
     async def recent(self, providers: Iterable[str]) -> Recent:
@@ -57,9 +66,10 @@ class MemoryHealthStore:
         self._outcomes: dict[tuple[str, HealthSource], deque[Outcome]] = {}
         self._round_until = 0.0
 
-    async def record(self, provider: str, source: HealthSource, outcome: Outcome) -> None:
+    async def record(self, outcomes: Iterable[Observed]) -> None:
         with self._lock:
-            self._outcomes.setdefault((provider, source), deque(maxlen=OUTCOMES_KEPT)).appendleft(outcome)
+            for provider, source, outcome in outcomes:
+                self._outcomes.setdefault((provider, source), deque(maxlen=OUTCOMES_KEPT)).appendleft(outcome)
 
     async def recent(self, providers: Iterable[str]) -> Recent:
         now = time.time()
@@ -89,12 +99,17 @@ class RedisHealthStore:
         self._client = client
         self._topology = topology
 
-    async def record(self, provider: str, source: HealthSource, outcome: Outcome) -> None:
-        key = self._topology.health_key(provider, source)
+    async def record(self, outcomes: Iterable[Observed]) -> None:
+        """One round trip, however many outcomes: LPUSH each list's new
+        outcomes at once, then trim it and renew its expiry."""
+        lists: dict[str, list[str]] = {}
+        for provider, source, outcome in outcomes:
+            lists.setdefault(self._topology.health_key(provider, source), []).append(outcome.model_dump_json())
         async with _reaching_redis(), self._client.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, outcome.model_dump_json())
-            pipe.ltrim(key, 0, OUTCOMES_KEPT - 1)
-            pipe.expire(key, int(OUTCOMES_WINDOW))
+            for key, added in lists.items():
+                pipe.lpush(key, *added)
+                pipe.ltrim(key, 0, OUTCOMES_KEPT - 1)
+                pipe.expire(key, int(OUTCOMES_WINDOW))
             await pipe.execute()
 
     async def recent(self, providers: Iterable[str]) -> Recent:

@@ -36,6 +36,7 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
+from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
 from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
 from schema.media import media_usage
@@ -44,7 +45,7 @@ from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdap
 from workers.breaker_store import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.health import HealthLog
-from workers.cancels import CancelWatch, JobCancelled
+from workers.cancels import CancelWatch, JobCancelled, Watch
 from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -186,10 +187,19 @@ class ProviderPool:
             await self.adapter.aclose()
 
     async def handle(self, job: Job, redelivered: bool) -> None:
+        # Watched before its cancellation is checked (as it is taken): a
+        # cancel announced in between is heard, not missed.
+        with self._cancels.watching(job.id) as watch:
+            await self._handle(job, redelivered, watch)
+
+    async def _handle(self, job: Job, redelivered: bool, watch: Watch) -> None:
         run = JobRun(job, self._results, taken_at=time.time())
         keep = job.deadline - time.time() + JOB_STATE_GRACE
         try:
-            before = await self._results.mark(job.id, JobMark(state="started", attempt=job.attempt), keep)
+            # The circuits are read alongside: the first attempt needs them, unless the job ends here.
+            (before, cancelled), circuits = await asyncio.gather(
+                self._results.take(job.id, JobMark(state="started", attempt=job.attempt), keep),
+                self._breakers.load(job.provider, job.route.upstream_model))
         except Exception as error:  # the bus's errors are many; each means the same here
             # Without the mark a redelivery could answer twice, and without
             # the bus its client hears nothing: settle it at zero (closing its
@@ -218,7 +228,7 @@ class ProviderPool:
         usage: Usage | None = None
         try:
             async with asyncio.timeout(job.deadline - time.time()):
-                usage = await self._cancels.unless_cancelled(job.id, self._serve(run))
+                usage = await watch.run(self._serve(run, circuits), cancelled=cancelled)
         except JobCancelled:
             log.info("job %s on %s cancelled: its client left%s", job.id, job.provider,
                      "" if run.sent else " before it was answered")
@@ -244,17 +254,20 @@ class ProviderPool:
         await self._record(self._usage_event(job, usage))
         await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
 
-    async def _serve(self, run: JobRun) -> Usage | None:
+    async def _serve(self, run: JobRun, circuits: list[CircuitRecord] | None = None) -> Usage | None:
         """Attempts on this provider under its breakers, retried by the
-        policy while nothing was sent; raises ``HandOff`` to fail over."""
+        policy while nothing was sent; raises ``HandOff`` to fail over.
+        ``circuits``: the breakers' records as the job was taken, for the
+        first attempt (a retry reads them again)."""
         job = run.job
         retried = 0
         while True:
             try:
-                async with self._breakers.guard(job.provider, job.route.upstream_model), \
+                async with self._breakers.guard(job.provider, job.route.upstream_model, loaded=circuits), \
                         self._health.observe(job.provider):
                     return await self._attempt(run)
             except GatewayError as error:
+                circuits = None
                 if run.sent:
                     raise
                 step = self._retries.next_step(error, retried=retried, remaining=job.deadline - time.time(),

@@ -1,7 +1,8 @@
 """The result bus's cancellation contract, the same for the in-process bus
-and the Redis one: a cancel is seen by a later check for as long as it was
-asked, and heard at once by every process watching cancellations, each
-through its one subscription."""
+and the Redis one: a cancel is seen by a later check (``cancelled``, or
+``take`` as a worker takes the job) for as long as it was asked, and heard
+at once by every process watching cancellations, each through its one
+subscription."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from scheduler.memory import MemoryResultBus
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
 from scheduler.transport import ResultBus
+from schema.jobs import JobMark
+from tests.support.redis_server import own_redis
 from tests.support.services import REDIS_URL, require_services
 
 
@@ -81,3 +84,32 @@ async def test_a_cancel_is_forgotten_after_its_ttl(bus: ResultBus) -> None:
     assert await bus.cancelled("job-short")
     await asyncio.sleep(1.2)
     assert not await bus.cancelled("job-short")
+
+
+async def test_taking_a_job_marks_it_and_says_whether_it_was_cancelled(bus: ResultBus) -> None:
+    started = JobMark(state="started", attempt=0)
+    assert await bus.take("job-t", started, 30) == (None, False)
+    assert await bus.take("job-t", started, 30) == (started, False), "the mark it had before"
+    await bus.cancel("job-t", 30)
+    assert await bus.take("job-t", started, 30) == (started, True)
+    later = JobMark(state="started", attempt=1)
+    await bus.mark("job-t", later, 30)
+    assert await bus.take("job-t", started, 30) == (later, True), "a later attempt's mark stays"
+    assert await bus.mark("job-t", started, 30) == later
+
+
+async def test_taking_a_job_on_a_redis_that_lost_its_scripts() -> None:
+    """The mark's script goes by its hash in ``take``'s pipeline: a Redis
+    that forgot it (restarted, flushed) is given it again."""
+    with own_redis() as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            bus = RedisResultBus(client, Topology("gztake"))
+            started = JobMark(state="started", attempt=0)
+            assert await bus.take("job-s", started, 30) == (None, False)
+            await client.script_flush()
+            await bus.cancel("job-s", 30)
+            assert await bus.take("job-s", started, 30) == (started, True)
+            assert await bus.take("job-s", started, 30) == (started, True), "and it is kept"
+        finally:
+            await client.aclose()

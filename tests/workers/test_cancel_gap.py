@@ -30,7 +30,11 @@ async def test_a_cancel_announced_during_a_gap_still_stops_the_running_job() -> 
             running.set()
             await asyncio.Event().wait()
 
-        job = asyncio.create_task(cancels.unless_cancelled("j", work()))
+        async def watched() -> None:
+            with cancels.watching("j") as watch:
+                await watch.run(work(), cancelled=False)
+
+        job = asyncio.create_task(watched())
         ingress = redis.Redis.from_url(server.url)
         try:
             await running.wait()
