@@ -65,12 +65,15 @@ class MemoryResultBus:
         self._cancelled: dict[str, float] = {}  # job id -> until when (monotonic)
         self._listeners: set[asyncio.Queue[str]] = set()
 
+    async def marked(self, job_id: str) -> JobMark | None:
+        kept = self._marks.get(job_id)
+        return kept[1] if kept and kept[0] > time.monotonic() else None
+
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
-        kept = self._marks.get(job_id)
-        before = kept[1] if kept and kept[0] > now else None
+        before = await self.marked(job_id)
         if before is None or before.attempt <= mark.attempt:
             self._marks[job_id] = (now + ttl, mark)
         return before

@@ -121,10 +121,17 @@ class RedisResultBus:
         if events:
             await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
 
+    async def marked(self, job_id: str) -> JobMark | None:
+        stored = await self._client.get(self._mark_key(job_id))
+        return JobMark.model_validate_json(stored) if stored is not None else None
+
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
-        key = f"{self._topology.namespace}:jobstate:{job_id}"
-        before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
+        before = await self._mark(keys=[self._mark_key(job_id)],
+                                  args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
         return JobMark.model_validate_json(before) if before is not None else None
+
+    def _mark_key(self, job_id: str) -> str:
+        return f"{self._topology.namespace}:jobstate:{job_id}"
 
     async def cancel(self, job_id: str, ttl: float) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -9,11 +9,16 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
   ingress's cancellations (a client left) to every worker.
 - ``UsageQueue``: workers publish durable usage events; billing consumes them
   and acknowledges only after the settlement is committed.
+- ``DeadLetters``: jobs that left a queue without being run to the end
+  (expired at its head, or rejected by a worker); billing reads them and
+  settles each job. Only RabbitMQ has them: an in-process queue keeps an
+  expired job until a worker takes it and skips it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
@@ -23,6 +28,20 @@ JobHandler = Callable[[Job, bool], Awaitable[None]]
 
 UsageHandler = Callable[[UsageEvent], Awaitable[None]]
 
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job message that left its queue unserved, and why: ``reason`` is
+    the broker's (``expired``: its deadline passed while it waited;
+    ``rejected``: a worker gave up on it), ``queue`` the queue it left."""
+
+    job: Job
+    reason: str
+    queue: str
+
+
+DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
+"""Returning acknowledges the dead letter; raising has it read again later."""
 
 
 class JobQueue(Protocol):
@@ -55,6 +74,10 @@ class ResultBus(Protocol):
         """Publish consecutive events of one job, in order, as one message."""
         ...
 
+    async def marked(self, job_id: str) -> JobMark | None:
+        """The job's mark as it stands (None: never marked, or forgotten)."""
+        ...
+
     async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
         seconds, unless a later attempt of the job has marked it already (that
@@ -85,4 +108,12 @@ class UsageQueue(Protocol):
 
     async def serve(self, handle: UsageHandler) -> None:
         """Consume until cancelled; an event is acknowledged after ``handle`` returns."""
+        ...
+
+
+class DeadLetters(Protocol):
+    async def serve(self, handle: DeadLetterHandler) -> None:
+        """Consume until cancelled. A message that is not a job, or whose
+        handling keeps failing, is set aside (never dropped, never looped
+        on forever)."""
         ...
