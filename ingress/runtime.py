@@ -68,7 +68,7 @@ class Runtime:
     pools: PoolWatch
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
-    dead_letters: DeadLetters | None = None  # RabbitMQ's; the in-process queue has none
+    dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
@@ -94,12 +94,7 @@ class Runtime:
     def start_billing(self) -> None:
         self._spawn(SettlementConsumer(self.ledger, self.usage).run(), "billing")
         if self.dead_letters is None:
-            return
-        if not self.settings.redis_url:
-            # Without the workers' job marks, an answered job would look unrun
-            # and be settled at zero: leave the dead letters to a billing
-            # process that can see the marks.
-            log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL")
+            log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
             return
         reader = DeadLetterReader(self.results, self.usage)
         self._spawn(self.dead_letters.serve(reader.read), "dead letters")
@@ -153,9 +148,12 @@ async def open_runtime(
             stack.push_async_callback(connection.close)
             jobs = rabbitmq.RabbitJobQueue(connection, topology, persistent=settings.persistent_jobs)
             usage = rabbitmq.RabbitUsageQueue(connection, topology)
-            dead_letters = rabbitmq.RabbitDeadLetters(connection, topology)
+            # Read only where the workers' job marks can be seen: without them
+            # an answered job would look unrun and be settled at zero.
+            dead_letters = rabbitmq.RabbitDeadLetters(connection, topology) if settings.redis_url else None
         else:
-            jobs, usage = MemoryJobQueue(), MemoryUsageQueue()
+            memory_jobs = MemoryJobQueue()
+            jobs, usage, dead_letters = memory_jobs, MemoryUsageQueue(), memory_jobs.dead_letters
 
         results: ResultBus
         circuits: BreakerStore = MemoryBreakerStore()

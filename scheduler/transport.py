@@ -10,9 +10,8 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 - ``UsageQueue``: workers publish durable usage events; billing consumes them
   and acknowledges only after the settlement is committed.
 - ``DeadLetters``: jobs that left a queue without being run to the end
-  (expired at its head, or rejected by a worker); billing reads them and
-  settles each job. Only RabbitMQ has them: an in-process queue keeps an
-  expired job until a worker takes it and skips it.
+  (expired while they waited, or rejected by a worker); billing reads them
+  and settles each job.
 """
 
 from __future__ import annotations
