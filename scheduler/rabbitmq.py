@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import (
@@ -51,6 +52,21 @@ async def _declare_dead_letters(channel: AbstractChannel, topology: Topology) ->
     dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
     queue = await channel.declare_queue(topology.dead_queue, durable=True)
     await queue.bind(dead)
+
+
+async def _consume(channel: AbstractChannel, queue: AbstractQueue,
+                   on_message: Callable[[AbstractIncomingMessage], Awaitable[None]], what: str) -> None:
+    """Consume until cancelled, then close the channel: messages still in
+    hand are redelivered to the next consumer."""
+    tag = await queue.consume(on_message)
+    try:
+        await asyncio.Future()
+    finally:
+        try:
+            await queue.cancel(tag)
+            await channel.close()
+        except Exception as error:  # the connection may already be gone
+            log.debug("closing the %s: %s", what, error)
 
 
 async def _drain(in_hand: set[asyncio.Task[object]], timeout: float, provider: str) -> None:
@@ -235,15 +251,7 @@ class RabbitUsageQueue:
                 return
             await _ack(message, f"usage of job {event.job_id}")
 
-        tag = await queue.consume(on_message)
-        try:
-            await asyncio.Future()
-        finally:
-            try:
-                await queue.cancel(tag)
-                await channel.close()
-            except Exception as error:
-                log.debug("closing the usage consumer: %s", error)
+        await _consume(channel, queue, on_message, "usage consumer")
 
 
 class RabbitDeadLetters:
@@ -293,15 +301,7 @@ class RabbitDeadLetters:
             self._tries.pop(letter.job.id, None)
             await _ack(message, f"dead letter of job {letter.job.id}")
 
-        tag = await queue.consume(on_message)
-        try:
-            await asyncio.Future()
-        finally:
-            try:
-                await queue.cancel(tag)
-                await channel.close()  # letters in hand are read again by the next reader
-            except Exception as error:
-                log.debug("closing the dead-letter reader: %s", error)
+        await _consume(channel, queue, on_message, "dead-letter reader")
 
     async def _park(self, channel: AbstractChannel, message: AbstractIncomingMessage, why: str) -> None:
         reason, queue = _death(message)
