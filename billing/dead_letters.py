@@ -7,9 +7,9 @@ Its mark on the result bus (``JobMark``) tells how far it got:
 
 - a later attempt has it (it was handed on), or it is ``done``: nothing;
 - ``answered``: its client has the answer, so its noted usage is reported;
-- otherwise no worker finished it: it is marked ``done`` first (a late copy
-  of it never runs), its client, if still waiting, gets an error event at
-  once, and it settles at zero, which releases its hold.
+- otherwise no worker finished it: it settles at zero, which releases its
+  hold, then it is marked ``done`` (a late copy of it never runs) and its
+  client, if still waiting, gets an error event at once.
 
 Usage goes out as a worker's does, a ``UsageEvent`` with the job's id on
 the usage queue, which billing settles once however many copies arrive.
@@ -47,14 +47,11 @@ class DeadLetterReader:
         mark = await self._results.marked(job.id)
         if mark is not None and mark.attempt == job.attempt and mark.state == "started" and letter.reason == "expired":
             mark = await self._once_abandoned(job, mark)
-        if _unfinished(job, mark):
-            before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl())
-            if before == mark:
-                started = mark is not None and mark.attempt == job.attempt and mark.state == "started"
-                await self._end(job, _error(letter.reason, started=started))
-                return
-            mark = before  # it moved on since it was read: settle it by what it is now
-        await self._settle_by(job, mark)
+        if mark is not None and not _unfinished(job, mark):
+            await self._settle_by(job, mark)
+            return
+        started = mark is not None and mark.attempt == job.attempt and mark.state == "started"
+        await self._end(job, _error(letter.reason, started=started))
 
     async def _once_abandoned(self, job: Job, mark: JobMark) -> JobMark | None:
         wait = job.deadline + self._abandoned_after - time.time()
@@ -65,7 +62,15 @@ class DeadLetterReader:
         return await self._results.marked(job.id)
 
     async def _end(self, job: Job, error: GatewayError) -> None:
+        """Settle an unfinished job at zero, then mark it done (a reader that
+        stops in between is redone: billing takes the second zero as a
+        duplicate), so that a late copy of it never runs."""
         await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0)))
+        before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl())
+        if before is not None and not _unfinished(job, before):
+            # Only a copy of the same attempt running at once (a duplicated
+            # hand-off) gets here; billing keeps whichever usage came first.
+            log.warning("job %s moved on (%s) while it was settled at zero", job.id, before.state)
         log.warning("job %s was never finished: settled at zero, its client told: %s", job.id, error.message)
         # An error ends the client's stream whatever its number (the relay
         # takes one from any worker that took over the job).
@@ -75,19 +80,15 @@ class DeadLetterReader:
         except Exception as failure:  # the bus's errors are many; a client still waiting times out instead
             log.error("job %s: could not tell its client (%s)", job.id, failure)
 
-    async def _settle_by(self, job: Job, mark: JobMark | None) -> None:
-        if mark is None:
-            log.error("job %s: its mark was lost (past its grace); its hold is left to the sweeper", job.id)
-        elif mark.attempt > job.attempt:
+    async def _settle_by(self, job: Job, mark: JobMark) -> None:
+        if mark.attempt > job.attempt:
             log.info("job %s: attempt %d has it; nothing to settle here", job.id, mark.attempt)
         elif mark.state == "answered" and mark.usage is not None:
             await self._usage.publish(UsageEvent.of(job, mark.usage))
             await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl())
             log.warning("job %s was answered but its usage not reported; reported now", job.id)
-        elif mark.state == "done":
-            log.info("job %s was already settled", job.id)
         else:
-            log.info("job %s: a worker took it meanwhile (%s); it settles it", job.id, mark.state)
+            log.info("job %s was already settled", job.id)
 
 
 def _unfinished(job: Job, mark: JobMark | None) -> bool:
