@@ -64,21 +64,18 @@ class DeadLetterReader:
     async def _end(self, job: Job, error: GatewayError) -> None:
         """Settle an unfinished job at zero, then mark it done (a reader that
         stops in between is redone: billing takes the second zero as a
-        duplicate), so that a late copy of it never runs."""
+        duplicate), so that a late copy of it never runs, and tell its client
+        with the same step. An error ends the client's stream whatever its
+        number (the relay takes one from any worker that took over the job)."""
         await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0)))
-        before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl())
+        event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
+        before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
+                                          publish=[event])
         if before is not None and not _unfinished(job, before):
             # Only a copy of the same attempt running at once (a duplicated
             # hand-off) gets here; billing keeps whichever usage came first.
             log.warning("job %s moved on (%s) while it was settled at zero", job.id, before.state)
         log.warning("job %s was never finished: settled at zero, its client told: %s", job.id, error.message)
-        # An error ends the client's stream whatever its number (the relay
-        # takes one from any worker that took over the job).
-        event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
-        try:
-            await self._results.publish(event)
-        except Exception as failure:  # the bus's errors are many; a client still waiting times out instead
-            log.error("job %s: could not tell its client (%s)", job.id, failure)
 
     async def _settle_by(self, job: Job, mark: JobMark) -> None:
         if mark.attempt > job.attempt:

@@ -25,6 +25,9 @@ from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage
 
 
+DEADLINE_GRACE = 0.5  # seconds
+
+
 class EventReader:
     def __init__(self, subscription: Subscription, *, deadline: float, idle_timeout: float) -> None:
         self.subscription = subscription
@@ -33,7 +36,10 @@ class EventReader:
         self._expected = 0
 
     async def next(self, *, first: bool = False) -> StreamEvent:
-        remaining = self._deadline - time.time()
+        # The worker ends a job at its deadline with an event of its own
+        # (its answer or its error): wait a moment for it, so the client
+        # never gets a timeout for a job that was answered and charged.
+        remaining = self._deadline + DEADLINE_GRACE - time.time()
         # Before the first event the job may still be waiting in the queue:
         # only its deadline bounds that wait.
         timeout = remaining if first else min(remaining, self._idle_timeout)

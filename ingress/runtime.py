@@ -161,7 +161,9 @@ async def open_runtime(
         pool_stats: PoolStatsStore = MemoryPoolStats()
         if settings.redis_url:
             # Blocking pool: a burst waits for a connection instead of failing.
-            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10)
+            # One immediate retry replaces a pooled connection Redis closed on restart.
+            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10,
+                                                         retry=Retry(NoBackoff(), 1))
             client = redis.Redis(connection_pool=pool)
             stack.push_async_callback(client.aclose)
             bus = RedisResultBus(client, topology)

@@ -108,6 +108,7 @@ async def submit(
     now = time.time()
     plan = runtime.rate_limits.plan_of(owner)
     priority_class = effective_class(plan.priority, requested_class(priority))
+    may_wait = min(queue_deadline(runtime.settings, priority_class, max_queue_ms), runtime.settings.request_timeout)
     job = Job(
         kind=kind,
         dialect=dialect,
@@ -121,11 +122,11 @@ async def submit(
         deadline=now + runtime.settings.request_timeout,
         price=route.price,
         priority=MESSAGE_PRIORITY[priority_class],
+        # A class's queue deadline only steers admission; one the client set is a promise.
+        max_queue_wait=may_wait if max_queue_ms is not None else None,
     )
     # Before rate limits and the hold: a job refused here takes nothing from either.
-    await runtime.pools.admit(job.provider, job.priority,
-                              min(queue_deadline(runtime.settings, priority_class, max_queue_ms),
-                                  runtime.settings.request_timeout))
+    await runtime.pools.admit(job.provider, job.priority, may_wait)
     bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
     worst_case = cost_of(bound, route.price)

@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from scheduler.subscription import Inbox
 from scheduler.transport import DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
@@ -116,13 +116,15 @@ class MemoryResultBus:
         kept = self._marks.get(job_id)
         return kept[1] if kept and kept[0] > time.monotonic() else None
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
         before = await self.marked(job_id)
         if before is None or before.attempt <= mark.attempt:
             self._marks[job_id] = (now + ttl, mark)
+            self._deliver(publish)  # no await between: atomic with the mark
         return before
 
     async def cancel(self, job_id: str, ttl: float) -> None:
@@ -136,7 +138,7 @@ class MemoryResultBus:
     async def cancelled(self, job_id: str) -> bool:
         return self._cancelled.get(job_id, 0.0) > time.monotonic()
 
-    async def cancellations(self) -> AsyncIterator[str]:
+    async def cancellations(self) -> AsyncIterator[str | None]:
         listener: asyncio.Queue[str] = asyncio.Queue()
         self._listeners.add(listener)
         try:
@@ -151,6 +153,9 @@ class MemoryResultBus:
         return inbox
 
     async def publish(self, *events: StreamEvent) -> None:
+        self._deliver(events)
+
+    def _deliver(self, events: Sequence[StreamEvent]) -> None:
         inbox = self._inboxes.get(events[0]["job"]) if events else None
         if inbox is not None:  # like pub/sub: nobody listening, nothing kept
             for event in events:

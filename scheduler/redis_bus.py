@@ -10,7 +10,8 @@ looks complete) and starts a fresh connection.
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
 through one subscription of its own (``cancellations``), whatever the
-number of jobs it runs.
+number of jobs it runs. After a lost subscription, the reader says so
+(None), and the keys tell what was announced in the gap.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 import redis.asyncio as redis
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT = 5.0
 RESUBSCRIBE_DELAY = 1.0
 
-# SET … GET, unless the stored mark belongs to a later attempt of the job.
+# SET … GET, unless the stored mark belongs to a later attempt of the job;
+# with the mark, PUBLISH the events in ARGV[5] on channel ARGV[4], if any.
 _MARK = """
 local before = redis.call('GET', KEYS[1])
 if before then
@@ -42,6 +44,7 @@ if before then
   if attempt > tonumber(ARGV[2]) then return before end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return before
 """
 
@@ -125,9 +128,11 @@ class RedisResultBus:
         stored = await self._client.get(self._mark_key(job_id))
         return JobMark.model_validate_json(stored) if stored is not None else None
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
+        channel, events = (self._topology.result_channel(job_id), orjson.dumps(publish)) if publish else ("", b"")
         before = await self._mark(keys=[self._mark_key(job_id)],
-                                  args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl))])
+                                  args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)), channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
 
     def _mark_key(self, job_id: str) -> str:
@@ -143,20 +148,24 @@ class RedisResultBus:
     async def cancelled(self, job_id: str) -> bool:
         return bool(await self._client.exists(self._topology.cancel_key(job_id)))
 
-    async def cancellations(self) -> AsyncIterator[str]:
+    async def cancellations(self) -> AsyncIterator[str | None]:
         channel = self._topology.cancel_channel
+        gap = False
         while True:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(channel)
+                if gap:
+                    gap = False
+                    yield None  # back: what was announced meanwhile is in the keys
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message["type"] == "message":
                         yield message["data"].decode()
             except (RedisError, OSError) as error:
-                # redis-py does not resubscribe: a fresh connection does. Jobs
-                # cancelled meanwhile run on and are billed in full.
+                # redis-py does not resubscribe: a fresh connection does.
                 log.warning("lost the cancellation subscription (%s); resubscribing", error)
+                gap = True
                 await asyncio.sleep(RESUBSCRIBE_DELAY)
             finally:
                 await pubsub.aclose()

@@ -16,7 +16,7 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,10 +77,16 @@ class ResultBus(Protocol):
         """The job's mark as it stands (None: never marked, or forgotten)."""
         ...
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
+                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
         seconds, unless a later attempt of the job has marked it already (that
-        mark stays); returns the mark it had before (None: never seen)."""
+        mark stays); returns the mark it had before (None: never seen).
+
+        ``publish``: events of the job published with the mark, atomically:
+        both happen or neither (and neither when a later attempt's mark
+        stays), so a worker that dies around the step cannot leave a mark
+        that claims what its client never got."""
         ...
 
     async def cancel(self, job_id: str, ttl: float) -> None:
@@ -94,9 +100,11 @@ class ResultBus(Protocol):
         """Whether the job's cancellation was asked (within its ``ttl``)."""
         ...
 
-    def cancellations(self) -> AsyncIterator[str]:
+    def cancellations(self) -> AsyncIterator[str | None]:
         """The ids of jobs cancelled from now on, while iterated. One
-        subscription, shared by a whole process: never one per job."""
+        subscription, shared by a whole process: never one per job. None
+        means the subscription is back after a gap (a lost connection) in
+        which announcements may have been missed: ``cancelled`` tells."""
         ...
 
 

@@ -184,6 +184,12 @@ class GatewayTimeout(GatewayError):
     code = "timeout"
 
 
+class QueueTimeout(GatewayTimeout):
+    """The job waited in its queue longer than its client allowed."""
+
+    code = "queue_timeout"
+
+
 class StreamBroken(GatewayError):
     """The result stream lost an event or went silent; the answer is incomplete."""
 

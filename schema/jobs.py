@@ -56,6 +56,8 @@ class Job(BaseModel):
     enqueued_at: float | None = Field(None, description="when this attempt was queued (set by the queue)")
     queued_before: float = Field(0.0, ge=0, description="seconds earlier attempts waited in queues (failover)")
     deadline: float
+    max_queue_wait: float | None = Field(None, ge=0, description="seconds the client let the job wait in queues "
+                                                                   "(x-gatewayz-max-queue-ms); past them it never runs")
     price: Price
 
     @property

@@ -6,7 +6,8 @@ stops the attempt of each job it names that a pool is running here. A job
 is watched before its cancellation is checked (``ResultBus.cancelled``) and
 the ingress records a cancellation before announcing it, so a cancel is
 never lost between the two, whether it comes before the job was taken,
-while it is being taken, or while it runs.
+while it is being taken, or while it runs. When the subscription comes back
+after a gap, every running job's cancellation is checked.
 """
 
 from __future__ import annotations
@@ -55,9 +56,24 @@ class CancelWatch:
     async def run(self) -> None:
         """Read cancellations until cancelled."""
         async for job_id in self._results.cancellations():
-            for watch in self._running.get(job_id, ()):
-                log.info("job %s: its client left; stopping it", job_id)
-                watch.stop()
+            if job_id is None:
+                await self._check_running()
+            else:
+                self._stop(job_id)
+
+    def _stop(self, job_id: str) -> None:
+        for watch in self._running.get(job_id, ()):
+            log.info("job %s: its client left; stopping it", job_id)
+            watch.stop()
+
+    async def _check_running(self) -> None:
+        """After a gap in the announcements: ask about every running job."""
+        for job_id in list(self._running):
+            try:
+                if await self._results.cancelled(job_id):
+                    self._stop(job_id)
+            except Exception as error:  # the bus's errors are many; the next gap asks again
+                log.warning("job %s: could not check for a cancellation (%s)", job_id, error)
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[Watch]:

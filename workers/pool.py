@@ -36,7 +36,7 @@ import orjson
 
 from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, UpstreamError
+from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
@@ -90,15 +90,39 @@ class JobRun:
         return self._seq > 0
 
     def emit(self, kind: EventKind, data: Any) -> None:
+        self._pending.append(self._next(kind, data))
+        self.produced = self.produced or kind in ("chunk", "response")
+        if self.lost is None and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+
+    async def finish(self, kind: EventKind, data: Any, usage: Usage) -> bool:
+        """Send the job's final event with its ``answered`` mark (the usage
+        to charge) in one atomic step of the bus, after every event before
+        it. A worker that dies before that step leaves a job whose client
+        never got its answer (its redelivered copy ends it with an error and
+        charges nothing); after it, one whose client has it (the copy charges
+        the usage). False if the bus failed: the client lacks its final event."""
+        await self.flush()
+        if self.lost is not None:
+            return False
+        job = self.job
+        answered = JobMark(state="answered", usage=usage, attempt=job.attempt)
+        try:
+            await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
+                                     publish=[self._next(kind, data)])
+        except Exception as error:  # Redis errors are many; each means the same here
+            self.lost = error  # logged by ``flush``
+            return False
+        self.produced = True
+        return True
+
+    def _next(self, kind: EventKind, data: Any) -> StreamEvent:
         event: StreamEvent = {"job": self.job.id, "seq": self._seq, "kind": kind, "data": data}
         if self._seq == 0:
             event["provider"] = self.job.provider  # the ingress names who served it
             event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited
-        self._pending.append(event)
         self._seq += 1
-        self.produced = self.produced or kind in ("chunk", "response")
-        if self.lost is None and (self._sender is None or self._sender.done()):
-            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+        return event
 
     async def _send(self) -> None:
         try:
@@ -183,9 +207,10 @@ class ProviderPool:
                 # ack and the hand-off was redone): the first copy runs it.
                 log.warning("job %s: a duplicate of attempt %d; dropped", job.id, job.attempt)
             return
-        if job.expired():
-            log.warning("job %s expired in the queue; skipped", job.id)
-            self._fail(run, GatewayTimeout("the request's deadline passed while it was queued"))
+        stale = _stale(job, run.taken_at)
+        if stale is not None:
+            log.warning("job %s: %s; skipped", job.id, stale.message)
+            self._fail(run, stale)
             await run.flush()
             await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
             return
@@ -294,8 +319,8 @@ class ProviderPool:
         died or lost its channel). It is never run again, since the client may
         already have part or all of an answer:
         - ``done``: only acknowledge it;
-        - ``answered``: the client got its answer; record the usage the dead
-          worker noted before sending the final event;
+        - ``answered``: the client got its answer (the final event went out
+          with the mark); record the usage the dead worker noted;
         - ``started``: end its stream with an error and charge nothing for
           the interrupted attempt."""
         job = run.job
@@ -310,12 +335,6 @@ class ProviderPool:
             await run.flush()
             await self._record(self._usage_event(job, Usage(input_tokens=0, output_tokens=0)))
         await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
-
-    async def _answered(self, job: Job, usage: Usage) -> None:
-        """Note the usage before the final event goes out: if this worker dies
-        after the client has its answer, whoever gets the job charges it."""
-        await self._results.mark(job.id, JobMark(state="answered", usage=usage, attempt=job.attempt),
-                                 job.deadline - time.time() + JOB_STATE_GRACE)
 
     @staticmethod
     def _usage_event(job: Job, usage: Usage) -> UsageEvent:
@@ -338,9 +357,7 @@ class ProviderPool:
         answer = await self.adapter.complete(job.route.upstream_model, translate_request(job.payload, job.dialect, native))
         usage = response_usage(answer, native) or _estimate(job, len(orjson.dumps(answer)))
         body = translate_response(answer, native, job.dialect, model=job.model)
-        await self._answered(job, usage)
-        run.emit("response", body)
-        return usage
+        return usage if await run.finish("response", body, usage) else None
 
     async def _stream(self, run: JobRun) -> Usage | None:
         job, native = run.job, self.adapter.dialect
@@ -358,11 +375,12 @@ class ProviderPool:
                 run.emit("chunk", translated)
         finally:
             run.output_chars, run.reported = meter.output_chars, meter.usage
-        await self._answered(job, meter.usage or _estimate(job, meter.output_chars))
-        run.emit("end", {"usage": meter.usage.model_dump() if meter.usage else None})
+        # Charged even if the end event is lost: every chunk reached the client.
+        await run.finish("end", {"usage": meter.usage.model_dump() if meter.usage else None},
+                         meter.usage or _estimate(job, meter.output_chars))
         return meter.usage
 
-    async def _media(self, run: JobRun) -> Usage:
+    async def _media(self, run: JobRun) -> Usage | None:
         """An embeddings or images job: one answer in OpenAI's shape, billed
         by its own units (``schema.media``)."""
         job, adapter = run.job, self.adapter
@@ -373,9 +391,7 @@ class ProviderPool:
         else:  # the ingress refuses these; a job from an older config may still come
             raise InvalidRequest(f"provider {job.provider!r} cannot serve {job.kind} requests", param="model")
         usage = media_usage(job.kind, job.payload, answer)
-        await self._answered(job, usage)
-        run.emit("response", answer)
-        return usage
+        return usage if await run.finish("response", answer, usage) else None
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:
@@ -401,6 +417,18 @@ async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle:
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+def _stale(job: Job, taken_at: float) -> GatewayError | None:
+    """Why a job taken now must not run: its deadline passed while it was
+    queued, or it waited longer than its client allowed."""
+    if job.expired(taken_at):
+        return GatewayTimeout("the request's deadline passed while it was queued")
+    waited = job.queue_wait(taken_at)
+    if job.max_queue_wait is not None and waited > job.max_queue_wait:
+        return QueueTimeout(f"the request waited {waited:.1f}s in the queue, longer than its "
+                            f"x-gatewayz-max-queue-ms of {job.max_queue_wait * 1000:.0f}")
+    return None
 
 
 def _cancelled_usage(job: Job, run: JobRun) -> Usage:

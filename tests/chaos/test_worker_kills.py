@@ -4,13 +4,8 @@ streaming load; a third of the requests fail on the first candidate and are
 handed to the second. Every request ends with a complete answer or a clear
 error; no job runs to completion twice upstream, and every complete answer
 came from exactly one upstream run; every job settles once, completed jobs
-are charged, interrupted ones are not (but see the known gap below), and
-the ledger reconciles.
-
-Known gap, counted and printed: a worker killed after it noted a job
-``answered`` and before the final event reached the bus leaves a job that
-is charged (the upstream finished) while its client gets an error. The
-figures are printed for the record (``pytest -s``)."""
+are charged, interrupted ones (whose clients got an error) are not, and
+the ledger reconciles. The figures are printed for the record (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -148,8 +143,6 @@ def test_kill_and_restart_workers_of_both_candidates_under_load(
     upstream_runs = Counter(one.completed + two.completed)
     handed = sum(1 for answer in completed if answer.prompt.startswith("fail:"))
     charged = {job for job, record in records.items() if record["cost"] > 0}
-    # Known gap: a worker killed after noting a job `answered` and before its
-    # final event left: the job is charged, the client sees an error.
     charged_errors = [a for a in failed if a.job_id in charged]
     print(f"\nworker kills: {len(answers)} requests, {len(completed)} completed ({handed} after a hand-off), "
           f"{len(failed)} ended with an error (statuses {dict(Counter(a.status for a in failed))}, "
@@ -170,7 +163,7 @@ def test_kill_and_restart_workers_of_both_candidates_under_load(
     assert all(charge["n"] == 1 for charge in charges), "a job was charged twice"
     assert all(answer.job_id in charged for answer in completed), "a completed job was not charged"
     assert len(charged) <= sum(upstream_runs.values()), "a job no upstream finished was charged"
-    assert all(upstream_runs[answer.prompt] == 1 for answer in charged_errors), "an interrupted job was charged"
+    assert not charged_errors, f"{len(charged_errors)} jobs were charged though their clients got an error"
     assert balance["available_micros"] == GRANT - sum(record["cost"] for record in records.values())
     assert balance["held_micros"] == 0
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr

@@ -14,6 +14,7 @@ finished none yet, so the estimates are exact: ``(ahead + 1) / 1 s``.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -30,7 +31,7 @@ from tests.contract.test_priorities import GatedUpstream, gated, send, wait_unti
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode
 from tests.support.processes import background
 
-PROVIDERS = ["headers", "refusal", "classes", "pools", "spawned"]
+PROVIDERS = ["headers", "refusal", "classes", "pools", "promise", "spawned"]
 PRICE = {"input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")}
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -161,6 +162,34 @@ def test_a_saturated_pool_refuses_what_it_cannot_serve_in_time(saturable: Gatewa
         release(gated, threads)
     assert results["patient"].status_code == 200, results["patient"].text
     assert int(results["patient"].headers["x-gatewayz-queue-ms"]) > 0
+
+
+def test_a_job_that_waits_past_the_queue_deadline_its_client_set_never_runs(saturable: Gateway,
+                                                                            gated: GatedUpstream) -> None:  # noqa: F811
+    key = saturable.create_key("1")
+    results: dict[str, httpx.Response] = {}
+    threads = saturate(saturable, gated, "promise", key, 0, results)
+    try:
+        # Admitted (the slot is busy: (0 + 1) jobs at 1 s fit 1.5 s), but the slot stays busy for 3 s.
+        threads.append(threading.Thread(target=lambda: results.__setitem__("hurry", post(
+            saturable, key, "promise", "hurry", **{"x-gatewayz-max-queue-ms": "1500"})), daemon=True))
+        threads[-1].start()
+        wait_until(lambda: pool(saturable, "promise")["depth_by_priority"]["2"] == 1, "the hurried job waits")
+        time.sleep(3.0)
+    finally:
+        release(gated, threads)
+    refused = results["hurry"]
+    assert refused.status_code == 504, refused.text
+    assert refused.json()["error"]["code"] == "queue_timeout"
+    assert refused.headers["x-gatewayz-job-id"].startswith("job_")
+    assert int(refused.headers["x-gatewayz-queue-ms"]) >= 1500
+    assert "hurry" not in gated.arrivals, "it never reached the provider"
+    assert results["gate"].status_code == 200
+    wait_until(lambda: saturable.held(key) == 0, "every hold is settled")
+    usage = httpx.get(f"{saturable.url}/user/usage", headers={"authorization": f"Bearer {key}"}).json()["data"]
+    costs = {row["job_id"]: row["cost_micros"] for row in usage}
+    assert costs[refused.headers["x-gatewayz-job-id"]] == 0
+    assert costs[results["gate"].headers["x-gatewayz-job-id"]] > 0
 
 
 def test_realtime_is_admitted_where_bulk_is_refused(saturable: Gateway, gated: GatedUpstream) -> None:  # noqa: F811

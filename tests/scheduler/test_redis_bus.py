@@ -1,14 +1,20 @@
-"""The Redis result bus leaves a finished job's channel, in the background."""
+"""The result buses: the Redis one leaves a finished job's channel in the
+background; both publish a job's final event atomically with its mark."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
+import pytest
 import redis.asyncio as redis
 
+from scheduler.memory import MemoryResultBus
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
+from scheduler.transport import ResultBus
+from schema.jobs import JobMark, StreamEvent, Usage
 from tests.support.services import REDIS_URL, require_services
 
 
@@ -38,3 +44,39 @@ async def test_closed_subscriptions_leave_their_channels() -> None:
         await bus.close()
         await client.aclose()
         await admin.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[ResultBus]:
+    if request.param == "memory":
+        yield MemoryResultBus()
+        return
+    require_services()
+    client = redis.Redis.from_url(REDIS_URL)
+    redis_bus = RedisResultBus(client, Topology(f"gztest{uuid.uuid4().hex[:8]}"))
+    await redis_bus.start()
+    try:
+        yield redis_bus
+    finally:
+        await redis_bus.close()
+        await client.aclose()
+
+
+async def test_a_mark_publishes_its_events_with_it(bus: ResultBus) -> None:
+    """The final event goes out with the `answered` mark, or not at all."""
+    inbox = await bus.subscribe("j")
+    final: StreamEvent = {"job": "j", "seq": 0, "kind": "response", "data": {"id": "x"}}
+    answered = JobMark(state="answered", usage=Usage(input_tokens=3, output_tokens=4), attempt=0)
+    assert await bus.mark("j", answered, 60, publish=[final]) is None
+    assert await inbox.next(2.0) == final
+    assert await bus.mark("j", JobMark(state="done", attempt=0), 60) == answered
+
+
+async def test_a_superseded_mark_publishes_nothing(bus: ResultBus) -> None:
+    inbox = await bus.subscribe("j")
+    await bus.mark("j", JobMark(state="handed_off", attempt=1), 60)
+    stale: StreamEvent = {"job": "j", "seq": 0, "kind": "response", "data": {"stale": True}}
+    before = await bus.mark("j", JobMark(state="answered", attempt=0), 60, publish=[stale])
+    assert before == JobMark(state="handed_off", attempt=1), "the later attempt's mark stays"
+    await bus.publish({"job": "j", "seq": 0, "kind": "end", "data": {}})
+    assert (await inbox.next(2.0))["kind"] == "end", "the stale attempt's event was never published"

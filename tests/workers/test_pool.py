@@ -156,3 +156,49 @@ async def test_a_redelivered_attempt_whose_hand_off_may_be_lost_hands_it_again_a
     answered = [await serve_once(MockAdapter(), copy, results, queue) for copy in copies]
     assert [[e["kind"] for e in events] for events, _ in answered] == [["response"], []], "one answer"
     assert [len(usage) for _, usage in answered] == [1, 0], "one usage event"
+
+
+class Calls(MockAdapter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return await super().complete(model, payload)
+
+
+@pytest.mark.parametrize("allowed, runs", [(1.0, False), (5.0, True), (None, True)])
+async def test_a_job_that_waited_longer_than_its_client_allowed_never_runs(allowed: float | None, runs: bool) -> None:
+    adapter = Calls()
+    queued = job().model_copy(update={"enqueued_at": time.time() - 2, "max_queue_wait": allowed})
+    events, usage = await run(adapter, queued)
+    assert adapter.calls == (1 if runs else 0)
+    if runs:  # a class's default queue deadline only steers admission
+        assert [e["kind"] for e in events] == ["response"]
+    else:
+        assert [(e["kind"], e["data"]["status"], e["data"]["code"]) for e in events] == [("error", 504, "queue_timeout")]
+        assert "x-gatewayz-max-queue-ms of 1000" in events[0]["data"]["message"]
+        assert [(u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [(0, 0)]
+
+
+class FailingFinalStep(MemoryResultBus):
+    """A bus that fails at the step sending the final event with the `answered` mark."""
+
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *, publish: Any = ()) -> JobMark | None:
+        if mark.state == "answered":
+            raise ConnectionError("Redis went away")
+        return await super().mark(job_id, mark, ttl, publish=publish)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_final_event_that_could_not_be_sent_is_charged_only_for_what_arrived(stream: bool) -> None:
+    pool = memory_pool(ProviderSpec(name="mock", adapter="mock"), MockAdapter())
+    pool._results = FailingFinalStep()
+    events, usage = await run_job(pool, job().model_copy(update={"stream": stream}))
+    assert "end" not in [e["kind"] for e in events] and "response" not in [e["kind"] for e in events]
+    (charged,) = usage
+    if stream:  # every chunk reached the client: it is charged for them
+        assert [e["kind"] for e in events] and set(e["kind"] for e in events) == {"chunk"}
+        assert charged.usage.output_tokens > 0
+    else:  # the client never got its answer
+        assert (charged.usage.input_tokens, charged.usage.output_tokens) == (0, 0)
