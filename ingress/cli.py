@@ -112,7 +112,7 @@ def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
 @config_option
 @click.pass_context
 def billing(context: click.Context, config_path: Path | None) -> None:
-    """Run the settlement consumer (and the sweeper of expired holds and trial credits)."""
+    """Run the settlement consumer, the dead-letter reader, and the sweeper of expired holds and trial credits."""
     if context.invoked_subcommand is not None:
         return
     settings, config = _settings(config_path, needs=("broker_url",))

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
+from billing.dead_letters import DeadLetterReader
 from billing.ledger import Ledger
 from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
 from ingress.ratelimit import RateLimits
@@ -31,7 +32,7 @@ from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
 from scheduler.pool_stats import MemoryPoolStats, PoolStatsStore, RedisPoolStats
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from scheduler.transport import DeadLetters, JobQueue, ResultBus, UsageQueue
 from scheduler.watched_queue import WatchedJobQueue
 from schema.catalog import GatewayConfig
 from schema.database import create_engine, migrate
@@ -67,6 +68,7 @@ class Runtime:
     pools: PoolWatch
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
+    dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
@@ -91,6 +93,11 @@ class Runtime:
 
     def start_billing(self) -> None:
         self._spawn(SettlementConsumer(self.ledger, self.usage).run(), "billing")
+        if self.dead_letters is None:
+            log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
+            return
+        reader = DeadLetterReader(self.results, self.usage)
+        self._spawn(self.dead_letters.serve(reader.read), "dead letters")
 
     def start_prober(self) -> None:
         """The active prober (``workers.prober``), if an interval is set;
@@ -135,13 +142,18 @@ async def open_runtime(
 
         jobs: JobQueue
         usage: UsageQueue
+        dead_letters: DeadLetters | None = None
         if settings.broker_url:
             connection = await rabbitmq.connect(settings.broker_url)
             stack.push_async_callback(connection.close)
             jobs = rabbitmq.RabbitJobQueue(connection, topology, persistent=settings.persistent_jobs)
             usage = rabbitmq.RabbitUsageQueue(connection, topology)
+            # Read only where the workers' job marks can be seen: without them
+            # an answered job would look unrun and be settled at zero.
+            dead_letters = rabbitmq.RabbitDeadLetters(connection, topology) if settings.redis_url else None
         else:
-            jobs, usage = MemoryJobQueue(), MemoryUsageQueue()
+            memory_jobs = MemoryJobQueue()
+            jobs, usage, dead_letters = memory_jobs, MemoryUsageQueue(), memory_jobs.dead_letters
 
         results: ResultBus
         circuits: BreakerStore = MemoryBreakerStore()
@@ -180,7 +192,8 @@ async def open_runtime(
         jobs = watched
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
-                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
+                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings),
+                          dead_letters=dead_letters)
         try:
             yield runtime
         finally:

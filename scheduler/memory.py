@@ -1,5 +1,6 @@
-"""In-process transports for the embedded mode: priority queues per provider,
-a pub/sub of job inboxes, and a usage queue. Same contracts as the real ones."""
+"""In-process transports for the embedded mode: priority queues per provider
+with their dead letters, a pub/sub of job inboxes, and a usage queue. Same
+contracts as the real ones."""
 
 from __future__ import annotations
 
@@ -10,29 +11,44 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from scheduler.subscription import Inbox
-from scheduler.transport import JobHandler, UsageHandler
+from scheduler.transport import DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 
 log = logging.getLogger(__name__)
 
 
 class MemoryJobQueue:
+    """Like a RabbitMQ job queue with per-message TTLs: a job still waiting
+    at its deadline leaves the queue for ``dead_letters`` (``expired``), and
+    so does a job its handler fails on (``rejected``)."""
+
     def __init__(self) -> None:
         self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
+        self._waiting: dict[str, dict[int, asyncio.TimerHandle]] = {}  # provider -> order -> its expiry
         self._order = itertools.count()
+        self.dead_letters = MemoryDeadLetters()
 
     def _queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
         return self._queues.setdefault(provider, asyncio.PriorityQueue())
 
     async def enqueue(self, job: Job) -> None:
+        order = next(self._order)
+        waiting = self._waiting.setdefault(job.provider, {})
+        waiting[order] = asyncio.get_running_loop().call_later(
+            max(0.0, job.deadline - time.time()), self._expire, job, order)
         # Highest priority first, then first come first served.
-        self._queue(job.provider).put_nowait((-job.priority, next(self._order), job))
+        self._queue(job.provider).put_nowait((-job.priority, order, job))
+
+    def _expire(self, job: Job, order: int) -> None:
+        if self._waiting[job.provider].pop(order, None) is not None:
+            self.dead_letters.put(DeadLetter(job, "expired", job.provider))
 
     async def depth(self, provider: str) -> int:
-        return self._queue(provider).qsize()
+        return len(self._waiting.get(provider, {}))
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
         queue = self._queue(provider)
+        waiting = self._waiting.setdefault(provider, {})
         slots = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
 
@@ -40,14 +56,20 @@ class MemoryJobQueue:
             try:
                 await handle(job, False)
             except Exception:
-                log.exception("job %s failed in its handler; dropped", job.id)
+                log.exception("job %s failed in its handler; dead-lettered", job.id)
+                self.dead_letters.put(DeadLetter(job, "rejected", provider))
             finally:
                 slots.release()
 
         try:
             while True:
                 await slots.acquire()
-                _, _, job = await queue.get()
+                _, order, job = await queue.get()
+                expiry = waiting.pop(order, None)
+                if expiry is None:  # it expired while it waited: dead-lettered already
+                    slots.release()
+                    continue
+                expiry.cancel()
                 task = asyncio.create_task(run(job), name=f"job {job.id}")
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -58,6 +80,31 @@ class MemoryJobQueue:
                 task.cancel()
 
 
+class MemoryDeadLetters:
+    RETRY_DELAY = 1.0
+    MAX_TRIES = 10
+
+    def __init__(self) -> None:
+        self._letters: asyncio.Queue[tuple[int, DeadLetter]] = asyncio.Queue()
+
+    def put(self, letter: DeadLetter) -> None:
+        self._letters.put_nowait((0, letter))
+
+    async def serve(self, handle: DeadLetterHandler) -> None:
+        while True:
+            failed, letter = await self._letters.get()
+            try:
+                await handle(letter)
+            except Exception:
+                if failed + 1 >= self.MAX_TRIES:
+                    # Nowhere to park it in a process: its hold is left to the sweeper.
+                    log.exception("dead letter of job %s failed %d times; dropped", letter.job.id, failed + 1)
+                    continue
+                log.exception("dead letter of job %s failed; retrying", letter.job.id)
+                await asyncio.sleep(self.RETRY_DELAY)
+                self._letters.put_nowait((failed + 1, letter))
+
+
 class MemoryResultBus:
     def __init__(self) -> None:
         self._inboxes: dict[str, Inbox] = {}
@@ -65,13 +112,16 @@ class MemoryResultBus:
         self._cancelled: dict[str, float] = {}  # job id -> until when (monotonic)
         self._listeners: set[asyncio.Queue[str]] = set()
 
+    async def marked(self, job_id: str) -> JobMark | None:
+        kept = self._marks.get(job_id)
+        return kept[1] if kept and kept[0] > time.monotonic() else None
+
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
                    publish: Sequence[StreamEvent] = ()) -> JobMark | None:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
-        kept = self._marks.get(job_id)
-        before = kept[1] if kept and kept[0] > now else None
+        before = await self.marked(job_id)
         if before is None or before.attempt <= mark.attempt:
             self._marks[job_id] = (now + ttl, mark)
             self._deliver(publish)  # no await between: atomic with the mark

@@ -1,7 +1,9 @@
-"""RabbitMQ transports (aio-pika): the job queues and the usage queue.
+"""RabbitMQ transports (aio-pika): the job queues, the usage queue and the
+dead letters.
 
 Job queues are durable classic queues with ``x-max-priority``; expired or
-rejected jobs are dead-lettered. Publishes wait for the broker's confirm, and
+rejected jobs are dead-lettered, and billing reads them back
+(``RabbitDeadLetters``). Publishes wait for the broker's confirm, and
 many requests publishing at once share the channel, so confirms pipeline.
 Consumers take at most ``concurrency`` unacknowledged jobs, so priorities
 reorder what is still waiting in the queue.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import (
@@ -25,7 +28,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.topology import Topology
-from scheduler.transport import JobHandler, UsageHandler
+from scheduler.transport import DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.errors import GatewayTimeout
 from schema.jobs import Job, UsageEvent
 
@@ -49,6 +52,21 @@ async def _declare_dead_letters(channel: AbstractChannel, topology: Topology) ->
     dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
     queue = await channel.declare_queue(topology.dead_queue, durable=True)
     await queue.bind(dead)
+
+
+async def _consume(channel: AbstractChannel, queue: AbstractQueue,
+                   on_message: Callable[[AbstractIncomingMessage], Awaitable[None]], what: str) -> None:
+    """Consume until cancelled, then close the channel: messages still in
+    hand are redelivered to the next consumer."""
+    tag = await queue.consume(on_message)
+    try:
+        await asyncio.Future()
+    finally:
+        try:
+            await queue.cancel(tag)
+            await channel.close()
+        except Exception as error:  # the connection may already be gone
+            log.debug("closing the %s: %s", what, error)
 
 
 async def _drain(in_hand: set[asyncio.Task[object]], timeout: float, provider: str) -> None:
@@ -233,12 +251,77 @@ class RabbitUsageQueue:
                 return
             await _ack(message, f"usage of job {event.job_id}")
 
-        tag = await queue.consume(on_message)
-        try:
-            await asyncio.Future()
-        finally:
+        await _consume(channel, queue, on_message, "usage consumer")
+
+
+class RabbitDeadLetters:
+    """Reads the dead-letter queue: each job is handed over with the reason
+    in its ``x-death`` header and acknowledged once handled. What is not a
+    job (a malformed job message or usage event), or keeps failing, is
+    moved to the parked queue for an operator: kept, never looped on."""
+
+    PREFETCH = 16
+    RETRY_DELAY = 1.0  # times the tries so far: a failing dead letter backs off
+    MAX_TRIES = 10
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._tries: dict[str, int] = {}  # job id -> failed tries, while it keeps failing
+
+    async def serve(self, handle: DeadLetterHandler) -> None:
+        channel = await self._connection.channel(publisher_confirms=True)  # confirms: parking is durable
+        await channel.set_qos(prefetch_count=self.PREFETCH)
+        await _declare_dead_letters(channel, self._topology)
+        await channel.declare_queue(self._topology.parked_queue, durable=True)
+        queue = await channel.declare_queue(self._topology.dead_queue, durable=True)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
             try:
-                await queue.cancel(tag)
-                await channel.close()
-            except Exception as error:
-                log.debug("closing the usage consumer: %s", error)
+                letter = _dead_letter(message)
+            except ValidationError:
+                await self._park(channel, message, "it is not a job")
+                return
+            try:
+                await handle(letter)
+            except Exception:
+                tries = self._tries.get(letter.job.id, 0) + 1
+                if tries >= self.MAX_TRIES:
+                    log.exception("dead letter of job %s failed %d times; parked", letter.job.id, tries)
+                    self._tries.pop(letter.job.id, None)
+                    await self._park(channel, message, f"reading it failed {tries} times")
+                    return
+                log.exception("dead letter of job %s failed (try %d); it will be read again", letter.job.id, tries)
+                if len(self._tries) > 10_000:  # ids of letters another reader finished
+                    self._tries.clear()
+                self._tries[letter.job.id] = tries
+                await asyncio.sleep(self.RETRY_DELAY * tries)
+                await message.nack(requeue=True)
+                return
+            self._tries.pop(letter.job.id, None)
+            await _ack(message, f"dead letter of job {letter.job.id}")
+
+        await _consume(channel, queue, on_message, "dead-letter reader")
+
+    async def _park(self, channel: AbstractChannel, message: AbstractIncomingMessage, why: str) -> None:
+        reason, queue = _death(message)
+        log.error("dead letter %s from %s (%s) parked in %s: %s", message.message_id, queue, reason,
+                  self._topology.parked_queue, why)
+        parked = aio_pika.Message(message.body, headers=message.headers, content_type=message.content_type,
+                                  message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(parked, routing_key=self._topology.parked_queue)
+        await _ack(message, f"parked dead letter {message.message_id}")
+
+
+def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+    """Raises ``ValidationError`` if the message is not a job."""
+    reason, queue = _death(message)
+    return DeadLetter(Job.model_validate_json(message.body), reason, queue)
+
+
+def _death(message: AbstractIncomingMessage) -> tuple[str, str]:
+    """Why and where the message was dead-lettered, by its latest ``x-death``
+    entry (RabbitMQ puts the most recent first)."""
+    deaths = (message.headers or {}).get("x-death")
+    latest = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    return str(latest.get("reason", "unknown")), str(latest.get("queue", "unknown"))

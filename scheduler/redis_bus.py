@@ -124,19 +124,22 @@ class RedisResultBus:
         if events:
             await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
 
+    async def marked(self, job_id: str) -> JobMark | None:
+        stored = await self._client.get(self._mark_key(job_id))
+        return JobMark.model_validate_json(stored) if stored is not None else None
+
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
                    publish: Sequence[StreamEvent] = ()) -> JobMark | None:
-        key = f"{self._topology.namespace}:jobstate:{job_id}"
         channel, events = (self._topology.result_channel(job_id), orjson.dumps(publish)) if publish else ("", b"")
-        before = await self._mark(keys=[key], args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)),
-                                                    channel, events])
+        before = await self._mark(keys=[self._mark_key(job_id)],
+                                  args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)), channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
 
     async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
         # One pipeline. The script goes by its hash: redis-py would check a
         # Script object's presence with SCRIPT EXISTS on every pipeline,
         # another round trip; a Redis that lost it (restarted) is given it.
-        key = f"{self._topology.namespace}:jobstate:{job_id}"
+        key = self._mark_key(job_id)
         args = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.evalsha(self._mark.sha, 1, key, *args)
@@ -148,6 +151,9 @@ class RedisResultBus:
             if isinstance(reply, Exception):
                 raise reply
         return (JobMark.model_validate_json(before) if before is not None else None), bool(cancelled)
+
+    def _mark_key(self, job_id: str) -> str:
+        return f"{self._topology.namespace}:jobstate:{job_id}"
 
     async def cancel(self, job_id: str, ttl: float) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -31,6 +31,12 @@ class Topology:
         return f"{self.namespace}.dead-letters"
 
     @property
+    def parked_queue(self) -> str:
+        """Dead letters the reader cannot settle (not a job, or failing every
+        time), kept for an operator; nothing consumes it."""
+        return f"{self.namespace}.dead-letters.parked"
+
+    @property
     def usage_queue(self) -> str:
         return f"{self.namespace}.usage"
 

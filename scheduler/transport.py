@@ -9,11 +9,15 @@ in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
   ingress's cancellations (a client left) to every worker.
 - ``UsageQueue``: workers publish durable usage events; billing consumes them
   and acknowledges only after the settlement is committed.
+- ``DeadLetters``: jobs that left a queue without being run to the end
+  (expired while they waited, or rejected by a worker); billing reads them
+  and settles each job.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
@@ -23,6 +27,20 @@ JobHandler = Callable[[Job, bool], Awaitable[None]]
 
 UsageHandler = Callable[[UsageEvent], Awaitable[None]]
 
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job message that left its queue unserved, and why: ``reason`` is
+    the broker's (``expired``: its deadline passed while it waited;
+    ``rejected``: a worker gave up on it), ``queue`` the queue it left."""
+
+    job: Job
+    reason: str
+    queue: str
+
+
+DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
+"""Returning acknowledges the dead letter; raising has it read again later."""
 
 
 class JobQueue(Protocol):
@@ -53,6 +71,10 @@ class ResultBus(Protocol):
 
     async def publish(self, *events: StreamEvent) -> None:
         """Publish consecutive events of one job, in order, as one message."""
+        ...
+
+    async def marked(self, job_id: str) -> JobMark | None:
+        """The job's mark as it stands (None: never marked, or forgotten)."""
         ...
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
@@ -98,4 +120,12 @@ class UsageQueue(Protocol):
 
     async def serve(self, handle: UsageHandler) -> None:
         """Consume until cancelled; an event is acknowledged after ``handle`` returns."""
+        ...
+
+
+class DeadLetters(Protocol):
+    async def serve(self, handle: DeadLetterHandler) -> None:
+        """Consume until cancelled. A message that is not a job, or whose
+        handling keeps failing, is set aside (never dropped, never looped
+        on forever)."""
         ...

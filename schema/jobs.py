@@ -10,6 +10,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
+from schema.errors import GatewayError
+
 JobKind = Literal["chat", "embeddings", "images"]
 # The wire format the client spoke, which its payload and result events keep.
 ClientDialect = Literal["openai", "anthropic"]
@@ -17,6 +19,10 @@ ClientDialect = Literal["openai", "anthropic"]
 # RabbitMQ recommends few priority levels; classic queues keep one sub-queue each.
 MAX_PRIORITY = 4
 DEFAULT_PRIORITY = 2
+
+# How long past its deadline a job's mark is remembered: longer than any
+# copy of it (a redelivery, a dead letter) can take to arrive.
+JOB_STATE_GRACE = 600.0
 
 
 class Route(BaseModel):
@@ -72,6 +78,10 @@ class Job(BaseModel):
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.deadline
 
+    def state_ttl(self) -> float:
+        """Seconds from now that this job's mark is kept (``JobMark``)."""
+        return self.deadline - time.time() + JOB_STATE_GRACE
+
 
 EventKind = Literal["chunk", "response", "error", "end"]
 
@@ -94,6 +104,12 @@ class StreamEvent(TypedDict):
     data: Any
     provider: NotRequired[str]
     queue_ms: NotRequired[int]
+
+
+def error_data(error: GatewayError) -> dict[str, Any]:
+    """The ``data`` of an ``error`` event, which the ingress turns back into the error."""
+    return {"status": error.status, "message": error.message, "type": error.type, "code": error.code,
+            "retry_after": error.retry_after}
 
 
 class Usage(BaseModel):
@@ -134,3 +150,9 @@ class UsageEvent(BaseModel):
     usage: Usage
     price: Price
     finished_at: float = Field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, job: Job, usage: Usage) -> UsageEvent:
+        """The usage event that settles ``job`` (whichever role reports it)."""
+        return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
+                   model=job.model, usage=usage, price=job.price)

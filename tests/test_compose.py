@@ -35,7 +35,7 @@ COMPOSE = ROOT / "compose.yaml"
 ROLE_USES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("ingress",): ("broker_url", "redis_url", "database_url", "key_secret"),
     ("worker",): ("broker_url", "redis_url"),
-    ("billing",): ("broker_url", "database_url"),
+    ("billing",): ("broker_url", "redis_url", "database_url"),  # Redis: the job marks its dead letters need
     ("migrate",): ("database_url",),
     ("serve",): ("broker_url", "redis_url", "database_url", "key_secret"),
 }

@@ -38,7 +38,7 @@ from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
 from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
-from schema.jobs import EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent
+from schema.jobs import JOB_STATE_GRACE, EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
@@ -51,7 +51,6 @@ from workers.resilience import FailOver, Retry, RetryPolicy
 log = logging.getLogger(__name__)
 
 USAGE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
-JOB_STATE_GRACE = 600.0  # how long past its deadline a job's state is remembered
 
 T = TypeVar("T")
 
@@ -352,15 +351,7 @@ class ProviderPool:
 
     @staticmethod
     def _usage_event(job: Job, usage: Usage) -> UsageEvent:
-        return UsageEvent(
-            job_id=job.id,
-            account_id=job.account_id,
-            key_id=job.key_id,
-            provider=job.provider,
-            model=job.model,
-            usage=usage,
-            price=job.price,
-        )
+        return UsageEvent.of(job, usage)
 
     async def _record(self, event: UsageEvent) -> None:
         """Publish the usage event, retrying through a broker hiccup; the job
@@ -417,17 +408,7 @@ class ProviderPool:
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:
-        retry_after = error.retry_after
-        run.emit(
-            "error",
-            {
-                "status": error.status,
-                "message": error.message,
-                "type": error.type,
-                "code": error.code,
-                "retry_after": retry_after,
-            },
-        )
+        run.emit("error", error_data(error))
 
 
 async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle: float) -> AsyncIterator[T]:

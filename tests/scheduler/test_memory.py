@@ -10,6 +10,7 @@ import pytest
 
 from scheduler.memory import MemoryJobQueue, MemoryResultBus
 from scheduler.subscription import INBOX_SIZE
+from scheduler.transport import DeadLetter
 from schema.errors import StreamBroken
 from schema.jobs import Job, Price, Route
 
@@ -83,3 +84,76 @@ async def test_a_client_that_cannot_keep_up_fails_alone() -> None:
     with pytest.raises(StreamBroken, match="not reading"):
         await slow.next(1)
     assert (await other.next(1))["kind"] == "end"
+
+
+async def test_a_job_still_waiting_at_its_deadline_is_dead_lettered_not_served() -> None:
+    queue = MemoryJobQueue()
+    doomed = job(2, "doomed").model_copy(update={"deadline": time.time() + 0.05})
+    await queue.enqueue(doomed)
+    await queue.enqueue(job(2, "alive"))
+    letters: list[DeadLetter] = []
+
+    async def read(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    reading = asyncio.create_task(queue.dead_letters.serve(read))
+    await asyncio.sleep(0.2)
+    assert letters == [DeadLetter(doomed, "expired", "p")]
+    assert await queue.depth("p") == 1, "only the job still waiting counts"
+
+    served: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(item: Job, redelivered: bool) -> None:
+        served.append(item.model)
+        done.set()
+
+    server = asyncio.create_task(queue.serve("p", 1, handle))
+    await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0.1)  # the expired job's copy is passed over: nothing else comes
+    for task in (server, reading):
+        task.cancel()
+    assert served == ["alive"]
+    assert await queue.depth("p") == 0
+
+
+async def test_a_job_its_handler_fails_on_is_dead_lettered_as_rejected() -> None:
+    queue = MemoryJobQueue()
+    failed = job(2, "failing")
+    await queue.enqueue(failed)
+
+    async def handle(item: Job, redelivered: bool) -> None:
+        raise RuntimeError("the usage queue is unreachable")
+
+    letters: list[DeadLetter] = []
+    got = asyncio.Event()
+
+    async def read(letter: DeadLetter) -> None:
+        letters.append(letter)
+        got.set()
+
+    tasks = [asyncio.create_task(queue.serve("p", 1, handle)), asyncio.create_task(queue.dead_letters.serve(read))]
+    await asyncio.wait_for(got.wait(), 5)
+    for task in tasks:
+        task.cancel()
+    assert letters == [DeadLetter(failed, "rejected", "p")]
+
+
+async def test_a_dead_letter_whose_reading_fails_is_read_again() -> None:
+    queue = MemoryJobQueue()
+    queue.dead_letters.RETRY_DELAY = 0.01
+    letter = DeadLetter(job(2, "x"), "expired", "p")
+    tries: list[DeadLetter] = []
+    read = asyncio.Event()
+
+    async def flaky(item: DeadLetter) -> None:
+        tries.append(item)
+        if len(tries) < 3:
+            raise RuntimeError("the usage queue is unreachable")
+        read.set()
+
+    queue.dead_letters.put(letter)
+    reading = asyncio.create_task(queue.dead_letters.serve(flaky))
+    await asyncio.wait_for(read.wait(), 5)
+    reading.cancel()
+    assert tries == [letter] * 3

@@ -89,7 +89,8 @@ async def delete_namespace(namespace: str, providers: list[str]) -> None:
             await channel.queue_delete(topology.job_queue(provider))
         channel = await connection.channel()
         prober = topology.prober_queue  # dramatiq's, with its delay (.XQ) and dead-letter (.DQ) queues
-        for queue in (topology.usage_queue, topology.dead_queue, prober, f"{prober}.DQ", f"{prober}.XQ"):
+        for queue in (topology.usage_queue, topology.dead_queue, topology.parked_queue, prober, f"{prober}.DQ",
+                      f"{prober}.XQ"):
             await channel.queue_delete(queue)
         for exchange in (topology.jobs_exchange, topology.dead_exchange):
             await channel.exchange_delete(exchange)
