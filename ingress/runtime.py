@@ -23,6 +23,7 @@ from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.ledger import Ledger
 from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
+from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
 from scheduler import rabbitmq
 from scheduler.admission import PoolWatch
@@ -65,6 +66,7 @@ class Runtime:
     breakers: Breakers
     health: HealthLog
     pools: PoolWatch
+    circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
 
@@ -172,7 +174,8 @@ async def open_runtime(
         jobs = WatchedJobQueue(jobs, pool_stats)
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
-                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings))
+                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings),
+                          CircuitWatch(breakers))
         try:
             yield runtime
         finally:

@@ -1,7 +1,8 @@
 """Submitting a job, the same for every endpoint and dialect: choose the
-candidates that can take the request, give it its priority class, take it
-from its rate limits, hold its worst-case cost, subscribe to its results,
-enqueue it, and wait for its first event.
+candidates that can take the request, give it its priority class, choose
+the candidate it starts at (``ingress.placement``), take it from its rate
+limits, hold its worst-case cost, subscribe to its results, enqueue it, and
+wait for its first event.
 
 Whatever fails before the job is queued releases the hold: nothing else
 would settle it. Once queued, the worker's usage event settles it; a client
@@ -23,6 +24,7 @@ from billing.admission import worst_case_usage
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
+from ingress.placement import place
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
 from ingress.runtime import Runtime
@@ -123,7 +125,7 @@ async def submit(
         priority=MESSAGE_PRIORITY[priority_class],
     )
     # Before rate limits and the hold: a job refused here takes nothing from either.
-    await runtime.pools.admit(job.provider, job.priority,
+    job.attempt = await place(job, runtime.circuits, runtime.pools,
                               min(queue_deadline(runtime.settings, priority_class, max_queue_ms),
                                   runtime.settings.request_timeout))
     bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
@@ -146,11 +148,13 @@ async def submit(
         raise
     try:
         first = await unless_gone(reader.next(first=True), receive)
-        # Failover may have served it from another candidate than the first.
+        # Failover may have served it from another candidate than the one it started at.
         headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
                    PRIORITY_HEADER: priority_class, **limit_headers}
         if "queue_ms" in first:
             headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
+        if first["kind"] == "error" or headers["x-gatewayz-provider"] != job.provider:
+            runtime.circuits.forget(job.routes)  # what failed may have opened a circuit
         try:
             raise_for_error(first)
         except GatewayError as refused:
