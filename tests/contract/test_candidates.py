@@ -4,6 +4,8 @@ and its workers never see the job) and one whose pool refuses it, and
 starts the job at the first that admits it; the answer names that
 provider and is charged once at the model's price. When every candidate
 refuses, the client gets the refusal with the shortest ``retry-after``.
+An error after the job was queued names the job (``x-gatewayz-job-id``),
+even the ingress's own timeout before any event came.
 
 ``busy`` and ``crowded`` are pools of one that a test holds through the
 gated upstream (a test each, so that each is estimated from no service
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai
@@ -210,3 +213,39 @@ def test_when_every_circuit_is_open_the_soonest_to_close_says_when_to_retry(
     assert 0 < float(raised.value.response.headers["retry-after"]) <= RESET_TIMEOUT
     assert "x-gatewayz-job-id" not in raised.value.response.headers
     assert len(tripped.requests) == seen and gateway.balance(key) == balance
+
+
+# The ingress's own timeout before a job's first event
+
+
+def idle_config() -> GatewayConfig:
+    """``idle`` has no worker: its jobs wait in its queue until their deadline."""
+    return parse_config({
+        "providers": {"idle": {"adapter": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {"idle-model": {"providers": ["idle"], **PRICE}},
+        "plans": {"metered": {"requests_per_minute": 100, "tokens_per_minute": 1_000_000}},
+    }, {})
+
+
+@pytest.fixture(scope="module", params=MODES)
+def unserved(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with gateway_in_mode(request.param, idle_config(), tmp_path_factory.mktemp(f"unserved-{request.param}"),
+                         roles=lambda runtime: runtime.start_billing(), request_timeout=1.0,
+                         admin_token=ADMIN_TOKEN) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("path", ["chat/completions", "messages"])
+def test_a_timeout_before_the_first_event_names_the_job(unserved: Gateway, path: str) -> None:
+    key = unserved.create_key("1", plan="metered")
+    response = httpx.post(f"{unserved.base_url}/{path}", timeout=30, headers={"authorization": f"Bearer {key}"},
+                          json={"model": "idle-model", "max_tokens": 5, "stream": path == "messages",
+                                "messages": [{"role": "user", "content": "anyone?"}]})
+    assert response.status_code == 504, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert (error["type"], error.get("code")) == (("timeout_error", None) if path == "messages" else
+                                                  ("timeout_error", "timeout"))
+    assert response.headers["x-gatewayz-job-id"].startswith("job_")
+    assert response.headers["x-gatewayz-priority"] == "standard"
+    assert response.headers["x-ratelimit-limit-requests"] == "100"
+    assert "x-gatewayz-provider" not in response.headers, "no worker took it: no provider served it"
