@@ -36,6 +36,8 @@ FRESH = 0.05  # seconds: circuits read this recently count as read just now
 
 
 class CircuitWatch:
+    """This process's copy of the shared circuit records that jobs' candidates meet."""
+
     def __init__(self, breakers: Breakers, *, max_age: float = 0.5) -> None:
         self._breakers = breakers
         self._max_age = max_age
@@ -116,7 +118,8 @@ async def place(job: Job, circuits: CircuitWatch, pools: PoolWatch, queue_deadli
                 route = job.routes[attempt]
                 refusals.append(CircuitOpen(
                     f"provider {route.provider!r} is not called for {route.upstream_model!r} while its circuit is "
-                    f"open after repeated failures; it is tried again in {wait:.1f}s", retry_after=round(wait, 1)))
+                    f"open after repeated failures; it is tried again in {wait:.1f}s",
+                    retry_after=max(0.1, round(wait, 1))))
             elif await _admitted(job, attempt, pools, queue_deadline, refusals):
                 return attempt
     raise min(refusals, key=lambda refusal: refusal.retry_after or 0.0)

@@ -34,8 +34,7 @@ from tests.conftest import MODES
 from tests.contract.test_priorities import GatedUpstream, gated  # noqa: F401 (fixture)
 from tests.contract.test_queue_admission import release, saturate
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode
-from tests.support.resilience import cost_of_echo, usage_rows
-from tests.support.servers import ServerThread
+from tests.support.resilience import cost_of_echo, echoed, named_upstream, usage_rows
 
 PRICE = {"input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")}
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -69,17 +68,13 @@ def pools_of_one(runtime: Runtime) -> None:
 
 @pytest.fixture(scope="module")
 def spare() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream(name="spare")
-    with ServerThread(fake.app, name="spare upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with named_upstream("spare") as fake:
         yield fake
 
 
 @pytest.fixture(scope="module")
 def tripped() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream(name="tripped")
-    with ServerThread(fake.app, name="tripped upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with named_upstream("tripped") as fake:
         yield fake
 
 
@@ -102,18 +97,6 @@ def closed_circuits(gateway: Gateway, gated: GatedUpstream) -> None:  # noqa: F8
         assert httpx.post(f"{gateway.url}/admin/providers/{provider}/reset", headers=ADMIN).status_code == 200
 
 
-def ask(gateway: Gateway, key: str, message: str, model: str, *, stream: bool = False) -> httpx.Headers:
-    """The answer's headers, through the openai SDK; the answer must be the echo."""
-    sdk = openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
-    raw = sdk.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": message}], stream=stream)
-    if stream:
-        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == f"Echo: {message}"
-    else:
-        assert raw.parse().choices[0].message.content == f"Echo: {message}"
-    return raw.headers
-
-
 def post(gateway: Gateway, key: str, model: str, text: str, **headers: str) -> httpx.Response:
     return httpx.post(f"{gateway.base_url}/chat/completions", timeout=30,
                       headers={"authorization": f"Bearer {key}", **headers},
@@ -123,7 +106,7 @@ def post(gateway: Gateway, key: str, model: str, text: str, **headers: str) -> h
 def trip(gateway: Gateway, key: str, provider: str) -> None:
     """Two 500s from ``provider`` (each job answered by spare) open its circuit."""
     for n in range(2):
-        assert ask(gateway, key, f"fail:500@tripped {provider} trip {n}", f"{provider}-spare")[
+        assert echoed(gateway, key, f"fail:500@tripped {provider} trip {n}", model=f"{provider}-spare")[
             "x-gatewayz-provider"] == "spare"
     circuits = httpx.get(f"{gateway.url}/health/providers").json()["data"]
     (entry,) = [entry for entry in circuits if entry["provider"] == provider]
@@ -168,7 +151,7 @@ def test_an_open_circuit_sends_jobs_straight_to_the_next_candidate(
     trip(gateway, key, "tripped")
     seen = (len(tripped.requests), len(spare.requests))
     with caplog.at_level(logging.INFO, logger="workers.pool"):
-        answers = [ask(gateway, key, f"hello {n}", "tripped-spare", stream=stream) for n in range(3)]
+        answers = [echoed(gateway, key, f"hello {n}", model="tripped-spare", stream=stream) for n in range(3)]
     assert [headers["x-gatewayz-provider"] for headers in answers] == ["spare"] * 3
     assert (len(tripped.requests), len(spare.requests)) == (seen[0], seen[1] + 3), "the open circuit was not called"
     jobs = [headers["x-gatewayz-job-id"] for headers in answers]

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import MODES
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode
-from tests.support.resilience import Upstreams, cost_of_echo, resilience_config, two_upstreams, usage_rows
+from tests.support.resilience import (Upstreams, cost_of_echo, echoed, resilience_config, two_upstreams,
+                                     usage_rows)
 
 GRANT = 10_000_000
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -52,14 +53,7 @@ def key(gateway: Gateway) -> str:
 
 def ask(gateway: Gateway, key: str, message: str, *, model: str = "duo", stream: bool = False) -> str:
     """Which provider answered (``x-gatewayz-provider``)."""
-    sdk = openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
-    raw = sdk.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": message}], stream=stream)
-    if stream:
-        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == f"Echo: {message}"
-    else:
-        assert raw.parse().choices[0].message.content == f"Echo: {message}"
-    return raw.headers["x-gatewayz-provider"]
+    return echoed(gateway, key, message, model=model, stream=stream)["x-gatewayz-provider"]
 
 
 def health(gateway: Gateway, *, admin: bool = False) -> dict[str, dict[str, Any]]:
