@@ -12,8 +12,10 @@ the shortest ``retry-after``: 503 ``queue_full``, ``no_workers`` or
 
 ``CircuitWatch`` keeps each process's copy of the shared circuits (at most
 ``max_age`` old), so most requests read none; a refusal of every candidate
-is decided on circuits read just then. When the circuits cannot be read,
-they count as closed, as they do for workers (``workers.breakers``).
+is decided on circuits read just then. When the circuits cannot be read
+(or a read takes longer than ``READ_TIMEOUT``), they count as closed, as
+they do for workers (``workers.breakers``), and are not read again for
+``max_age``: a store in trouble never holds requests up for long.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from workers.breakers import Breakers, candidate_breakers
 log = logging.getLogger(__name__)
 
 FRESH = 0.05  # seconds: circuits read this recently count as read just now
+READ_TIMEOUT = 0.25  # seconds a read of the circuits may take before they count as closed
 
 
 class CircuitWatch:
@@ -43,13 +46,15 @@ class CircuitWatch:
         self._max_age = max_age
         self._records: dict[str, tuple[float, CircuitRecord]] = {}  # breaker -> (read at, record)
         self._reading: dict[frozenset[str], asyncio.Task[None]] = {}
-        self._blind = False  # the store could not be read last time
+        self._blind_until: float | None = None  # the store could not be read: not before then
 
     async def closed_in(self, routes: Sequence[Route], *, max_age: float | None = None) -> list[float]:
         """For each candidate, seconds until its circuits let an attempt
         through (0: now), from records at most ``max_age`` seconds old."""
         limit = self._max_age if max_age is None else max_age
         now = time.monotonic()
+        if self._blind_until is not None and now < self._blind_until:
+            return [0.0] * len(routes)
         stale = frozenset(name for route in routes for name in candidate_breakers(route)
                           if name not in self._records or now - self._records[name][0] > limit)
         if stale and not await self._read(stale):
@@ -83,18 +88,22 @@ class CircuitWatch:
         try:
             await asyncio.shield(reading)
         except StoreUnavailable as error:
-            if not self._blind:
-                self._blind = True
+            if self._blind_until is None:
                 log.warning("circuits unreadable (%s): every candidate counts as closed", error)
+            self._blind_until = time.monotonic() + self._max_age
             return False
-        if self._blind:
-            self._blind = False
+        if self._blind_until is not None:
+            self._blind_until = None
             log.warning("circuits readable again")
         return True
 
     async def _load(self, names: frozenset[str]) -> None:
         ordered = sorted(names)
-        records = await self._breakers.store.load(*ordered)
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                records = await self._breakers.store.load(*ordered)
+        except TimeoutError:
+            raise StoreUnavailable(f"no answer within {READ_TIMEOUT:g}s") from None
         read_at = time.monotonic()
         self._records.update((name, (read_at, record)) for name, record in zip(ordered, records, strict=True))
 
