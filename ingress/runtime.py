@@ -24,6 +24,7 @@ from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
 from billing.ledger import Ledger
 from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
+from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
 from scheduler import rabbitmq
 from scheduler.admission import PoolWatch
@@ -66,6 +67,7 @@ class Runtime:
     breakers: Breakers
     health: HealthLog
     pools: PoolWatch
+    circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
     dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
@@ -193,7 +195,7 @@ async def open_runtime(
         ledger = Ledger(engine)
         runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
                           rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings),
-                          dead_letters=dead_letters)
+                          CircuitWatch(breakers), dead_letters=dead_letters)
         try:
             yield runtime
         finally:

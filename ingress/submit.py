@@ -1,16 +1,23 @@
 """Submitting a job, the same for every endpoint and dialect: choose the
-candidates that can take the request, give it its priority class, take it
-from its rate limits, hold its worst-case cost, subscribe to its results,
-enqueue it, and wait for its first event.
+candidates that can take the request, give it its priority class, choose
+the candidate it starts at (``ingress.placement``), take it from its rate
+limits, hold its worst-case cost, subscribe to its results, enqueue it, and
+wait for its first event.
 
 Whatever fails before the job is queued releases the hold: nothing else
 would settle it. Once queued, the worker's usage event settles it; a client
 that leaves while waiting cancels the job (``ingress.cancellation``).
+
+An error the client gets once the rate limits admitted the request carries
+their ``x-ratelimit-*`` headers; once the job is queued, also its id and
+class (and the provider and queue wait, when a worker answered).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +30,7 @@ from billing.admission import worst_case_usage
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
+from ingress.placement import place
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
 from ingress.runtime import Runtime
@@ -126,40 +134,52 @@ async def submit(
         max_queue_wait=may_wait if max_queue_ms is not None else None,
     )
     # Before rate limits and the hold: a job refused here takes nothing from either.
-    await runtime.pools.admit(job.provider, job.priority, may_wait)
+    job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)
     bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
     worst_case = cost_of(bound, route.price)
-    await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
-                              key_id=owner.key_id, now=now)
-    try:
-        # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
-        subscription = await runtime.results.subscribe(job.id)
-    except BaseException:
-        await runtime.ledger.release(job.id)
-        raise
-    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
-    try:
-        await runtime.jobs.enqueue(job)
-    except BaseException:
-        await subscription.close()
-        await runtime.ledger.release(job.id)  # never queued: nothing will settle it
-        raise
-    try:
-        first = await unless_gone(reader.next(first=True), receive)
-        # Failover may have served it from another candidate than the first.
-        headers = {"x-gatewayz-job-id": job.id, "x-gatewayz-provider": first.get("provider", job.provider),
-                   PRIORITY_HEADER: priority_class, **limit_headers}
-        if "queue_ms" in first:
-            headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
+    with answering(limit_headers):  # a refusal from here on still says where the rate limits stand
+        await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
+                                  key_id=owner.key_id, now=now)
         try:
-            raise_for_error(first)
-        except GatewayError as refused:
-            refused.job_headers = headers  # the worker's refusal is still this job's answer
+            # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
+            subscription = await runtime.results.subscribe(job.id)
+        except BaseException:
+            await runtime.ledger.release(job.id)
             raise
+        try:
+            await runtime.jobs.enqueue(job)
+        except BaseException:
+            await subscription.close()
+            await runtime.ledger.release(job.id)  # never queued: nothing will settle it
+            raise
+    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
+    headers = {"x-gatewayz-job-id": job.id, PRIORITY_HEADER: priority_class, **limit_headers}
+    try:
+        # The job is queued: any error now, the worker's or the wait's, is its answer and names it.
+        with answering(headers):
+            first = await unless_gone(reader.next(first=True), receive)
+            # Failover may have served it from another candidate than the one it started at.
+            headers["x-gatewayz-provider"] = first.get("provider", job.provider)
+            if "queue_ms" in first:
+                headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
+            if first["kind"] == "error" or headers["x-gatewayz-provider"] != job.provider:
+                runtime.circuits.forget(job.routes)  # what failed may have opened a circuit
+            raise_for_error(first)
     except BaseException as error:
         await subscription.close()
         if isinstance(error, ClientDisconnect):
             await cancel_job(runtime.results, job)
         raise
     return Submitted(job, reader, first, headers)
+
+
+@contextmanager
+def answering(headers: dict[str, str]) -> Iterator[None]:
+    """A ``GatewayError`` raised inside goes to the client with ``headers``
+    (a copy, taken as it is raised), under any the error carries itself."""
+    try:
+        yield
+    except GatewayError as error:
+        error.job_headers = {**headers, **error.job_headers}
+        raise

@@ -14,7 +14,8 @@ class GatewayError(Exception):
     type = "api_error"
     code: str | None = None
     retry_after: float | None = None  # seconds; sent as `retry-after` when set
-    # A job's own headers (id, provider, queue wait) when a worker gave the error; replaced, never mutated.
+    # The request's own headers (its job's id, provider, queue wait; its rate limits) when the error came
+    # after they were known; replaced, never mutated.
     job_headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, param: str | None = None) -> None:

@@ -126,8 +126,10 @@ class JobMark(BaseModel):
     ``started``: a worker began it (events may have reached the client);
     ``answered``: its final event is about to go out, with this usage;
     ``done``: its usage event is durable;
-    ``handed_off``: it failed over before anything reached the client, and
-    ``attempt`` is the candidate it was handed to.
+    ``handed_off``: it failed over before anything reached the client,
+    ``attempt`` is the candidate it was handed to and ``handed_by`` the
+    attempt that handed it (candidates whose circuit is open are passed
+    over, so the two need not be neighbours).
 
     A mark belongs to one ``attempt`` (the index into ``Job.routes``); a
     mark of a later attempt is never overwritten by an earlier one, so a
@@ -137,6 +139,7 @@ class JobMark(BaseModel):
     state: Literal["started", "answered", "done", "handed_off"]
     usage: Usage | None = None
     attempt: int = 0
+    handed_by: int | None = None
 
 
 class UsageEvent(BaseModel):

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +40,7 @@ import pybreaker
 
 from schema.circuits import CircuitRecord, CircuitState
 from schema.errors import CircuitOpen
+from schema.jobs import Route
 from workers.breaker_store import BreakerStore, StoreUnavailable
 from workers.resilience import Scope, breaker_scope
 
@@ -50,6 +51,11 @@ SWAP_TRIES = 16  # compare-and-set attempts before an outcome is dropped (logged
 
 def model_breaker(provider: str, model: str) -> str:
     return f"{provider}/{model}"
+
+
+def candidate_breakers(route: Route) -> tuple[str, str]:
+    """The two breakers an attempt on this candidate runs under."""
+    return route.provider, model_breaker(route.provider, route.upstream_model)
 
 
 class _Mirror(pybreaker.CircuitBreakerStorage):
@@ -240,6 +246,30 @@ class Breakers:
             if raised is not error:
                 raise
         record.note_failure(self._clock(), str(error))
+
+    # Which candidates to pass over (the ingress and hand-offs)
+
+    def refusing_for(self, record: CircuitRecord) -> float:
+        """Seconds this circuit will still refuse every attempt: 0 when it
+        lets one through now (closed; half-open; open past its reset
+        timeout, where the next attempt is the probe)."""
+        if record.state != "open" or record.opened_at is None:
+            return 0.0
+        return max(0.0, record.opened_at + self.reset_timeout - self._clock())
+
+    async def closed_in(self, routes: Sequence[Route]) -> list[float]:
+        """For each candidate, seconds until both its circuits let an attempt
+        through (0: now), read in one round trip; all 0 when the store cannot
+        be read, as ``guard`` then lets attempts through too."""
+        names = list(dict.fromkeys(name for route in routes for name in candidate_breakers(route)))
+        if not names:
+            return []
+        try:
+            records = dict(zip(names, await self.store.load(*names), strict=True))
+        except StoreUnavailable as error:
+            log.warning("circuits of the next candidates not checked: %s", error)
+            return [0.0] * len(routes)
+        return [max(self.refusing_for(records[name]) for name in candidate_breakers(route)) for route in routes]
 
     # What operators see
 

@@ -11,10 +11,12 @@ delivered.
 Each attempt runs under the provider's circuit breakers and its per-phase
 timeouts (first event, idle between events, total). A failure before any
 event left for the client is retried on the same provider or handed to the
-model's next candidate, by the policy of ``workers.resilience``: the job is
-re-enqueued on that provider's queue with ``attempt + 1`` (same id, deadline
-and hold) and this delivery is acknowledged without a usage event; the
-worker that finishes the job settles it. Job marks keep hand-offs exactly
+model's next candidate whose circuits are not open, by the policy of
+``workers.resilience``: the job is re-enqueued on that provider's queue with
+that candidate's ``attempt`` (same id, deadline and hold) and this delivery
+is acknowledged without a usage event; the worker that finishes the job
+settles it. A job may start at any candidate (the ingress passes over
+refused ones) and only moves forward. Job marks keep hand-offs exactly
 once: a stale or duplicated copy of a job that was handed on never runs.
 
 A job whose client left (``workers.cancels``) is skipped if it was not
@@ -292,15 +294,23 @@ class ProviderPool:
             raise GatewayTimeout(f"provider {self.provider.name!r} did not finish within "
                                  f"{self.provider.timeout:g}s") from None
 
-    async def _hand_off(self, job: Job, cause: GatewayError, keep: float, *, waited: float | None = None) -> bool:
-        """Give the job to its next candidate; False if it could not be
-        queued (its deadline passed, or the broker failed), and the job ends
-        here with the cause. ``waited``: its queue wait so far, which the
-        next attempt's adds to."""
-        onward = job.model_copy(update={"attempt": job.attempt + 1,
+    async def _hand_off(self, job: Job, cause: GatewayError, keep: float, *, waited: float | None = None,
+                        to: int | None = None) -> bool:
+        """Give the job to its next candidate whose circuits let it through
+        (or to attempt ``to``, redoing a hand-off); False if there is none,
+        or it could not be queued (its deadline passed, or the broker
+        failed), and the job ends here with the cause. ``waited``: its queue
+        wait so far, which the next attempt's adds to."""
+        if to is None:
+            to = await self._next_candidate(job)
+            if to is None:
+                log.info("job %s: %s failed before answering (%s); every later candidate's circuit is open",
+                         job.id, job.provider, cause.message)
+                return False
+        onward = job.model_copy(update={"attempt": to,
                                         "queued_before": waited if waited is not None else job.queued_before})
         # Marked before it is queued: from here on this attempt never runs again.
-        await self._results.mark(job.id, JobMark(state="handed_off", attempt=onward.attempt), keep)
+        await self._results.mark(job.id, JobMark(state="handed_off", attempt=to, handed_by=job.attempt), keep)
         try:
             await self._jobs.enqueue(onward)
         except Exception as error:  # the broker's errors are many; each means "not queued"
@@ -312,14 +322,25 @@ class ProviderPool:
                  onward.provider)
         return True
 
+    async def _next_candidate(self, job: Job) -> int | None:
+        """The attempt of the first later candidate whose circuits are not
+        open: a job does not travel through queues only to be refused."""
+        later = job.routes[job.attempt + 1:]
+        for offset, wait in enumerate(await self._breakers.closed_in(later)):
+            if wait == 0:
+                return job.attempt + 1 + offset
+        return None
+
     async def _handed_on(self, job: Job, mark: JobMark, redelivered: bool) -> None:
         """A copy of an attempt that already handed the job on. If its worker
         died between the mark and the enqueue, the hand-off may be lost: redo
-        it (a duplicate it makes is dropped by the next attempt's mark)."""
-        if redelivered and mark.state == "handed_off" and mark.attempt == job.attempt + 1:
+        it, to the same attempt (a duplicate it makes is dropped by that
+        attempt's mark)."""
+        if redelivered and mark.state == "handed_off" and mark.handed_by == job.attempt:
             log.warning("job %s: redelivered after handing it to attempt %d; handing it again", job.id, mark.attempt)
             keep = job.deadline - time.time() + JOB_STATE_GRACE
-            if not await self._hand_off(job, UpstreamError("the worker handing this request on stopped"), keep):
+            if not await self._hand_off(job, UpstreamError("the worker handing this request on stopped"), keep,
+                                        to=mark.attempt):
                 run = JobRun(job.model_copy(update={"attempt": mark.attempt}), self._results)
                 self._fail(run, GatewayTimeout("the request could not be handed to another provider in time"))
                 await run.flush()

@@ -211,6 +211,7 @@ async def reset_provider_circuits(request: Request, provider: str) -> dict[str, 
     if provider not in runtime.catalog.providers:
         raise ProviderNotFound(f"No provider {provider!r}")
     await runtime.breakers.reset(provider)
+    runtime.circuits.forget_provider(provider)
     (entry,) = (await providers_health(runtime, detailed=True, only=provider))["data"]
     return entry
 

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import MODES
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode
-from tests.support.resilience import Upstreams, cost_of_echo, resilience_config, two_upstreams, usage_rows
+from tests.support.resilience import (Upstreams, cost_of_echo, echoed, resilience_config, two_upstreams,
+                                     usage_rows)
 
 GRANT = 10_000_000
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -52,14 +53,7 @@ def key(gateway: Gateway) -> str:
 
 def ask(gateway: Gateway, key: str, message: str, *, model: str = "duo", stream: bool = False) -> str:
     """Which provider answered (``x-gatewayz-provider``)."""
-    sdk = openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
-    raw = sdk.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": message}], stream=stream)
-    if stream:
-        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == f"Echo: {message}"
-    else:
-        assert raw.parse().choices[0].message.content == f"Echo: {message}"
-    return raw.headers["x-gatewayz-provider"]
+    return echoed(gateway, key, message, model=model, stream=stream)["x-gatewayz-provider"]
 
 
 def health(gateway: Gateway, *, admin: bool = False) -> dict[str, dict[str, Any]]:
@@ -138,8 +132,10 @@ def test_with_no_candidate_left_an_open_circuit_is_a_503_with_retry_after(
     assert raised.value.status_code == 503 and raised.value.body["code"] == "circuit_open"
     assert 0 < float(raised.value.response.headers["retry-after"]) <= RESET_TIMEOUT
     assert upstreams.seen() == before, "nothing was sent upstream"
+    # Refused by the ingress, which saw the circuit open: no job was queued, nothing held.
+    assert "x-gatewayz-job-id" not in raised.value.response.headers
     assert gateway.wait_for_balance(key, GRANT, timeout=1) == GRANT
-    assert [row["cost_micros"] for row in usage_rows(gateway, key, expected=3)] == [0, 0, 0]
+    assert [row["cost_micros"] for row in usage_rows(gateway, key, expected=2)] == [0, 0]
 
 
 def test_an_unreachable_provider_opens_its_own_circuit(gateway: Gateway, key: str) -> None:

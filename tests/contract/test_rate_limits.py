@@ -63,8 +63,9 @@ def limited_config(upstream_url: str) -> GatewayConfig:
 def limited(request: pytest.FixtureRequest, upstream: FakeUpstream,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data_dir = tmp_path_factory.mktemp(f"limited-{request.param}")
+    # Claude's requests fail, but must not open its circuit: the ingress would refuse them before their limits.
     with gateway_in_mode(request.param, limited_config(upstream.url), data_dir,  # type: ignore[attr-defined]
-                         admin_token=ADMIN_TOKEN) as gateway:
+                         admin_token=ADMIN_TOKEN, breaker_failures=1_000_000) as gateway:
         yield gateway
 
 
@@ -113,9 +114,17 @@ def test_a_burst_on_a_key_admits_exactly_its_plan(limited: Gateway) -> None:
 
 def test_the_rate_limit_is_checked_before_credit(limited: Gateway) -> None:
     broke = limited.create_key("0", plan="tight")
-    statuses = [chat(limited, broke).status_code for _ in range(6)]
+    answers = [chat(limited, broke) for _ in range(6)]
     # The first five are admitted by the limiter and refused for credit; the sixth never gets that far.
-    assert statuses == [402] * 5 + [429]
+    assert [answer.status_code for answer in answers] == [402] * 5 + [429]
+    # A request the limiter admitted says where its limits stand, even when its credit refuses it.
+    assert [(answer.headers["x-ratelimit-limit-requests"], answer.headers["x-ratelimit-remaining-requests"])
+            for answer in answers] == [("5", "4"), ("5", "3"), ("5", "2"), ("5", "1"), ("5", "0"), ("5", "0")]
+    anthropic = httpx.post(f"{limited.base_url}/messages", json=REQUEST, timeout=30,
+                           headers={"x-api-key": limited.create_key("0", plan="tight")})
+    assert anthropic.status_code == 402 and anthropic.json()["error"]["type"] == "billing_error"
+    assert (anthropic.headers["anthropic-ratelimit-requests-limit"],
+            anthropic.headers["anthropic-ratelimit-requests-remaining"]) == ("5", "4")
 
 
 def test_admitted_responses_say_where_the_tightest_limits_stand(limited: Gateway) -> None:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import openai
 
 from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
@@ -42,6 +43,28 @@ def two_upstreams() -> Iterator[Upstreams]:
         primary_server = stack.enter_context(ServerThread(primary.app, name="primary upstream"))
         backup_server = stack.enter_context(ServerThread(backup.app, name="backup upstream"))
         yield Upstreams(primary, backup, primary_server.url, backup_server.url, f"http://127.0.0.1:{free_port()}")
+
+
+@contextmanager
+def named_upstream(name: str) -> Iterator[FakeUpstream]:
+    """One fake upstream that obeys the commands addressed to ``name``, at its ``url``."""
+    fake = FakeUpstream(name=name)
+    with ServerThread(fake.app, name=f"{name} upstream") as server:
+        fake.url = server.url  # type: ignore[attr-defined]
+        yield fake
+
+
+def echoed(gateway: Gateway, key: str, message: str, *, model: str, stream: bool = False) -> httpx.Headers:
+    """Ask ``model`` through the openai SDK; the answer must be the fake's
+    echo of ``message``. Returns the response's headers."""
+    sdk = openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": message}], stream=stream)
+    if stream:
+        assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == f"Echo: {message}"
+    else:
+        assert raw.parse().choices[0].message.content == f"Echo: {message}"
+    return raw.headers
 
 
 def resilience_config(upstreams: Upstreams, **primary: Any) -> GatewayConfig:

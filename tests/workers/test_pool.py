@@ -16,6 +16,8 @@ from schema.errors import UpstreamError
 from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
 from tests.support.pools import memory_pool, run_job
 from workers.adapters.mock import MockAdapter
+from workers.breaker_store import MemoryBreakerStore
+from workers.breakers import Breakers
 from workers.pool import ProviderPool
 from workers.resilience import RetryPolicy
 
@@ -95,10 +97,12 @@ def two_candidates() -> Job:
 
 
 async def serve_once(adapter: MockAdapter, item: Job, results: MemoryResultBus, queue: MemoryJobQueue, *,
-                     redelivered: bool = False, retries: int = 0) -> tuple[list[dict], list[UsageEvent]]:
+                     redelivered: bool = False, retries: int = 0,
+                     breakers: Breakers | None = None) -> tuple[list[dict], list[UsageEvent]]:
     usage = MemoryUsageQueue()
     pool = ProviderPool(ProviderSpec(name=item.provider, adapter="mock"), adapter, jobs=queue, results=results,
-                        usage=usage, concurrency=1, retries=RetryPolicy(retries=retries, backoff=0.01))
+                        usage=usage, concurrency=1, retries=RetryPolicy(retries=retries, backoff=0.01),
+                        breakers=breakers)
     inbox = await results.subscribe(item.id)
     await pool.handle(item, redelivered)
     events = []
@@ -146,7 +150,7 @@ async def test_a_redelivered_attempt_whose_hand_off_may_be_lost_hands_it_again_a
     results, queue = MemoryResultBus(), MemoryJobQueue()
     item = two_candidates()
     # The worker of attempt 0 marked the hand-off, enqueued it, and died before its ack.
-    await results.mark(item.id, JobMark(state="handed_off", attempt=1), 60)
+    await results.mark(item.id, JobMark(state="handed_off", attempt=1, handed_by=0), 60)
     await queue.enqueue(item.model_copy(update={"attempt": 1}))
     events, usage = await serve_once(Failing(), item, results, queue, redelivered=True)
     assert (events, usage) == ([], [])
@@ -202,3 +206,71 @@ async def test_a_final_event_that_could_not_be_sent_is_charged_only_for_what_arr
         assert charged.usage.output_tokens > 0
     else:  # the client never got its answer
         assert (charged.usage.input_tokens, charged.usage.output_tokens) == (0, 0)
+
+
+# Hand-offs pass over candidates whose circuit is open
+
+
+def three_candidates() -> Job:
+    return job().model_copy(update={"routes": [Route(provider=name, upstream_model="echo")
+                                               for name in ("first", "second", "third")]})
+
+
+async def opened(breakers: Breakers, *providers: str) -> Breakers:
+    """Open the circuit of each provider's ``echo`` by failing attempts, as its workers would."""
+    for provider in providers:
+        with pytest.raises(UpstreamError):
+            async with breakers.guard(provider, "echo"):
+                raise UpstreamError(f"provider {provider!r} answered 500: down", status=502)
+    return breakers
+
+
+async def test_a_hand_off_passes_over_a_candidate_whose_circuit_is_open() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    breakers = await opened(Breakers(MemoryBreakerStore(), failures=1), "second")
+    item = three_candidates()
+    events, usage = await serve_once(Failing(), item, results, queue, breakers=breakers)
+    assert (events, usage) == ([], [])
+    assert (await queue.depth("second"), await queue.depth("third")) == (0, 1), "straight to the third"
+    _, _, onward = queue._queue("third").get_nowait()
+    assert (onward.attempt, onward.provider) == (2, "third")
+
+    events, usage = await serve_once(MockAdapter(), onward, results, queue, breakers=breakers)
+    assert [e["kind"] for e in events] == ["response"] and events[0]["provider"] == "third"
+    assert [(u.provider, u.usage.output_tokens) for u in usage] == [("third", 3)], "settled once, by who answered"
+
+
+async def test_with_every_later_circuit_open_the_job_ends_with_its_own_error() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    breakers = await opened(Breakers(MemoryBreakerStore(), failures=1), "second", "third")
+    events, usage = await serve_once(Failing(), three_candidates(), results, queue, breakers=breakers)
+    assert [(e["kind"], e["data"]["status"], e["data"]["message"]) for e in events] == [
+        ("error", 502, "provider 'first' answered 500: down")]
+    assert [(u.provider, u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [("first", 0, 0)]
+    assert (await queue.depth("second"), await queue.depth("third")) == (0, 0)
+
+
+async def test_a_job_started_at_a_later_candidate_fails_over_from_there() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    item = three_candidates().model_copy(update={"attempt": 1})  # the ingress passed over the first
+    events, usage = await serve_once(Failing(), item, results, queue)
+    assert (events, usage) == ([], [])
+    assert (await queue.depth("first"), await queue.depth("third")) == (0, 1), "never back to the first"
+    assert await results.mark(item.id, JobMark(state="started", attempt=0), 60) == JobMark(
+        state="handed_off", attempt=2, handed_by=1)
+
+
+async def test_only_the_attempt_that_handed_the_job_on_hands_it_again() -> None:
+    results, queue = MemoryResultBus(), MemoryJobQueue()
+    item = three_candidates()
+    # Attempt 0 passed over the second candidate and handed the job to the third, then died before its ack.
+    await results.mark(item.id, JobMark(state="handed_off", attempt=2, handed_by=0), 60)
+    await serve_once(Failing(), item, results, queue, redelivered=True)
+    assert (await queue.depth("second"), await queue.depth("third")) == (0, 1), "handed again, to the same attempt"
+
+    # A copy of attempt 0 when attempt 1 is the one that handed it to the third: stale, only acknowledged.
+    later = three_candidates()
+    await results.mark(later.id, JobMark(state="handed_off", attempt=2, handed_by=1), 60)
+    adapter = Failing()
+    events, usage = await serve_once(adapter, later, results, queue, redelivered=True)
+    assert (events, usage, adapter.calls, await queue.depth("third")) == ([], [], 0, 1)
