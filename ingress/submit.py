@@ -159,11 +159,13 @@ async def submit(
         # The job is queued: any error now, the worker's or the wait's, is its answer and names it.
         with answering(headers):
             first = await unless_gone(reader.next(first=True), receive)
-            # Failover may have served it from another candidate than the one it started at.
-            headers["x-gatewayz-provider"] = first.get("provider", job.provider)
+            # Failover may have served it from another candidate than the one
+            # it started at; a job no worker took (dead-lettered) names none.
+            if "provider" in first:
+                headers["x-gatewayz-provider"] = first["provider"]
             if "queue_ms" in first:
                 headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
-            if first["kind"] == "error" or headers["x-gatewayz-provider"] != job.provider:
+            if first["kind"] == "error" or first.get("provider") != job.provider:
                 runtime.circuits.forget(job.routes)  # what failed may have opened a circuit
             raise_for_error(first)
     except BaseException as error:
