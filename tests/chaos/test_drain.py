@@ -4,7 +4,6 @@ another worker takes the new ones; nothing is lost or answered twice."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 from tests.support.cluster import running_cluster
@@ -16,7 +15,7 @@ def test_sigterm_drains_in_flight_jobs(tmp_path: Path, upstream: str) -> None:
         leaving = cluster.worker("leaving")
         cluster.wait_for_workers(1)
         runner = cluster.load(requests=80, concurrency=12)
-        time.sleep(0.6)
+        cluster.wait_for_jobs_in_hand(leaving)  # SIGTERM while it holds some: they must finish
         cluster.worker("staying")
         leaving.send_signal(signal.SIGTERM)
         exit_code = leaving.wait(timeout=30)

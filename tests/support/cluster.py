@@ -15,7 +15,9 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import httpx
+import redis.asyncio as redis
 
+from scheduler.pool_stats import RedisPoolStats
 from scheduler.topology import Topology
 from tests.support.processes import background, free_port, gatewayz, wait_until_healthy
 from tests.support.services import Distributed, distributed_services
@@ -51,6 +53,11 @@ class Cluster:
 
     def wait_for_workers(self, count: int, timeout: float = 30, provider: str = "fake") -> None:
         asyncio.run(_wait_for_consumers(self.services, count, timeout, provider))
+
+    def wait_for_jobs_in_hand(self, worker: subprocess.Popen[bytes], timeout: float = 30,
+                              provider: str = "fake") -> None:
+        """Until the worker process's beat (every second) says it holds jobs."""
+        asyncio.run(_wait_for_jobs_in_hand(self.services, worker.pid, timeout, provider))
 
     def load(self, requests: int, concurrency: int) -> threading.Thread:
         """Stream ``requests`` requests in the background; outcomes land in ``self.outcomes``."""
@@ -122,6 +129,21 @@ async def _load(base_url: str, key: str, requests: int, concurrency: int) -> lis
                 return await _stream_one(client)
 
         return await asyncio.gather(*(one() for _ in range(requests)))
+
+
+async def _wait_for_jobs_in_hand(services: Distributed, pid: int, timeout: float, provider: str) -> None:
+    client = redis.Redis.from_url(services.redis_url)
+    stats = RedisPoolStats(client, Topology(services.namespace))
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            beats = (await stats.read(provider)).workers
+            if any(beat.worker.split(":")[1] == str(pid) and beat.in_flight > 0 for beat in beats):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    raise AssertionError(f"worker {pid} never held a job")
 
 
 async def _wait_for_consumers(services: Distributed, count: int, timeout: float, provider: str) -> None:
