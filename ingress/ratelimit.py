@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from billing.ledger import KeyOwner
 from ingress.limiter import BucketState, Decision, Limit, Limiter

@@ -7,32 +7,14 @@ subscription."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as redis
 
-from scheduler.memory import MemoryResultBus
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
 from scheduler.transport import ResultBus
 from schema.jobs import JobMark
 from tests.support.redis_server import own_redis
-from tests.support.services import REDIS_URL, require_services
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[ResultBus]:
-    if request.param == "memory":
-        yield MemoryResultBus()
-        return
-    require_services()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        yield RedisResultBus(client, Topology(f"gztest{uuid.uuid4().hex[:8]}"))
-    finally:
-        await client.aclose()
 
 
 async def watch(bus: ResultBus, heard: list[str]) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as redis
 
-from scheduler.memory import MemoryResultBus
 from scheduler.redis_bus import RedisResultBus
 from scheduler.topology import Topology
 from scheduler.transport import ResultBus
@@ -44,22 +41,6 @@ async def test_closed_subscriptions_leave_their_channels() -> None:
         await bus.close()
         await client.aclose()
         await admin.aclose()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[ResultBus]:
-    if request.param == "memory":
-        yield MemoryResultBus()
-        return
-    require_services()
-    client = redis.Redis.from_url(REDIS_URL)
-    redis_bus = RedisResultBus(client, Topology(f"gztest{uuid.uuid4().hex[:8]}"))
-    await redis_bus.start()
-    try:
-        yield redis_bus
-    finally:
-        await redis_bus.close()
-        await client.aclose()
 
 
 async def test_a_mark_publishes_its_events_with_it(bus: ResultBus) -> None:
