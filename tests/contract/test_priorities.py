@@ -109,9 +109,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) ->
 
 
 def send(gateway: Gateway, key: str, text: str, *, model: str = "serial-model", priority: str | None = None,
-         results: dict[str, httpx.Response] | None = None, timeout: float = 30) -> threading.Thread:
+         results: dict[str, httpx.Response] | None = None, timeout: float = 30,
+         extra_headers: dict[str, str] | None = None) -> threading.Thread:
     """Post in the background; the response lands in ``results[text]``."""
-    headers = {"authorization": f"Bearer {key}"}
+    headers = {"authorization": f"Bearer {key}", **(extra_headers or {})}
     if priority is not None:
         headers["x-gatewayz-priority"] = priority
     body: dict[str, Any] = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": text}]}

@@ -14,7 +14,6 @@ finished none yet, so the estimates are exact: ``(ahead + 1) / 1 s``.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -171,9 +170,8 @@ def test_a_job_that_waits_past_the_queue_deadline_its_client_set_never_runs(satu
     threads = saturate(saturable, gated, "promise", key, 0, results)
     try:
         # Admitted (the slot is busy: (0 + 1) jobs at 1 s fit 1.5 s), but the slot stays busy for 3 s.
-        threads.append(threading.Thread(target=lambda: results.__setitem__("hurry", post(
-            saturable, key, "promise", "hurry", **{"x-gatewayz-max-queue-ms": "1500"})), daemon=True))
-        threads[-1].start()
+        threads.append(send(saturable, key, "hurry", model="promise-model", results=results,
+                            extra_headers={"x-gatewayz-max-queue-ms": "1500"}))
         wait_until(lambda: pool(saturable, "promise")["depth_by_priority"]["2"] == 1, "the hurried job waits")
         time.sleep(3.0)
     finally:
