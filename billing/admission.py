@@ -2,8 +2,12 @@
 
 Prompt tokens are over-estimated from the request's bytes (about three bytes
 a token, which no common tokenizer beats on average), and output tokens are
-the request's ``max_tokens``/``max_completion_tokens`` times ``n``, or the
-model's output limit, or a default.
+the request's ``max_tokens``/``max_completion_tokens`` (the larger, if it sets
+both: an upstream may read either) times ``n``, or the model's output limit,
+or a default. A chat request that sets no limit is sent upstream with the one
+the hold assumed (``bound_output``), so the provider stops where the hold
+does. Whatever an upstream still reports beyond the hold is not charged
+(``billing.pricing.charge``).
 
 Embeddings produce no output tokens: only their input is bounded (a token id
 is one token however few digits it has). Image generation costs ``n``
@@ -21,13 +25,15 @@ import orjson
 from billing.pricing import cost_of
 from schema.jobs import JobKind, Price, Usage
 from schema.media import images_requested
-from schema.money import MicroCredits
+from schema.errors import InsufficientCredits
+from schema.money import MicroCredits, micros_to_credits
 
 BYTES_PER_TOKEN = 3
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # A high-quality 1536x1024 image is 6,240 output tokens on gpt-image-1;
 # larger sizes and newer models go further. Set max_output_tokens to tighten.
 DEFAULT_MAX_IMAGE_OUTPUT_TOKENS = 16_384
+MAX_HOLD = MicroCredits(2**62)  # far above any balance, safely inside a signed 64-bit column
 
 
 def prompt_token_bound(payload: dict[str, Any]) -> int:
@@ -36,11 +42,25 @@ def prompt_token_bound(payload: dict[str, Any]) -> int:
     return -(-len(orjson.dumps(payload)) // BYTES_PER_TOKEN)
 
 
+def output_limit(payload: dict[str, Any], model_limit: int | None) -> int:
+    """The tokens one choice may produce: the request's own limit, else the model's, else the default."""
+    requested = [value for value in (payload.get("max_completion_tokens"), payload.get("max_tokens"))
+                 if type(value) is int and value > 0]
+    return max(requested) if requested else model_limit or DEFAULT_MAX_OUTPUT_TOKENS
+
+
 def output_token_bound(payload: dict[str, Any], model_limit: int | None) -> int:
-    requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    limit = requested if isinstance(requested, int) and requested > 0 else model_limit or DEFAULT_MAX_OUTPUT_TOKENS
     choices = payload.get("n")
-    return limit * (choices if isinstance(choices, int) and choices > 1 else 1)
+    return output_limit(payload, model_limit) * (choices if type(choices) is int and choices > 1 else 1)
+
+
+def bound_output(payload: dict[str, Any], model_limit: int | None) -> None:
+    """Give an OpenAI-dialect chat request that sets no output limit the one
+    its hold assumes, as ``max_tokens`` (the field every OpenAI-compatible
+    server reads; translation carries it to the other dialects, and a provider
+    that wants ``max_completion_tokens`` gets it renamed by its adapter)."""
+    if payload.get("max_tokens") is None and payload.get("max_completion_tokens") is None:
+        payload["max_tokens"] = model_limit or DEFAULT_MAX_OUTPUT_TOKENS
 
 
 def embedding_token_bound(text: object) -> int:
@@ -65,3 +85,11 @@ def worst_case_usage(payload: dict[str, Any], model_limit: int | None, kind: Job
 
 def worst_case_cost(payload: dict[str, Any], price: Price, model_limit: int | None, kind: JobKind = "chat") -> MicroCredits:
     return cost_of(worst_case_usage(payload, model_limit, kind), price)
+
+
+def check_holdable(amount: MicroCredits) -> None:
+    """A worst case no account could ever hold is refused before it reaches
+    the ledger (whose amounts are 64-bit)."""
+    if amount > MAX_HOLD:
+        raise InsufficientCredits(f"This request can cost up to {micros_to_credits(amount)} credits, more than any "
+                                  f"account can hold: lower max_tokens")

@@ -20,6 +20,7 @@ grants, the user's account, system accounts, then the key's spend counters.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,11 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billing import limits
 from billing.holds import close_hold, closed_hold, open_hold_in_one_statement
 from billing.limits import KeyLimits
-from billing.pricing import cost_of
+from billing.pricing import charge
 from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.tables import accounts, api_keys, credit_grants, holds, ledger_entries, ledger_transactions, usage_records
+
+log = logging.getLogger(__name__)
 
 AVAILABLE, HELD = "available", "held"
 GRANTS, REVENUE, TOPUPS = "system:grants", "system:revenue", "system:topups"
@@ -190,7 +193,11 @@ class Ledger:
     async def settle(self, event: UsageEvent) -> bool:
         """Charge one job's usage and close its hold, once. Returns False if
         the job was already settled."""
-        cost = cost_of(event.usage, event.price)
+        charged = charge(event.usage, event.price, event.hold)
+        cost = charged.cost
+        if charged.absorbed:
+            log.warning("job %s: its usage cost %d micro-credits more than its hold of %d; not charged",
+                        event.job_id, charged.absorbed, event.hold)
         async with self.engine.begin() as connection:
             record = _insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(
                 job_id=event.job_id,
@@ -203,6 +210,7 @@ class Ledger:
                 images=event.usage.images,
                 reported=event.usage.reported,
                 cost=cost,
+                uncharged=charged.absorbed,
             )
             if (await connection.execute(record.returning(usage_records.c.id))).first() is None:
                 return False

@@ -19,7 +19,7 @@ import orjson
 from ingress.errors import anthropic_error_type
 from scheduler.transport import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
-from billing.pricing import cost_of
+from billing.pricing import charge
 from schema.jobs import Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage
@@ -79,13 +79,13 @@ def sse_error(error: GatewayError) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-def add_cost(usage: object, price: Price) -> MicroCredits | None:
+def add_cost(usage: object, price: Price, hold: int | None) -> MicroCredits | None:
     """Price an OpenAI ``usage`` object in place (``usage.cost``, credits as a
-    decimal string) with the same arithmetic settlement uses."""
+    decimal string) as settlement charges it (capped at the job's hold)."""
     measured = read_usage(usage)
     if measured is None or not isinstance(usage, dict):
         return None
-    cost = cost_of(measured, price)
+    cost = charge(measured, price, hold).cost
     usage["cost"] = micros_to_credits(cost)
     return cost
 
@@ -102,7 +102,8 @@ async def _chunks(first: StreamEvent, reader: EventReader) -> AsyncGenerator[dic
         event = await reader.next()
 
 
-async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price) -> AsyncGenerator[bytes, None]:
+async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price,
+                     hold: int | None) -> AsyncGenerator[bytes, None]:
     """OpenAI ``chat.completion.chunk`` events, ending ``data: [DONE]`` only
     when the worker said the stream is complete. The usage chunk says what
     the request cost."""
@@ -114,7 +115,7 @@ async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: 
                     if chunk.pop("usage", None) is not None and not chunk.get("choices"):
                         continue
                 elif chunk.get("usage"):
-                    add_cost(chunk["usage"], price)
+                    add_cost(chunk["usage"], price, hold)
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"
     except GatewayError as error:

@@ -26,7 +26,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from billing.admission import worst_case_usage
+from billing.admission import bound_output, check_holdable, worst_case_usage
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
@@ -114,6 +114,12 @@ async def submit(
     the first event cancels the job (``ClientDisconnect``); ``max_queue_ms``
     the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``)."""
     now = time.time()
+    model_limit = route.spec.max_output_tokens if route.spec else None
+    if kind == "chat" and dialect == "openai":
+        bound_output(payload, model_limit)  # the provider stops where the hold does
+    bound = worst_case_usage(payload, model_limit, kind)
+    worst_case = cost_of(bound, route.price)
+    check_holdable(worst_case)
     plan = runtime.rate_limits.plan_of(owner)
     priority_class = effective_class(plan.priority, requested_class(priority))
     may_wait = min(queue_deadline(runtime.settings, priority_class, max_queue_ms), runtime.settings.request_timeout)
@@ -132,12 +138,11 @@ async def submit(
         priority=MESSAGE_PRIORITY[priority_class],
         # A class's queue deadline only steers admission; one the client set is a promise.
         max_queue_wait=may_wait if max_queue_ms is not None else None,
+        hold=worst_case,
     )
     # Before rate limits and the hold: a job refused here takes nothing from either.
     job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)
-    bound = worst_case_usage(payload, route.spec.max_output_tokens if route.spec else None, kind)
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
-    worst_case = cost_of(bound, route.price)
     with answering(limit_headers):  # a refusal from here on still says where the rate limits stand
         await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
                                   key_id=owner.key_id, now=now)

@@ -24,6 +24,9 @@ each one:
   leaves;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
 - ``words:<n>`` answers with n words (benchmarks);
+- ``usage:<prompt>:<completion>`` (chat; embeddings: ``usage:<prompt>``)
+  reports that usage whatever it answered, as a provider that miscounts or
+  ignores ``max_tokens`` would;
 - ``notobject`` answers 200 with a JSON array instead of a completion;
 - ``nousage`` (embeddings, images) answers without ``usage``.
 
@@ -152,6 +155,8 @@ class FakeUpstream:
         reply = ["Echo:", *words]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply), "total_tokens": prompt_tokens + len(reply)}
+        if command == "usage":
+            usage = _reported(argument)
         completion_id = f"chatcmpl-fake{int(time.time() * 1e6)}"
         model = body.get("model")
         tool_call = command == "tool" and bool(body.get("tools"))
@@ -192,6 +197,8 @@ class FakeUpstream:
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         tokens = sum(len(text.split()) if isinstance(text, str) else len(text) for text in inputs)
         answer: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+        if command == "usage":
+            tokens = _reported(argument)["prompt_tokens"]
         if command != "nousage":
             answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse(answer)
@@ -263,6 +270,13 @@ class FakeUpstream:
         yield b"data: [DONE]\n\n"
         self.completed.append(_text(next((m.get("content") for m in reversed(body.get("messages") or [])
                                            if m.get("role") == "user"), "")))
+
+
+def _reported(argument: str) -> dict[str, int]:
+    """The usage a ``usage:<prompt>[:<completion>]`` command asks to report."""
+    prompt, _, completion = argument.partition(":")
+    counts = {"prompt_tokens": int(prompt), "completion_tokens": int(completion or 0)}
+    return {**counts, "total_tokens": counts["prompt_tokens"] + counts["completion_tokens"]}
 
 
 def _unit_vector(text: str, dimensions: int) -> list[float]:

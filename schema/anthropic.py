@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from schema.errors import InvalidRequest
-from schema.openai import MAX_TOKENS_LIMIT
+from schema.openai import MAX_TOKENS_LIMIT, whole
 
 ROLES = frozenset({"user", "assistant"})
 
@@ -22,7 +22,7 @@ def check_messages_request(body: object) -> dict[str, Any]:
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: Field required", param="model")
     max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+    if not whole(max_tokens, 1, MAX_TOKENS_LIMIT):
         raise InvalidRequest(f"max_tokens: an integer from 1 to {MAX_TOKENS_LIMIT} is required", param="max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

@@ -78,6 +78,9 @@ class ProviderSpec(BaseModel):
     first_token_timeout: float = Field(120.0, gt=0, description="seconds a stream may wait for its first event")
     idle_timeout: float = Field(60.0, gt=0, description="seconds a stream may go silent between two events")
     price_provider: str | None = Field(None, description="the price list's provider id for this provider's models")
+    output_limit_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="where an OpenAI-compatible provider reads a request's output limit "
+                                  "(OpenAI's reasoning models take only max_completion_tokens)")
     verified: bool = Field(True, description="false: the base URL or auth style is not confirmed by the provider")
     notes: str | None = None
 

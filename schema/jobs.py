@@ -8,7 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from schema.errors import GatewayError
 
@@ -59,6 +59,7 @@ class Job(BaseModel):
     max_queue_wait: float | None = Field(None, ge=0, description="seconds the client let the job wait in queues "
                                                                    "(x-gatewayz-max-queue-ms); past them it never runs")
     price: Price
+    hold: int | None = Field(None, ge=0, description="micro-credits held for it: the most it can be charged")
 
     @property
     def route(self) -> Route:
@@ -112,11 +113,21 @@ def error_data(error: GatewayError) -> dict[str, Any]:
             "retry_after": error.retry_after}
 
 
+# Counts an upstream reports are kept up to this: far beyond any real request
+# (its charge is capped at the hold anyway), safely inside a 64-bit column.
+USAGE_CEILING = 2**53
+
+
 class Usage(BaseModel):
     input_tokens: int = Field(0, ge=0)
     output_tokens: int = Field(0, ge=0)
     images: int = Field(0, ge=0, description="images generated (image generation is billed per image)")
     reported: bool = Field(True, description="false when the gateway estimated it")
+
+    @field_validator("input_tokens", "output_tokens", "images")
+    @classmethod
+    def _within_ceiling(cls, count: int) -> int:
+        return min(count, USAGE_CEILING)
 
 
 class JobMark(BaseModel):
@@ -152,10 +163,11 @@ class UsageEvent(BaseModel):
     model: str
     usage: Usage
     price: Price
+    hold: int | None = Field(None, ge=0, description="the job's hold: the most it is charged")
     finished_at: float = Field(default_factory=time.time)
 
     @classmethod
     def of(cls, job: Job, usage: Usage) -> UsageEvent:
         """The usage event that settles ``job`` (whichever role reports it)."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
-                   model=job.model, usage=usage, price=job.price)
+                   model=job.model, usage=usage, price=job.price, hold=job.hold)

@@ -1,7 +1,11 @@
 """OpenAI chat-completions requests: the checks the gateway itself needs.
 
-The body is otherwise passed through untouched (extra fields, tools, response
-formats …): the upstream is the authority on what it accepts.
+Every number the credit hold multiplies (``n``, ``max_tokens``,
+``max_completion_tokens``) must be a whole number in its range: the hold is
+the most a request may cost, so a value it cannot read (``n: 50.0``) is
+refused rather than passed upstream uncounted. The body is otherwise passed
+through untouched (extra fields, tools, response formats …): the upstream is
+the authority on what it accepts.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from schema.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_TOKENS_LIMIT = 10_000_000
+MAX_CHOICES = 128  # OpenAI's own limit on ``n``
+
+
+def whole(value: object, low: int, high: int) -> bool:
+    """An integer (not a bool, not a float that looks like one) from ``low`` to ``high``."""
+    return type(value) is int and low <= value <= high
 
 
 def check_chat_request(body: object) -> dict[str, Any]:
@@ -35,8 +45,11 @@ def check_chat_request(body: object) -> dict[str, Any]:
         raise InvalidRequest("`stream_options` must be an object", param="stream_options")
     for name in ("max_tokens", "max_completion_tokens"):
         value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_LIMIT):
+        if value is not None and not whole(value, 1, MAX_TOKENS_LIMIT):
             raise InvalidRequest(f"`{name}` must be an integer from 1 to {MAX_TOKENS_LIMIT}", param=name)
+    choices = body.get("n")
+    if choices is not None and not whole(choices, 1, MAX_CHOICES):
+        raise InvalidRequest(f"`n` must be an integer from 1 to {MAX_CHOICES}", param="n")
     return body
 
 

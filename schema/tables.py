@@ -119,11 +119,13 @@ usage_records = Table(
     Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
     Column("provider", String(100), nullable=False),
     Column("model", String(200), nullable=False),
-    Column("input_tokens", Integer, nullable=False),
-    Column("output_tokens", Integer, nullable=False),
-    Column("images", Integer, nullable=False, server_default="0"),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("images", BigInteger, nullable=False, server_default="0"),
     Column("reported", Boolean, nullable=False),
     Column("cost", BigInteger, nullable=False),
+    # What the usage cost beyond the job's hold: never charged, absorbed by the gateway.
+    Column("uncharged", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

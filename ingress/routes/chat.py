@@ -31,20 +31,20 @@ async def chat_completions(request: Request) -> Response:
     submitted = await submit(runtime, owner, route, payload, stream=stream,
                              priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
                              max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
-    first, reader, headers, price = submitted.first, submitted.reader, submitted.headers, submitted.job.price
+    first, reader, headers, job = submitted.first, submitted.reader, submitted.headers, submitted.job
 
     if stream:
         if first["kind"] not in ("chunk", "end"):
             await reader.subscription.close()
             raise StreamBroken(f"expected a stream, got a {first['kind']!r} event")
-        chunks = openai_sse(first, reader, include_usage=wants_usage(body), price=price)
+        chunks = openai_sse(first, reader, include_usage=wants_usage(body), price=job.price, hold=job.hold)
         return RelayStream(chunks, headers={**SSE_HEADERS, **headers},
-                           on_abandon=lambda: cancel_job(runtime.results, submitted.job))
+                           on_abandon=lambda: cancel_job(runtime.results, job))
     await reader.subscription.close()
     if first["kind"] != "response":
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
     completion = first["data"]
-    cost = add_cost(completion.get("usage") if isinstance(completion, dict) else None, price)
+    cost = add_cost(completion.get("usage") if isinstance(completion, dict) else None, job.price, job.hold)
     if cost is not None:
         headers["x-gatewayz-cost"] = micros_to_credits(cost)
     return Response(orjson.dumps(completion), media_type="application/json", headers=headers)

@@ -11,7 +11,7 @@ import orjson
 from fastapi import Request, Response
 
 from billing.ledger import KeyOwner
-from billing.pricing import cost_of
+from billing.pricing import charge
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, submit
 from scheduler.admission import MAX_QUEUE_HEADER
@@ -33,7 +33,8 @@ async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any]
     if first["kind"] != "response" or not isinstance(first["data"], dict):
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
     answer: dict[str, Any] = first["data"]
-    cost = micros_to_credits(cost_of(media_usage(kind, submitted.job.payload, answer), submitted.job.price))
+    job = submitted.job
+    cost = micros_to_credits(charge(media_usage(kind, job.payload, answer), job.price, job.hold).cost)
     if isinstance(answer.get("usage"), dict):
         answer["usage"]["cost"] = cost
     headers = {**submitted.headers, "x-gatewayz-cost": cost}

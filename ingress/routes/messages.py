@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from billing.pricing import cost_of
+from billing.pricing import charge
 from ingress.cancellation import RelayStream, cancel_job
 from ingress.relay import anthropic_sse
 from ingress.routes.chat import SSE_HEADERS
@@ -50,5 +50,5 @@ async def messages(request: Request) -> Response:
     message = first["data"]
     usage = response_usage(message, "anthropic")
     if usage is not None:
-        headers["x-gatewayz-cost"] = micros_to_credits(cost_of(usage, submitted.job.price))
+        headers["x-gatewayz-cost"] = micros_to_credits(charge(usage, submitted.job.price, submitted.job.hold).cost)
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)

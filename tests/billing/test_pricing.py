@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.pricing import cost_of
-from schema.jobs import Price, Usage
+from billing.pricing import charge, cost_of
+from schema.jobs import USAGE_CEILING, Price, Usage
 from schema.money import credits_to_micros, micros_to_credits
 
 prices = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
@@ -53,3 +53,21 @@ def test_credit_strings_round_trip(micros: int) -> None:
 def test_sub_micro_amounts_are_refused(amount: str) -> None:
     with pytest.raises(ValueError):
         credits_to_micros(amount)
+
+
+@given(tokens, tokens, prices, prices, st.none() | st.integers(min_value=0, max_value=10**13))
+def test_a_charge_never_exceeds_its_hold_and_misses_nothing_below_it(
+        input_tokens: int, output_tokens: int, input_price: Decimal, output_price: Decimal, hold: int | None) -> None:
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    price = Price(input_per_mtok=input_price, output_per_mtok=output_price)
+    charged = charge(usage, price, hold)
+    assert charged.cost + charged.absorbed == cost_of(usage, price)
+    assert charged.absorbed >= 0
+    assert hold is None or charged.cost <= hold
+    if hold is None or cost_of(usage, price) <= hold:
+        assert charged.absorbed == 0
+
+
+def test_reported_counts_are_kept_within_a_64_bit_column() -> None:
+    usage = Usage(input_tokens=10**30, output_tokens=2**70, images=10**20)
+    assert (usage.input_tokens, usage.output_tokens, usage.images) == (USAGE_CEILING,) * 3

@@ -2,8 +2,10 @@
 ``/embeddings``, ``/images/generations``).
 
 The request body passes through unchanged but for ``model`` (the provider's
-own id) and, in streams, ``stream_options.include_usage`` (always asked for,
-so the gateway can charge what was used whatever the client asked).
+own id), ``max_tokens`` renamed ``max_completion_tokens`` for a provider that
+reads only that (``ProviderSpec.output_limit_field``), and, in streams,
+``stream_options.include_usage`` (always asked for, so the gateway can charge
+what was used whatever the client asked).
 """
 
 from __future__ import annotations
@@ -24,19 +26,26 @@ class OpenAIAdapter:
     def __init__(self, provider: ProviderSpec, *, connect_timeout: float = 10.0) -> None:
         self._http = ProviderHTTP(provider, connect_timeout=connect_timeout)
         self._name = provider.name
+        self._renames_max_tokens = provider.output_limit_field == "max_completion_tokens"
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def _limited(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._renames_max_tokens and "max_tokens" in payload and "max_completion_tokens" not in payload:
+            payload = {**payload, "max_completion_tokens": payload["max_tokens"]}
+            del payload["max_tokens"]
+        return payload
+
     async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = {**payload, "model": model, "stream": False}
+        body = {**self._limited(payload), "model": model, "stream": False}
         body.pop("stream_options", None)
         return await self._http.post_json("/chat/completions", body)
 
     async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         options = payload.get("stream_options")
         body = {
-            **payload,
+            **self._limited(payload),
             "model": model,
             "stream": True,
             "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
