@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from billing.admission import MAX_HOLD, check_holdable
 from billing.pricing import charge, cost_of
 from schema.jobs import USAGE_CEILING, Price, Usage
+from schema.errors import InsufficientCredits
 from schema.money import credits_to_micros, micros_to_credits
 
 prices = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
@@ -71,3 +73,9 @@ def test_a_charge_never_exceeds_its_hold_and_misses_nothing_below_it(
 def test_reported_counts_are_kept_within_a_64_bit_column() -> None:
     usage = Usage(input_tokens=10**30, output_tokens=2**70, images=10**20)
     assert (usage.input_tokens, usage.output_tokens, usage.images) == (USAGE_CEILING,) * 3
+
+
+def test_a_hold_no_account_could_cover_is_refused_before_the_ledger() -> None:
+    check_holdable(MAX_HOLD)
+    with pytest.raises(InsufficientCredits, match="more than any account can hold"):
+        check_holdable(MAX_HOLD + 1)  # type: ignore[arg-type]
