@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.history import as_utc
-from billing.ledger import AVAILABLE, Ledger, Posting, _draw_down_grants, _transact
+from billing.ledger import Ledger
+from billing.postings import AVAILABLE, Posting, draw_down_grants, transact
 from schema.errors import AccountNotFound, DeductionExceedsAvailable, IdempotencyKeyReused
 from schema.money import micros_to_credits
 from schema.tables import accounts, ledger_entries, ledger_transactions
@@ -59,7 +60,7 @@ async def adjust_credits(ledger: Ledger, account_id: int, amount: int, reason: s
                 raise AccountNotFound(f"No user account {account_id}")
             if amount < 0:
                 # Lock order: credit grants before the account (as settlement).
-                await _draw_down_grants(connection, account_id, -amount, time.time())
+                await draw_down_grants(connection, account_id, -amount, time.time())
             available = (await connection.execute(
                 select(accounts.c.available).where(accounts.c.id == account_id).with_for_update()
             )).scalar_one()
@@ -70,9 +71,12 @@ async def adjust_credits(ledger: Ledger, account_id: int, amount: int, reason: s
                 )
             system = await ledger.system_account(connection, ADJUSTMENTS)
             postings = [Posting(account_id, AVAILABLE, amount), Posting(system, AVAILABLE, -amount, system=True)]
-            if not await _transact(connection, "adjustment", reference, postings, memo=reason):
+            posted = await transact(connection, "adjustment", reference, postings, memo=reason)
+            if not posted:
                 raise _Replayed  # rolls back the grants drawn down above
-            return await _adjustment(connection, reference, applied=True)  # type: ignore[return-value]
+            adjustment = await _adjustment(connection, reference, applied=True)
+        await ledger.followed(posted.credit(account_id, amount))
+        return adjustment  # type: ignore[return-value]
     except _Replayed:
         async with ledger.engine.connect() as connection:
             return await _replay(connection, reference, account_id, amount, reason)  # type: ignore[return-value]

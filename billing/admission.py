@@ -33,7 +33,7 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # A high-quality 1536x1024 image is 6,240 output tokens on gpt-image-1;
 # larger sizes and newer models go further. Set max_output_tokens to tighten.
 DEFAULT_MAX_IMAGE_OUTPUT_TOKENS = 16_384
-MAX_HOLD = MicroCredits(2**62)  # far above any balance, safely inside a signed 64-bit column
+MAX_HOLD = MicroCredits(2**53)  # far above any balance; exact in Redis scripts (doubles) and 64-bit columns
 
 
 def prompt_token_bound(payload: dict[str, Any]) -> int:

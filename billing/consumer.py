@@ -1,4 +1,5 @@
-"""The settlement consumer: usage events in, one committed charge per job;
+"""The settlement consumer: usage events in, in batches (``billing.settlement``),
+one committed charge per job;
 and the sweeper that releases holds whose job never reported and takes back
 expired trial credits."""
 
@@ -6,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
+from billing.balances import Balances
 from billing.ledger import Ledger
+from billing.sweeps import release_overdue
 from scheduler.transport import UsageQueue
 from schema.jobs import UsageEvent
 
@@ -17,8 +21,10 @@ SWEEP_INTERVAL = 10.0
 
 
 class SettlementConsumer:
-    def __init__(self, ledger: Ledger, usage: UsageQueue, *, sweep_interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
+                 sweep_interval: float = SWEEP_INTERVAL) -> None:
         self._ledger = ledger
+        self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
 
@@ -28,15 +34,16 @@ class SettlementConsumer:
             group.create_task(self._usage.serve(self.settle))
             group.create_task(self._sweep())
 
-    async def settle(self, event: UsageEvent) -> None:
-        if await self._ledger.settle(event):
-            log.debug("job %s settled", event.job_id)
-        else:
-            log.info("job %s was already settled; duplicate usage event ignored", event.job_id)
+    async def settle(self, events: Sequence[UsageEvent]) -> None:
+        outcome = await self._ledger.settle_many(events)
+        if outcome.duplicates:
+            log.info("%d jobs were already settled; duplicate usage events ignored (%s …)",
+                     len(outcome.duplicates), outcome.duplicates[0])
 
     async def _sweep(self) -> None:
         sweeps = (
             (self._ledger.release_expired, logging.WARNING, "released %d holds whose jobs never reported before their deadline"),
+            (self._release_overdue, logging.WARNING, "gave back %d holds of jobs the ledger never heard of"),
             (self._ledger.expire_grants, logging.INFO, "expired %d credit grants"),
         )
         while True:
@@ -49,3 +56,6 @@ class SettlementConsumer:
                     continue
                 if count:
                     log.log(level, done, count)
+
+    async def _release_overdue(self) -> int:
+        return await release_overdue(self._ledger, self._balances)

@@ -18,15 +18,8 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing.ledger import (
-    AVAILABLE,
-    GRANTS,
-    Ledger,
-    Posting,
-    _insert_ignoring_duplicates,
-    _transact,
-    _user_account,
-)
+from billing.ledger import Ledger, user_account
+from billing.postings import AVAILABLE, GRANTS, Posting, insert_ignoring_duplicates, transact
 from schema.errors import (
     CouponAlreadyRedeemed,
     CouponExhausted,
@@ -75,7 +68,7 @@ class CouponBook:
         if credits <= 0:
             raise ValueError(f"a coupon must grant a positive amount, not {credits}")
         async with self.ledger.engine.begin() as connection:
-            statement = _insert_ignoring_duplicates(connection, coupons, ["code"]).values(
+            statement = insert_ignoring_duplicates(connection, coupons, ["code"]).values(
                 code=code, credits=credits, max_redemptions=max_redemptions, redemptions=0,
                 expires_at=expires_at, trial_days=trial_days,
             )
@@ -107,9 +100,9 @@ class CouponBook:
             coupon = (await connection.execute(count)).first()
             if coupon is None:
                 raise await _refusal(connection, code, account_id, now)
-            await _user_account(connection, account_id)
+            await user_account(connection, account_id)
             grants = await self.ledger.system_account(connection, GRANTS)
-            granted = await _transact(
+            granted = await transact(
                 connection, "grant", _reference(code, account_id),
                 [Posting(account_id, AVAILABLE, coupon.credits), Posting(grants, AVAILABLE, -coupon.credits, system=True)],
                 memo=f"coupon {code}",
@@ -122,6 +115,7 @@ class CouponBook:
                     account_id=account_id, amount=coupon.credits, remaining=coupon.credits, expires_at=expires_at,
                     source=f"coupon:{code}",
                 ))
+        await self.ledger.followed(granted.credit(account_id, coupon.credits))
         return Redemption(code, account_id, MicroCredits(coupon.credits), expires_at)
 
 

@@ -17,15 +17,15 @@ from schema.tables import holds
 
 
 async def open_hold_in_one_statement(engine: AsyncEngine, job_id: str, account_id: int, key_id: int, amount: int,
-                                     expires_at: float, now: float) -> tuple[int, int] | None:
+                                     expires_at: float, now: float) -> tuple[int, int, int] | None:
     """Reserve in one atomic statement, one round trip; the account's
-    (available, held) after it, or None if it reserved nothing."""
+    (available, held, seq) after it, or None if it reserved nothing."""
     parameters = {"job_id": job_id, "account_id": account_id, "key_id": key_id, "amount": amount,
                   "expires_at": expires_at, "now": now}
     async with engine.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         row = (await autocommit.execute(_HOLD_STATEMENT, parameters)).first()
-    return (row.available, row.held) if row else None
+    return (row.available, row.held, row.seq) if row else None
 
 
 # PostgreSQL runs every data-modifying CTE, referenced or not, in one snapshot;
@@ -40,9 +40,10 @@ WITH usable_key AS (
       AND daily_limit IS NULL AND monthly_limit IS NULL AND total_limit IS NULL
     FOR KEY SHARE
 ), reserved AS (
-    UPDATE accounts SET available = available - CAST(:amount AS BIGINT), held = held + CAST(:amount AS BIGINT)
+    UPDATE accounts SET available = available - CAST(:amount AS BIGINT), held = held + CAST(:amount AS BIGINT),
+                        seq = seq + 1
     WHERE id = :account_id AND available >= CAST(:amount AS BIGINT) AND EXISTS (SELECT 1 FROM usable_key)
-    RETURNING available, held
+    RETURNING available, held, seq
 ), opened AS (
     INSERT INTO holds (job_id, account_id, amount, expires_at, closed, key_id)
     SELECT :job_id, :account_id, CAST(:amount AS BIGINT), :expires_at, false, :key_id FROM reserved
@@ -57,7 +58,7 @@ WITH usable_key AS (
     UNION ALL
     SELECT id, :account_id, 'held', CAST(:amount AS BIGINT) FROM recorded
 )
-SELECT available, held FROM reserved
+SELECT available, held, seq FROM reserved
 """)
 
 

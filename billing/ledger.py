@@ -20,39 +20,27 @@ grants, the user's account, system accounts, then the key's spend counters.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from billing import limits
-from billing.holds import close_hold, closed_hold, open_hold_in_one_statement
+from billing import limits, settlement
+from billing.balances import AccountChange, Balance, Held, Released
+from billing.holds import close_hold, open_hold_in_one_statement
 from billing.limits import KeyLimits
-from billing.pricing import charge
+from billing.postings import (
+    AVAILABLE, GRANTS, HELD, REVENUE, TOPUPS, Posting, SystemAccounts, move, record, transact,
+)
 from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.tables import accounts, api_keys, credit_grants, holds, ledger_entries, ledger_transactions, usage_records
 
-log = logging.getLogger(__name__)
 
-AVAILABLE, HELD = "available", "held"
-GRANTS, REVENUE, TOPUPS = "system:grants", "system:revenue", "system:topups"
-
-
-@dataclass(frozen=True, slots=True)
-class Posting:
-    account_id: int
-    bucket: str
-    amount: int
-    # System accounts keep no cached balance (their balance is the sum of
-    # their entries): every settlement would otherwise lock the same row.
-    system: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +53,6 @@ class KeyOwner:
 
 
 @dataclass(frozen=True, slots=True)
-class Balance:
-    available: MicroCredits
-    held: MicroCredits
-
-    @property
-    def total(self) -> MicroCredits:
-        return MicroCredits(self.available + self.held)
-
-
-@dataclass(frozen=True, slots=True)
 class Discrepancy:
     account_id: int
     what: str
@@ -82,16 +60,25 @@ class Discrepancy:
     recomputed: int
 
 
+Follower = Callable[[Sequence[AccountChange]], Awaitable[None]]
+
+
 class Ledger:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """``follow``: told every committed change to a user account's credit
+    (the balances mirror's ``apply``), once its transaction committed."""
+
+    def __init__(self, engine: AsyncEngine, *, follow: Follower | None = None) -> None:
         self.engine = engine
-        self._system: dict[str, int] = {}
+        self._system = SystemAccounts()
+        self._follow = follow
+
+    async def followed(self, changes: Sequence[AccountChange]) -> None:
+        """Tell the mirror what just committed."""
+        if changes and self._follow is not None:
+            await self._follow(changes)
 
     async def system_account(self, connection: AsyncConnection, name: str) -> int:
-        if name not in self._system:
-            statement = select(accounts.c.id).where(accounts.c.name == name, accounts.c.kind == "system")
-            self._system[name] = (await connection.execute(statement)).scalar_one()
-        return self._system[name]
+        return await self._system.id(connection, name)
 
     # accounts and keys
 
@@ -99,11 +86,14 @@ class Ledger:
         async with self.engine.begin() as connection:
             statement = insert(accounts).values(name=name, kind="user", available=0, held=0).returning(accounts.c.id)
             account_id = (await connection.execute(statement)).scalar_one()
+            changes: list[AccountChange] = []
             if grant:
                 grants = await self.system_account(connection, GRANTS)
-                await _transact(connection, "grant", f"account:{account_id}:initial",
-                                [Posting(grants, AVAILABLE, -grant, system=True), Posting(account_id, AVAILABLE, grant)],
-                                memo="initial credits")
+                posted = await transact(connection, "grant", f"account:{account_id}:initial",
+                                         [Posting(grants, AVAILABLE, -grant, system=True),
+                                          Posting(account_id, AVAILABLE, grant)], memo="initial credits")
+                changes = posted.credit(account_id, grant)
+        await self.followed(changes)
         return account_id
 
     async def create_key(self, account_id: int, name: str, key_hash: str, prefix: str, *,
@@ -150,15 +140,19 @@ class Ledger:
         if key_id is not None and self.engine.dialect.name == "postgresql":
             reserved = await open_hold_in_one_statement(self.engine, job_id, account_id, key_id, amount, expires_at, now)
             if reserved is not None:
-                return Balance(MicroCredits(reserved[0]), MicroCredits(reserved[1]))
+                available, held, seq = reserved
+                await self.followed([AccountChange(account_id, seq, held=(
+                    Held(job_id, amount, key_id, (), expires_at),))])
+                return Balance(MicroCredits(available), MicroCredits(held))
             # Not reserved: a key with limits, or a refusal the portable path explains.
         async with self.engine.begin() as connection:
             key_limits = await limits.admit_key(connection, key_id, account_id, now) if key_id is not None else None
             reserve = (
                 update(accounts)
                 .where(accounts.c.id == account_id, accounts.c.available >= amount)
-                .values(available=accounts.c.available - amount, held=accounts.c.held + amount)
-                .returning(accounts.c.available, accounts.c.held)
+                .values(available=accounts.c.available - amount, held=accounts.c.held + amount,
+                        seq=accounts.c.seq + 1)
+                .returning(accounts.c.available, accounts.c.held, accounts.c.seq)
             )
             row = (await connection.execute(reserve)).first()
             if row is None:
@@ -169,63 +163,39 @@ class Ledger:
                                                           expires_at=expires_at, closed=False, key_id=key_id,
                                                           key_periods=periods))
             if amount:
-                await _record(connection, "hold", job_id,
+                await record(connection, "hold", job_id,
                               [Posting(account_id, AVAILABLE, -amount), Posting(account_id, HELD, amount)])
+        held_periods = tuple(periods.split()) if periods else ()
+        await self.followed([AccountChange(account_id, row.seq, held=(
+            Held(job_id, amount, key_id, held_periods, expires_at),))])
         return Balance(MicroCredits(row.available), MicroCredits(row.held))
 
     async def release(self, job_id: str) -> bool:
         """Close a job's hold without charging (the job never ran)."""
         async with self.engine.begin() as connection:
-            return await self._release(connection, job_id)
+            changes = await self._release(connection, job_id)
+        await self.followed(changes)
+        return changes is not None
 
-    async def _release(self, connection: AsyncConnection, job_id: str) -> bool:
+    async def _release(self, connection: AsyncConnection, job_id: str) -> list[AccountChange] | None:
         claimed = await close_hold(connection, job_id)
         if claimed is None:
-            return False
+            return None
+        seq = await move(connection, claimed.account_id, available=claimed.amount, held=-claimed.amount)
         if claimed.amount:
-            await _transact(connection, "release", job_id,
-                            [Posting(claimed.account_id, HELD, -claimed.amount),
-                             Posting(claimed.account_id, AVAILABLE, claimed.amount)])
+            await record(connection, "release", job_id, [Posting(claimed.account_id, HELD, -claimed.amount),
+                                                          Posting(claimed.account_id, AVAILABLE, claimed.amount)])
         if claimed.key_periods:
             await limits.adjust(connection, claimed.key_id, claimed.key_periods, -claimed.amount)
-        return True
+        return [AccountChange(claimed.account_id, seq, released=(Released(job_id),))]
 
     async def settle(self, event: UsageEvent) -> bool:
-        """Charge one job's usage and close its hold, once. Returns False if
-        the job was already settled."""
-        charged = charge(event.usage, event.price, event.hold)
-        cost = charged.cost
-        if charged.absorbed:
-            log.warning("job %s: its usage cost %d micro-credits more than its hold of %d; not charged",
-                        event.job_id, charged.absorbed, event.hold)
-        async with self.engine.begin() as connection:
-            record = _insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(
-                job_id=event.job_id,
-                account_id=event.account_id,
-                key_id=event.key_id,
-                provider=event.provider,
-                model=event.model,
-                input_tokens=event.usage.input_tokens,
-                output_tokens=event.usage.output_tokens,
-                images=event.usage.images,
-                reported=event.usage.reported,
-                cost=cost,
-                uncharged=charged.absorbed,
-            )
-            if (await connection.execute(record.returning(usage_records.c.id))).first() is None:
-                return False
-            claimed = await close_hold(connection, event.job_id)
-            # The sweeper may have released it already: then it holds nothing.
-            hold = claimed or await closed_hold(connection, event.job_id)
-            held = claimed.amount if claimed else 0
-            await _draw_down_grants(connection, event.account_id, cost, time.time())
-            postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
-            if cost:
-                postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost, system=True))
-            await _transact(connection, "charge", event.job_id, postings)
-            if hold is not None and hold.key_periods:
-                await limits.adjust(connection, hold.key_id, hold.key_periods, cost - held)
-        return True
+        """Charge one job's usage and close its hold, once; False if it was settled before."""
+        return bool((await self.settle_many([event])).settled)
+
+    async def settle_many(self, events: Sequence[UsageEvent]) -> settlement.Outcome:
+        """Charge each job's usage once, in one transaction (``billing.settlement``)."""
+        return await settlement.settle(self, events)
 
     async def release_expired(self, now: float | None = None, *, limit: int = 500) -> int:
         """Release holds whose job never reported by its deadline (plus grace)."""
@@ -244,11 +214,13 @@ class Ledger:
         if amount <= 0:
             raise ValueError(f"a top-up must be positive, not {amount}")
         async with self.engine.begin() as connection:
-            await _user_account(connection, account_id)
+            await user_account(connection, account_id)
             topups = await self.system_account(connection, TOPUPS)
-            return await _transact(connection, "topup", reference,
-                                   [Posting(account_id, AVAILABLE, amount), Posting(topups, AVAILABLE, -amount, system=True)],
-                                   memo=memo)
+            posted = await transact(connection, "topup", reference, [Posting(account_id, AVAILABLE, amount),
+                                                                      Posting(topups, AVAILABLE, -amount, system=True)],
+                                     memo=memo)
+        await self.followed(posted.credit(account_id, amount))
+        return posted.applied
 
     async def expire_grants(self, now: float | None = None, *, limit: int = 500) -> int:
         """Take back what is left of each grant whose expiry has passed: at
@@ -262,7 +234,9 @@ class Ledger:
         )
         return await self._one_transaction_each(statement, self._expire)
 
-    async def _one_transaction_each(self, due: Select[Any], close: Callable[[AsyncConnection, Any], Awaitable[bool]]) -> int:
+    async def _one_transaction_each(
+            self, due: Select[Any], close: Callable[[AsyncConnection, Any], Awaitable[list[AccountChange] | None]],
+    ) -> int:
         """Run ``close`` on each id ``due`` selects, each in its own
         transaction (a sweep never holds many locks); how many it closed."""
         async with self.engine.connect() as connection:
@@ -270,10 +244,13 @@ class Ledger:
         closed = 0
         for item in ids:
             async with self.engine.begin() as connection:
-                closed += await close(connection, item)
+                changes = await close(connection, item)
+            if changes is not None:
+                closed += 1
+                await self.followed(changes)
         return closed
 
-    async def _expire(self, connection: AsyncConnection, grant_id: int) -> bool:
+    async def _expire(self, connection: AsyncConnection, grant_id: int) -> list[AccountChange] | None:
         # A no-op write reads the grant under a write lock (a row lock in
         # PostgreSQL; in SQLite the database's, before any read goes stale).
         lock = (
@@ -284,16 +261,17 @@ class Ledger:
         )
         grant = (await connection.execute(lock)).first()
         if grant is None:
-            return False  # spent, or expired by another sweeper meanwhile
+            return None  # spent, or expired by another sweeper meanwhile
         await connection.execute(update(credit_grants).where(credit_grants.c.id == grant_id).values(remaining=0))
         available = (await connection.execute(
             select(accounts.c.available).where(accounts.c.id == grant.account_id).with_for_update()
         )).scalar_one()
         amount = min(grant.remaining, max(available, 0))
         grants = await self.system_account(connection, GRANTS)
-        return await _transact(connection, "expire", f"grant:{grant_id}",
-                               [Posting(grant.account_id, AVAILABLE, -amount), Posting(grants, AVAILABLE, amount, system=True)],
-                               memo="unspent trial credits expired")
+        posted = await transact(connection, "expire", f"grant:{grant_id}",
+                                 [Posting(grant.account_id, AVAILABLE, -amount),
+                                  Posting(grants, AVAILABLE, amount, system=True)], memo="unspent trial credits expired")
+        return posted.credit(grant.account_id, -amount) if posted else None
 
     # audit
 
@@ -348,65 +326,9 @@ def _insufficient(amount: int, available: int | None) -> InsufficientCredits:
     )
 
 
-async def _user_account(connection: AsyncConnection, account_id: int) -> None:
+async def user_account(connection: AsyncConnection, account_id: int) -> None:
     statement = select(accounts.c.id).where(accounts.c.id == account_id, accounts.c.kind == "user")
     if (await connection.execute(statement)).first() is None:
         raise UnknownAccount(f"No account {account_id}")
 
 
-async def _draw_down_grants(connection: AsyncConnection, account_id: int, spent: int, now: float) -> None:
-    """Spend expiring credit first, the soonest to expire first."""
-    if spent <= 0:
-        return
-    open_grants = await connection.execute(
-        select(credit_grants.c.id, credit_grants.c.remaining)
-        .where(credit_grants.c.account_id == account_id, credit_grants.c.remaining > 0, credit_grants.c.expires_at > now)
-        .order_by(credit_grants.c.expires_at, credit_grants.c.id)
-        .with_for_update()
-    )
-    for grant in open_grants.all():
-        drawn = min(grant.remaining, spent)
-        await connection.execute(
-            update(credit_grants).where(credit_grants.c.id == grant.id).values(remaining=credit_grants.c.remaining - drawn)
-        )
-        spent -= drawn
-        if not spent:
-            return
-
-
-async def _record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
-    """Append a balanced transaction's entries; False if (kind, reference) exists."""
-    if sum(p.amount for p in postings) != 0:
-        raise ValueError(f"unbalanced {kind} transaction {reference}: {postings}")
-    statement = _insert_ignoring_duplicates(connection, ledger_transactions, ["kind", "reference"]).values(
-        kind=kind, reference=reference, memo=memo
-    )
-    transaction_id = (await connection.execute(statement.returning(ledger_transactions.c.id))).scalar_one_or_none()
-    if transaction_id is None:
-        return False
-    entries = [{"transaction_id": transaction_id, "account_id": p.account_id, "bucket": p.bucket, "amount": p.amount}
-               for p in postings if p.amount]
-    if entries:
-        await connection.execute(insert(ledger_entries), entries)
-    return True
-
-
-async def _transact(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
-    """Record a transaction and apply it to the cached balances of its user
-    accounts, one UPDATE per account."""
-    if not await _record(connection, kind, reference, postings, memo=memo):
-        return False
-    changes: dict[int, dict[str, int]] = {}
-    for posting in postings:
-        if posting.amount and not posting.system:
-            buckets = changes.setdefault(posting.account_id, {})
-            buckets[posting.bucket] = buckets.get(posting.bucket, 0) + posting.amount
-    for account_id, buckets in changes.items():
-        values = {accounts.c[bucket]: accounts.c[bucket] + amount for bucket, amount in buckets.items()}
-        await connection.execute(update(accounts).where(accounts.c.id == account_id).values(values))
-    return True
-
-
-def _insert_ignoring_duplicates(connection: AsyncConnection, table, columns: list[str]):  # type: ignore[no-untyped-def]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=columns)

@@ -64,8 +64,12 @@ def check_usable(*, revoked: bool, expires_at: float | None, now: float) -> None
     if revoked:
         raise KeyRevoked("This API key has been revoked")
     if expires_at is not None and expires_at <= now:
-        expired = datetime.fromtimestamp(expires_at, UTC).isoformat()
-        raise KeyExpired(f"This API key expired at {expired}: ask for a new key")
+        raise expired_key(expires_at)
+
+
+def expired_key(expires_at: float) -> KeyExpired:
+    expired = datetime.fromtimestamp(expires_at, UTC).isoformat()
+    return KeyExpired(f"This API key expired at {expired}: ask for a new key")
 
 
 async def admit_key(connection: AsyncConnection, key_id: int, account_id: int, now: float) -> KeyLimits:
@@ -97,7 +101,7 @@ async def reserve(connection: AsyncConnection, key_id: int, limits: KeyLimits, a
             spent = (await connection.execute(
                 select(key_spend.c.amount).where(key_spend.c.key_id == key_id, key_spend.c.period == period)
             )).scalar() or 0
-            raise _exceeded(kind, amount, limit, spent)  # type: ignore[arg-type]
+            raise exceeded(kind, amount, limit, spent)  # type: ignore[arg-type]
     return " ".join(periods.values())
 
 
@@ -112,7 +116,7 @@ async def _count(connection: AsyncConnection, key_id: int, period: str, amount: 
     return (await connection.execute(statement.returning(key_spend.c.amount))).first() is not None
 
 
-def _exceeded(kind: str, amount: int, limit: int, spent: int) -> KeyLimitExceeded:
+def exceeded(kind: str, amount: int, limit: int, spent: int) -> KeyLimitExceeded:
     left = max(limit - spent, 0)
     return KeyLimitExceeded(
         f"This request can cost up to {micros_to_credits(amount)} credits and this key's {_NAMES[kind]} limit of "
@@ -130,6 +134,16 @@ async def adjust(connection: AsyncConnection, key_id: int, periods: str, delta: 
             update(key_spend).where(key_spend.c.key_id == key_id, key_spend.c.period == period)
             .values(amount=key_spend.c.amount + delta)
         )
+
+
+async def add(connection: AsyncConnection, key_id: int, period: str, delta: int) -> None:
+    """Count ``delta`` in one of a key's periods, starting the period if it has no row yet."""
+    if not delta:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(key_spend).values(key_id=key_id, period=period, amount=delta)
+    await connection.execute(statement.on_conflict_do_update(
+        index_elements=["key_id", "period"], set_={"amount": key_spend.c.amount + statement.excluded.amount}))
 
 
 async def seed(connection: AsyncConnection, key_id: int, account_id: int, now: float) -> None:
@@ -196,3 +210,13 @@ async def audit(connection: AsyncConnection) -> list[tuple[int, int, int]]:
         if int(recorded.get(key_id, 0)) != recomputed:
             found.append((key_id, int(recorded.get(key_id, 0)), recomputed))
     return found
+
+
+async def limited_keys(connection: AsyncConnection, key_ids: set[int]) -> set[int]:
+    """Which of these keys have a spending limit."""
+    if not key_ids:
+        return set()
+    limited = (api_keys.c.daily_limit.is_not(None) | api_keys.c.monthly_limit.is_not(None)
+               | api_keys.c.total_limit.is_not(None))
+    return set((await connection.execute(
+        select(api_keys.c.id).where(api_keys.c.id.in_(key_ids), limited))).scalars())

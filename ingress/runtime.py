@@ -19,10 +19,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billing.backends.memory import MemoryBalances
+from billing.backends.redis import RedisBalances
+from billing.balances import Balances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
+from billing.journal import HoldJournal, JournaledBalances
 from billing.ledger import Ledger
+from billing.snapshots import LedgerSnapshots
 from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
@@ -59,6 +64,7 @@ class Runtime:
     catalog: Catalog
     engine: AsyncEngine
     ledger: Ledger
+    balances: Balances  # what holds are taken against: the ledger's balances, mirrored
     coupons: CouponBook
     jobs: JobQueue
     results: ResultBus
@@ -94,7 +100,7 @@ class Runtime:
         return pool
 
     def start_billing(self) -> None:
-        self._spawn(SettlementConsumer(self.ledger, self.usage).run(), "billing")
+        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage).run(), "billing")
         if self.dead_letters is None:
             log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
             return
@@ -192,10 +198,23 @@ async def open_runtime(
         watched = WatchedJobQueue(jobs, pool_stats)
         stack.push_async_callback(watched.flush)  # the last counts, before the store closes
         jobs = watched
-        ledger = Ledger(engine)
-        runtime = Runtime(settings, Catalog(config), engine, ledger, CouponBook(ledger), jobs, results, usage,
+        snapshots = LedgerSnapshots(engine)
+        mirror: Balances = MemoryBalances(snapshots)
+        if settings.redis_url:
+            mirror = RedisBalances(client, snapshots, settings.namespace)  # shared by every ingress and billing
+        ledger = Ledger(engine, follow=mirror.apply)
+        balances = mirror
+        journal: HoldJournal | None = None
+        if settings.redis_url:
+            # Holds go into the ledger too, in the background: a Redis that loses them loses no hold.
+            journal = HoldJournal(ledger)
+            balances = JournaledBalances(mirror, journal, ledger)
+        stack.push_async_callback(balances.aclose)
+        runtime = Runtime(settings, Catalog(config), engine, ledger, balances, CouponBook(ledger), jobs, results, usage,
                           rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings),
                           CircuitWatch(breakers), dead_letters=dead_letters)
+        if journal is not None:
+            runtime._spawn(journal.run(), "hold journal")
         try:
             yield runtime
         finally:

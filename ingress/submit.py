@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from billing.admission import bound_output, check_holdable, worst_case_usage
+from billing.balances import Reservation
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
@@ -144,19 +145,19 @@ async def submit(
     job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
     with answering(limit_headers):  # a refusal from here on still says where the rate limits stand
-        await runtime.ledger.hold(job.id, owner.account_id, worst_case, expires_at=job.deadline + HOLD_GRACE,
-                                  key_id=owner.key_id, now=now)
+        await runtime.balances.reserve(Reservation(job.id, owner.account_id, owner.key_id, worst_case, now,
+                                                   expires_at=job.deadline + HOLD_GRACE))
         try:
             # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
             subscription = await runtime.results.subscribe(job.id)
         except BaseException:
-            await runtime.ledger.release(job.id)
+            await runtime.balances.cancel(job.id, owner.account_id)
             raise
         try:
             await runtime.jobs.enqueue(job)
         except BaseException:
             await subscription.close()
-            await runtime.ledger.release(job.id)  # never queued: nothing will settle it
+            await runtime.balances.cancel(job.id, owner.account_id)  # never queued: nothing will settle it
             raise
     reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
     headers = {"x-gatewayz-job-id": job.id, PRIORITY_HEADER: priority_class, **limit_headers}

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from scheduler.subscription import Inbox
-from scheduler.transport import DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from scheduler.transport import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,16 @@ class MemoryUsageQueue:
 
     async def serve(self, handle: UsageHandler) -> None:
         while True:
-            event = await self._events.get()
+            batch = [await self._events.get()]
+            while len(batch) < USAGE_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
             try:
-                await handle(event)
+                await handle(batch)
             except Exception:
-                log.exception("settling job %s failed; retrying", event.job_id)
+                log.exception("settling %d jobs (%s …) failed; retrying", len(batch), batch[0].job_id)
                 await asyncio.sleep(self.RETRY_DELAY)
-                self._events.put_nowait(event)
+                for event in batch:
+                    self._events.put_nowait(event)
 
     def pending(self) -> int:
         return self._events.qsize()

@@ -28,7 +28,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.topology import Topology
-from scheduler.transport import DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from scheduler.transport import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.errors import GatewayTimeout
 from schema.jobs import Job, UsageEvent
 
@@ -39,9 +39,9 @@ async def connect(url: str) -> AbstractRobustConnection:
     return await aio_pika.connect_robust(url, client_properties={"connection_name": "gatewayz"})
 
 
-async def _ack(message: AbstractIncomingMessage, what: str) -> None:
+async def _ack(message: AbstractIncomingMessage, what: str, *, multiple: bool = False) -> None:
     try:
-        await message.ack()
+        await message.ack(multiple=multiple)
     except ChannelInvalidStateError:
         # The channel was lost after the work was done; delivery tags do not
         # survive channels, so the broker will redeliver and idempotency applies.
@@ -195,7 +195,7 @@ class RabbitJobQueue:
 
 
 class RabbitUsageQueue:
-    PREFETCH = 64
+    PREFETCH = 2 * USAGE_BATCH
 
     def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
         self._connection = connection
@@ -233,6 +233,8 @@ class RabbitUsageQueue:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.PREFETCH)
         queue = await self._declare(channel)
+        arrived: list[tuple[AbstractIncomingMessage, UsageEvent]] = []
+        wake = asyncio.Event()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
@@ -241,17 +243,36 @@ class RabbitUsageQueue:
                 log.error("malformed usage event %s; dead-lettered", message.message_id)
                 await message.reject(requeue=False)
                 return
-            try:
-                await handle(event)
-            except Exception:
-                # Not settled: leave it to be redelivered rather than lose money.
-                log.exception("settling job %s failed; requeued", event.job_id)
-                await asyncio.sleep(1.0)
-                await message.nack(requeue=True)
-                return
-            await _ack(message, f"usage of job {event.job_id}")
+            arrived.append((message, event))
+            wake.set()
 
-        await _consume(channel, queue, on_message, "usage consumer")
+        async def settle() -> None:
+            while True:
+                await wake.wait()
+                await asyncio.sleep(0)  # the deliveries of this tick join the batch
+                wake.clear()
+                batch = arrived[:USAGE_BATCH]
+                del arrived[:USAGE_BATCH]
+                if arrived:
+                    wake.set()
+                try:
+                    await handle([event for _, event in batch])
+                except Exception:
+                    # Not settled: leave them to be redelivered rather than lose money.
+                    log.exception("settling %d jobs (%s …) failed; requeued", len(batch), batch[0][1].job_id)
+                    await asyncio.sleep(1.0)
+                    for message, _ in batch:
+                        await message.nack(requeue=True)
+                    continue
+                # Batches are settled in delivery order: this acknowledges the batch (and nothing later).
+                await _ack(batch[-1][0], f"usage of {len(batch)} jobs", multiple=True)
+
+        settler = asyncio.create_task(settle(), name="settlement")
+        try:
+            await _consume(channel, queue, on_message, "usage consumer")
+        finally:
+            settler.cancel()
+            await asyncio.gather(settler, return_exceptions=True)
 
 
 class RabbitDeadLetters:

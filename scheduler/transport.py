@@ -25,7 +25,8 @@ from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 JobHandler = Callable[[Job, bool], Awaitable[None]]
 """Called with the job and whether it is a redelivery; returning acks it."""
 
-UsageHandler = Callable[[UsageEvent], Awaitable[None]]
+UsageHandler = Callable[[Sequence[UsageEvent]], Awaitable[None]]
+"""Called with a batch of usage events; returning acknowledges them all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +114,19 @@ class ResultBus(Protocol):
         ...
 
 
+# The most usage events settled in one database transaction.
+USAGE_BATCH = 256
+
+
 class UsageQueue(Protocol):
     async def publish(self, event: UsageEvent) -> None:
         """Returns once the event is durable."""
         ...
 
     async def serve(self, handle: UsageHandler) -> None:
-        """Consume until cancelled; an event is acknowledged after ``handle`` returns."""
+        """Consume until cancelled, in batches of what has arrived (at most
+        ``USAGE_BATCH``); a batch is acknowledged after ``handle`` returns,
+        and delivered again if it raises."""
         ...
 
 

@@ -164,10 +164,11 @@ class UsageEvent(BaseModel):
     usage: Usage
     price: Price
     hold: int | None = Field(None, ge=0, description="the job's hold: the most it is charged")
+    held_at: float | None = Field(None, description="when its hold was taken (the key periods it counts in)")
     finished_at: float = Field(default_factory=time.time)
 
     @classmethod
     def of(cls, job: Job, usage: Usage) -> UsageEvent:
         """The usage event that settles ``job`` (whichever role reports it)."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
-                   model=job.model, usage=usage, price=job.price, hold=job.hold)
+                   model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at)

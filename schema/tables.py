@@ -35,6 +35,9 @@ accounts = Table(
     Column("kind", String(10), nullable=False, server_default="user"),  # user | system
     Column("available", BigInteger, nullable=False, server_default="0"),
     Column("held", BigInteger, nullable=False, server_default="0"),
+    # Raised by every transaction that moves the account's credit: the balances
+    # mirror (billing.balances) applies only what its snapshot lacks.
+    Column("seq", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -126,6 +129,7 @@ usage_records = Table(
     Column("cost", BigInteger, nullable=False),
     # What the usage cost beyond the job's hold: never charged, absorbed by the gateway.
     Column("uncharged", BigInteger, nullable=False, server_default="0"),
+    Column("seq", BigInteger),  # the account's seq its charge committed at
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

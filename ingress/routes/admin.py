@@ -162,6 +162,7 @@ async def update_key(request: Request, key_id: DatabaseId, body: KeyChange) -> d
     if "plan" in body.model_fields_set:
         runtime.rate_limits.check_plan(body.plan)
     key = await change_key(runtime.engine, key_id, body.values(), revoke=bool(body.revoked))
+    await runtime.balances.forget_key(key_id)  # its next hold reloads it: every process's, in Redis
     request.app.state.authenticate.forget(key_id)
     return _key_object(key)
 

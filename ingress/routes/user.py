@@ -26,7 +26,7 @@ async def _caller(request: Request) -> KeyOwner:
 async def user_balance(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
-    balance = await runtime.ledger.balance(owner.account_id)
+    balance = await runtime.balances.balance(owner.account_id)
     return {
         "account_id": owner.account_id,
         "key_id": owner.key_id,
@@ -45,7 +45,7 @@ async def redeem_coupon(request: Request, body: CouponRedemptionRequest) -> dict
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
     redemption = await runtime.coupons.redeem(body.code, owner.account_id)
-    balance = await runtime.ledger.balance(owner.account_id)
+    balance = await runtime.balances.balance(owner.account_id)
     return {
         "code": redemption.code,
         "credits": micros_to_credits(redemption.credits),

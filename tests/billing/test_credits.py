@@ -16,7 +16,9 @@ from sqlalchemy import func, select
 
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
+from billing.backends.memory import MemoryBalances
 from billing.ledger import Ledger
+from billing.snapshots import LedgerSnapshots
 from scheduler.memory import MemoryUsageQueue
 from schema.database import create_engine
 from schema.errors import UnknownAccount
@@ -193,7 +195,8 @@ async def _expired(ledger: Ledger, account_id: int) -> int:
 async def test_the_billing_sweeper_expires_grants(ledger: Ledger) -> None:
     account_id, _ = await account(ledger, 10)
     await trial(ledger, account_id, 90, days=1, now=time.time() - 2 * DAY)
-    consumer = asyncio.create_task(SettlementConsumer(ledger, MemoryUsageQueue(), sweep_interval=0.05).run())
+    consumer = asyncio.create_task(SettlementConsumer(ledger, MemoryBalances(LedgerSnapshots(ledger.engine)), MemoryUsageQueue(),
+                                                       sweep_interval=0.05).run())
     try:
         for _ in range(200):
             if (await ledger.balance(account_id)).available == 10:

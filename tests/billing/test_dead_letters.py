@@ -20,7 +20,9 @@ from sqlalchemy import func, select
 
 from billing.consumer import SettlementConsumer
 from billing.dead_letters import DeadLetterReader
+from billing.backends.memory import MemoryBalances
 from billing.ledger import Balance, Ledger
+from billing.snapshots import LedgerSnapshots
 from billing.pricing import cost_of
 from scheduler.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue, connect
 from scheduler.redis_bus import RedisResultBus
@@ -124,7 +126,7 @@ async def billing(services: Distributed) -> AsyncIterator[Billing]:
     account_id = await ledger.create_account("dead letters", GRANT)  # type: ignore[arg-type]
     key_id = await ledger.create_key(account_id, "dead letters", uuid.uuid4().hex, "gz-dead")
     # No sweep while the tests run: every hold closed here was closed by the reader.
-    consumer = SettlementConsumer(ledger, usage, sweep_interval=3600)
+    consumer = SettlementConsumer(ledger, MemoryBalances(LedgerSnapshots(engine)), usage, sweep_interval=3600)
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(dead.serve(reader.read))]
     try:
         yield Billing(topology, connection, ledger, bus, RabbitJobQueue(connection, topology), dead, reader,

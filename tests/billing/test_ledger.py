@@ -122,12 +122,15 @@ def test_any_sequence_of_operations_reconciles(database_settings: Settings, step
             prefix, held = uuid.uuid4().hex[:8], set()
             for operation, job, amount, input_tokens, output_tokens in steps:
                 job_id = f"{prefix}-{job}"
-                if operation == "hold" and job_id not in held:  # job ids are unique: one hold each
+                # Job ids are unique: one hold each, before the job can report (a job
+                # reporting with no hold is a hold the ledger never had: it is closed then).
+                if operation == "hold" and job_id not in held:
                     held.add(job_id)
                     with contextlib.suppress(InsufficientCredits):
                         await ledger.hold(job_id, account_id, amount, key_id=_key(account_id),
                                           expires_at=time.time() + (60 if amount % 2 else -1))
                 elif operation in ("settle", "duplicate"):
+                    held.add(job_id)
                     await ledger.settle(usage_event(job_id, account_id, input_tokens, output_tokens))
                 elif operation == "release":
                     await ledger.release(job_id)

@@ -75,6 +75,7 @@ async def test_0004_upgrades_open_holds_and_goes_down_and_up(database_settings: 
             assert "key_spend" not in await connection.run_sync(lambda c: inspect(c).get_table_names())
             assert "daily_limit" not in await connection.run_sync(_columns, "api_keys")
             await connection.run_sync(_to("0004"))
+            await connection.run_sync(_to("head"))
         assert (await ledger.balance(account_id)).available == 900
 
         await adjust_credits(ledger, account_id, 5, "goodwill")

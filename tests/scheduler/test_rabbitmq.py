@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 
 import aio_pika
@@ -108,8 +108,8 @@ async def test_usage_events_are_durable_and_acked_after_handling(topology: Topol
         received: list[UsageEvent] = []
         got = asyncio.Event()
 
-        async def handle(item: UsageEvent) -> None:
-            received.append(item)
+        async def handle(batch: Sequence[UsageEvent]) -> None:
+            received.extend(batch)
             got.set()
 
         server = asyncio.create_task(usage.serve(handle))

@@ -81,8 +81,9 @@ class Gateway:
         return asyncio.run(_reconcile(self.settings))
 
     def expire_grants(self, now: float) -> int:
-        """What the billing sweeper does, at a chosen moment."""
-        return asyncio.run(_expire_grants(self.settings, now))
+        """What the billing sweeper does, at a chosen moment: by the gateway's
+        own ledger, so its balances follow."""
+        return self.server.call(self.server.app.state.runtime.ledger.expire_grants(now))
 
     def wait_for_balance(self, key: str, expected: int, timeout: float = 10.0) -> int:
         """Settlement is asynchronous: poll until the balance is ``expected``
@@ -114,14 +115,6 @@ async def _reconcile(settings: Settings) -> list[object]:
     engine = create_engine(settings)
     try:
         return list(await Ledger(engine).reconcile())
-    finally:
-        await engine.dispose()
-
-
-async def _expire_grants(settings: Settings, now: float) -> int:
-    engine = create_engine(settings)
-    try:
-        return await Ledger(engine).expire_grants(now)
     finally:
         await engine.dispose()
 

@@ -1,0 +1,167 @@
+"""The hold journal (distributed mode): the holds an ingress took in the
+balances mirror, written into the ledger in the background, many per
+transaction, so that a Redis that loses the mirror loses no open hold.
+
+A hold is noted as it is taken (no await) and written within ``LINGER``
+seconds: its row, its ``hold`` transaction, the account's balances (and
+``seq``) and, for a key with limits, its spend counters, as the database
+hold always was. The mirror is then told (it has the hold already; after a
+Redis restart it takes it again). A hold whose job settled first (the
+settlement recorded it closed) is not written again.
+
+Nothing waits on the journal but the journal: if the database is down it
+keeps what it has and retries; ``flush`` at shutdown writes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError
+
+from billing import limits
+from billing.balances import AccountChange, Balance, Balances, Held, Reservation
+from billing.ledger import Ledger
+from billing.postings import AVAILABLE, HELD, insert_ignoring_duplicates, move
+from schema.tables import holds, ledger_entries, ledger_transactions
+
+log = logging.getLogger(__name__)
+
+LINGER = 0.005  # seconds a hold may wait for others to share its transaction
+BATCH = 500
+RETRY_DELAY = 1.0
+
+
+async def record_holds(ledger: Ledger, reservations: Sequence[Reservation]) -> list[AccountChange]:
+    """Write holds into the ledger, in one transaction; the mirror's changes."""
+    async with ledger.engine.begin() as connection:
+        limited = await limits.limited_keys(connection, {reservation.key_id for reservation in reservations})
+        rows = [{"job_id": r.job_id, "account_id": r.account_id, "amount": r.amount, "expires_at": r.expires_at,
+                 "closed": False, "key_id": r.key_id,
+                 "key_periods": " ".join(r.periods) if r.key_id in limited else None} for r in reservations]
+        statement = insert_ignoring_duplicates(connection, holds, ["job_id"]).values(rows)
+        written = set((await connection.execute(statement.returning(holds.c.job_id))).scalars())
+        new = [reservation for reservation in reservations if reservation.job_id in written]
+        if not new:
+            return []
+        by_account: dict[int, list[Reservation]] = defaultdict(list)
+        for reservation in new:
+            by_account[reservation.account_id].append(reservation)
+        seqs = {account_id: await move(connection, account_id, available=-sum(r.amount for r in held),
+                                       held=sum(r.amount for r in held))
+                for account_id, held in sorted(by_account.items())}
+        moved = [reservation for reservation in new if reservation.amount]
+        if moved:
+            transactions = dict((await connection.execute(
+                insert(ledger_transactions).values([{"kind": "hold", "reference": r.job_id} for r in moved])
+                .returning(ledger_transactions.c.reference, ledger_transactions.c.id))).all())
+            await connection.execute(insert(ledger_entries), [
+                {"transaction_id": transactions[r.job_id], "account_id": r.account_id, "bucket": bucket,
+                 "amount": amount} for r in moved for bucket, amount in ((AVAILABLE, -r.amount), (HELD, r.amount))])
+        counted: dict[tuple[int, str], int] = defaultdict(int)
+        for reservation in new:
+            if reservation.key_id in limited:
+                for period in reservation.periods:
+                    counted[(reservation.key_id, period)] += reservation.amount
+        for (key_id, period), amount in sorted(counted.items()):
+            await limits.add(connection, key_id, period, amount)
+    return [AccountChange(account_id, seqs[account_id], held=tuple(
+        Held(r.job_id, r.amount, r.key_id, r.periods, r.expires_at) for r in held))
+        for account_id, held in by_account.items()]
+
+
+class HoldJournal:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._pending: dict[str, Reservation] = {}
+        self._writing: set[str] = set()
+        self._cancelled: set[str] = set()  # written meanwhile: released once the write commits
+        self._wake = asyncio.Event()
+
+    def note(self, reservation: Reservation) -> None:
+        self._pending[reservation.job_id] = reservation
+        self._wake.set()
+
+    def forget(self, job_id: str) -> bool:
+        """Drop a hold not written yet (its job was never queued); False if
+        it was written (release it in the ledger). One being written now is
+        released by the journal once it is."""
+        if job_id in self._writing:
+            self._cancelled.add(job_id)
+            return True
+        return self._pending.pop(job_id, None) is not None
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(LINGER)
+            self._wake.clear()
+            try:
+                await self._write()
+            except (DBAPIError, OSError) as error:
+                log.warning("the hold journal could not write %d holds (%s); retrying", len(self._pending), error)
+                await asyncio.sleep(RETRY_DELAY)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        while self._pending:
+            await self._write()
+
+    async def _write(self) -> None:
+        batch = list(self._pending.values())[:BATCH]
+        if not batch:
+            return
+        self._writing = {reservation.job_id for reservation in batch}
+        try:
+            changes = await record_holds(self._ledger, batch)
+        finally:
+            self._writing = set()
+        for reservation in batch:
+            if self._pending.get(reservation.job_id) is reservation:
+                del self._pending[reservation.job_id]
+        if self._pending:
+            self._wake.set()
+        await self._ledger.followed(changes)
+        for job_id in [job_id for job_id in self._cancelled if job_id not in self._pending]:
+            self._cancelled.discard(job_id)
+            await self._ledger.release(job_id)
+
+
+class JournaledBalances:
+    """A mirror whose holds the journal writes into the ledger (an ingress
+    in distributed mode); everything else is the mirror's."""
+
+    def __init__(self, balances: Balances, journal: HoldJournal, ledger: Ledger) -> None:
+        self._balances = balances
+        self._journal = journal
+        self._ledger = ledger
+
+    async def reserve(self, reservation: Reservation) -> Balance:
+        balance = await self._balances.reserve(reservation)
+        self._journal.note(reservation)
+        return balance
+
+    async def cancel(self, job_id: str, account_id: int) -> None:
+        await self._balances.cancel(job_id, account_id)
+        if not self._journal.forget(job_id):
+            await self._ledger.release(job_id)  # written already: release it there too
+
+    async def apply(self, changes: Sequence[AccountChange]) -> None:
+        await self._balances.apply(changes)
+
+    async def balance(self, account_id: int) -> Balance:
+        return await self._balances.balance(account_id)
+
+    async def overdue(self, now: float, *, limit: int = 500) -> list[tuple[str, int]]:
+        return await self._balances.overdue(now, limit=limit)
+
+    async def forget_key(self, key_id: int) -> None:
+        await self._balances.forget_key(key_id)
+
+    async def aclose(self) -> None:
+        await self._journal.flush()
+        await self._balances.aclose()

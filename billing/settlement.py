@@ -1,0 +1,245 @@
+"""Settlement by group commit: a batch of usage events charged in one
+database transaction, each job once.
+
+For the batch, in one transaction: the usage rows (``job_id`` unique: a
+duplicate inserts nothing and is left out of the rest), the jobs' holds
+closed (a hold the ledger never had, because the balances mirror took it,
+gets a closed row, so a late hold journal cannot open it again), expiring
+credit drawn down, one ``charge`` transaction per job, one update per
+account (raising its ``seq``), and the key spend counters moved. Then the
+mirror is told (``Ledger.followed``), duplicates included: a batch whose
+consumer died between its commit and the mirror is sent again, and the
+mirror applies each job once.
+
+A batch that fails is settled again one event at a time, so one bad event
+never holds up the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing import limits
+from billing.balances import AccountChange, Settled
+from billing.postings import AVAILABLE, HELD, REVENUE, draw_down_grants, insert_ignoring_duplicates, move
+from billing.pricing import Charge, charge
+from schema.jobs import UsageEvent
+from schema.tables import api_keys, holds, ledger_entries, ledger_transactions, usage_records
+
+if TYPE_CHECKING:
+    from billing.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    settled: list[str]  # jobs charged by this batch
+    duplicates: list[str]  # jobs charged before
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    event: UsageEvent
+    charge: Charge
+    held: int  # what its hold in the ledger gives back (0: it had none open)
+    periods: tuple[str, ...]  # where its key counts it in the ledger
+    recorded_now: bool = False  # the ledger never had its hold (the mirror took it): it is recorded here
+
+
+async def settle(ledger: "Ledger", events: Sequence[UsageEvent], *, now: float | None = None) -> Outcome:
+    """Charge every event's job once; raises only if the whole batch and then
+    an event alone fails (``DBAPIError``)."""
+    unique = list({event.job_id: event for event in reversed(events)}.values())[::-1]
+    try:
+        return await _settle(ledger, unique, time.time() if now is None else now)
+    except DBAPIError:
+        if len(unique) == 1:
+            raise
+        log.warning("a batch of %d usage events failed; settling them one by one", len(unique), exc_info=True)
+    settled: list[str] = []
+    duplicates: list[str] = []
+    for event in unique:
+        outcome = await _settle(ledger, [event], time.time() if now is None else now)
+        settled += outcome.settled
+        duplicates += outcome.duplicates
+    return Outcome(settled, duplicates)
+
+
+async def _settle(ledger: "Ledger", events: list[UsageEvent], now: float) -> Outcome:
+    charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
+    async with ledger.engine.begin() as connection:
+        fresh = await _record_usage(connection, events, charges)
+        jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges)
+        changes = await _charge(ledger, connection, jobs, now)
+    duplicates = [event for event in events if event.job_id not in fresh]
+    for job in jobs:
+        if job.charge.absorbed:
+            log.warning("job %s: its usage cost %d micro-credits more than its hold of %d; not charged",
+                        job.event.job_id, job.charge.absorbed, job.event.hold)
+    await ledger.followed(changes + await _charged_before(ledger, duplicates))
+    return Outcome([job.event.job_id for job in jobs], [event.job_id for event in duplicates])
+
+
+async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge]) -> set[str]:
+    """The usage rows; the jobs whose row is new (the others were settled before)."""
+    rows = [{
+        "job_id": event.job_id, "account_id": event.account_id, "key_id": event.key_id, "provider": event.provider,
+        "model": event.model, "input_tokens": event.usage.input_tokens, "output_tokens": event.usage.output_tokens,
+        "images": event.usage.images, "reported": event.usage.reported, "cost": charges[event.job_id].cost,
+        "uncharged": charges[event.job_id].absorbed,
+    } for event in events]
+    statement = insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(rows)
+    return set((await connection.execute(statement.returning(usage_records.c.job_id))).scalars())
+
+
+async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge]) -> list[_Job]:
+    """Close each job's hold in the ledger: an open one gives its amount back;
+    one the ledger never had gets a closed row; one released before (its job
+    reported after its deadline) gives nothing back."""
+    if not events:
+        return []
+    ids = [event.job_id for event in events]
+    claimed = {row.job_id: row for row in await connection.execute(
+        update(holds).where(holds.c.job_id.in_(ids), holds.c.closed.is_(False)).values(closed=True)
+        .returning(holds.c.job_id, holds.c.amount, holds.c.key_periods))}
+    unclaimed = [event for event in events if event.job_id not in claimed]
+    limited = await limits.limited_keys(connection, {event.key_id for event in unclaimed})
+    tombstones = [{
+        "job_id": event.job_id, "account_id": event.account_id, "amount": event.hold or 0, "closed": True,
+        "expires_at": event.finished_at, "key_id": event.key_id,
+        "key_periods": _periods(event) if event.key_id in limited else None,
+    } for event in unclaimed]
+    new: set[str] = set()
+    if tombstones:
+        new, journaled = await _insert_closed(connection, tombstones)
+        claimed.update(journaled)
+    released = {row.job_id: row.key_periods for row in await connection.execute(
+        select(holds.c.job_id, holds.c.key_periods).where(holds.c.job_id.in_(
+            [event.job_id for event in unclaimed if event.job_id not in new])))} if len(new) < len(unclaimed) else {}
+    unclaimed = [event for event in unclaimed if event.job_id not in claimed]
+    jobs = []
+    for event in events:
+        if event.job_id in claimed:
+            row = claimed[event.job_id]
+            jobs.append(_Job(event, charges[event.job_id], row.amount, _split(row.key_periods)))
+        elif event.job_id in new:
+            periods = _periods(event) if event.key_id in limited else ""
+            jobs.append(_Job(event, charges[event.job_id], event.hold or 0, _split(periods), recorded_now=True))
+        else:
+            jobs.append(_Job(event, charges[event.job_id], 0, _split(released.get(event.job_id))))
+    return jobs
+
+
+async def _insert_closed(connection: AsyncConnection, rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row]]:
+    """Insert holds closed; the jobs inserted, and those whose open hold the
+    hold journal committed meanwhile (claimed instead: PostgreSQL waits for
+    the journal's row, then updates it). A closed row is left as it is."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(holds).values(rows)
+    statement = statement.on_conflict_do_update(index_elements=["job_id"], set_={"closed": True},
+                                                where=holds.c.closed.is_(False))
+    # xmax is 0 on a row this statement inserted (PostgreSQL); SQLite has one writer, so no row was open.
+    inserted = literal_column("xmax = 0" if dialect is postgresql else "1").label("inserted")
+    found = (await connection.execute(statement.returning(holds.c.job_id, holds.c.amount, holds.c.key_periods,
+                                                          inserted))).all()
+    return {row.job_id for row in found if row.inserted}, {row.job_id: row for row in found if not row.inserted}
+
+
+async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job], now: float) -> list[AccountChange]:
+    """The charge transactions, the accounts' balances and the keys' counters."""
+    if not jobs:
+        return []
+    by_account: dict[int, list[_Job]] = defaultdict(list)
+    for job in jobs:
+        by_account[job.event.account_id].append(job)
+    # Lock order, as everywhere: credit grants, then the account, then system accounts and key counters.
+    for account_id in sorted(by_account):
+        await draw_down_grants(connection, account_id, sum(job.charge.cost for job in by_account[account_id]), now)
+    # A hold recorded now moves nothing on balance: it is taken and given back in this one transaction.
+    seqs = {account_id: await move(connection, account_id,
+                                   available=sum((0 if job.recorded_now else job.held) - job.charge.cost
+                                                 for job in account_jobs),
+                                   held=-sum(0 if job.recorded_now else job.held for job in account_jobs))
+            for account_id, account_jobs in sorted(by_account.items())}
+    # A hold recorded now gets its own transaction, as the hold journal would
+    # have written it: the ledger reads the same whichever recorded it.
+    recorded = [{"kind": "hold", "reference": job.event.job_id} for job in jobs if job.recorded_now and job.held]
+    charges = [{"kind": "charge", "reference": job.event.job_id} for job in jobs]
+    transactions = {(kind, reference): id_ for kind, reference, id_ in (await connection.execute(
+        insert(ledger_transactions).values(recorded + charges)
+        .returning(ledger_transactions.c.kind, ledger_transactions.c.reference, ledger_transactions.c.id))).all()}
+    revenue = await ledger.system_account(connection, REVENUE)
+    entries = []
+    for job in jobs:
+        account_id, cost, held, job_id = job.event.account_id, job.charge.cost, job.held, job.event.job_id
+        postings = [("charge", account_id, HELD, -held), ("charge", account_id, AVAILABLE, held - cost),
+                    ("charge", revenue, AVAILABLE, cost)]
+        if job.recorded_now:
+            postings = [("hold", account_id, AVAILABLE, -held), ("hold", account_id, HELD, held), *postings]
+        entries += [{"transaction_id": transactions[(kind, job_id)], "account_id": account, "bucket": bucket,
+                     "amount": amount} for kind, account, bucket, amount in postings if amount]
+    if entries:
+        await connection.execute(insert(ledger_entries), entries)
+    for account_id, account_jobs in by_account.items():
+        await connection.execute(update(usage_records).where(
+            usage_records.c.job_id.in_([job.event.job_id for job in account_jobs])).values(seq=seqs[account_id]))
+    moves: dict[tuple[int, str], int] = defaultdict(int)
+    for job in jobs:
+        for period in job.periods:
+            moves[(job.event.key_id, period)] += job.charge.cost - (0 if job.recorded_now else job.held)
+    for (key_id, period), delta in sorted(moves.items()):
+        await limits.add(connection, key_id, period, delta)
+    return [AccountChange(account_id, seqs[account_id], settled=tuple(
+        Settled(job.event.job_id, job.charge.cost, job.event.key_id, _mirror_periods(job)) for job in account_jobs))
+        for account_id, account_jobs in by_account.items()]
+
+
+async def resend(ledger: "Ledger", job_ids: Sequence[str]) -> list[str]:
+    """Tell the mirror again of these jobs' charges, as they committed; the jobs that were charged."""
+    changes = await _charged_before(ledger, list(job_ids))
+    await ledger.followed(changes)
+    return [settled.job_id for change in changes for settled in change.settled]
+
+
+async def _charged_before(ledger: "Ledger", duplicates: list[UsageEvent] | list[str]) -> list[AccountChange]:
+    """The mirror's changes of jobs settled before, as they committed."""
+    if not duplicates:
+        return []
+    ids = [item if isinstance(item, str) else item.job_id for item in duplicates]
+    async with ledger.engine.connect() as connection:
+        rows = (await connection.execute(
+            select(usage_records.c.job_id, usage_records.c.account_id, usage_records.c.key_id, usage_records.c.cost,
+                   usage_records.c.seq, holds.c.key_periods)
+            .join(holds, holds.c.job_id == usage_records.c.job_id, isouter=True)
+            .where(usage_records.c.job_id.in_(ids), usage_records.c.seq.is_not(None)))).all()
+    return [AccountChange(row.account_id, row.seq, settled=(
+        Settled(row.job_id, row.cost, row.key_id, _split(row.key_periods)),)) for row in rows]
+
+
+def _periods(event: UsageEvent) -> str:
+    return " ".join(limits.periods_at(event.held_at if event.held_at is not None else event.finished_at).values())
+
+
+def _split(periods: str | None) -> tuple[str, ...]:
+    return tuple(periods.split()) if periods else ()
+
+
+def _mirror_periods(job: _Job) -> tuple[str, ...]:
+    """Where the mirror counts the job: its hold's periods (the mirror counts
+    only keys with limits, and drops a key's counters when its limits change)."""
+    event = job.event
+    return job.periods or tuple(limits.periods_at(event.held_at if event.held_at is not None else event.finished_at).values())
+
+
+
