@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error"}
+                 429: "rate_limit_error"}
 
 
 # Anthropic's error types by status (its API's documented set).
