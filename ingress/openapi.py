@@ -26,7 +26,7 @@ from ingress.submit import PRIORITY_HEADER
 from scheduler.admission import MAX_QUEUE_HEADER
 from scheduler.catalog import KINDS, MODALITIES
 from schema.catalog import GatewayConfig
-from schema.openapi import SCHEMAS, SECURITY_SCHEMES, JSONSchema, decimal_string
+from schema.openapi import SCHEMAS, SECURITY_SCHEMES, decimal_string, ref
 from schema.plans import PRIORITY_CLASSES
 
 DESCRIPTION = (
@@ -131,6 +131,9 @@ def describe(app: FastAPI, config: GatewayConfig) -> dict[str, Any]:
     schemas["KeyChange"]["properties"]["plan"] = {"anyOf": [{"enum": sorted(config.plans)}, {"type": "null"}],
                                                   "description": "A plan of the config; null: the default plan."}
     components["securitySchemes"] = SECURITY_SCHEMES
+    for path in _JOB_PATHS:
+        # Described whether FastAPI or a plain Starlette route (which FastAPI does not list) serves it.
+        document["paths"].setdefault(path, {}).setdefault("post", {"operationId": path.strip("/").replace("/", "_")})
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             _complete(method, path, operation)
@@ -185,19 +188,15 @@ def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
 
 def _describe_job(operation: dict[str, Any], request: str, answer: str, streams: bool) -> None:
     operation["parameters"] = [*operation.get("parameters", []), *_JOB_HEADERS]
-    operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request)}}}
-    content: dict[str, Any] = {"application/json": {"schema": _ref(answer)}}
+    operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(request)}}}
+    content: dict[str, Any] = {"application/json": {"schema": ref(answer)}}
     if streams:
         content["text/event-stream"] = {"schema": _EVENT}
     operation["responses"]["200"] = {"description": "The answer.", "content": content}
 
 
 def _error_response(status: int, error: str) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": _WHY[status], "content": {"application/json": {"schema": _ref(error)}}}
+    response: dict[str, Any] = {"description": _WHY[status], "content": {"application/json": {"schema": ref(error)}}}
     if status in (429, 503):
         response["headers"] = _RETRY_AFTER
     return response
-
-
-def _ref(name: str) -> JSONSchema:
-    return {"$ref": f"#/components/schemas/{name}"}

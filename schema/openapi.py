@@ -29,7 +29,7 @@ JSON_INTEGER_MAX = 2**64 - 1
 STRIPPED = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
-def _ref(name: str) -> JSONSchema:
+def ref(name: str) -> JSONSchema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -43,6 +43,15 @@ def _whole(low: int, high: int | None = None, *, nullable: bool = False, about: 
     return schema
 
 
+def _permissive(required: list[str], properties: JSONSchema, description: str = "") -> JSONSchema:
+    """An object of which only ``properties`` are described: any other field passes."""
+    schema: JSONSchema = {"type": "object", "required": required, "properties": properties,
+                          "additionalProperties": True}
+    if description:
+        schema["description"] = description
+    return schema
+
+
 def decimal_string() -> JSONSchema:
     """A non-negative decimal number written as a string (``"0.15"``)."""
     return {"type": "string", "pattern": r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"}
@@ -53,23 +62,19 @@ _MODEL = {"type": "string", "minLength": 1,
 _STREAM = {"type": "boolean", "default": False}
 _PASSED_ON = "Every other field is passed to the provider untouched: the provider is the authority on it."
 
-CHAT_MESSAGE: JSONSchema = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
+CHAT_MESSAGE = _permissive(
+    ["role"],
+    {
         "role": {"enum": sorted(openai.ROLES)},
         "content": {"description": "A string or an array of content parts, passed on untouched."},
     },
-    "additionalProperties": True,
-}
+)
 
-CHAT_REQUEST: JSONSchema = {
-    "type": "object",
-    "description": f"OpenAI's chat-completions request. {_PASSED_ON}",
-    "required": ["model", "messages"],
-    "properties": {
+CHAT_REQUEST = _permissive(
+    ["model", "messages"],
+    {
         "model": _MODEL,
-        "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+        "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
         "stream": _STREAM,
         "stream_options": {"type": ["object", "null"], "additionalProperties": True,
                            "properties": {"include_usage": {"description": "`true`: a last chunk carries the usage."}}},
@@ -78,45 +83,39 @@ CHAT_REQUEST: JSONSchema = {
         "max_completion_tokens": _whole(1, openai.MAX_TOKENS_LIMIT, nullable=True),
         "n": _whole(1, MAX_CHOICES, nullable=True, about="Choices to generate; each is held for."),
     },
-    "additionalProperties": True,
-}
+    f"OpenAI's chat-completions request. {_PASSED_ON}",
+)
 
-ANTHROPIC_MESSAGE: JSONSchema = {
-    "type": "object",
-    "required": ["role", "content"],
-    "properties": {
+ANTHROPIC_MESSAGE = _permissive(
+    ["role", "content"],
+    {
         "role": {"enum": sorted(anthropic.ROLES)},
         "content": {"anyOf": [{"type": "string"}, {"type": "array"}],
                     "description": "A string or an array of content blocks."},
     },
-    "additionalProperties": True,
-}
+)
 
-MESSAGES_REQUEST: JSONSchema = {
-    "type": "object",
-    "description": f"Anthropic's Messages request. {_PASSED_ON} A provider of another dialect gets it "
-                   "translated, and a field the translation cannot express is refused with a 400.",
-    "required": ["model", "max_tokens", "messages"],
-    "properties": {
+MESSAGES_REQUEST = _permissive(
+    ["model", "max_tokens", "messages"],
+    {
         "model": _MODEL,
         "max_tokens": _whole(1, openai.MAX_TOKENS_LIMIT),
-        "messages": {"type": "array", "minItems": 1, "items": _ref("AnthropicMessage")},
+        "messages": {"type": "array", "minItems": 1, "items": ref("AnthropicMessage")},
         "system": {"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}],
                    "description": "A string or an array of text blocks."},
         "stream": _STREAM,
     },
-    "additionalProperties": True,
-}
+    f"Anthropic's Messages request. {_PASSED_ON} A provider of another dialect gets it "
+    "translated, and a field the translation cannot express is refused with a 400.",
+)
 
 _NON_EMPTY_TEXT = {"type": "string", "minLength": 1}
 _TOKEN_ID = _whole(0, JSON_INTEGER_MAX)
 _TOKEN_IDS = {"type": "array", "minItems": 1, "items": _TOKEN_ID}
 
-EMBEDDINGS_REQUEST: JSONSchema = {
-    "type": "object",
-    "description": f"OpenAI's embeddings request. {_PASSED_ON}",
-    "required": ["model", "input"],
-    "properties": {
+EMBEDDINGS_REQUEST = _permissive(
+    ["model", "input"],
+    {
         "model": _MODEL,
         "input": {
             "anyOf": [
@@ -131,14 +130,12 @@ EMBEDDINGS_REQUEST: JSONSchema = {
         "encoding_format": {"enum": [*ENCODING_FORMATS, None]},
         "stream": {"enum": [False, None], "description": "Embeddings are not streamed."},
     },
-    "additionalProperties": True,
-}
+    f"OpenAI's embeddings request. {_PASSED_ON}",
+)
 
-IMAGES_REQUEST: JSONSchema = {
-    "type": "object",
-    "description": f"OpenAI's image-generation request. {_PASSED_ON}",
-    "required": ["model", "prompt"],
-    "properties": {
+IMAGES_REQUEST = _permissive(
+    ["model", "prompt"],
+    {
         "model": _MODEL,
         "prompt": {"type": "string", "pattern": f"[^{STRIPPED}]", "description": "Not blank."},
         "n": _whole(1, MAX_IMAGES, nullable=True, about="Images to generate; each is held for."),
@@ -147,8 +144,8 @@ IMAGES_REQUEST: JSONSchema = {
         "response_format": {"enum": [*RESPONSE_FORMATS, None]},
         "stream": {"enum": [False, None], "description": "Images are not streamed."},
     },
-    "additionalProperties": True,
-}
+    f"OpenAI's image-generation request. {_PASSED_ON}",
+)
 
 # Answers. Only what every provider's answer carries is required: the gateway
 # relays the provider's answer, adding ``usage.cost`` where there is a usage.
@@ -156,10 +153,9 @@ IMAGES_REQUEST: JSONSchema = {
 _USAGE = {"type": "object", "additionalProperties": True,
           "properties": {"cost": {"type": "string", "description": "What this request was charged, in credits."}}}
 
-CHAT_COMPLETION: JSONSchema = {
-    "type": "object",
-    "required": ["id", "object", "created", "model", "choices"],
-    "properties": {
+CHAT_COMPLETION = _permissive(
+    ["id", "object", "created", "model", "choices"],
+    {
         "id": {"type": "string"},
         "object": {"const": "chat.completion"},
         "created": {"type": "integer"},
@@ -170,13 +166,11 @@ CHAT_COMPLETION: JSONSchema = {
                                                               "finish_reason": {"type": ["string", "null"]}}}},
         "usage": _USAGE,
     },
-    "additionalProperties": True,
-}
+)
 
-MESSAGE: JSONSchema = {
-    "type": "object",
-    "required": ["id", "type", "role", "content", "model", "usage"],
-    "properties": {
+MESSAGE = _permissive(
+    ["id", "type", "role", "content", "model", "usage"],
+    {
         "id": {"type": "string"},
         "type": {"const": "message"},
         "role": {"const": "assistant"},
@@ -185,13 +179,11 @@ MESSAGE: JSONSchema = {
         "stop_reason": {"type": ["string", "null"]},
         "usage": {"type": "object", "additionalProperties": True},
     },
-    "additionalProperties": True,
-}
+)
 
-EMBEDDINGS: JSONSchema = {
-    "type": "object",
-    "required": ["object", "data"],
-    "properties": {
+EMBEDDINGS = _permissive(
+    ["object", "data"],
+    {
         "object": {"const": "list"},
         "data": {"type": "array", "items": {
             "type": "object", "required": ["index", "embedding"], "additionalProperties": True,
@@ -201,13 +193,11 @@ EMBEDDINGS: JSONSchema = {
         "model": {"type": "string"},
         "usage": _USAGE,
     },
-    "additionalProperties": True,
-}
+)
 
-IMAGES: JSONSchema = {
-    "type": "object",
-    "required": ["created", "data"],
-    "properties": {
+IMAGES = _permissive(
+    ["created", "data"],
+    {
         "created": {"type": "integer"},
         "data": {"type": "array", "items": {
             "type": "object", "additionalProperties": True,
@@ -215,8 +205,7 @@ IMAGES: JSONSchema = {
                            "revised_prompt": {"type": "string"}}}},
         "usage": _USAGE,
     },
-    "additionalProperties": True,
-}
+)
 
 OPENAI_ERROR: JSONSchema = {
     "type": "object",
