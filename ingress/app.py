@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from ingress.auth import Authenticator, key_secret
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
+from ingress.openapi import install_openapi
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
@@ -52,10 +53,11 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(provider_health.router)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
         # Where rate limits are counted: "shared: redis", "per-process" (embedded),
         # or "degraded: per-process" while the limiter's Redis is unreachable.
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
+    install_openapi(app, config)
     return app

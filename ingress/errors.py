@@ -4,13 +4,17 @@ on the Anthropic dialect's paths (``/v1/messages``), in OpenAI's elsewhere."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from schema.errors import GatewayError
 
@@ -18,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error"}
+                 429: "rate_limit_error"}
 
 
 # Anthropic's error types by status (its API's documented set).
@@ -62,6 +66,26 @@ def _plain_error(request: Request, message: str, status: int, *, param: str | No
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes. Starlette's 405 names only the
+    methods of the first route that matched the path, though other routes
+    may serve it with others (``GET`` and ``PATCH /admin/keys/{id}``)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in _flat_routes(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _flat_routes(routes: Sequence[BaseRoute]) -> Iterable[Any]:
+    # Newer FastAPI nests each included router (its OpenAPI flattens them so);
+    # older ones list every route flat.
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    return flatten(routes) if flatten is not None else routes
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, error: GatewayError) -> JSONResponse:
@@ -76,7 +100,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return _plain_error(request, str(error.detail), error.status_code, headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return _plain_error(request, str(error.detail), error.status_code, headers=headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, error: ClientDisconnect) -> Response:
