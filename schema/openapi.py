@@ -21,8 +21,6 @@ from schema.media import ENCODING_FORMATS, MAX_EMBEDDING_INPUTS, MAX_IMAGES, RES
 
 JSONSchema = dict[str, Any]
 
-# OpenAI's own limit on a chat request's ``n``, as the gateway checks it.
-MAX_CHOICES = 128
 # orjson reads a larger JSON integer as a float, which no integer check takes.
 JSON_INTEGER_MAX = 2**64 - 1
 # What ``str.strip`` removes (a regular expression's character class): a prompt of these alone is empty.
@@ -81,7 +79,7 @@ CHAT_REQUEST = _permissive(
         "max_tokens": _whole(1, openai.MAX_TOKENS_LIMIT, nullable=True,
                              about="Held for in full before the job runs; without it the model's output limit is."),
         "max_completion_tokens": _whole(1, openai.MAX_TOKENS_LIMIT, nullable=True),
-        "n": _whole(1, MAX_CHOICES, nullable=True, about="Choices to generate; each is held for."),
+        "n": _whole(1, openai.MAX_CHOICES, nullable=True, about="Choices to generate; each is held for."),
     },
     f"OpenAI's chat-completions request. {_PASSED_ON}",
 )
