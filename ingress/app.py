@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
+from ingress.body_limits import BodyLimits
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
@@ -41,6 +42,7 @@ def create_app(
                 yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(messages.router)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
@@ -49,12 +50,27 @@ def _anthropic(request: Request) -> bool:
     return request.url.path.startswith(ANTHROPIC_PATHS)
 
 
+def error_body(path: str, error: GatewayError) -> dict[str, object]:
+    """``error`` as the dialect served at ``path`` writes it: also for the
+    refusals made before any route runs (``ingress.body_limits``,
+    ``ingress.server``)."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_body(error.message, error.status)
+    return openai_error_body(error.message, error.type, code=error.code, param=error.param)
+
+
+def refusal(path: str, error: GatewayError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of a refusal made before any route ran (a
+    request too large, too slow or not JSON): it closes the connection, so
+    the rest of what the client sends is never read."""
+    body = orjson.dumps(error_body(path, error))
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close")], body
+
+
 def error_response(request: Request, error: GatewayError) -> JSONResponse:
-    if _anthropic(request):
-        body = anthropic_error_body(error.message, error.status)
-    else:
-        body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
-    return JSONResponse(body, status_code=error.status, headers={**error.job_headers, **error.headers()})
+    return JSONResponse(error_body(request.url.path, error), status_code=error.status,
+                        headers={**error.job_headers, **error.headers()})
 
 
 def _plain_error(request: Request, message: str, status: int, *, param: str | None = None,
