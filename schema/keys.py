@@ -3,7 +3,8 @@
 
 Limits are exact decimal credits, a whole number of micro-credits, from 0
 (the key may spend nothing) to a billion; ``null`` clears one. Times are ISO
-8601 or unix seconds, naive ones UTC; durations are like ``30d`` or ``12h``.
+8601 or unix seconds, naive ones UTC, from 1970 to 9999-12-30; durations are
+like ``30d`` or ``12h``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from schema.plans import PLAN_NAME
 
 MAX_CREDITS = Decimal(1_000_000_000)  # far from BIGINT overflow, whatever is summed
 MAX_DURATION = 3650 * 86_400.0
+# Times are kept as unix seconds and shown in ISO 8601. Ending a day short of
+# datetime's year 9999 keeps any offset, or rounding to the second, in range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 LIMIT_FIELDS = ("daily_limit", "monthly_limit", "total_limit")
 
@@ -29,9 +34,13 @@ def whole_micros(credits: Decimal) -> Decimal:
     return credits
 
 
-def utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
+def utc(moment: datetime) -> datetime:
+    """An aware time (a naive one is UTC) within ``EARLIEST``..``LATEST``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"a time must be from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC "
+                         f"(unix seconds from 0 to {LATEST.timestamp():.0f})")
     return moment
 
 
