@@ -10,9 +10,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from schema.keys import MAX_CREDITS, UtcTime, whole_micros
 from schema.money import MicroCredits, credits_json_schema, credits_to_micros
+from schema.tables import MAX_INTEGER
 
 MAX_PAGE = 1000
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_ID = MAX_INTEGER  # ids are 32-bit integers in the database
 
 
 class PageQuery(BaseModel):

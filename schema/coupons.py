@@ -1,7 +1,7 @@
 """Coupon requests: what an admin creates and what a user redeems.
 
 Codes are case-insensitive (kept upper-case); credits are exact decimals
-that must be a whole number of micro-credits.
+that must be a whole number of micro-credits, at most a billion.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from schema.keys import MAX_CREDITS, UtcTime, whole_micros
 from schema.money import MicroCredits, credits_json_schema, credits_to_micros
 from schema.openapi import STRIPPED
+from schema.tables import MAX_INTEGER
 
 
 def normalize_code(code: str) -> str:
@@ -41,7 +42,7 @@ class NewCoupon(BaseModel):
     code: CouponCode
     credits: Annotated[Decimal, Field(gt=0, le=MAX_CREDITS), AfterValidator(whole_micros),
                        WithJsonSchema(credits_json_schema(Decimal(0), MAX_CREDITS, zero=False))]
-    max_redemptions: int | None = Field(None, ge=1)
+    max_redemptions: int | None = Field(None, ge=1, le=MAX_INTEGER)
     expires_at: UtcTime | None = None  # ISO 8601 or unix seconds; naive is UTC
     trial_days: int | None = Field(None, ge=1, le=3650)
 
