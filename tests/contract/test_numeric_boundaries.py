@@ -7,8 +7,7 @@ moves, a 4xx moves none: the account's balance is unchanged and a refused
 Stripe event id was not recorded (its genuine delivery still credits).
 
 ``SITES`` is the table: one row per (method, path, where the number goes,
-parameter). The chat, messages, embeddings and images bodies' numbers get
-their rows with those fields' own validation.
+parameter), the completion, embeddings and images bodies' numbers included.
 """
 
 from __future__ import annotations
@@ -69,11 +68,18 @@ class Site:
         return f"{self.method} {self.path} {self.where}:{self.name}"
 
 
+CHAT = {"model": "fake-output-priced", "messages": [{"role": "user", "content": "a b c"}]}
+MESSAGES = {"model": "claude-fake-small", "messages": [{"role": "user", "content": "a b c"}]}
 ADJUSTMENT = {"reason": "boundary values"}
 COUPON = {"code": "{code}", "credits": "1"}
 PAID_TO_ACCOUNT = {"metadata": {"account_id": "{account_id}", "credits": "1"}}
 
 SITES = [
+    # The numbers the credit hold multiplies: a whole number in range, or 400 before anything is held.
+    *(Site("POST", "/v1/chat/completions", "body", name, CHAT) for name in ("n", "max_tokens", "max_completion_tokens")),
+    Site("POST", "/v1/messages", "body", "max_tokens", MESSAGES),
+    Site("POST", "/v1/images/generations", "body", "n", {"model": "fake-image", "prompt": "a cat"}),
+    Site("POST", "/v1/embeddings", "body", "dimensions", {"model": "fake-embed", "input": "a b c"}),
     *(Site("GET", "/user/usage", "query", name) for name in ("limit", "offset", "cursor", "start", "end", "key_id")),
     Site("GET", "/admin/accounts/{n}/ledger", "path", "account_id", admin=True),
     *(Site("GET", "/admin/accounts/{account_id}/ledger", "query", name, admin=True)
