@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
+from ingress.body_limits import BodyLimits
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
+from ingress.openapi import install_openapi
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
@@ -40,6 +42,7 @@ def create_app(
                 yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(messages.router)
@@ -52,10 +55,11 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(provider_health.router)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
         # Where rate limits are counted: "shared: redis", "per-process" (embedded),
         # or "degraded: per-process" while the limiter's Redis is unreachable.
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
+    install_openapi(app, config)
     return app

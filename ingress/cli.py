@@ -26,6 +26,7 @@ from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.runtime import Runtime, embedded_roles, open_runtime
+from ingress.server import http_config
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.database import create_engine, migrate
 from schema.coupons import iso_time
@@ -272,19 +273,9 @@ async def _first_start(settings: Settings, port: int) -> None:
 
 
 def _serve_http(app: object, host: str, port: int, settings: Settings) -> None:
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,  # type: ignore[arg-type]
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-    server.run()
+    config = http_config(app, settings, host=host, port=port, log_level=settings.log_level.lower(),
+                         timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run()
 
 
 async def _run_role(settings: Settings, config: GatewayConfig, start: Callable[[Runtime], object]) -> None:

@@ -4,13 +4,18 @@ on the Anthropic dialect's paths (``/v1/messages``), in OpenAI's elsewhere."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
+from fastapi import routing as fastapi_routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from schema.errors import GatewayError
 
@@ -18,7 +23,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error"}
+                 429: "rate_limit_error"}
 
 
 # Anthropic's error types by status (its API's documented set).
@@ -45,12 +50,27 @@ def _anthropic(request: Request) -> bool:
     return request.url.path.startswith(ANTHROPIC_PATHS)
 
 
+def error_body(path: str, error: GatewayError) -> dict[str, object]:
+    """``error`` as the dialect served at ``path`` writes it: also for the
+    refusals made before any route runs (``ingress.body_limits``,
+    ``ingress.server``)."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_body(error.message, error.status)
+    return openai_error_body(error.message, error.type, code=error.code, param=error.param)
+
+
+def refusal(path: str, error: GatewayError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of a refusal made before any route ran (a
+    request too large, too slow or not JSON): it closes the connection, so
+    the rest of what the client sends is never read."""
+    body = orjson.dumps(error_body(path, error))
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close")], body
+
+
 def error_response(request: Request, error: GatewayError) -> JSONResponse:
-    if _anthropic(request):
-        body = anthropic_error_body(error.message, error.status)
-    else:
-        body = openai_error_body(error.message, error.type, code=error.code, param=error.param)
-    return JSONResponse(body, status_code=error.status, headers={**error.job_headers, **error.headers()})
+    return JSONResponse(error_body(request.url.path, error), status_code=error.status,
+                        headers={**error.job_headers, **error.headers()})
 
 
 def _plain_error(request: Request, message: str, status: int, *, param: str | None = None,
@@ -60,6 +80,26 @@ def _plain_error(request: Request, message: str, status: int, *, param: str | No
     else:
         body = openai_error_body(message, _STATUS_TYPES.get(status, "api_error"), param=param)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes. Starlette's 405 names only the
+    methods of the first route that matched the path, though other routes
+    may serve it with others (``GET`` and ``PATCH /admin/keys/{id}``)."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in _flat_routes(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _flat_routes(routes: Sequence[BaseRoute]) -> Iterable[Any]:
+    # Newer FastAPI nests each included router (its OpenAPI flattens them so);
+    # older ones list every route flat.
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    return flatten(routes) if flatten is not None else routes
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -76,7 +116,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return _plain_error(request, str(error.detail), error.status_code, headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return _plain_error(request, str(error.detail), error.status_code, headers=headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, error: ClientDisconnect) -> Response:

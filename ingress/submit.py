@@ -51,6 +51,8 @@ QUEUE_MS_HEADER = "x-gatewayz-queue-ms"
 
 
 async def json_body(request: Request) -> object:
+    """The body, parsed; its size and media type were checked before any
+    route ran (``ingress.body_limits``)."""
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError:

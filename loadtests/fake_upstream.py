@@ -70,6 +70,7 @@ def _text(content: object) -> str:
 # A 1x1 white PNG: what every fake image is.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC")
 EMBEDDING_DIMENSIONS = 8
+MAX_EMBEDDING_DIMENSIONS = 3072  # OpenAI's largest embedding model's: a request asking more is refused
 IMAGE_OUTPUT_TOKENS = 272  # gpt-image-1, low quality, 1024x1024
 
 
@@ -188,6 +189,8 @@ class FakeUpstream:
         if (commanded := await self._obey(command, argument, request, first)) is not None:
             return commanded
         dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
+            return _error(400, f"dimensions must be from 1 to {MAX_EMBEDDING_DIMENSIONS}")
         data = []
         for index, text in enumerate(inputs):
             vector = _unit_vector(str(text), dimensions)

@@ -55,6 +55,8 @@ from schema.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_QUEUE_HEADER = "x-gatewayz-max-queue-ms"
+# About 24.8 days, past any request deadline; a bound keeps ``/ 1000`` from overflowing a float.
+MAX_QUEUE_MS = 2**31 - 1
 LOWEST_CLASS = min(MESSAGE_PRIORITY.values())  # the message priority of the lowest class a request can choose
 READ_LIMIT = 5.0  # seconds a read may hang before it is given up, so that the next one starts afresh
 DRIFT_CONFIRM = 1.0  # seconds counted jobs must outlive an empty queue before they are taken as drift
@@ -153,9 +155,9 @@ def queue_deadline(settings: Settings, priority_class: PriorityClass, header: st
         milliseconds = int(header.strip())
     except ValueError:
         milliseconds = -1
-    if milliseconds < 0:
-        raise InvalidRequest(f"{MAX_QUEUE_HEADER} must be a whole number of milliseconds (0 or more), "
-                             f"not {header!r}", param=MAX_QUEUE_HEADER)
+    if not 0 <= milliseconds <= MAX_QUEUE_MS:
+        raise InvalidRequest(f"{MAX_QUEUE_HEADER} must be a whole number of milliseconds from 0 to {MAX_QUEUE_MS}, "
+                             f"not {header[:40]!r}", param=MAX_QUEUE_HEADER)
     return milliseconds / 1000
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from schema.keys import MAX_CREDITS, UtcTime, whole_micros
-from schema.money import MicroCredits, credits_to_micros
+from schema.money import MicroCredits, credits_json_schema, credits_to_micros
+from schema.tables import MAX_INTEGER
 
 MAX_PAGE = 1000
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_ID = MAX_INTEGER  # ids are 32-bit integers in the database
 
 
 class PageQuery(BaseModel):
@@ -51,7 +52,8 @@ class UsageQuery(PageQuery):
         return self
 
 
-SignedCredits = Annotated[Decimal, Field(ge=-MAX_CREDITS, le=MAX_CREDITS), AfterValidator(whole_micros)]
+SignedCredits = Annotated[Decimal, Field(ge=-MAX_CREDITS, le=MAX_CREDITS), AfterValidator(whole_micros),
+                          WithJsonSchema(credits_json_schema(-MAX_CREDITS, MAX_CREDITS, zero=False))]
 
 
 class CreditAdjustment(BaseModel):

@@ -28,7 +28,8 @@ def check_messages_request(body: object) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: at least one message is required", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
             raise InvalidRequest(f"messages.{index}.role: must be one of {sorted(ROLES)}", param=f"messages.{index}.role")
         content = message.get("content")
         if not isinstance(content, (str, list)):

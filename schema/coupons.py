@@ -1,7 +1,7 @@
 """Coupon requests: what an admin creates and what a user redeems.
 
 Codes are case-insensitive (kept upper-case); credits are exact decimals
-that must be a whole number of micro-credits.
+that must be a whole number of micro-credits, at most a billion.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from schema.keys import utc, whole_micros
-from schema.money import MicroCredits, credits_to_micros
+from schema.keys import MAX_CREDITS, UtcTime, whole_micros
+from schema.money import MicroCredits, credits_json_schema, credits_to_micros
+from schema.openapi import STRIPPED
+from schema.tables import MAX_INTEGER
 
 
 def normalize_code(code: str) -> str:
@@ -29,16 +31,19 @@ def iso_time(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds is not None else None
 
 
-CouponCode = Annotated[str, BeforeValidator(_normalize), Field(pattern=r"^[A-Z0-9_-]{1,64}$")]
+CouponCode = Annotated[str, BeforeValidator(_normalize), Field(pattern=r"^[A-Z0-9_-]{1,64}$"),
+                      WithJsonSchema({"type": "string", "pattern": f"^[{STRIPPED}]*[A-Za-z0-9_-]{{1,64}}[{STRIPPED}]*$",
+                                      "description": "Case-insensitive; spaces around it are ignored."})]
 
 
 class NewCoupon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: CouponCode
-    credits: Annotated[Decimal, Field(gt=0, max_digits=18), AfterValidator(whole_micros)]
-    max_redemptions: int | None = Field(None, ge=1)
-    expires_at: Annotated[datetime | None, AfterValidator(utc)] = None  # ISO 8601 or unix seconds; naive is UTC
+    credits: Annotated[Decimal, Field(gt=0, le=MAX_CREDITS), AfterValidator(whole_micros),
+                       WithJsonSchema(credits_json_schema(Decimal(0), MAX_CREDITS, zero=False))]
+    max_redemptions: int | None = Field(None, ge=1, le=MAX_INTEGER)
+    expires_at: UtcTime | None = None  # ISO 8601 or unix seconds; naive is UTC
     trial_days: int | None = Field(None, ge=1, le=3650)
 
     @property

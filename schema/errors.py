@@ -62,6 +62,39 @@ class PermissionDenied(GatewayError):
     code = "permission_denied"
 
 
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request (headers or body) for longer
+    than the read timeout; the connection is closed."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class RequestTooLarge(GatewayError):
+    """A request body larger than the gateway reads."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    """A request body that is not JSON by its ``Content-Type``."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class HeadersTooLarge(GatewayError):
+    """A request line and header fields larger than the gateway reads."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
+
+
 class InvalidWebhook(InvalidRequest):
     """A payment provider's event that is unsigned, stale, malformed or cannot
     be credited; nothing was credited."""

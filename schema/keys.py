@@ -3,7 +3,8 @@
 
 Limits are exact decimal credits, a whole number of micro-credits, from 0
 (the key may spend nothing) to a billion; ``null`` clears one. Times are ISO
-8601 or unix seconds, naive ones UTC; durations are like ``30d`` or ``12h``.
+8601 or unix seconds, naive ones UTC, from 1970 to 9999-12-30; durations are
+like ``30d`` or ``12h``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator
 
-from schema.money import MicroCredits, credits_to_micros
+from schema.money import MicroCredits, credits_json_schema, credits_to_micros
 from schema.plans import PLAN_NAME
 
 MAX_CREDITS = Decimal(1_000_000_000)  # far from BIGINT overflow, whatever is summed
 MAX_DURATION = 3650 * 86_400.0
+# Times are kept as unix seconds and shown in ISO 8601. Ending a day short of
+# datetime's year 9999 keeps any offset, or rounding to the second, in range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 LIMIT_FIELDS = ("daily_limit", "monthly_limit", "total_limit")
 
@@ -29,14 +34,27 @@ def whole_micros(credits: Decimal) -> Decimal:
     return credits
 
 
-def utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
+def utc(moment: datetime) -> datetime:
+    """An aware time (a naive one is UTC) within ``EARLIEST``..``LATEST``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"a time must be from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} UTC "
+                         f"(unix seconds from 0 to {LATEST.timestamp():.0f})")
     return moment
 
 
-CreditLimit = Annotated[Decimal, Field(ge=0, le=MAX_CREDITS), AfterValidator(whole_micros)]
-UtcTime = Annotated[datetime, AfterValidator(utc)]
+CreditLimit = Annotated[Decimal, Field(ge=0, le=MAX_CREDITS), AfterValidator(whole_micros),
+                        WithJsonSchema(credits_json_schema(Decimal(0), MAX_CREDITS))]
+# What pydantic reads as a time: an ISO 8601 string (or unix seconds in a
+# string), or a number of unix seconds, of milliseconds beyond 2e10.
+TIME_JSON_SCHEMA = {
+    "anyOf": [{"type": "string", "format": "date-time", "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"},
+              {"type": "number", "minimum": 0, "maximum": LATEST.timestamp() * 1000}],
+    "description": f"ISO 8601 (a time without a zone is UTC), or unix seconds (milliseconds beyond 2e10), "
+                   f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}.",
+}
+UtcTime = Annotated[datetime, AfterValidator(utc), WithJsonSchema(TIME_JSON_SCHEMA)]
 
 
 def parse_duration(text: str) -> float:
@@ -57,7 +75,7 @@ class KeyChange(BaseModel):
     monthly_limit: CreditLimit | None = None
     total_limit: CreditLimit | None = None
     expires_at: UtcTime | None = None
-    revoked: bool | None = None
+    revoked: Annotated[bool | None, WithJsonSchema({"anyOf": [{"const": True}, {"type": "null"}]})] = None
     plan: str | None = Field(None, pattern=PLAN_NAME, description="a plan of the config; null: the default plan")
 
     @field_validator("revoked")

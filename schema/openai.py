@@ -34,7 +34,8 @@ def check_chat_request(body: object) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("`messages` must be a non-empty array", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
             raise InvalidRequest(
                 f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}", param=f"messages.{index}.role"
             )

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     namespace: str = Field("gatewayz", description="prefix of queue, exchange and channel names")
     request_timeout: float = Field(600.0, gt=0, description="default deadline of a request, seconds")
     stream_idle_timeout: float = Field(120.0, gt=0, description="longest silence between two stream events, seconds")
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="largest request body, bytes; a larger one gets 413 before it is read")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request line and header fields together, bytes; more gets 431")
+    read_timeout: float = Field(
+        30.0, gt=0, description="seconds a client may take to send its headers, or stay silent within its body (408)")
     upstream_connect_timeout: float = Field(10.0, gt=0)
     upstream_retries: int = Field(1, ge=0, le=10, description="retries on the same provider before failing over")
     retry_backoff: float = Field(0.25, ge=0, description="first retry's backoff, seconds; doubled per retry, jittered")

@@ -25,6 +25,10 @@ from sqlalchemy import (
     func,
 )
 
+# The largest value an ``Integer`` column holds (PostgreSQL's 4 bytes): its
+# ids and counts are range-checked against it before they reach a query.
+MAX_INTEGER = 2**31 - 1
+
 metadata = MetaData()
 
 accounts = Table(

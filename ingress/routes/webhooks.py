@@ -1,13 +1,15 @@
 """``POST /webhooks/stripe``: paid checkouts become credits, once per event.
 
-The signature is checked over the raw body before anything is parsed. A
-duplicate delivery answers 200 with ``credited: false``, so Stripe stops
-retrying; a refusal answers 400 and moves no money.
+The signature is checked over the raw body before anything is parsed, and its
+timestamp must be within ``TOLERANCE`` (5 minutes) of now, in either
+direction. A duplicate delivery answers 200 with ``credited: false``, so
+Stripe stops retrying; a refusal answers 400 and moves no money.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import stripe
 from fastapi import APIRouter, Request
@@ -22,6 +24,28 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+# Seconds a signature's timestamp may differ from now, either way (Stripe's default).
+TOLERANCE = stripe.Webhook.DEFAULT_TOLERANCE
+
+
+def verify_signature(body: str, header: str, secret: str) -> None:
+    """Raise ``stripe.SignatureVerificationError`` unless ``header`` signs
+    ``body`` at a time within ``TOLERANCE`` of now, before or after."""
+    # Only the signature and the timestamp's age: Stripe's own event
+    # objects would let a signed non-object body through as an AttributeError.
+    stripe.WebhookSignature.verify_header(body, header, secret, TOLERANCE)
+    # Stripe's library refuses only old timestamps; a signature dated ahead
+    # of the clock would stay fresh for longer than the tolerance.
+    signed_at = _signed_at(header)
+    if signed_at > time.time() + TOLERANCE:
+        raise stripe.SignatureVerificationError(
+            f"Timestamp outside the tolerance zone ({signed_at}): more than {TOLERANCE} s in the future", header, body)
+
+
+def _signed_at(header: str) -> int:
+    # Read as Stripe's library reads it (the first ``t``), which has just succeeded.
+    return next(int(item[1]) for item in (part.split("=", 2) for part in header.split(",")) if item[0] == "t")
+
 
 @router.post("/webhooks/stripe", include_in_schema=False)
 async def stripe_webhook(request: Request) -> dict[str, bool]:
@@ -32,10 +56,7 @@ async def stripe_webhook(request: Request) -> dict[str, bool]:
     payload = await request.body()
     try:
         body = payload.decode("utf-8")
-        # Only the signature and the timestamp's age: Stripe's own event
-        # objects would let a signed non-object body through as an AttributeError.
-        stripe.WebhookSignature.verify_header(body, request.headers.get("stripe-signature"),
-                                              secret.get_secret_value(), stripe.Webhook.DEFAULT_TOLERANCE)
+        verify_signature(body, request.headers.get("stripe-signature", ""), secret.get_secret_value())
     except (UnicodeDecodeError, stripe.SignatureVerificationError) as error:
         raise InvalidWebhook(f"Invalid Stripe signature: {error}") from None
     try:

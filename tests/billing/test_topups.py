@@ -55,7 +55,32 @@ def test_unpaid_sessions_and_other_events_credit_nothing() -> None:
     {"client_reference_id": "-3", "metadata": {"credits": "1"}},
     {"client_reference_id": "٣", "metadata": {"credits": "1"}},  # a digit, but not an ASCII one
     {"client_reference_id": "3", "metadata": {"credits": 1}},  # metadata values are strings
+    # Out of range, and read as numbers only once in range (no OverflowError, no 4300-digit ValueError).
+    {"client_reference_id": "0", "metadata": {"credits": "1"}},
+    {"client_reference_id": str(2**31), "metadata": {"credits": "1"}},
+    {"client_reference_id": str(2**70), "metadata": {"credits": "1"}},
+    {"client_reference_id": "9" * 5000, "metadata": {"credits": "1"}},
+    {"metadata": {"account_id": str(2**70), "credits": "1"}, "client_reference_id": "3"},
+    {"client_reference_id": "3", "metadata": {"credits": "1e999999"}},
+    {"client_reference_id": "3", "metadata": {"credits": "1E+999999999"}},
+    {"client_reference_id": "3", "metadata": {"credits": "1e-999999999"}},
+    {"client_reference_id": "3", "metadata": {"credits": "9" * 5000}},
+    {"client_reference_id": "3", "amount_total": 2**70, "currency": "usd"},
+    {"client_reference_id": "3", "amount_total": -1, "currency": "usd"},
 ])
 def test_uncreditable_sessions_are_refused(session: dict[str, Any]) -> None:
     with pytest.raises(InvalidWebhook):
         top_up_of(event(session), Decimal(1))
+
+
+def test_the_largest_account_id_and_amount_are_credited() -> None:
+    top_up = top_up_of(event({"client_reference_id": str(2**31 - 1), "metadata": {"credits": "1000000000"}}),
+                       Decimal(1))
+    assert top_up is not None and (top_up.account_id, top_up.amount) == (2**31 - 1, 10**15)
+    top_up = top_up_of(event({"client_reference_id": "0007", "amount_total": 10**11, "currency": "usd"}), Decimal(1))
+    assert top_up is not None and (top_up.account_id, top_up.amount) == (7, 10**15)
+
+
+def test_an_amount_that_rounds_down_to_nothing_is_refused() -> None:
+    with pytest.raises(InvalidWebhook, match="must be positive"):
+        top_up_of(event({"client_reference_id": "3", "amount_total": 1, "currency": "usd"}), Decimal("0.00000001"))

@@ -316,7 +316,7 @@ class another_ingress:
 
     def __enter__(self) -> Gateway:
         app = create_app(self._gateway.settings, self._gateway.config)
-        self._server = ServerThread(app, name="second ingress").__enter__()
+        self._server = ServerThread(app, name="second ingress", settings=self._gateway.settings).__enter__()
         return Gateway(self._gateway.settings, self._gateway.config, self._server)
 
     def __exit__(self, *exc_info: object) -> None:

@@ -174,6 +174,7 @@ def test_no_credits_is_402(gateway: Gateway, upstream: FakeUpstream) -> None:
         ({"model": "fake-small"}, "messages"),
         ({"model": "fake-small", "messages": []}, "messages"),
         ({"model": "fake-small", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"model": "fake-small", "messages": [{"role": {}, "content": "x"}]}, "messages.0.role"),  # was a 500
         ({"model": "fake-small", "messages": MESSAGES, "max_tokens": -5}, "max_tokens"),
         ({"model": "fake-small", "messages": MESSAGES, "max_tokens": 10**12}, "max_tokens"),
         ({"model": "fake-small", "messages": MESSAGES, "stream": "yes"}, "stream"),

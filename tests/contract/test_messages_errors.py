@@ -40,6 +40,7 @@ def test_missing_max_tokens_is_an_invalid_request_whichever_auth_header(gateway:
 @pytest.mark.parametrize(("body", "names"), [
     ({"model": "mock/echo", "max_tokens": 5, "messages": []}, "messages"),
     ({"model": "mock/echo", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    ({"model": "mock/echo", "max_tokens": 5, "messages": [{"role": ["user"], "content": "x"}]}, "messages.0.role"),
     ({"model": "mock/echo", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}, "messages.0.content"),
     ({"model": "mock/echo", "max_tokens": 0, "messages": HELLO}, "max_tokens"),
     ({"model": "mock/echo", "max_tokens": 5, "messages": HELLO, "stream": "yes"}, "stream"),

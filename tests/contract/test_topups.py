@@ -133,6 +133,83 @@ def test_an_unverifiable_signature_is_refused(gateway: Gateway, case: str) -> No
     assert gateway.balance(key) == 3_000_000
 
 
+@pytest.mark.parametrize("seconds", [10 * 60, 6 * 60])
+def test_a_signature_dated_past_the_tolerance_ahead_is_refused(gateway: Gateway, seconds: int) -> None:
+    key = gateway.create_key("0")
+    payload = checkout_event({"metadata": {"account_id": str(gateway.account_id(key)), "credits": "3"}})
+    ahead = signature(payload, timestamp=int(time.time()) + seconds)
+    response = deliver(gateway, payload, ahead)
+    assert_refused(response, mentions="Invalid Stripe signature")
+    assert "in the future" in response.json()["error"]["message"]
+    assert gateway.balance(key) == 0
+    assert deliver(gateway, payload).json() == {"received": True, "credited": True}, "the refusal recorded nothing"
+    assert gateway.balance(key) == 3_000_000
+
+
+@pytest.mark.parametrize("seconds", [-4 * 60, 4 * 60])
+def test_a_signature_within_the_tolerance_either_way_credits(gateway: Gateway, seconds: int) -> None:
+    # Stripe's clock and this host's may differ by a little, either way.
+    key = gateway.create_key("0")
+    payload = checkout_event({"metadata": {"account_id": str(gateway.account_id(key)), "credits": "2"}})
+    response = deliver(gateway, payload, signature(payload, timestamp=int(time.time()) + seconds))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": True, "credited": True}
+    assert gateway.balance(key) == 2_000_000
+
+
+def test_a_signature_ten_minutes_old_is_refused(gateway: Gateway) -> None:
+    key = gateway.create_key("0")
+    payload = checkout_event({"metadata": {"account_id": str(gateway.account_id(key)), "credits": "3"}})
+    stale = deliver(gateway, payload, signature(payload, timestamp=int(time.time()) - 10 * 60))
+    assert_refused(stale, mentions="Invalid Stripe signature")
+    assert gateway.balance(key) == 0
+
+
+@pytest.mark.parametrize("field", ["metadata.account_id", "client_reference_id"])
+@pytest.mark.parametrize("account_id", [str(2**70), str(2**63), str(2**31), "0",
+                                        pytest.param("9" * 5000, id="5000-digits")])
+def test_an_account_id_out_of_range_is_refused_and_credits_nothing(gateway: Gateway, field: str,
+                                                                   account_id: str) -> None:
+    key = gateway.create_key("0")
+    session: dict[str, Any] = {"metadata": {"credits": "5"}}
+    if field == "metadata.account_id":
+        session["metadata"]["account_id"] = account_id
+    else:
+        session["client_reference_id"] = account_id
+    payload = checkout_event(session)
+    response = deliver(gateway, payload)
+    assert_refused(response, mentions="is not an account id (1 to 2147483647)")
+    assert response.json()["error"]["param"] == field
+    assert gateway.balance(key) == 0
+    # The event id was not recorded: the same event, paid to a real account, still credits it once.
+    fixed = json.loads(payload)
+    fixed["data"]["object"]["metadata"]["account_id"] = str(gateway.account_id(key))
+    fixed["data"]["object"].pop("client_reference_id", None)
+    assert deliver(gateway, json.dumps(fixed)).json() == {"received": True, "credited": True}
+    assert gateway.balance(key) == 5_000_000
+    assert gateway.reconcile() == []
+
+
+@pytest.mark.parametrize("session, mentions", [
+    ({"metadata": {"account_id": "{account}", "credits": "1e999999"}}, "must be positive and at most 1000000000"),
+    ({"metadata": {"account_id": "{account}", "credits": "1E+999999999"}}, "must be positive and at most"),
+    ({"metadata": {"account_id": "{account}", "credits": "1e-999999"}}, "is not an amount"),
+    ({"metadata": {"account_id": "{account}", "credits": "9" * 5000}}, "must be positive and at most"),
+    ({"metadata": {"account_id": "{account}"}, "amount_total": 2**70, "currency": "usd"}, "must be positive"),
+    ({"metadata": {"account_id": "{account}"}, "amount_total": -2**63 - 1, "currency": "usd"}, "must be positive"),
+    ({"metadata": {"account_id": "{account}"}, "amount_total": 1.5, "currency": "usd"}, "amount_total"),
+])
+def test_an_amount_out_of_range_is_refused_and_credits_nothing(gateway: Gateway, session: dict[str, Any],
+                                                               mentions: str) -> None:
+    key = gateway.create_key("0")
+    account = str(gateway.account_id(key))
+    session = {**session, "metadata": {name: value.replace("{account}", account)
+                                       for name, value in session["metadata"].items()}}
+    assert_refused(deliver(gateway, checkout_event(session)), mentions=mentions)
+    assert gateway.balance(key) == 0
+    assert gateway.reconcile() == []
+
+
 @pytest.mark.parametrize("payload", ["{not json", "[1, 2]", '{"id": "evt_1", "type": "checkout.session.completed"}',
                                      '{"id": "", "type": "x", "data": {"object": {}}}'])
 def test_a_signed_but_malformed_event_is_refused(gateway: Gateway, payload: str) -> None:

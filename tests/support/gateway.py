@@ -149,5 +149,5 @@ def running_gateway(
         values[name.removeprefix("GATEWAYZ_").lower()] = value
     settings = Settings.model_validate(values)
     app = create_app(settings, config, roles=roles, apply_migrations=True)
-    with ServerThread(app, name="gateway") as server:
+    with ServerThread(app, name="gateway", settings=settings) as server:
         yield Gateway(settings, config, server)

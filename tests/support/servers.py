@@ -15,15 +15,26 @@ from uvicorn._compat import asyncio_run
 
 T = TypeVar("T")
 
+from ingress.server import http_config
+from schema.settings import Settings
+
 
 class ServerThread:
-    def __init__(self, app: Any, *, name: str) -> None:
+    """``settings`` serves a gateway as ``gatewayz serve`` does (its edge
+    limits included); without, a plain uvicorn serves a fake upstream.
+    ``options`` are uvicorn's own."""
+
+    def __init__(self, app: Any, *, name: str, settings: Settings | None = None, **options: Any) -> None:
         self.app = app
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=2)
+        options = {"log_level": "warning", "timeout_graceful_shutdown": 2, **options}
+        if settings is not None:
+            config = http_config(app, settings, **options)
+        else:
+            config = uvicorn.Config(app, lifespan="on", access_log=False, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None

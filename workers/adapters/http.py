@@ -116,8 +116,9 @@ class ProviderHTTP:
         """An upstream error status as the client should see it: 429 stays
         429 with its ``retry-after``; the provider refusing the gateway's key
         or account (401, 402, 403) is the gateway's fault (502), never the
-        client's; other client
-        errors pass through; server errors become 502."""
+        client's; other client errors pass through (a 422, some providers'
+        validation error, as the 400 the gateway's own are); server errors
+        become 502."""
         try:
             detail = orjson.loads(content)["error"]
             message = detail["message"] if isinstance(detail, dict) else str(detail)
@@ -132,7 +133,7 @@ class ProviderHTTP:
         if status == 402:  # the gateway's own account with the provider is out of credit
             return ProviderUnavailable(f"provider {self.name!r} refused the gateway's account (billing)", status=502)
         if 400 <= status < 500:
-            return UpstreamError(message, status=status if status in (400, 404, 413, 422) else 400)
+            return UpstreamError(message, status=status if status in (400, 404, 413) else 400)
         return UpstreamError(message, status=502, retry_after=retry_after)
 
     def transport_error(self, error: httpx.HTTPError) -> UpstreamError | GatewayTimeout:
