@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import uvicorn
 from uvicorn._compat import asyncio_run
 
-T = TypeVar("T")
-
 from ingress.server import http_config
 from schema.settings import Settings
+
+T = TypeVar("T")
 
 
 class ServerThread:
