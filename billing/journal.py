@@ -27,6 +27,7 @@ from billing import limits
 from billing.balances import AccountChange, Balance, Balances, Held, Reservation
 from billing.ledger import Ledger
 from billing.postings import AVAILABLE, HELD, insert_ignoring_duplicates, move
+from schema.errors import ServiceUnavailable
 from schema.tables import holds, ledger_entries, ledger_transactions
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class HoldJournal:
         self._pending: dict[str, Reservation] = {}
         self._writing: set[str] = set()
         self._cancelled: set[str] = set()  # written meanwhile: released once the write commits
+        self._unapplied: list[AccountChange] = []  # written, but the mirror could not be told yet
         self._wake = asyncio.Event()
 
     def note(self, reservation: Reservation) -> None:
@@ -101,15 +103,27 @@ class HoldJournal:
             await asyncio.sleep(LINGER)
             self._wake.clear()
             try:
+                await self._tell_mirror()
                 await self._write()
             except (DBAPIError, OSError) as error:
                 log.warning("the hold journal could not write %d holds (%s); retrying", len(self._pending), error)
                 await asyncio.sleep(RETRY_DELAY)
                 self._wake.set()
+            except ServiceUnavailable as error:
+                # Written, but not yet in a mirror that was lost meanwhile: told again shortly.
+                log.warning("the hold journal could not tell the balances mirror (%s); retrying", error.message)
+                await asyncio.sleep(RETRY_DELAY)
+                self._wake.set()
+
+    async def _tell_mirror(self) -> None:
+        if self._unapplied:
+            await self._ledger.followed(self._unapplied)
+            self._unapplied = []
 
     async def flush(self) -> None:
         while self._pending:
             await self._write()
+        await self._tell_mirror()
 
     async def _write(self) -> None:
         batch = list(self._pending.values())[:BATCH]
@@ -125,10 +139,11 @@ class HoldJournal:
                 del self._pending[reservation.job_id]
         if self._pending:
             self._wake.set()
-        await self._ledger.followed(changes)
+        self._unapplied += changes
         for job_id in [job_id for job_id in self._cancelled if job_id not in self._pending]:
             self._cancelled.discard(job_id)
             await self._ledger.release(job_id)
+        await self._tell_mirror()
 
 
 class JournaledBalances:

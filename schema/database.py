@@ -14,7 +14,13 @@ from schema.settings import Settings
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.sqlalchemy_url
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # A fixed pool: overflow connections were opened and closed per checkout
+        # under load, and a pre-ping cost a round trip (three, for asyncpg) each
+        # time. A connection PostgreSQL dropped fails its one statement and is
+        # replaced; nothing on the request path uses the database. asyncpg keeps
+        # its statements prepared per connection.
+        return create_async_engine(url, pool_size=16, max_overflow=0, pool_pre_ping=False, pool_timeout=30,
+                                   pool_recycle=3600)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # One connection: SQLite has one writer anyway, and queueing in the pool
     # (an asyncio wait) beats the busy handler's sleep-and-retry inside SQLite.

@@ -298,12 +298,15 @@ class RedisBalances:
     async def apply(self, changes: Sequence[AccountChange]) -> None:
         if not changes:
             return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for change in changes:
-                acct = self._acct(change.account_id)
-                await self._apply(keys=[acct, f"{acct}:loading", f"{acct}:pending"],
-                                  args=[self._ns, change.account_id, json.dumps(asdict(change))], client=pipe)
-            await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for change in changes:
+                    acct = self._acct(change.account_id)
+                    await self._apply(keys=[acct, f"{acct}:loading", f"{acct}:pending"],
+                                      args=[self._ns, change.account_id, json.dumps(asdict(change))], client=pipe)
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise ServiceUnavailable(f"the balances store is unreachable: {error}") from error
 
     async def forget_key(self, key_id: int) -> None:
         await self._client.delete(f"{self._ns}key:{key_id}", f"{self._ns}spend:{key_id}")

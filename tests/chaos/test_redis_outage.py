@@ -64,10 +64,7 @@ def test_redis_stops_and_restarts_under_load(tmp_path: Path, upstream: str) -> N
             recovered = time.monotonic() - restarted if status == 200 else None
         after = [ask(cluster, f"after {n}") for n in range(10)]
 
-        deadline = time.monotonic() + 30
-        while (open_holds := cluster.query("SELECT count(*) AS n FROM holds WHERE NOT closed")[0]["n"]) and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
+        open_holds = cluster.wait_until_settled(timeout=30)
         records = {row["job_id"]: row for row in cluster.query("SELECT * FROM usage_records")}
         charges = cluster.query("SELECT reference, count(*) AS n FROM ledger_transactions "
                                 "WHERE kind = 'charge' GROUP BY reference")

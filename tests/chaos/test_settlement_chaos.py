@@ -57,10 +57,7 @@ def test_kill_workers_and_billing_under_load(tmp_path: Path, upstream: str) -> N
         outcomes = cluster.outcomes
 
         # Everything settles: every job gets exactly one usage record.
-        deadline = time.monotonic() + 60
-        while (open_holds := cluster.query("SELECT count(*) AS n FROM holds WHERE NOT closed")[0]["n"]) and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
+        open_holds = cluster.wait_until_settled(timeout=60)
         assert open_holds == 0, "holds left open"
 
         records = {row["job_id"]: row for row in cluster.query("SELECT * FROM usage_records")}

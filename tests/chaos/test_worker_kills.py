@@ -128,10 +128,7 @@ def test_kill_and_restart_workers_of_both_candidates_under_load(
         runner.join(timeout=120)
         assert not runner.is_alive(), "the load did not finish: some request hung"
 
-        deadline = time.monotonic() + 30
-        while (open_holds := cluster.query("SELECT count(*) AS n FROM holds WHERE NOT closed")[0]["n"]) and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
+        open_holds = cluster.wait_until_settled(timeout=30)
         records = {row["job_id"]: row for row in cluster.query("SELECT * FROM usage_records")}
         charges = cluster.query("SELECT reference, count(*) AS n FROM ledger_transactions "
                                 "WHERE kind = 'charge' GROUP BY reference")

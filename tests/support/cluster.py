@@ -44,6 +44,21 @@ class Cluster:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
+    def open_holds(self) -> int:
+        """Holds not closed yet: in the ledger, or only in the balances (a
+        hold the journal has not written, or never will: its job's
+        settlement records it closed)."""
+        in_ledger = self.query("SELECT count(*) AS n FROM holds WHERE NOT closed")[0]["n"]
+        balance = httpx.get(f"{self.url}/user/balance", headers={"authorization": f"Bearer {self.key}"}, timeout=10)
+        return int(in_ledger) + (1 if balance.json()["held_micros"] else 0)
+
+    def wait_until_settled(self, timeout: float) -> int:
+        """Poll until no hold is open; the open holds then."""
+        deadline = time.monotonic() + timeout
+        while (open_holds := self.open_holds()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return open_holds
+
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         return self.stack.enter_context(background(*args, env=self.env, cwd=self.directory,
                                                    log=self.directory / f"{name}.log"))
