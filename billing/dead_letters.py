@@ -70,7 +70,7 @@ class DeadLetterReader:
         await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0)))
         event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
         before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
-                                          publish=[event])
+                                          publish=[event], to=job.reply_to)
         if before is not None and not _unfinished(job, before):
             # Only a copy of the same attempt running at once (a duplicated
             # hand-off) gets here; billing keeps whichever usage came first.

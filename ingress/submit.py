@@ -142,6 +142,7 @@ async def submit(
         # A class's queue deadline only steers admission; one the client set is a promise.
         max_queue_wait=may_wait if max_queue_ms is not None else None,
         hold=worst_case,
+        reply_to=runtime.results.reply_to,
     )
     # Before rate limits and the hold: a job refused here takes nothing from either.
     job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)

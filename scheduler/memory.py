@@ -117,7 +117,7 @@ class MemoryResultBus:
         return kept[1] if kept and kept[0] > time.monotonic() else None
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
-                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
+                   publish: Sequence[StreamEvent] = (), to: str | None = None) -> JobMark | None:
         now = time.monotonic()
         if len(self._marks) > 10_000:
             self._marks = {job: kept for job, kept in self._marks.items() if kept[0] > now}
@@ -155,7 +155,11 @@ class MemoryResultBus:
         self._inboxes[job_id] = inbox
         return inbox
 
-    async def publish(self, *events: StreamEvent) -> None:
+    @property
+    def reply_to(self) -> str | None:
+        return None
+
+    async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
         self._deliver(events)
 
     def _deliver(self, events: Sequence[StreamEvent]) -> None:

@@ -19,6 +19,7 @@ in step, as they are for job deadlines.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -53,8 +54,8 @@ class PoolCounts:
 
 
 class PoolStatsStore(Protocol):
-    async def count(self, provider: str, priority: int, delta: int) -> None:
-        """Add ``delta`` to the jobs counted waiting at ``priority``."""
+    async def count(self, deltas: Mapping[tuple[str, int], int]) -> None:
+        """Add each delta to the jobs counted waiting for its (provider, priority)."""
         ...
 
     async def beat(self, beat: WorkerBeat) -> None: ...
@@ -80,9 +81,10 @@ class MemoryPoolStats:
         self._beats: dict[str, dict[str, WorkerBeat]] = {}
         self._seen: dict[str, float] = {}
 
-    async def count(self, provider: str, priority: int, delta: int) -> None:
-        depth = self._depth.setdefault(provider, {})
-        depth[priority] = depth.get(priority, 0) + delta
+    async def count(self, deltas: Mapping[tuple[str, int], int]) -> None:
+        for (provider, priority), delta in deltas.items():
+            depth = self._depth.setdefault(provider, {})
+            depth[priority] = depth.get(priority, 0) + delta
 
     async def beat(self, beat: WorkerBeat) -> None:
         self._beats.setdefault(beat.provider, {})[beat.worker] = beat
@@ -99,8 +101,7 @@ class MemoryPoolStats:
         return PoolCounts(dict(self._depth.get(provider, {})), live, self._seen.get(provider))
 
     async def correct(self, provider: str, excess: dict[int, int]) -> None:
-        for priority, count in excess.items():
-            await self.count(provider, priority, -count)
+        await self.count({(provider, priority): -count for priority, count in excess.items()})
 
 
 class RedisPoolStats:
@@ -112,8 +113,12 @@ class RedisPoolStats:
         self._client = client
         self._topology = topology
 
-    async def count(self, provider: str, priority: int, delta: int) -> None:
-        await self._client.hincrby(self._topology.pool_depth(provider), str(priority), delta)
+    async def count(self, deltas: Mapping[tuple[str, int], int]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for (provider, priority), delta in deltas.items():
+                if delta:
+                    pipe.hincrby(self._topology.pool_depth(provider), str(priority), delta)
+            await pipe.execute()
 
     async def beat(self, beat: WorkerBeat) -> None:
         async with self._client.pipeline(transaction=False) as pipe:

@@ -1,11 +1,16 @@
 """Result streams over Redis pub/sub.
 
-One pub/sub connection per ingress process, read by one task that dispatches
-each message by channel to the job's bounded in-process inbox. Subscribing
-waits for Redis's confirmation, so a job is enqueued only once its channel is
-live. redis-py does not resubscribe after a lost connection: the reader fails
+Each ingress process subscribes once, at start, to a channel of its own
+(``reply_to``); the jobs it queues carry that channel, and workers publish
+their events there. One task reads the subscription and dispatches each
+event by its job id to the job's bounded in-process inbox. So a request
+costs no SUBSCRIBE or UNSUBSCRIBE: its inbox exists before its job is
+queued, which is all "subscribe before publish" asks. (A job without a
+``reply_to``, from an ingress of an older release, is published on its own
+channel ``job:<id>``, which nobody here reads: upgrade workers first.)
+redis-py does not resubscribe after a lost connection: the reader fails
 every open inbox cleanly (their clients get an error, never a stream that
-looks complete) and starts a fresh connection.
+looks complete) and subscribes again on a fresh connection.
 
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
@@ -32,7 +37,6 @@ from schema.jobs import JobMark, StreamEvent
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 5.0
 RESUBSCRIBE_DELAY = 1.0
 
 # SET … GET, unless the stored mark belongs to a later attempt of the job;
@@ -53,84 +57,52 @@ class RedisResultBus:
     def __init__(self, client: redis.Redis, topology: Topology) -> None:
         self._client = client
         self._topology = topology
-        self._inboxes: dict[bytes, Inbox] = {}
-        self._confirming: dict[bytes, asyncio.Future[None]] = {}
+        self._inboxes: dict[str, Inbox] = {}
         self._pubsub: redis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        # Channels to leave: a finished job's response need not wait for its
-        # UNSUBSCRIBE, and under load one command leaves many channels. (Job
-        # ids are never reused, so a channel left is never joined again.)
-        self._leaving: set[bytes] = set()
-        self._leave = asyncio.Event()
-        self._leaver: asyncio.Task[None] | None = None
-        # Keeps the shared connection subscribed while no job is.
         self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
+        self._subscribed = False  # the home channel is live (lost: jobs are refused until it is back)
         self._mark = client.register_script(_MARK)
+
+    @property
+    def reply_to(self) -> str | None:
+        """The channel this process's jobs are answered on."""
+        return self._home if self._pubsub is not None else None
 
     async def start(self) -> None:
         self._pubsub = self._client.pubsub()
         await self._pubsub.subscribe(self._home)
+        self._subscribed = True
         self._reader = asyncio.create_task(self._read(), name="redis result reader")
-        self._leaver = asyncio.create_task(self._unsubscribe_finished(), name="redis result unsubscriber")
 
     async def close(self) -> None:
-        for task in (self._reader, self._leaver):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()
 
     async def subscribe(self, job_id: str) -> Inbox:
-        if self._pubsub is None:
-            raise ServiceUnavailable("the result bus is not started")
-        channel = self._topology.result_channel(job_id).encode()
-        inbox = Inbox(job_id, on_close=lambda _: self._unsubscribe(channel))
-        self._leaving.discard(channel)
-        confirmed = asyncio.get_running_loop().create_future()
-        self._inboxes[channel] = inbox
-        self._confirming[channel] = confirmed
-        try:
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as error:
-            self._inboxes.pop(channel, None)
-            raise ServiceUnavailable(f"cannot subscribe to the result stream: {error}") from error
-        finally:
-            self._confirming.pop(channel, None)
+        if self._pubsub is None or not self._subscribed:
+            raise ServiceUnavailable("the result bus is not subscribed (Redis is unreachable)")
+        inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))
+        self._inboxes[job_id] = inbox
         return inbox
 
-    def _unsubscribe(self, channel: bytes) -> None:
-        """Stop delivering at once; leave the channel in the background."""
-        self._inboxes.pop(channel, None)
-        self._leaving.add(channel)
-        self._leave.set()
+    def _channel(self, job_id: str, to: str | None) -> str:
+        return to or self._topology.result_channel(job_id)
 
-    async def _unsubscribe_finished(self) -> None:
-        while True:
-            await self._leave.wait()
-            self._leave.clear()
-            channels = [channel for channel in self._leaving if channel not in self._inboxes]
-            self._leaving.clear()
-            if channels and self._pubsub is not None:
-                try:
-                    await self._pubsub.unsubscribe(*channels)
-                except (RedisError, OSError) as error:
-                    # The reader's recovery starts a fresh connection with no
-                    # job channels, so nothing is left subscribed.
-                    log.debug("unsubscribe of %d channels: %s", len(channels), error)
-
-    async def publish(self, *events: StreamEvent) -> None:
+    async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
         if events:
-            await self._client.publish(self._topology.result_channel(events[0]["job"]), orjson.dumps(events))
+            await self._client.publish(self._channel(events[0]["job"], to), orjson.dumps(events))
 
     async def marked(self, job_id: str) -> JobMark | None:
         stored = await self._client.get(self._mark_key(job_id))
         return JobMark.model_validate_json(stored) if stored is not None else None
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
-                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
-        channel, events = (self._topology.result_channel(job_id), orjson.dumps(publish)) if publish else ("", b"")
+                   publish: Sequence[StreamEvent] = (), to: str | None = None) -> JobMark | None:
+        channel, events = (self._channel(job_id, to), orjson.dumps(publish)) if publish else ("", b"")
         before = await self._mark(keys=[self._mark_key(job_id)],
                                   args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)), channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
@@ -195,27 +167,20 @@ class RedisResultBus:
             except (RedisError, OSError) as error:
                 await self._recover(error)
                 continue
-            if message is None:
+            if message is None or message["type"] != "message":
                 continue
-            kind, channel = message["type"], message["channel"]
-            if kind == "message":
-                inbox = self._inboxes.get(channel)
-                if inbox is not None:
-                    for event in orjson.loads(message["data"]):
-                        inbox.deliver(event)
-            elif kind == "subscribe":
-                confirmed = self._confirming.get(channel)
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
+            events = orjson.loads(message["data"])
+            inbox = self._inboxes.get(events[0]["job"]) if events else None
+            if inbox is not None:  # like pub/sub: nobody waiting, nothing kept
+                for event in events:
+                    inbox.deliver(event)
 
     async def _recover(self, error: BaseException) -> None:
         log.error("lost the Redis result subscription (%s); failing %d open streams", error, len(self._inboxes))
+        self._subscribed = False
         for inbox in list(self._inboxes.values()):
             inbox.fail("lost the connection to the result bus")
         self._inboxes.clear()
-        for confirmed in self._confirming.values():
-            if not confirmed.done():
-                confirmed.set_exception(ConnectionError("lost the connection to the result bus"))
         old = self._pubsub
         while True:
             try:
@@ -224,6 +189,7 @@ class RedisResultBus:
                     old = None
                 self._pubsub = self._client.pubsub()
                 await self._pubsub.subscribe(self._home)
+                self._subscribed = True
                 log.info("result subscription restored")
                 return
             except (RedisError, OSError) as retry_error:

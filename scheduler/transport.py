@@ -66,12 +66,18 @@ class Subscription(Protocol):
 
 
 class ResultBus(Protocol):
-    async def subscribe(self, job_id: str) -> Subscription:
-        """Returns once the subscription is active on the bus."""
+    @property
+    def reply_to(self) -> str | None:
+        """Where this process's jobs are answered (``Job.reply_to``); None: in process."""
         ...
 
-    async def publish(self, *events: StreamEvent) -> None:
-        """Publish consecutive events of one job, in order, as one message."""
+    async def subscribe(self, job_id: str) -> Subscription:
+        """The job's inbox; events published for it from now on reach it."""
+        ...
+
+    async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
+        """Publish consecutive events of one job, in order, as one message,
+        to the ingress that queued it (``to``: its job's ``reply_to``)."""
         ...
 
     async def marked(self, job_id: str) -> JobMark | None:
@@ -79,7 +85,7 @@ class ResultBus(Protocol):
         ...
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
-                   publish: Sequence[StreamEvent] = ()) -> JobMark | None:
+                   publish: Sequence[StreamEvent] = (), to: str | None = None) -> JobMark | None:
         """Record how far a job got, visible to every worker for ``ttl``
         seconds, unless a later attempt of the job has marked it already (that
         mark stays); returns the mark it had before (None: never seen).

@@ -75,6 +75,7 @@ class WatchedJobQueue:
         self._jobs = jobs
         self._stats = stats
         self._counting: set[asyncio.Task[None]] = set()
+        self._deltas: dict[tuple[str, int], int] = {}  # counted this tick, written together
         self._uncounted = False  # the last count failed: the next success is logged
 
     @property
@@ -122,14 +123,20 @@ class WatchedJobQueue:
             await asyncio.wait(set(self._counting))
 
     def _count_later(self, provider: str, priority: int, delta: int) -> None:
-        task = asyncio.create_task(self._count(provider, priority, delta), name=f"count of {provider}")
-        self._counting.add(task)  # a strong reference until it is written
-        task.add_done_callback(self._counting.discard)
+        """Count in the background: the counts of one event-loop tick are written together."""
+        if not self._deltas:
+            task = asyncio.create_task(self._count(), name="pool counts")
+            self._counting.add(task)  # a strong reference until it is written
+            task.add_done_callback(self._counting.discard)
+        self._deltas[(provider, priority)] = self._deltas.get((provider, priority), 0) + delta
 
-    async def _count(self, provider: str, priority: int, delta: int) -> None:
+    async def _count(self) -> None:
+        await asyncio.sleep(0)  # the rest of this tick's counts join
+        deltas, self._deltas = self._deltas, {}
+        provider = next(iter(deltas))[0] if deltas else ""
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
-                await self._stats.count(provider, priority, delta)
+                await self._stats.count(deltas)
         except Exception as error:  # the store's errors are many; each only blurs the statistics
             if not self._uncounted:  # once per outage, not once per job
                 log.warning("queue depth of %s not counted (%r); jobs are not counted until the pool "

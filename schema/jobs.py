@@ -60,6 +60,7 @@ class Job(BaseModel):
                                                                    "(x-gatewayz-max-queue-ms); past them it never runs")
     price: Price
     hold: int | None = Field(None, ge=0, description="micro-credits held for it: the most it can be charged")
+    reply_to: str | None = Field(None, description="where its events go: the queuing ingress's channel")
 
     @property
     def route(self) -> Route:

@@ -112,7 +112,7 @@ class JobRun:
         answered = JobMark(state="answered", usage=usage, attempt=job.attempt)
         try:
             await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
-                                     publish=[self._next(kind, data)])
+                                     publish=[self._next(kind, data)], to=job.reply_to)
         except Exception as error:  # Redis errors are many; each means the same here
             self.lost = error  # logged by ``flush``
             return False
@@ -131,7 +131,7 @@ class JobRun:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._results.publish(*batch)
+                await self._results.publish(*batch, to=self.job.reply_to)
         except Exception as error:  # Redis errors are many; each means the same here
             self.lost = error
             self._pending.clear()

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from billing.backends.rules import insufficient
 from billing.balances import (
@@ -298,15 +298,29 @@ class RedisBalances:
     async def apply(self, changes: Sequence[AccountChange]) -> None:
         if not changes:
             return
+        calls = [[self._acct(change.account_id), f"{self._acct(change.account_id)}:loading",
+                  f"{self._acct(change.account_id)}:pending", self._ns, change.account_id,
+                  json.dumps(asdict(change))] for change in changes]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for change in changes:
-                    acct = self._acct(change.account_id)
-                    await self._apply(keys=[acct, f"{acct}:loading", f"{acct}:pending"],
-                                      args=[self._ns, change.account_id, json.dumps(asdict(change))], client=pipe)
-                await pipe.execute()
+            # By hash, in one pipeline: redis-py's scripts in a pipeline would
+            # ask SCRIPT EXISTS first, a round trip each time. A Redis that lost
+            # the script (restarted) refuses just those calls, run again once
+            # it has the script (a change applies once however often it is sent).
+            for _ in range(2):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for call in calls:
+                        pipe.evalsha(self._apply.sha, 3, *call)
+                    replies = await pipe.execute(raise_on_error=False)
+                calls = [call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
+                failed = [reply for reply in replies if isinstance(reply, Exception) and not isinstance(reply, NoScriptError)]
+                if failed:
+                    raise failed[0]
+                if not calls:
+                    return
+                await self._client.script_load(self._apply.script)
         except (RedisError, OSError) as error:
             raise ServiceUnavailable(f"the balances store is unreachable: {error}") from error
+        raise ServiceUnavailable("the balances store keeps losing its scripts")
 
     async def forget_key(self, key_id: int) -> None:
         await self._client.delete(f"{self._ns}key:{key_id}", f"{self._ns}spend:{key_id}")

@@ -24,7 +24,7 @@ async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
     await bus.start()
     try:
         inbox = await bus.subscribe("j1")
-        await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}})
+        await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}}, to=bus.reply_to)
         assert (await inbox.next(5))["data"] == {"n": 0}
 
         for entry in await admin.client_list():
@@ -40,7 +40,7 @@ async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
                 break
             except Exception:
                 await asyncio.sleep(0.1)
-        await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}})
+        await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
         assert (await fresh.next(5))["kind"] == "end"
     finally:
         await bus.close()

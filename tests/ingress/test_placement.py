@@ -86,7 +86,7 @@ async def saturate(jobs: MemoryJobQueue, stats: MemoryPoolStats, provider: str, 
     await stats.beat(beat(provider, in_flight=1))
     for _ in range(waiting):
         await jobs.enqueue(job(provider))
-    await stats.count(provider, 2, waiting)
+    await stats.count({(provider, 2): waiting})
 
 
 async def test_the_first_candidate_that_admits_the_job_gets_it(

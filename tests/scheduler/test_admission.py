@@ -121,7 +121,7 @@ async def test_drift_left_by_jobs_that_never_reached_a_worker_is_forgotten() -> 
     stats, jobs = MemoryPoolStats(), MemoryJobQueue()
     watch = PoolWatch(jobs, stats, Settings())
     # Two jobs counted as queued that the queue does not hold (expired in RabbitMQ, say).
-    await stats.count("acme", 2, 2)
+    await stats.count({("acme", 2): 2})
     assert (await watch.view("acme", max_age=0)).depth == {}, "the view is trimmed at once"
     await asyncio.sleep(1.05)
     await watch.view("acme", max_age=0)  # seen twice, a second apart: taken away
@@ -180,9 +180,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[PoolStatsStore]
 async def test_stores_agree(store: PoolStatsStore) -> None:
     stats = store
     assert await stats.read("acme") == PoolCounts({}, [], None)
-    await stats.count("acme", 4, 1)
-    await stats.count("acme", 2, 3)
-    await stats.count("acme", 2, -1)
+    await stats.count({("acme", 4): 1})
+    await stats.count({("acme", 2): 3})
+    await stats.count({("acme", 2): -1})
     live, dying = worker(3, in_flight=2, rate=1.5, service_time=0.5, name="a"), worker(1, name="b", expires_in=0.2)
     await stats.beat(live)
     await stats.beat(dying)
@@ -202,11 +202,11 @@ async def test_views_are_cached_for_their_max_age_and_a_refusal_reads_afresh() -
     watch = PoolWatch(jobs, stats, Settings(default_service_time=1.0), max_age=60)
     await stats.beat(worker(1, in_flight=1))
     await jobs.enqueue(job(2))
-    await stats.count("acme", 2, 1)
+    await stats.count({("acme", 2): 1})
     assert (await watch.view("acme")).depth == {2: 1}
     for _ in range(5):  # 5 more standard jobs wait: a 7 s estimate for a standard job
         await jobs.enqueue(job(2))
-        await stats.count("acme", 2, 1)
+        await stats.count({("acme", 2): 1})
     assert (await watch.view("acme")).depth == {2: 1}, "within its max age, the view is not read again"
     await watch.admit("acme", 2, 3.0)  # the cached view says 2 s: admitted without a read
     with pytest.raises(QueueFull):

@@ -74,7 +74,7 @@ async def saturated(jobs: JobQueue, stats: PoolStatsStore) -> PoolWatch:
     refuses a standard job."""
     for _ in range(WAITING):
         await jobs.enqueue(job())
-    await stats.count(PROVIDER, STANDARD, WAITING)
+    await stats.count({(PROVIDER, STANDARD): WAITING})
     await stats.beat(busy_worker())
     pools = PoolWatch(jobs, stats, Settings(default_service_time=10.0), max_age=0, read_timeout=0.5)
     assert await refuses(pools)
