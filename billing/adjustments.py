@@ -60,7 +60,7 @@ async def adjust_credits(ledger: Ledger, account_id: int, amount: int, reason: s
                 raise AccountNotFound(f"No user account {account_id}")
             if amount < 0:
                 # Lock order: credit grants before the account (as settlement).
-                await draw_down_grants(connection, account_id, -amount, time.time())
+                await draw_down_grants(connection, {account_id: -amount}, time.time())
             available = (await connection.execute(
                 select(accounts.c.available).where(accounts.c.id == account_id).with_for_update()
             )).scalar_one()

@@ -9,6 +9,7 @@ entries): every settlement would otherwise lock the same row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -46,24 +47,25 @@ class SystemAccounts:
         return self._ids[name]
 
 
-async def draw_down_grants(connection: AsyncConnection, account_id: int, spent: int, now: float) -> None:
-    """Spend expiring credit first, the soonest to expire first."""
-    if spent <= 0:
+async def draw_down_grants(connection: AsyncConnection, spent: Mapping[int, int], now: float) -> None:
+    """Spend expiring credit first, the soonest to expire first: what each
+    account (``spent``: account -> micro-credits) spent, in one read of
+    their open grants."""
+    spending = {account_id: amount for account_id, amount in spent.items() if amount > 0}
+    if not spending:
         return
     open_grants = await connection.execute(
-        select(credit_grants.c.id, credit_grants.c.remaining)
-        .where(credit_grants.c.account_id == account_id, credit_grants.c.remaining > 0, credit_grants.c.expires_at > now)
-        .order_by(credit_grants.c.expires_at, credit_grants.c.id)
+        select(credit_grants.c.id, credit_grants.c.account_id, credit_grants.c.remaining)
+        .where(credit_grants.c.account_id.in_(spending), credit_grants.c.remaining > 0, credit_grants.c.expires_at > now)
+        .order_by(credit_grants.c.account_id, credit_grants.c.expires_at, credit_grants.c.id)
         .with_for_update()
     )
     for grant in open_grants.all():
-        drawn = min(grant.remaining, spent)
-        await connection.execute(
-            update(credit_grants).where(credit_grants.c.id == grant.id).values(remaining=credit_grants.c.remaining - drawn)
-        )
-        spent -= drawn
-        if not spent:
-            return
+        drawn = min(grant.remaining, spending[grant.account_id])
+        if drawn:
+            await connection.execute(update(credit_grants).where(credit_grants.c.id == grant.id)
+                                     .values(remaining=credit_grants.c.remaining - drawn))
+            spending[grant.account_id] -= drawn
 
 
 async def record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:

@@ -164,8 +164,8 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
     for job in jobs:
         by_account[job.event.account_id].append(job)
     # Lock order, as everywhere: credit grants, then the account, then system accounts and key counters.
-    for account_id in sorted(by_account):
-        await draw_down_grants(connection, account_id, sum(job.charge.cost for job in by_account[account_id]), now)
+    await draw_down_grants(connection, {account_id: sum(job.charge.cost for job in account_jobs)
+                                        for account_id, account_jobs in by_account.items()}, now)
     # A hold recorded now moves nothing on balance: it is taken and given back in this one transaction.
     seqs = {account_id: await move(connection, account_id,
                                    available=sum((0 if job.recorded_now else job.held) - job.charge.cost
@@ -174,8 +174,9 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
             for account_id, account_jobs in sorted(by_account.items())}
     # A hold recorded now gets its own transaction, as the hold journal would
     # have written it: the ledger reads the same whichever recorded it.
-    recorded = [{"kind": "hold", "reference": job.event.job_id} for job in jobs if job.recorded_now and job.held]
-    charges = [{"kind": "charge", "reference": job.event.job_id} for job in jobs]
+    recorded = [{"kind": "hold", "reference": job.event.job_id, "seq": None} for job in jobs
+                if job.recorded_now and job.held]
+    charges = [{"kind": "charge", "reference": job.event.job_id, "seq": seqs[job.event.account_id]} for job in jobs]
     transactions = {(kind, reference): id_ for kind, reference, id_ in (await connection.execute(
         insert(ledger_transactions).values(recorded + charges)
         .returning(ledger_transactions.c.kind, ledger_transactions.c.reference, ledger_transactions.c.id))).all()}
@@ -191,9 +192,6 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
                      "amount": amount} for kind, account, bucket, amount in postings if amount]
     if entries:
         await connection.execute(insert(ledger_entries), entries)
-    for account_id, account_jobs in by_account.items():
-        await connection.execute(update(usage_records).where(
-            usage_records.c.job_id.in_([job.event.job_id for job in account_jobs])).values(seq=seqs[account_id]))
     moves: dict[tuple[int, str], int] = defaultdict(int)
     for job in jobs:
         for period in job.periods:
@@ -218,11 +216,13 @@ async def _charged_before(ledger: "Ledger", duplicates: list[UsageEvent] | list[
         return []
     ids = [item if isinstance(item, str) else item.job_id for item in duplicates]
     async with ledger.engine.connect() as connection:
+        charged = (ledger_transactions.c.kind == "charge") & (ledger_transactions.c.reference == usage_records.c.job_id)
         rows = (await connection.execute(
             select(usage_records.c.job_id, usage_records.c.account_id, usage_records.c.key_id, usage_records.c.cost,
-                   usage_records.c.seq, holds.c.key_periods)
+                   ledger_transactions.c.seq, holds.c.key_periods)
+            .join(ledger_transactions, charged)
             .join(holds, holds.c.job_id == usage_records.c.job_id, isouter=True)
-            .where(usage_records.c.job_id.in_(ids), usage_records.c.seq.is_not(None)))).all()
+            .where(usage_records.c.job_id.in_(ids), ledger_transactions.c.seq.is_not(None)))).all()
     return [AccountChange(row.account_id, row.seq, settled=(
         Settled(row.job_id, row.cost, row.key_id, _split(row.key_periods)),)) for row in rows]
 

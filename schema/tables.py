@@ -75,6 +75,7 @@ ledger_transactions = Table(
     Column("reference", String(200), nullable=False),
     Column("memo", String(500)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("seq", BigInteger),  # a charge: the seq its account committed at (the balances mirror is told it)
     UniqueConstraint("kind", "reference", name="uq_ledger_transactions_kind_reference"),
 )
 
@@ -133,7 +134,6 @@ usage_records = Table(
     Column("cost", BigInteger, nullable=False),
     # What the usage cost beyond the job's hold: never charged, absorbed by the gateway.
     Column("uncharged", BigInteger, nullable=False, server_default="0"),
-    Column("seq", BigInteger),  # the account's seq its charge committed at
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

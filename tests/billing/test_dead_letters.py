@@ -61,7 +61,7 @@ class Billing:
     async def job(self, *, ttl: float = 60, attempt: int = 0) -> Job:
         """A job with its credits held, as the ingress makes it."""
         job = Job(account_id=self.account_id, key_id=self.key_id, model="m", routes=ROUTES, attempt=attempt,
-                  payload={}, deadline=time.time() + ttl, price=PRICE)
+                  payload={}, deadline=time.time() + ttl, price=PRICE, reply_to=self.bus.reply_to)
         await self.ledger.hold(job.id, self.account_id, HOLD, expires_at=job.deadline + 60)
         return job
 

@@ -1,6 +1,7 @@
 """``accounts.seq``: raised by every transaction that moves an account's
-credit, so the balances mirror can tell which it has; ``usage_records.seq``:
-the account's seq its charge committed at, to resend it to the mirror
+credit, so the balances mirror can tell which it has;
+``ledger_transactions.seq``: the account's seq a charge committed at, to
+resend it to the mirror
 
 Revision ID: 0007
 Revises: 0006
@@ -17,9 +18,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("accounts", sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"))
-    op.add_column("usage_records", sa.Column("seq", sa.BigInteger))
+    op.add_column("ledger_transactions", sa.Column("seq", sa.BigInteger))
 
 
 def downgrade() -> None:
-    op.drop_column("usage_records", "seq")
+    op.drop_column("ledger_transactions", "seq")
     op.drop_column("accounts", "seq")
