@@ -187,10 +187,11 @@ class Ledger:
             await limits.adjust(connection, claimed.key_id, claimed.key_periods, -claimed.amount)
         return True
 
-    async def settle(self, event: UsageEvent) -> bool:
+    async def settle(self, event: UsageEvent, *, now: float | None = None) -> bool:
         """Charge one job's usage and close its hold, once. Returns False if
         the job was already settled."""
         cost = cost_of(event.usage, event.price)
+        now = time.time() if now is None else now
         async with self.engine.begin() as connection:
             record = _insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(
                 job_id=event.job_id,
@@ -210,7 +211,12 @@ class Ledger:
             # The sweeper may have released it already: then it holds nothing.
             hold = claimed or await closed_hold(connection, event.job_id)
             held = claimed.amount if claimed else 0
-            await _draw_down_grants(connection, event.account_id, cost, time.time())
+            if claimed is None and not (hold and hold.key_periods):
+                # No hold counted this job in the key's periods (an open hold
+                # without them is of a key that had no limit: a first limit
+                # would have given them to it).
+                await limits.count_unheld(connection, event.key_id, cost, now)
+            await _draw_down_grants(connection, event.account_id, cost, now)
             postings = [Posting(event.account_id, HELD, -held), Posting(event.account_id, AVAILABLE, held - cost)]
             if cost:
                 postings.append(Posting(await self.system_account(connection, REVENUE), AVAILABLE, cost, system=True))

@@ -7,7 +7,9 @@ settled costs plus open holds. Admission adds the request's worst case to the
 current row of each kind with one conditional upsert (``amount + hold <=
 limit``), so concurrent requests can never take a key past a limit. The
 periods are written on the hold: settlement adjusts exactly those by ``cost -
-hold``, a release by ``-hold``, whenever either happens.
+hold``, a release by ``-hold``, whenever either happens. A cost that no
+hold counted (a usage event with no hold row, or whose hold was released
+before the key had a limit) is counted in the periods it settles in.
 
 A key that gets its first limit starts from what it has already spent
 (``seed``): its usage records and open holds. Seeding locks the key's row and
@@ -130,6 +132,28 @@ async def adjust(connection: AsyncConnection, key_id: int, periods: str, delta: 
             update(key_spend).where(key_spend.c.key_id == key_id, key_spend.c.period == period)
             .values(amount=key_spend.c.amount + delta)
         )
+
+
+async def count_unheld(connection: AsyncConnection, key_id: int, cost: int, now: float) -> None:
+    """Count a settled cost that no hold counted (its hold row was never
+    written, or was released before the key had a limit) in the key's
+    current periods, if the key has a limit: never refused, it is spent.
+
+    Share-locks the key, as a hold does: a first limit being set (``seed``)
+    either sees this usage record or is seen here. The caller holds no hold
+    row (``seed`` locks the key, then the key's open holds)."""
+    if not cost:
+        return
+    statement = (
+        select(api_keys.c.daily_limit, api_keys.c.monthly_limit, api_keys.c.total_limit)
+        .where(api_keys.c.id == key_id)
+        .with_for_update(key_share=True)
+    )
+    row = (await connection.execute(statement)).first()
+    if row is None or not limits_of(row):
+        return
+    for period in periods_at(now).values():
+        await _count(connection, key_id, period, cost, None)
 
 
 async def seed(connection: AsyncConnection, key_id: int, account_id: int, now: float) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
@@ -45,9 +45,10 @@ async def hold(ledger: Ledger, account_id: int, key_id: int, amount: int, *, now
     return job_id
 
 
-async def settle(ledger: Ledger, job_id: str, account_id: int, key_id: int, cost: int) -> None:
+async def settle(ledger: Ledger, job_id: str, account_id: int, key_id: int, cost: int, *,
+                 now: float | None = None) -> None:
     await ledger.settle(UsageEvent(job_id=job_id, account_id=account_id, key_id=key_id, provider="p", model="m",
-                                   usage=Usage(input_tokens=0, output_tokens=cost), price=OUTPUT_ONLY))
+                                   usage=Usage(input_tokens=0, output_tokens=cost), price=OUTPUT_ONLY), now=now)
 
 
 async def spent(ledger: Ledger, key_id: int, now: float | None = None) -> dict[str, int]:
@@ -132,6 +133,28 @@ async def test_release_and_the_sweeper_give_the_hold_back(ledger: Ledger) -> Non
     await settle(ledger, late, account_id, key_id, 30)  # the worker reported after the sweep
     await settle(ledger, late, account_id, key_id, 30)  # and its event was delivered twice
     assert await spent(ledger, key_id) == {"day": 30, "month": 30, "total": 30}
+    assert (await ledger.balance(account_id)).available == 10_000 - 30
+    assert await ledger.reconcile() == []
+
+
+async def test_a_usage_event_without_a_hold_counts_in_the_periods_it_settles_in(ledger: Ledger) -> None:
+    account_id, key_id = await key(ledger, daily=100, monthly=150, total=1000)
+    await settle(ledger, uuid.uuid4().hex, account_id, key_id, 40, now=NOON)  # its hold row was never written
+    assert await spent(ledger, key_id, NOON) == {"day": 40, "month": 40, "total": 40}
+    assert await spent(ledger, key_id, NOON + DAY) == {"day": 0, "month": 0, "total": 40}, "April starts fresh"
+    assert (await ledger.balance(account_id)).available == 10_000 - 40
+    assert await ledger.reconcile() == []
+
+
+async def test_a_hold_released_before_the_first_limit_counts_when_it_settles(ledger: Ledger) -> None:
+    account_id, key_id = await key(ledger)
+    late = await hold(ledger, account_id, key_id, 70, expires_in=-1)
+    assert await ledger.release_expired() == 1
+    await change_key(ledger.engine, key_id, {"total_limit": 1000}, now=NOON)
+    await settle(ledger, late, account_id, key_id, 30, now=NOON)
+    assert await spent(ledger, key_id, NOON) == {"day": 30, "month": 30, "total": 30}
+    with pytest.raises(KeyLimitExceeded, match="has 0.000970 left"):
+        await hold(ledger, account_id, key_id, 971, now=NOON)
     assert (await ledger.balance(account_id)).available == 10_000 - 30
     assert await ledger.reconcile() == []
 
@@ -235,6 +258,13 @@ operations = st.lists(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
+# A hold released before the key's first limit, settled after it.
+@example(steps=[("unlimit", 0, 0, 0), ("hold", 1, 17, 0), ("release", 1, 0, 0), ("limit", 0, 0, 0), ("settle", 1, 0, 6)])
+# A refused hold: its job never runs.
+@example(steps=[("hold", 0, 120, 0), ("hold", 1, 120, 0), ("hold", 2, 120, 0), ("settle", 2, 0, 100)])
+# A job that reports after the sweeper released its hold: spent, so counted, over the limit.
+@example(steps=[("hold", 0, 120, 0), ("sweep", 0, 0, 0), ("hold", 1, 120, 0), ("hold", 2, 120, 0),
+                ("hold", 3, 60, 0), ("settle", 0, 0, 100)])
 def test_any_sequence_keeps_every_counter_within_its_limit_and_reconciles(
     database_template: DatabaseTemplate, steps: list[tuple[str, int, int, int]]
 ) -> None:
@@ -243,22 +273,30 @@ def test_any_sequence_keeps_every_counter_within_its_limit_and_reconciles(
         ledger = Ledger(engine)
         try:
             account_id, key_id = await key(ledger, grant=100_000, daily=300, total=500)
-            prefix, holds = uuid.uuid4().hex[:8], {}
+            prefix, tried, holds, released, settled = uuid.uuid4().hex[:8], set(), {}, set(), set()
             # A limit set again starts from what was spent meanwhile, which may be over it.
             ceiling: dict[str, int] | None = {"day": 300, "total": 500}
             for operation, job, amount, percent in steps:
                 job_id = f"{prefix}-{job}"
-                if operation == "hold" and job_id not in holds:
-                    holds[job_id] = amount
+                if operation == "hold" and job_id not in tried:  # job ids are unique: one hold each
+                    tried.add(job_id)
                     with contextlib.suppress(KeyLimitExceeded):
                         await ledger.hold(job_id, account_id, amount, key_id=key_id,  # type: ignore[arg-type]
                                           expires_at=time.time() + (60 if amount % 2 else -1))
+                        holds[job_id] = amount  # a refused job never runs: it is never settled
                 elif operation == "settle" and job_id in holds:  # costs at most the hold, as admission intends
-                    await settle(ledger, job_id, account_id, key_id, holds[job_id] * percent // 100)
+                    cost = holds[job_id] * percent // 100
+                    await settle(ledger, job_id, account_id, key_id, cost)
+                    if job_id in released and job_id not in settled and ceiling is not None:
+                        # Reported after its hold was released: spent all the same, over a limit if need be.
+                        ceiling = {kind: limit + cost for kind, limit in ceiling.items()}
+                    settled.add(job_id)
                 elif operation == "release":
                     await ledger.release(job_id)
+                    released |= {job_id} & (holds.keys() - settled)
                 elif operation == "sweep":
                     await ledger.release_expired()
+                    released |= {job for job, amount in holds.items() if amount % 2 == 0} - settled  # expired at once
                 elif operation == "unlimit":
                     await change_key(engine, key_id, {"daily_limit": None, "total_limit": None})
                     ceiling = None
