@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from billing.keys import change_key, key_record
 from billing.ledger import Ledger
@@ -30,6 +30,10 @@ from schema.tables import key_spend
 OUTPUT_ONLY = Price(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("1"))  # one micro-credit per output token
 DAY = 86_400
 NOON = datetime(2030, 3, 31, 12, tzinfo=UTC).timestamp()  # the last day of a month
+# Holds, settlements and spend are at NOON unless a test says otherwise: on
+# the real clock, a test running across 00:00 UTC would count in two days.
+# (A test whose key gets its first limit counts usage rows, which carry the
+# database's clock: it runs at the moment it started by that clock.)
 
 
 async def key(ledger: Ledger, grant: int = 10_000, **limits: int | None) -> tuple[int, int]:
@@ -38,7 +42,7 @@ async def key(ledger: Ledger, grant: int = 10_000, **limits: int | None) -> tupl
     return account_id, key_id
 
 
-async def hold(ledger: Ledger, account_id: int, key_id: int, amount: int, *, now: float | None = None,
+async def hold(ledger: Ledger, account_id: int, key_id: int, amount: int, *, now: float = NOON,
                expires_in: float = 60) -> str:
     job_id = uuid.uuid4().hex
     await ledger.hold(job_id, account_id, amount, key_id=key_id, now=now, expires_at=time.time() + expires_in)  # type: ignore[arg-type]
@@ -46,15 +50,22 @@ async def hold(ledger: Ledger, account_id: int, key_id: int, amount: int, *, now
 
 
 async def settle(ledger: Ledger, job_id: str, account_id: int, key_id: int, cost: int, *,
-                 now: float | None = None) -> None:
+                 now: float = NOON) -> None:
     await ledger.settle(UsageEvent(job_id=job_id, account_id=account_id, key_id=key_id, provider="p", model="m",
                                    usage=Usage(input_tokens=0, output_tokens=cost), price=OUTPUT_ONLY), now=now)
 
 
-async def spent(ledger: Ledger, key_id: int, now: float | None = None) -> dict[str, int]:
+async def spent(ledger: Ledger, key_id: int, now: float = NOON) -> dict[str, int]:
     record = await key_record(ledger.engine, key_id, now=now)
     assert record.spend is not None
     return record.spend
+
+
+async def database_now(ledger: Ledger) -> float:
+    """The database's clock, which stamps usage rows (``created_at``)."""
+    async with ledger.engine.connect() as connection:
+        moment = (await connection.execute(select(func.current_timestamp()))).scalar_one()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # SQLite's is naive UTC
 
 
 async def counters(ledger: Ledger, key_id: int) -> dict[str, int]:
@@ -191,10 +202,10 @@ async def test_a_burst_never_overruns_a_key_limit(ledger: Ledger) -> None:
 async def test_revoked_or_expired_keys_hold_nothing(ledger: Ledger) -> None:
     for limits in ({}, {"daily": 1000}):  # the one-statement path and the portable one
         account_id, key_id = await key(ledger, **limits)
-        await change_key(ledger.engine, key_id, {"expires_at": time.time() + 60})
+        await change_key(ledger.engine, key_id, {"expires_at": NOON + 60}, now=NOON)
         await hold(ledger, account_id, key_id, 10)
-        with pytest.raises(KeyExpired, match="This API key expired at"):
-            await hold(ledger, account_id, key_id, 10, now=time.time() + 61)
+        with pytest.raises(KeyExpired, match="This API key expired at 2030-03-31T12:01:00"):
+            await hold(ledger, account_id, key_id, 10, now=NOON + 61)
         await change_key(ledger.engine, key_id, {}, revoke=True)
         with pytest.raises(KeyRevoked, match="revoked"):
             await hold(ledger, account_id, key_id, 10)
@@ -204,35 +215,39 @@ async def test_revoked_or_expired_keys_hold_nothing(ledger: Ledger) -> None:
 
 
 async def test_a_first_limit_starts_from_what_the_key_spent(ledger: Ledger) -> None:
+    now = await database_now(ledger)  # the usage rows' clock: seeding counts them in now's day
     account_id, key_id = await key(ledger)
-    await settle(ledger, await hold(ledger, account_id, key_id, 50), account_id, key_id, 30)
-    running = await hold(ledger, account_id, key_id, 20)
-    await change_key(ledger.engine, key_id, {"total_limit": 60})
-    assert await spent(ledger, key_id) == {"day": 50, "month": 50, "total": 50}
+    await settle(ledger, await hold(ledger, account_id, key_id, 50, now=now), account_id, key_id, 30, now=now)
+    running = await hold(ledger, account_id, key_id, 20, now=now)
+    await change_key(ledger.engine, key_id, {"total_limit": 60}, now=now)
+    assert await spent(ledger, key_id, now) == {"day": 50, "month": 50, "total": 50}
     with pytest.raises(KeyLimitExceeded, match="has 0.000010 left"):
-        await hold(ledger, account_id, key_id, 11)
-    await settle(ledger, running, account_id, key_id, 5)  # the hold from before the limit, settled after
-    assert await spent(ledger, key_id) == {"day": 35, "month": 35, "total": 35}
-    await change_key(ledger.engine, key_id, {"total_limit": None})
-    await settle(ledger, await hold(ledger, account_id, key_id, 500), account_id, key_id, 500)  # uncounted
-    await change_key(ledger.engine, key_id, {"daily_limit": 1000})
-    assert await spent(ledger, key_id) == {"day": 535, "month": 535, "total": 535}
+        await hold(ledger, account_id, key_id, 11, now=now)
+    await settle(ledger, running, account_id, key_id, 5, now=now)  # the hold from before the limit, settled after
+    assert await spent(ledger, key_id, now) == {"day": 35, "month": 35, "total": 35}
+    await change_key(ledger.engine, key_id, {"total_limit": None}, now=now)
+    uncounted = await hold(ledger, account_id, key_id, 500, now=now)
+    await settle(ledger, uncounted, account_id, key_id, 500, now=now)
+    await change_key(ledger.engine, key_id, {"daily_limit": 1000}, now=now)
+    assert await spent(ledger, key_id, now) == {"day": 535, "month": 535, "total": 535}
     assert await ledger.reconcile() == []
 
 
 async def test_a_first_limit_set_during_a_burst_counts_every_hold(ledger: Ledger) -> None:
     account_id, key_id = await key(ledger, grant=1_000_000)
 
+    now = await database_now(ledger)  # as in test_a_first_limit_starts_from_what_the_key_spent
+
     async def burst() -> None:
         for _ in range(20):
-            await hold(ledger, account_id, key_id, 7)
+            await hold(ledger, account_id, key_id, 7, now=now)
 
     async def limit() -> None:
         await asyncio.sleep(0.01)
-        await change_key(ledger.engine, key_id, {"daily_limit": 1_000_000})
+        await change_key(ledger.engine, key_id, {"daily_limit": 1_000_000}, now=now)
 
     await asyncio.gather(burst(), burst(), burst(), limit())
-    assert await spent(ledger, key_id) == {"day": 420, "month": 420, "total": 420}
+    assert await spent(ledger, key_id, now) == {"day": 420, "month": 420, "total": 420}
     assert await ledger.reconcile() == []
 
 
@@ -244,9 +259,6 @@ async def test_reconcile_finds_a_tampered_key_counter(ledger: Ledger) -> None:
                                  {"k": key_id})
     found = await ledger.reconcile()
     assert [(d.what, d.recorded, d.recomputed) for d in found] == [(f"key {key_id} total spend", 7, 10)]
-    async with ledger.engine.begin() as connection:
-        await connection.execute(text("UPDATE key_spend SET amount = amount + 3 WHERE key_id = :k AND period = 'total'"),
-                                 {"k": key_id})
 
 
 operations = st.lists(
@@ -273,6 +285,7 @@ def test_any_sequence_keeps_every_counter_within_its_limit_and_reconciles(
         ledger = Ledger(engine)
         try:
             account_id, key_id = await key(ledger, grant=100_000, daily=300, total=500)
+            now = await database_now(ledger)  # every period is now's (a first limit counts usage rows)
             prefix, tried, holds, released, settled = uuid.uuid4().hex[:8], set(), {}, set(), set()
             # A limit set again starts from what was spent meanwhile, which may be over it.
             ceiling: dict[str, int] | None = {"day": 300, "total": 500}
@@ -281,12 +294,12 @@ def test_any_sequence_keeps_every_counter_within_its_limit_and_reconciles(
                 if operation == "hold" and job_id not in tried:  # job ids are unique: one hold each
                     tried.add(job_id)
                     with contextlib.suppress(KeyLimitExceeded):
-                        await ledger.hold(job_id, account_id, amount, key_id=key_id,  # type: ignore[arg-type]
+                        await ledger.hold(job_id, account_id, amount, key_id=key_id, now=now,  # type: ignore[arg-type]
                                           expires_at=time.time() + (60 if amount % 2 else -1))
                         holds[job_id] = amount  # a refused job never runs: it is never settled
                 elif operation == "settle" and job_id in holds:  # costs at most the hold, as admission intends
                     cost = holds[job_id] * percent // 100
-                    await settle(ledger, job_id, account_id, key_id, cost)
+                    await settle(ledger, job_id, account_id, key_id, cost, now=now)
                     if job_id in released and job_id not in settled and ceiling is not None:
                         # Reported after its hold was released: spent all the same, over a limit if need be.
                         ceiling = {kind: limit + cost for kind, limit in ceiling.items()}
@@ -298,15 +311,15 @@ def test_any_sequence_keeps_every_counter_within_its_limit_and_reconciles(
                     await ledger.release_expired()
                     released |= {job for job, amount in holds.items() if amount % 2 == 0} - settled  # expired at once
                 elif operation == "unlimit":
-                    await change_key(engine, key_id, {"daily_limit": None, "total_limit": None})
+                    await change_key(engine, key_id, {"daily_limit": None, "total_limit": None}, now=now)
                     ceiling = None
                 elif operation == "limit":
-                    await change_key(engine, key_id, {"daily_limit": 300, "total_limit": 500})
+                    await change_key(engine, key_id, {"daily_limit": 300, "total_limit": 500}, now=now)
                     if ceiling is None:
-                        spend = await spent(ledger, key_id)
+                        spend = await spent(ledger, key_id, now)
                         ceiling = {"day": max(300, spend["day"]), "total": max(500, spend["total"])}
                 if ceiling is not None:
-                    spend = await spent(ledger, key_id)
+                    spend = await spent(ledger, key_id, now)
                     assert spend["day"] <= ceiling["day"] and spend["total"] <= ceiling["total"], (spend, ceiling)
             assert await ledger.reconcile() == []
         finally:
