@@ -189,7 +189,9 @@ class Ledger:
 
     async def settle(self, event: UsageEvent, *, now: float | None = None) -> bool:
         """Charge one job's usage and close its hold, once. Returns False if
-        the job was already settled."""
+        the job was already settled. ``now`` (default: the clock) is the
+        moment it settles in: which grants are spendable, and the key's
+        periods for a cost no hold counted."""
         cost = cost_of(event.usage, event.price)
         now = time.time() if now is None else now
         async with self.engine.begin() as connection:

@@ -251,6 +251,23 @@ async def test_a_first_limit_set_during_a_burst_counts_every_hold(ledger: Ledger
     assert await ledger.reconcile() == []
 
 
+async def test_a_first_limit_set_while_unheld_costs_settle_counts_each_once(ledger: Ledger) -> None:
+    now = await database_now(ledger)  # as in test_a_first_limit_starts_from_what_the_key_spent
+    account_id, key_id = await key(ledger, grant=1_000_000)
+
+    async def reports() -> None:  # usage events of jobs without a hold row
+        for _ in range(20):
+            await settle(ledger, uuid.uuid4().hex, account_id, key_id, 7, now=now)
+
+    async def limit() -> None:
+        await asyncio.sleep(0.01)
+        await change_key(ledger.engine, key_id, {"total_limit": 1_000_000}, now=now)
+
+    await asyncio.gather(reports(), reports(), reports(), limit())
+    assert await spent(ledger, key_id, now) == {"day": 420, "month": 420, "total": 420}
+    assert await ledger.reconcile() == []
+
+
 async def test_reconcile_finds_a_tampered_key_counter(ledger: Ledger) -> None:
     account_id, key_id = await key(ledger, total=1000)
     await hold(ledger, account_id, key_id, 10)
