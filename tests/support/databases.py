@@ -31,7 +31,7 @@ _SERVER = POSTGRES_DSN.rsplit("/", 1)[0]
 
 
 class DatabaseTemplate(Protocol):
-    name: str  # the backend: "sqlite" or "postgresql"
+    """Where a test's databases come from, on one backend."""
 
     def fresh(self) -> AbstractContextManager[Settings]: ...
 
@@ -48,8 +48,6 @@ async def _migrate(settings: Settings) -> None:
 
 class SqliteTemplate:
     """A migrated SQLite data directory, copied whole for each database."""
-
-    name = "sqlite"
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -78,8 +76,6 @@ class SqliteTemplate:
 
 class PostgresTemplate:
     """A migrated PostgreSQL database, and its clones: one per test at a time."""
-
-    name = "postgresql"
 
     def __init__(self) -> None:
         self._template = f"gatewayz_template_{uuid.uuid4().hex[:10]}"
