@@ -15,12 +15,19 @@ import openai
 import pytest
 
 from billing.limits import KeyLimits
+from tests.support.clock import clear_of_midnight
 from tests.support.gateway import ADMIN_TOKEN, Gateway
 
 # As in test_admission: worst case = cost = 8 micro-credits.
 REQUEST = {"model": "fake-output-priced", "max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]}
 COST = 8
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def one_utc_day() -> None:
+    """Each test's requests and spend fall in one UTC day (and month)."""
+    clear_of_midnight()
 
 
 def chat(gateway: Gateway, key: str, **overrides: Any) -> httpx.Response:
