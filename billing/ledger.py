@@ -189,13 +189,15 @@ class Ledger:
             await limits.adjust(connection, claimed.key_id, claimed.key_periods, -claimed.amount)
         return [AccountChange(claimed.account_id, seq, released=(Released(job_id),))]
 
-    async def settle(self, event: UsageEvent) -> bool:
+    async def settle(self, event: UsageEvent, *, now: float | None = None) -> bool:
         """Charge one job's usage and close its hold, once; False if it was settled before."""
-        return bool((await self.settle_many([event])).settled)
+        return bool((await self.settle_many([event], now=now)).settled)
 
-    async def settle_many(self, events: Sequence[UsageEvent]) -> settlement.Outcome:
-        """Charge each job's usage once, in one transaction (``billing.settlement``)."""
-        return await settlement.settle(self, events)
+    async def settle_many(self, events: Sequence[UsageEvent], *, now: float | None = None) -> settlement.Outcome:
+        """Charge each job's usage once, in one transaction (``billing.settlement``).
+        ``now`` (default: the clock) is the moment they settle in: which credit
+        grants are spendable, and the key periods of a job whose hold time is unknown."""
+        return await settlement.settle(self, events, now=now)
 
     async def release_expired(self, now: float | None = None, *, limit: int = 500) -> int:
         """Release holds whose job never reported by its deadline (plus grace)."""

@@ -7,7 +7,9 @@ settled costs plus open holds. Admission adds the request's worst case to the
 current row of each kind with one conditional upsert (``amount + hold <=
 limit``), so concurrent requests can never take a key past a limit. The
 periods are written on the hold: settlement adjusts exactly those by ``cost -
-hold``, a release by ``-hold``, whenever either happens.
+hold``, a release by ``-hold``, whenever either happens. A cost that no
+hold counted (a usage event with no hold row, or whose hold was released
+before the key had a limit) is counted in the periods it settles in.
 
 A key that gets its first limit starts from what it has already spent
 (``seed``): its usage records and open holds. Seeding locks the key's row and
@@ -213,10 +215,14 @@ async def audit(connection: AsyncConnection) -> list[tuple[int, int, int]]:
 
 
 async def limited_keys(connection: AsyncConnection, key_ids: set[int]) -> set[int]:
-    """Which of these keys have a spending limit."""
+    """Which of these keys have a spending limit. Share-locks them, as a hold
+    does, until the transaction ends: a first limit being set (``seed``, which
+    locks the key, then its holds) either sees what this transaction counts or
+    is seen by it. Take it before any hold row."""
     if not key_ids:
         return set()
-    limited = (api_keys.c.daily_limit.is_not(None) | api_keys.c.monthly_limit.is_not(None)
-               | api_keys.c.total_limit.is_not(None))
-    return set((await connection.execute(
-        select(api_keys.c.id).where(api_keys.c.id.in_(key_ids), limited))).scalars())
+    rows = (await connection.execute(
+        select(api_keys.c.id, api_keys.c.daily_limit, api_keys.c.monthly_limit, api_keys.c.total_limit)
+        .where(api_keys.c.id.in_(sorted(key_ids))).order_by(api_keys.c.id).with_for_update(key_share=True)
+    )).all()
+    return {row.id for row in rows if limits_of(row)}

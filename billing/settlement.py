@@ -53,7 +53,8 @@ class _Job:
     event: UsageEvent
     charge: Charge
     held: int  # what its hold in the ledger gives back (0: it had none open)
-    periods: tuple[str, ...]  # where its key counts it in the ledger
+    periods: tuple[str, ...]  # where its key counts it in the ledger (none: its key has no limit)
+    held_in: tuple[str, ...]  # the periods of its hold's moment, where the mirror counts it
     recorded_now: bool = False  # the ledger never had its hold (the mirror took it): it is recorded here
 
 
@@ -80,7 +81,7 @@ async def _settle(ledger: "Ledger", events: list[UsageEvent], now: float) -> Out
     charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
     async with ledger.engine.begin() as connection:
         fresh = await _record_usage(connection, events, charges)
-        jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges)
+        jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges, now)
         changes = await _charge(ledger, connection, jobs, now)
     duplicates = [event for event in events if event.job_id not in fresh]
     for job in jobs:
@@ -103,41 +104,45 @@ async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], c
     return set((await connection.execute(statement.returning(usage_records.c.job_id))).scalars())
 
 
-async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge]) -> list[_Job]:
+async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge],
+                       now: float) -> list[_Job]:
     """Close each job's hold in the ledger: an open one gives its amount back;
     one the ledger never had gets a closed row; one released before (its job
-    reported after its deadline) gives nothing back."""
+    reported after its deadline) gives nothing back. A job no hold counted
+    in its key's periods (the key had no limit then) is counted in them if
+    the key has a limit now."""
     if not events:
         return []
+    limited = await limits.limited_keys(connection, {event.key_id for event in events})  # before any hold row
     ids = [event.job_id for event in events]
     claimed = {row.job_id: row for row in await connection.execute(
         update(holds).where(holds.c.job_id.in_(ids), holds.c.closed.is_(False)).values(closed=True)
         .returning(holds.c.job_id, holds.c.amount, holds.c.key_periods))}
     unclaimed = [event for event in events if event.job_id not in claimed]
-    limited = await limits.limited_keys(connection, {event.key_id for event in unclaimed})
     tombstones = [{
         "job_id": event.job_id, "account_id": event.account_id, "amount": event.hold or 0, "closed": True,
         "expires_at": event.finished_at, "key_id": event.key_id,
-        "key_periods": _periods(event) if event.key_id in limited else None,
+        "key_periods": _periods(event, now) if event.key_id in limited else None,
     } for event in unclaimed]
     new: set[str] = set()
     if tombstones:
         new, journaled = await _insert_closed(connection, tombstones)
         claimed.update(journaled)
+    before = [event.job_id for event in unclaimed if event.job_id not in new and event.job_id not in claimed]
     released = {row.job_id: row.key_periods for row in await connection.execute(
-        select(holds.c.job_id, holds.c.key_periods).where(holds.c.job_id.in_(
-            [event.job_id for event in unclaimed if event.job_id not in new])))} if len(new) < len(unclaimed) else {}
-    unclaimed = [event for event in unclaimed if event.job_id not in claimed]
+        select(holds.c.job_id, holds.c.key_periods).where(holds.c.job_id.in_(before)))} if before else {}
     jobs = []
     for event in events:
+        charged, uncounted = charges[event.job_id], _periods(event, now) if event.key_id in limited else None
         if event.job_id in claimed:
             row = claimed[event.job_id]
-            jobs.append(_Job(event, charges[event.job_id], row.amount, _split(row.key_periods)))
+            jobs.append(_Job(event, charged, row.amount, _split(row.key_periods), _split(_periods(event, now))))
         elif event.job_id in new:
-            periods = _periods(event) if event.key_id in limited else ""
-            jobs.append(_Job(event, charges[event.job_id], event.hold or 0, _split(periods), recorded_now=True))
+            jobs.append(_Job(event, charged, event.hold or 0, _split(uncounted), _split(_periods(event, now)),
+                             recorded_now=True))
         else:
-            jobs.append(_Job(event, charges[event.job_id], 0, _split(released.get(event.job_id))))
+            periods = released.get(event.job_id) or uncounted
+            jobs.append(_Job(event, charged, 0, _split(periods), _split(_periods(event, now))))
     return jobs
 
 
@@ -199,7 +204,8 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
     for (key_id, period), delta in sorted(moves.items()):
         await limits.add(connection, key_id, period, delta)
     return [AccountChange(account_id, seqs[account_id], settled=tuple(
-        Settled(job.event.job_id, job.charge.cost, job.event.key_id, _mirror_periods(job)) for job in account_jobs))
+        Settled(job.event.job_id, job.charge.cost, job.event.key_id, job.periods or job.held_in)
+        for job in account_jobs))
         for account_id, account_jobs in by_account.items()]
 
 
@@ -227,19 +233,10 @@ async def _charged_before(ledger: "Ledger", duplicates: list[UsageEvent] | list[
         Settled(row.job_id, row.cost, row.key_id, _split(row.key_periods)),)) for row in rows]
 
 
-def _periods(event: UsageEvent) -> str:
-    return " ".join(limits.periods_at(event.held_at if event.held_at is not None else event.finished_at).values())
+def _periods(event: UsageEvent, now: float) -> str:
+    """The key periods a job counts in: those of its hold's moment (unknown: those it settles in)."""
+    return " ".join(limits.periods_at(event.held_at if event.held_at is not None else now).values())
 
 
 def _split(periods: str | None) -> tuple[str, ...]:
     return tuple(periods.split()) if periods else ()
-
-
-def _mirror_periods(job: _Job) -> tuple[str, ...]:
-    """Where the mirror counts the job: its hold's periods (the mirror counts
-    only keys with limits, and drops a key's counters when its limits change)."""
-    event = job.event
-    return job.periods or tuple(limits.periods_at(event.held_at if event.held_at is not None else event.finished_at).values())
-
-
-

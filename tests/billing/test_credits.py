@@ -24,6 +24,7 @@ from schema.database import create_engine
 from schema.errors import UnknownAccount
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
+from tests.support.databases import DatabaseTemplate
 from schema.tables import credit_grants, ledger_entries, ledger_transactions
 
 DAY = 86_400
@@ -145,10 +146,10 @@ operations = st.lists(
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 def test_any_mix_of_top_ups_trials_spending_and_expiry_reconciles(
-    database_settings: Settings, steps: list[tuple[str, int, int]]
+    database_template: DatabaseTemplate, steps: list[tuple[str, int, int]]
 ) -> None:
-    async def run() -> None:
-        engine = create_engine(database_settings)
+    async def run(database: Settings) -> None:
+        engine = create_engine(database)
         ledger = Ledger(engine)
         try:
             account_id, key_id = await account(ledger, 500)
@@ -178,7 +179,8 @@ def test_any_mix_of_top_ups_trials_spending_and_expiry_reconciles(
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    with database_template.fresh() as database:  # each example its own: no example sees another's rows
+        asyncio.run(run(database))
 
 
 async def _expired(ledger: Ledger, account_id: int) -> int:

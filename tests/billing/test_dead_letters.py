@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 import redis.asyncio as redis
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aiormq.exceptions import ChannelNotFoundEntity
 from sqlalchemy import func, select
 
 from billing.consumer import SettlementConsumer
@@ -29,11 +30,12 @@ from scheduler.redis_bus import RedisResultBus
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
 from scheduler.transport import DeadLetter
-from schema.database import create_engine, migrate
+from schema.database import create_engine
 from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
 from schema.settings import Settings
 from schema.tables import usage_records
-from tests.support.services import Distributed, distributed_services
+from tests.support.databases import PostgresTemplate
+from tests.support.services import BROKER_URL, REDIS_URL, Distributed, fresh_namespace
 
 GRANT = 1_000_000  # micro-credits
 HOLD = 50_000
@@ -103,16 +105,17 @@ async def poll(queue: AbstractQueue, timeout: float = 10) -> AbstractIncomingMes
     return message
 
 
-@pytest.fixture(scope="module")
-def services() -> Iterator[Distributed]:
-    with distributed_services(["p", "q"]) as found:
-        yield found
+@pytest.fixture
+def services(postgresql_template: PostgresTemplate) -> Iterator[Distributed]:
+    """A database and a namespace for each test: no test reads another's letters or holds."""
+    with postgresql_template.fresh() as database, fresh_namespace(["p", "q"]) as namespace:
+        assert database.database_url is not None
+        yield Distributed(BROKER_URL, REDIS_URL, database.database_url, namespace)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def billing(services: Distributed) -> AsyncIterator[Billing]:
     engine = create_engine(Settings(database_url=services.database_url))
-    await migrate(engine)
     ledger = Ledger(engine)
     topology = Topology(services.namespace)
     connection = await connect(services.broker_url)
@@ -129,6 +132,10 @@ async def billing(services: Distributed) -> AsyncIterator[Billing]:
     consumer = SettlementConsumer(ledger, MemoryBalances(LedgerSnapshots(engine)), usage, sweep_interval=3600)
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(dead.serve(reader.read))]
     try:
+        # A letter published before the reader has declared its exchange
+        # and queue would be refused, or routed nowhere.
+        for queue in (topology.dead_queue, topology.usage_queue):
+            await consumed(connection, queue)
         yield Billing(topology, connection, ledger, bus, RabbitJobQueue(connection, topology), dead, reader,
                       account_id, key_id)
     finally:
@@ -142,6 +149,23 @@ async def billing(services: Distributed) -> AsyncIterator[Billing]:
         await client.aclose()
         await connection.close()
         await engine.dispose()
+
+
+async def consumed(connection: AbstractRobustConnection, queue: str, timeout: float = 10) -> None:
+    """Waits until ``queue`` exists and has a consumer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        channel = await connection.channel()
+        try:
+            if (await channel.declare_queue(queue, passive=True)).declaration_result.consumer_count:
+                return
+        except ChannelNotFoundEntity:
+            pass  # not declared yet (the failed passive declaration closed the channel)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        assert time.monotonic() < deadline, f"nothing consumes {queue}"
+        await asyncio.sleep(0.05)
 
 
 async def next_event(inbox: Inbox, timeout: float = 10) -> StreamEvent:

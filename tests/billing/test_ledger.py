@@ -21,42 +21,35 @@ from schema.database import create_engine, migrate
 from schema.errors import InsufficientCredits
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
+from tests.support.databases import DatabaseTemplate
 
 PRICE = Price(input_per_mtok=Decimal("1"), output_per_mtok=Decimal("2"))
 
 
-def usage_event(job_id: str, account_id: int, input_tokens: int, output_tokens: int) -> UsageEvent:
-    return UsageEvent(job_id=job_id, account_id=account_id, key_id=_key(account_id), provider="p", model="m",
+def usage_event(job_id: str, account_id: int, key_id: int, input_tokens: int, output_tokens: int) -> UsageEvent:
+    return UsageEvent(job_id=job_id, account_id=account_id, key_id=key_id, provider="p", model="m",
                       usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens), price=PRICE)
 
 
-_keys: dict[int, int] = {}
-
-
-def _key(account_id: int) -> int:
-    return _keys[account_id]
-
-
-async def account(ledger: Ledger, grant: int) -> int:
+async def account(ledger: Ledger, grant: int) -> tuple[int, int]:
     account_id = await ledger.create_account("t", grant)  # type: ignore[arg-type]
-    _keys[account_id] = await ledger.create_key(account_id, "t", uuid.uuid4().hex, "gz-t")
-    return account_id
+    return account_id, await ledger.create_key(account_id, "t", uuid.uuid4().hex, "gz-t")
 
 
 async def test_hold_then_settle_charges_actual_and_releases_the_rest(ledger: Ledger) -> None:
-    account_id = await account(ledger, 1000)
+    account_id, key_id = await account(ledger, 1000)
     assert (await ledger.hold("job_a", account_id, 300, expires_at=time.time() + 60)).held == 300
     assert (await ledger.balance(account_id)).available == 700
-    assert await ledger.settle(usage_event("job_a", account_id, 10, 20))  # 10 + 40 = 50
+    assert await ledger.settle(usage_event("job_a", account_id, key_id, 10, 20))  # 10 + 40 = 50
     balance = await ledger.balance(account_id)
     assert (balance.available, balance.held) == (950, 0)
     assert await ledger.reconcile() == []
 
 
 async def test_a_duplicate_usage_event_changes_nothing(ledger: Ledger) -> None:
-    account_id = await account(ledger, 1000)
+    account_id, key_id = await account(ledger, 1000)
     await ledger.hold("job_b", account_id, 300, expires_at=time.time() + 60)
-    event = usage_event("job_b", account_id, 10, 20)
+    event = usage_event("job_b", account_id, key_id, 10, 20)
     results = await asyncio.gather(*(ledger.settle(event) for _ in range(5)), return_exceptions=True)
     assert sorted(map(str, results)) == ["False"] * 4 + ["True"], results
     assert (await ledger.balance(account_id)).available == 950
@@ -64,7 +57,7 @@ async def test_a_duplicate_usage_event_changes_nothing(ledger: Ledger) -> None:
 
 
 async def test_a_hold_that_does_not_fit_reserves_nothing(ledger: Ledger) -> None:
-    account_id = await account(ledger, 100)
+    account_id, _ = await account(ledger, 100)
     with pytest.raises(InsufficientCredits, match="up to 0.000101 credits .* has 0.000100 available"):
         await ledger.hold("job_c", account_id, 101, expires_at=time.time() + 60)
     assert (await ledger.hold("job_d", account_id, 100, expires_at=time.time() + 60)).available == 0
@@ -75,27 +68,27 @@ async def test_a_hold_that_does_not_fit_reserves_nothing(ledger: Ledger) -> None
 
 
 async def test_failed_job_reports_zero_usage_and_pays_nothing(ledger: Ledger) -> None:
-    account_id = await account(ledger, 100)
+    account_id, key_id = await account(ledger, 100)
     await ledger.hold("job_f", account_id, 80, expires_at=time.time() + 60)
-    assert await ledger.settle(usage_event("job_f", account_id, 0, 0))
+    assert await ledger.settle(usage_event("job_f", account_id, key_id, 0, 0))
     assert (await ledger.balance(account_id)).available == 100
 
 
 async def test_sweeper_releases_expired_holds_and_late_settlement_still_charges_once(ledger: Ledger) -> None:
-    account_id = await account(ledger, 1000)
+    account_id, key_id = await account(ledger, 1000)
     await ledger.hold("job_g", account_id, 300, expires_at=time.time() - 1)
     await ledger.hold("job_h", account_id, 200, expires_at=time.time() + 3600)
-    assert await ledger.release_expired() >= 1
+    assert await ledger.release_expired() == 1
     balance = await ledger.balance(account_id)
     assert (balance.available, balance.held) == (800, 200)
     assert await ledger.release("job_g") is False, "already released"
-    assert await ledger.settle(usage_event("job_g", account_id, 10, 20))  # the worker was late
+    assert await ledger.settle(usage_event("job_g", account_id, key_id, 10, 20))  # the worker was late
     assert (await ledger.balance(account_id)).available == 750
     assert await ledger.reconcile() == []
 
 
 async def test_reconcile_finds_a_tampered_balance(ledger: Ledger) -> None:
-    account_id = await account(ledger, 1000)
+    account_id, _ = await account(ledger, 1000)
     async with ledger.engine.begin() as connection:
         await connection.execute(text("UPDATE accounts SET available = available + 1 WHERE id = :id"), {"id": account_id})
     found = await ledger.reconcile()
@@ -113,12 +106,13 @@ operations = st.lists(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
-def test_any_sequence_of_operations_reconciles(database_settings: Settings, steps: list[tuple[str, int, int, int, int]]) -> None:
-    async def run() -> None:
-        engine = create_engine(database_settings)
+def test_any_sequence_of_operations_reconciles(database_template: DatabaseTemplate,
+                                               steps: list[tuple[str, int, int, int, int]]) -> None:
+    async def run(database: Settings) -> None:
+        engine = create_engine(database)
         ledger = Ledger(engine)
         try:
-            account_id = await account(ledger, 10_000)
+            account_id, key_id = await account(ledger, 10_000)
             prefix, held = uuid.uuid4().hex[:8], set()
             for operation, job, amount, input_tokens, output_tokens in steps:
                 job_id = f"{prefix}-{job}"
@@ -127,11 +121,11 @@ def test_any_sequence_of_operations_reconciles(database_settings: Settings, step
                 if operation == "hold" and job_id not in held:
                     held.add(job_id)
                     with contextlib.suppress(InsufficientCredits):
-                        await ledger.hold(job_id, account_id, amount, key_id=_key(account_id),
+                        await ledger.hold(job_id, account_id, amount, key_id=key_id,
                                           expires_at=time.time() + (60 if amount % 2 else -1))
                 elif operation in ("settle", "duplicate"):
                     held.add(job_id)
-                    await ledger.settle(usage_event(job_id, account_id, input_tokens, output_tokens))
+                    await ledger.settle(usage_event(job_id, account_id, key_id, input_tokens, output_tokens))
                 elif operation == "release":
                     await ledger.release(job_id)
                 else:
@@ -142,7 +136,8 @@ def test_any_sequence_of_operations_reconciles(database_settings: Settings, step
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    with database_template.fresh() as database:  # each example its own: no example sees another's rows
+        asyncio.run(run(database))
 
 
 async def test_upgrade_from_the_single_entry_ledger_reconciles(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ def _columns(connection: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(connection).get_columns(table)}
 
 
-async def test_0004_upgrades_open_holds_and_goes_down_and_up(database_settings: Settings) -> None:
-    engine = create_engine(database_settings)
+async def test_0004_upgrades_open_holds_and_goes_down_and_up(empty_database_settings: Settings) -> None:
+    engine = create_engine(empty_database_settings)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_to("0003"))

@@ -54,7 +54,7 @@ def test_an_adjustment_credits_once_per_idempotency_key(gateway: Gateway) -> Non
     assert adjust(gateway, account_id, {"amount": "1", "reason": "no key: always applied"}).status_code == 201
     assert adjust(gateway, account_id, {"amount": "1", "reason": "no key: always applied"}).status_code == 201
     assert gateway.balance(key) == 5_500_000
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_concurrent_retries_of_one_adjustment_apply_it_once(gateway: Gateway) -> None:
@@ -71,7 +71,7 @@ def test_concurrent_retries_of_one_adjustment_apply_it_once(gateway: Gateway) ->
     assert Counter(response.status_code for response in responses) == {201: 1, 200: 7}
     assert len({response.json()["id"] for response in responses}) == 1
     assert gateway.balance(key) == 1_000_000
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_a_deduction_may_not_take_available_credit_below_zero(gateway: Gateway) -> None:
@@ -91,7 +91,7 @@ def test_a_deduction_may_not_take_available_credit_below_zero(gateway: Gateway) 
     assert gateway.balance(key) == 0
     assert httpx.post(f"{gateway.base_url}/chat/completions", json=REQUEST,
                       headers={"authorization": f"Bearer {key}"}).status_code == 402
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 @pytest.mark.parametrize("body", [
@@ -117,7 +117,6 @@ def test_unknown_and_system_accounts_are_404(gateway: Gateway) -> None:
     for bad in ("0", "abc", str(2**31)):
         assert adjust(gateway, bad, body).status_code == 400
         assert ledger(gateway, bad).status_code == 400
-    assert gateway.reconcile() == []
 
 
 @pytest.mark.parametrize("call", [

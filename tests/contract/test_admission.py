@@ -33,7 +33,7 @@ def test_two_hundred_at_once_on_an_account_that_affords_fifty(gateway: Gateway) 
     assert statuses == {200: 50, 402: 150}
     assert gateway.wait_until_settled(key) == 0
     assert gateway.balance(key) == 0
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_402_says_what_the_request_needs(gateway: Gateway) -> None:

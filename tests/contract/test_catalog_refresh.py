@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,23 @@ def serve_lists(lists: FakeModelLists) -> None:
 @pytest.fixture(scope="module", params=MODES)
 def gateway(request: pytest.FixtureRequest, lists: FakeModelLists, anthropic: FakeAnthropic,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    serve_lists(lists)
     data_dir = tmp_path_factory.mktemp(f"refresh-{request.param}")
-    with gateway_in_mode(request.param, refresh_config(lists, anthropic), data_dir, admin_token=ADMIN_TOKEN) as gateway:
+    with refreshing_gateway(request.param, lists, anthropic, data_dir) as gateway:
+        yield gateway
+
+
+@pytest.fixture(params=MODES)
+def unrefreshed_gateway(request: pytest.FixtureRequest, lists: FakeModelLists, anthropic: FakeAnthropic,
+                        tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway of the test's own, that no other test has refreshed."""
+    with refreshing_gateway(request.param, lists, anthropic, tmp_path) as gateway:
+        yield gateway
+
+
+@contextmanager
+def refreshing_gateway(mode: str, lists: FakeModelLists, anthropic: FakeAnthropic, data_dir: Path) -> Iterator[Gateway]:
+    serve_lists(lists)
+    with gateway_in_mode(mode, refresh_config(lists, anthropic), data_dir, admin_token=ADMIN_TOKEN) as gateway:
         yield gateway
 
 
@@ -140,7 +155,8 @@ def providers(gateway: Gateway, key: str) -> dict[str, dict[str, Any]]:
     return {provider["name"]: provider for provider in response.json()["data"]}
 
 
-def test_a_refresh_adds_priced_models_and_reports_the_rest(gateway: Gateway, lists: FakeModelLists) -> None:
+def test_a_refresh_adds_priced_models_and_reports_the_rest(unrefreshed_gateway: Gateway) -> None:
+    gateway = unrefreshed_gateway
     key = gateway.create_key("1")
     before = providers(gateway, key)["router"]
     assert (before["status"], before["last_refresh"]) == ("unknown", None)
@@ -199,6 +215,7 @@ def test_listed_models_carry_their_price_and_what_the_provider_said(gateway: Gat
 
     found = httpx.get(f"{gateway.base_url}/models/search", params={"q": "otters"}).json()["data"]
     assert [model["id"] for model in found] == ["router/vendor/new-model"]
+    refresh(gateway, provider="gem")
     found = httpx.get(f"{gateway.base_url}/models/search", params={"provider": "gem", "min_context_length": "1000000"})
     assert [model["id"] for model in found.json()["data"]] == ["gem/gemini-2.0-flash"]
 

@@ -170,7 +170,8 @@ def test_the_admin_view_needs_the_token_and_a_known_provider(gateway: Gateway) -
     assert response.status_code == 404 and response.json()["error"]["code"] == "provider_not_found"
 
 
-def test_health_lists_every_provider(gateway: Gateway) -> None:
+def test_health_lists_every_provider(gateway: Gateway, key: str) -> None:
+    assert ask(gateway, key, "fail:500@primary for backup") == "backup"  # whichever tests ran before this one
     listed = health(gateway)
     assert set(listed) == {"primary", "backup", "nowhere", "mock"}
     backup = listed["backup"]
@@ -178,7 +179,7 @@ def test_health_lists_every_provider(gateway: Gateway) -> None:
     assert backup == {"object": "provider_health", "provider": "backup", "status": "ok", "models": [],
                       "circuit": {"state": "closed", "failures": 0, "recent_failures": 0,
                                   "last_error_at": None, "opened_at": None, "retry_at": None}}
-    # Backup answered every request the earlier tests sent it; no prober runs here.
+    # Backup answered every request this module's tests sent it; no prober runs here.
     assert requests["count"] > 0 and requests["success_rate"] == 1.0 and requests["last_ok"] is True
     assert 0 < requests["latency_ms"]["p50"] <= requests["latency_ms"]["p95"]
     assert probe == {"count": 0, "success_rate": None, "latency_ms": {"p50": None, "p95": None}, "last_at": None,

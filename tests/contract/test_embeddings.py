@@ -68,7 +68,7 @@ def test_embeddings_and_their_charge(gateway: Gateway, key: str, upstream: FakeU
     assert (row["job_id"], row["model"], row["provider"]) == (job_id, "fake-embed", "fake")
     assert (row["input_tokens"], row["output_tokens"], row["images"], row["reported"]) == (TOKENS, 0, 0, True)
     assert (row["cost"], row["cost_micros"]) == ("0.000010", TOKENS * PRICE)
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_the_sdk_default_base64_decodes_to_the_same_vectors(gateway: Gateway, key: str, upstream: FakeUpstream) -> None:

@@ -66,7 +66,7 @@ def test_images_charged_per_image(gateway: Gateway, key: str, upstream: FakeUpst
     assert (row["job_id"], row["model"], row["images"], row["reported"]) == (job_id, "fake-image", 2, False)
     assert (row["input_tokens"], row["output_tokens"], row["cost_micros"]) == (4, 0, 2 * PER_IMAGE)
     assert (report["totals"]["images"], report["totals"]["by_model"][0]["images"]) == (2, 2)
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_b64_json_images(gateway: Gateway, key: str) -> None:

@@ -15,12 +15,19 @@ import openai
 import pytest
 
 from billing.limits import KeyLimits
+from tests.support.clock import clear_of_midnight
 from tests.support.gateway import ADMIN_TOKEN, Gateway
 
 # As in test_admission: worst case = cost = 8 micro-credits.
 REQUEST = {"model": "fake-output-priced", "max_tokens": 4, "messages": [{"role": "user", "content": "a b c"}]}
 COST = 8
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def one_utc_day() -> None:
+    """Each test's requests and spend fall in one UTC day (and month)."""
+    clear_of_midnight()
 
 
 def chat(gateway: Gateway, key: str, **overrides: Any) -> httpx.Response:
@@ -59,7 +66,7 @@ def test_a_burst_on_a_key_stops_exactly_at_its_limit(gateway: Gateway, kind: str
     spend = admin_key(gateway, gateway.key_id(key)).json()["spend"]
     assert spend == {"day": "0.000080", "month": "0.000080", "total": "0.000080"}
     assert chat(gateway, key).status_code == 402, "settled, the limit is still spent"
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_402_names_the_limit_and_what_is_left(gateway: Gateway) -> None:
@@ -110,7 +117,7 @@ def test_a_revoked_key_stops_at_once_and_for_good(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/user/balance", headers={"authorization": f"Bearer {key}"}).status_code == 401
     assert error_of(patch_key(gateway, key_id, {"revoked": False}))[:2] == (400, "invalid_request_error")
     assert admin_key(gateway, key_id).json()["revoked"] is True
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_limits_and_expiry_change_through_the_admin_api(gateway: Gateway) -> None:
@@ -141,7 +148,7 @@ def test_limits_and_expiry_change_through_the_admin_api(gateway: Gateway) -> Non
     assert chat(gateway, key).status_code == 200
     assert gateway.wait_until_settled(key) == 0
     assert gateway.balance(key) == 1_000_000 - 4 * COST
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 @pytest.mark.parametrize("body", [

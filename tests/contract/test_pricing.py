@@ -44,7 +44,7 @@ def test_a_request_is_charged_the_list_price_plus_markup(gateway: Gateway) -> No
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (PROMPT_TOKENS, COMPLETION_TOKENS)
     assert completion.usage.model_extra["cost"] == "0.001804"
     assert gateway.wait_for_balance(key, 1_000_000 - COST) == 1_000_000 - COST
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_the_charge_agrees_with_the_library_own_calculator() -> None:

@@ -64,8 +64,14 @@ def test_rows_are_the_accounts_own_newest_first_with_totals(gateway: Gateway, ac
     assert totals["input_tokens"] == sum(row["input_tokens"] for row in rows)
     assert [(m["model"], m["requests"], m["cost"]) for m in totals["by_model"]] == [
         ("fake-output-priced", 3, "0.000024"), ("fake-small", 1, str(account["costs"][1]))]
-    today = datetime.now(UTC).date().isoformat()
-    assert [(d["day"], d["requests"], Decimal(d["cost"])) for d in totals["by_day"]] == [(today, 4, spent)]
+    # By the UTC day each request was recorded on (all today, unless the requests straddled midnight).
+    days: dict[str, list[Decimal]] = {}
+    for row in rows:
+        days.setdefault(datetime.fromisoformat(row["created_at"]).astimezone(UTC).date().isoformat(), []).append(
+            Decimal(row["cost"]))
+    assert [(d["day"], d["requests"], Decimal(d["cost"])) for d in totals["by_day"]] == [
+        (day, len(costs), sum(costs)) for day, costs in sorted(days.items())]
+    assert sum(d["requests"] for d in totals["by_day"]) == 4
 
     stranger = usage(gateway, account["stranger"]).json()
     assert len(stranger["data"]) == 1 and stranger["totals"]["requests"] == 1

@@ -60,13 +60,22 @@ def distributed_services(providers: list[str]) -> Iterator[Distributed]:
     database = f"gatewayz_test_{suffix}"
     asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
     base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    services = Distributed(BROKER_URL, REDIS_URL, f"{base}/{database}", f"gztest{suffix}")
     try:
-        yield services
+        with fresh_namespace(providers, f"gztest{suffix}") as namespace:
+            yield Distributed(BROKER_URL, REDIS_URL, f"{base}/{database}", namespace)
     finally:
-        asyncio.run(delete_namespace(services.namespace, providers))
-        asyncio.run(_delete_redis_keys(services.namespace))
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@contextmanager
+def fresh_namespace(providers: list[str], namespace: str | None = None) -> Iterator[str]:
+    """A namespace of queues, exchanges and Redis keys of its own, deleted after."""
+    namespace = namespace or f"gztest{uuid.uuid4().hex[:10]}"
+    try:
+        yield namespace
+    finally:
+        asyncio.run(delete_namespace(namespace, providers))
+        asyncio.run(_delete_redis_keys(namespace))
 
 
 async def _admin(statement: str) -> None:
