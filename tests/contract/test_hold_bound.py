@@ -144,7 +144,7 @@ def test_usage_beyond_the_hold_is_not_charged(gateway: Gateway, stream: bool) ->
     assert gateway.wait_until_settled(key) == 0
     assert gateway.balance(key) == 1_000_000 - hold
     assert hold_and_charge(gateway, response.headers["x-gatewayz-job-id"]) == (hold, hold, 100_000 * 2 - hold)
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 def test_embeddings_beyond_the_hold_are_not_charged(gateway: Gateway) -> None:

@@ -276,7 +276,7 @@ def test_boundary_values_are_answered_or_refused_never_a_server_error(gateway: G
             balance = gateway.balance(key)
         problems += [f"{literal[:40]!s}: {problem}" for problem in found]
     assert problems == [], "\n".join(problems)
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 QUEUE_HEADER = "x-gatewayz-max-queue-ms"

@@ -187,7 +187,7 @@ def test_an_account_id_out_of_range_is_refused_and_credits_nothing(gateway: Gate
     fixed["data"]["object"].pop("client_reference_id", None)
     assert deliver(gateway, json.dumps(fixed)).json() == {"received": True, "credited": True}
     assert gateway.balance(key) == 5_000_000
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 @pytest.mark.parametrize("session, mentions", [
@@ -207,7 +207,7 @@ def test_an_amount_out_of_range_is_refused_and_credits_nothing(gateway: Gateway,
                                        for name, value in session["metadata"].items()}}
     assert_refused(deliver(gateway, checkout_event(session)), mentions=mentions)
     assert gateway.balance(key) == 0
-    assert gateway.reconcile() == []
+    assert gateway.reconcile(key) == []
 
 
 @pytest.mark.parametrize("payload", ["{not json", "[1, 2]", '{"id": "evt_1", "type": "checkout.session.completed"}',
