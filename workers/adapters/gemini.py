@@ -25,12 +25,11 @@ which becomes the ``retry-after``. Vertex AI wraps errors in a JSON array.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from schema.catalog import ProviderSpec
@@ -70,7 +69,7 @@ def _retry_delay(error: dict[str, Any]) -> float | None:
 
 
 class GeminiHTTP(ProviderHTTP):
-    def status_error(self, status: int, content: bytes, headers: httpx.Headers | dict[str, str]) -> UpstreamError:
+    def status_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
         error = _error_object(content)
         if error is None:
             return super().status_error(status, content, headers)

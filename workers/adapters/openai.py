@@ -11,6 +11,7 @@ what was used whatever the client asked).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -50,14 +51,16 @@ class OpenAIAdapter:
             "stream": True,
             "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
         }
-        async for _, chunk in self._http.events("/chat/completions", body):
-            if chunk == "[DONE]":
-                return
-            if isinstance(chunk, str):
-                continue
-            if chunk.get("error"):
-                raise self._http.status_error(502, orjson.dumps(chunk), {})
-            yield chunk
+        # Closed here, not when collected: a stream given up closes its connection at once.
+        async with aclosing(self._http.events("/chat/completions", body)) as events:
+            async for _, chunk in events:
+                if chunk == "[DONE]":
+                    return
+                if isinstance(chunk, str):
+                    continue
+                if chunk.get("error"):
+                    raise self._http.status_error(502, orjson.dumps(chunk), {})
+                yield chunk
         raise UpstreamError(f"provider {self._name!r} ended the stream without [DONE]")
 
     async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
