@@ -24,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import orjson
@@ -326,20 +326,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def stop_on_signals() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the cleanup runs either way."""
+def run_to_the_end(run: Callable[[argparse.Namespace], int], arguments: argparse.Namespace) -> NoReturn:
+    """Exit with ``run(arguments)``'s status. SIGTERM unwinds like Ctrl-C,
+    so the run's cleanup happens either way."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-
-
-def main(argv: list[str] | None = None) -> None:
-    arguments = parse_arguments(argv)
-    stop_on_signals()
     try:
         sys.exit(run(arguments))
     except KeyboardInterrupt:
         print("\ninterrupted; the processes, database and queues the run made were removed", file=sys.stderr)
         sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_to_the_end(run, parse_arguments(argv))
 
 
 if __name__ == "__main__":

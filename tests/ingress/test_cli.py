@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.support.processes import background, free_port, gatewayz, wait_for_line, wait_until_healthy
-from tests.support.services import distributed_services
+from tests.support.services import Distributed, distributed_services
 
 HELLO = [{"role": "user", "content": "hello gateway"}]
 
@@ -118,13 +118,18 @@ def test_migrate_does_not_need_a_valid_catalog(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def distributed_key(services: Distributed, tmp_path: Path, name: str) -> tuple[dict[str, str], str]:
+    """The distributed roles' environment, on a migrated database, and a key of ``name`` with 1 credit."""
+    env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
+           "GATEWAYZ_CONFIG": ""}
+    assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
+    created = gatewayz("keys", "create", "--name", name, "--credits", "1", env=env, cwd=tmp_path)
+    return env, created.stdout.strip().splitlines()[-1]
+
+
 def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
     with distributed_services(["mock"]) as services:
-        env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
-               "GATEWAYZ_CONFIG": ""}
-        assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
-        created = gatewayz("keys", "create", "--name", "bob", "--credits", "1", env=env, cwd=tmp_path)
-        key = created.stdout.strip().splitlines()[-1]
+        env, key = distributed_key(services, tmp_path, "bob")
         port = free_port()
         with (
             background("ingress", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "ingress.log") as ingress,
@@ -169,11 +174,7 @@ def _settled_balance(port: int, key: str, *, unchanged: int) -> int:
 
 def test_ingress_runs_several_processes_on_one_port(tmp_path: Path) -> None:
     with distributed_services(["mock"]) as services:
-        env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
-               "GATEWAYZ_CONFIG": ""}
-        assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
-        created = gatewayz("keys", "create", "--name", "carol", "--credits", "1", env=env, cwd=tmp_path)
-        key = created.stdout.strip().splitlines()[-1]
+        env, key = distributed_key(services, tmp_path, "carol")
         port, log = free_port(), tmp_path / "ingress.log"
         with (
             background("ingress", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path, log=log) as ingress,
