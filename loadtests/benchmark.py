@@ -258,6 +258,7 @@ def run(arguments: argparse.Namespace) -> int:
     started = time.monotonic()
     targets.raise_fd_limit()
     load_before = os.getloadavg()
+    measured = git_state()
     print(f"logs: {logs}", flush=True)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayz-bench-")))
@@ -284,7 +285,7 @@ def run(arguments: argparse.Namespace) -> int:
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "git": git_state(),
+        "git": measured,  # the code that ran, not what the tree holds by the end
         "results": [dataclasses.asdict(result) for result in results],
         "added_latency": report.added_latency(results),
         "billing": [{**dataclasses.asdict(bill), "exact": bill.exact} for bill in billing],

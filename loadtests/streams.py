@@ -322,6 +322,7 @@ def run(arguments: argparse.Namespace) -> int:
         print(f"the file limit is {limit}: too low for {arguments.streams} streams", file=sys.stderr)
         return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    measured = git_state()
     logs = RESULTS / f"streams-{stamp}-logs"
     logs.mkdir(parents=True)
     output = arguments.output or RESULTS / f"streams-{stamp}.json"
@@ -349,7 +350,7 @@ def run(arguments: argparse.Namespace) -> int:
         "command": " ".join(["python", "-m", "loadtests.streams", *sys.argv[1:]]),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()},
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
-        "git": git_state(),
+        "git": measured,  # the code that ran, not what the tree holds by the end
         "results": [dataclasses.asdict(result) for result in results],
         "failures": failures,
     }
