@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 INTERVAL = 0.01  # seconds between samples
-FLUSH_EVERY = 100  # samples, about a second
+FLUSH_EVERY = 1.0  # seconds between writes
 
 
 def launcher(directory: Path) -> Callable[[str, list[str]], list[str]]:
@@ -79,18 +79,20 @@ class _Probe:
         self._output: TextIO | None = None
         self._pending: list[str] = []
         self._due = 0.0
+        self._flushed = time.monotonic()
 
     def tick(self) -> None:
         # The clock, not loop.time(): uvloop's is libuv's, cached per loop iteration.
         now = time.monotonic()
         if self._due:
             self._pending.append(f"{now:.4f} {max(now - self._due, 0.0):.5f}\n")
-            if len(self._pending) >= FLUSH_EVERY:
-                self._flush()
+            if now - self._flushed >= FLUSH_EVERY:
+                self._flush(now)
         self._due = now + INTERVAL
         self._loop.call_later(INTERVAL, self.tick)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float) -> None:
+        self._flushed = now
         if self._output is None:  # opened here, so a forked process writes a file of its own
             self._output = (self._directory / f"{os.getpid()}.lag").open("a")
         self._output.write("".join(self._pending))
