@@ -58,6 +58,16 @@ def test_first_start_then_keys_while_serving(tmp_path: Path) -> None:
         assert "OPENAI_API_KEY=" not in log2.read_text()
 
 
+def test_serve_runs_each_pool_at_the_concurrency_asked(tmp_path: Path) -> None:
+    env, port = {**embedded_env(tmp_path), "GATEWAYZ_ADMIN_TOKEN": "admin-secret"}, free_port()
+    log = tmp_path / "serve.log"
+    with background("serve", "--port", str(port), "--concurrency", "3", env=env, cwd=tmp_path, log=log) as serve:
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve, log)
+        pools = httpx.get(f"http://127.0.0.1:{port}/admin/pools", headers={"authorization": "Bearer admin-secret"})
+    assert pools.status_code == 200, pools.text
+    assert {pool["provider"]: pool["concurrency"] for pool in pools.json()["data"]}["mock"] == 3
+
+
 @pytest.mark.parametrize("credits", ["-1", "lots", "0.0000001"])
 def test_keys_create_refuses_bad_credits(tmp_path: Path, credits: str) -> None:
     result = gatewayz("keys", "create", "--name", "x", "--credits", credits, env=embedded_env(tmp_path), cwd=tmp_path)
