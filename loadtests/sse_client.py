@@ -30,6 +30,7 @@ class StreamCall(asyncio.Protocol):
         self._request = request
         self.done = done
         self.started = time.monotonic()  # from before connecting: a new connection is part of the wait
+        self.connected_at: float | None = None
         self.headers_at: float | None = None
         self.ended_at: float | None = None
         self.tokens = array("d")  # time.monotonic() of each event carrying content
@@ -42,6 +43,7 @@ class StreamCall(asyncio.Protocol):
         self._skip = 0  # the CRLF after a chunk's data
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected_at = time.monotonic()
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but is one
         self._transport.write(self._request)
 

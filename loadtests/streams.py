@@ -12,7 +12,8 @@ from the end of the ramp until the first finishes. It reports:
 
 - whether every stream completed (``data: [DONE]``), and the errors;
 - memory per stream: the growth of each gateway process's resident memory
-  from before the ramp to its peak, divided by the streams open at the peak;
+  from before the ramp to its peak, divided by the most streams open at once
+  (connected and not ended);
 - event-loop lag of each gateway process (``loadtests.lagprobe``: a timer
   every 10 ms noting how late it ran), while the streams open (the ramp)
   and while they are all open (the hold), p50, p99 and max;
@@ -205,7 +206,8 @@ async def _sample(processes: dict[str, psutil.Process], calls: list[StreamCall],
             except psutil.Error:
                 continue
         now = time.monotonic()
-        opened = sum(1 for call in calls if call.headers_at is not None and not call.done.done())
+        # Connected and not ended: what the gateway holds, answered yet or not.
+        opened = sum(1 for call in calls if call.connected_at is not None and not call.done.done())
         samples.append(Sample(now, opened, rss, cpu))
         await asyncio.sleep(SAMPLE_EVERY)
 
