@@ -1,7 +1,10 @@
 """The side-by-side benchmark: the fake upstream directly, the gateway
 embedded (``gatewayz serve``) and the gateway distributed (``ingress`` +
-``worker`` + ``billing`` on RabbitMQ, Redis and PostgreSQL), all in front of
-the same fake upstream, at the same concurrency levels, JSON and streaming.
+``worker`` + ``billing`` on RabbitMQ, Redis and PostgreSQL; ``--ingress-workers``
+and ``--worker-processes`` to scale it out) and, when asked, the LiteLLM proxy
+(``--targets ...,litellm``), all in front of the same fake upstream, at the
+same concurrency levels, JSON and streaming, then streams from a slow
+upstream at high concurrency.
 
     python -m loadtests.benchmark [--requests 500] [--duration 10] [--concurrency 1,16,64]
 
