@@ -8,9 +8,11 @@ real services when their URLs are set). ``ingress``, ``worker``, ``billing``,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -25,7 +27,8 @@ from billing.ledger import Discrepancy, Ledger
 from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
-from ingress.runtime import Runtime, embedded_roles, open_runtime
+from ingress.processes import serve_processes
+from ingress.runtime import EMBEDDED_CONCURRENCY, Runtime, embedded_roles, open_runtime
 from ingress.server import http_config
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.database import create_engine, migrate
@@ -77,11 +80,14 @@ def main() -> None:
 @host_option
 @port_option
 @config_option
-def serve(host: str, port: int, config_path: Path | None) -> None:
+@click.option("--concurrency", default=EMBEDDED_CONCURRENCY, show_default=True, type=click.IntRange(1, 10_000),
+              help="jobs each provider's pool runs at once")
+def serve(host: str, port: int, config_path: Path | None, concurrency: int) -> None:
     """Run every role in one process (embedded unless the service URLs are set)."""
     settings, config = _settings(config_path)
     uvloop.run(_first_start(settings, port))
-    app = create_app(settings, config, roles=embedded_roles, apply_migrations=True)
+    app = create_app(settings, config, roles=functools.partial(embedded_roles, concurrency=concurrency),
+                     apply_migrations=True)
     _serve_http(app, host, port, settings)
 
 
@@ -89,10 +95,23 @@ def serve(host: str, port: int, config_path: Path | None) -> None:
 @host_option
 @port_option
 @config_option
-def ingress(host: str, port: int, config_path: Path | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="processes serving the port, each a whole ingress (one per core)")
+def ingress(host: str, port: int, config_path: Path | None, workers: int) -> None:
     """Run the HTTP API only (jobs go to the broker)."""
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
-    _serve_http(create_app(settings, config), host, port, settings)
+    app = create_app(settings, config)
+    if workers == 1:
+        _serve_http(app, host, port, settings)
+        return
+    key_secret(settings)  # made now if it is to be made, not by several processes at once
+    try:
+        status = serve_processes(_http_config(app, host, port, settings), workers)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    if status:
+        click.echo("Error: an ingress process could not start; see its log above", err=True)
+        sys.exit(status)
 
 
 @main.command()
@@ -273,9 +292,12 @@ async def _first_start(settings: Settings, port: int) -> None:
 
 
 def _serve_http(app: object, host: str, port: int, settings: Settings) -> None:
-    config = http_config(app, settings, host=host, port=port, log_level=settings.log_level.lower(),
-                         timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
+    uvicorn.Server(_http_config(app, host, port, settings)).run()
+
+
+def _http_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    return http_config(app, settings, host=host, port=port, log_level=settings.log_level.lower(),
+                       timeout_graceful_shutdown=10)
 
 
 async def _run_role(settings: Settings, config: GatewayConfig, start: Callable[[Runtime], object]) -> None:

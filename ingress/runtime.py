@@ -247,9 +247,10 @@ async def _stop(tasks: Iterable[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def embedded_roles(runtime: Runtime) -> None:
-    """``gatewayz serve``: every provider's pool and billing in this process."""
+def embedded_roles(runtime: Runtime, *, concurrency: int = EMBEDDED_CONCURRENCY) -> None:
+    """``gatewayz serve``: every provider's pool (``concurrency`` jobs at
+    once each) and billing in this process."""
     for name in runtime.catalog.providers:
-        runtime.start_pool(name, EMBEDDED_CONCURRENCY)
+        runtime.start_pool(name, concurrency)
     runtime.start_billing()
     runtime.start_prober()

@@ -1,7 +1,10 @@
 """The side-by-side benchmark: the fake upstream directly, the gateway
 embedded (``gatewayz serve``) and the gateway distributed (``ingress`` +
-``worker`` + ``billing`` on RabbitMQ, Redis and PostgreSQL), all in front of
-the same fake upstream, at the same concurrency levels, JSON and streaming.
+``worker`` + ``billing`` on RabbitMQ, Redis and PostgreSQL; ``--ingress-workers``
+and ``--worker-processes`` to scale it out) and, when asked, the LiteLLM proxy
+(``--targets ...,litellm``), all in front of the same fake upstream, at the
+same concurrency levels, JSON and streaming, then streams from a slow
+upstream at high concurrency.
 
     python -m loadtests.benchmark [--requests 500] [--duration 10] [--concurrency 1,16,64]
 
@@ -24,26 +27,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import orjson
 import uvloop
 
-from loadtests import report, targets
+from loadtests import litellm_proxy, report, targets
 from loadtests.cpu import SERVICE_PORTS, CpuMeter, listening_pids
 from loadtests.load import LevelResult, Target, balance_micros, chat_body, measure, send
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = ("direct", "embedded", "distributed")
+TARGETS = ("direct", "embedded", "distributed", "litellm")
+DEFAULT_TARGETS = ("direct", "embedded", "distributed")  # LiteLLM is installed on first use: asked for by name
 WARMUP_ATTEMPTS = 50
 SETTLE_TIMEOUT = 30.0
-# CPU of these is counted with their children (per-connection backends, helpers).
-WITH_CHILDREN = frozenset({"postgres", "rabbitmq"})
+# CPU of these is counted with their children (per-connection backends, helpers,
+# the processes of `gatewayz ingress --workers`, LiteLLM's).
+WITH_CHILDREN = frozenset({"postgres", "rabbitmq", "ingress", "litellm"})
 
 T = TypeVar("T")
 
@@ -55,10 +60,26 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds per level after which no request is started (default 10)")
     parser.add_argument("--concurrency", type=_levels, default=(1, 16, 64),
                         help="comma-separated concurrency levels (default 1,16,64)")
-    parser.add_argument("--targets", type=_targets, default=TARGETS,
-                        help="comma-separated subset of direct,embedded,distributed (default all)")
-    parser.add_argument("--words", type=int, default=20, help="words in each reply (default 20)")
-    parser.add_argument("--worker-concurrency", type=int, default=64, help="the distributed worker's --concurrency")
+    parser.add_argument("--targets", type=_targets, default=DEFAULT_TARGETS,
+                        help="comma-separated subset of direct,embedded,distributed,litellm "
+                             "(default direct,embedded,distributed)")
+    parser.add_argument("--words", type=int, default=15,
+                        help="words in each JSON reply (default 15: 16 tokens with the `Echo:` prefix)")
+    parser.add_argument("--stream-words", type=int, default=63,
+                        help="words in each streamed reply (default 63: 64 tokens)")
+    parser.add_argument("--slow-concurrency", type=int, default=256,
+                        help="concurrency of the slow-upstream stream level (default 256; 0: none)")
+    parser.add_argument("--slow-upstream", type=_pacing, default=(200, 10), metavar="FIRST_MS:EVERY_MS",
+                        help="the slow upstream: ms to the first token, ms between tokens (default 200:10)")
+    parser.add_argument("--worker-concurrency", type=int, default=64,
+                        help="jobs each pool runs at once: each distributed worker's and the embedded pool's "
+                             "--concurrency (default 64)")
+    parser.add_argument("--ingress-workers", type=int, default=1,
+                        help="distributed: `gatewayz ingress --workers`, processes on the port (default 1)")
+    parser.add_argument("--worker-processes", type=int, default=1,
+                        help="distributed: `gatewayz worker` processes for the provider (default 1)")
+    parser.add_argument("--litellm-venv", type=Path, default=litellm_proxy.VENV,
+                        help="where LiteLLM is installed on first use (default loadtests/.litellm-venv)")
     parser.add_argument("--credits", type=int, default=1_000_000, help="credits of the benchmark's API keys")
     parser.add_argument("--gateway-setting", dest="gateway_settings", type=_setting, action="append", default=[],
                         metavar="GATEWAYZ_NAME=VALUE",
@@ -71,8 +92,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default loadtests/results/bench-<time>.json)")
     arguments = parser.parse_args(argv)
-    if arguments.requests < 1 or arguments.duration <= 0 or arguments.words < 1:
-        parser.error("--requests, --duration and --words must be positive")
+    if min(arguments.requests, arguments.words, arguments.stream_words, arguments.ingress_workers,
+           arguments.worker_processes) < 1 or arguments.duration <= 0 or arguments.slow_concurrency < 0:
+        parser.error("--requests, --duration, --words, --stream-words, --ingress-workers and --worker-processes "
+                     "must be positive, --slow-concurrency not negative")
     return arguments
 
 
@@ -81,6 +104,13 @@ def _levels(text: str) -> tuple[int, ...]:
     if not levels or min(levels) < 1:
         raise argparse.ArgumentTypeError("concurrency levels are positive integers")
     return levels
+
+
+def _pacing(text: str) -> tuple[int, int]:
+    first, colon, every = text.partition(":")
+    if not colon or not first.isdigit() or not every.isdigit():
+        raise argparse.ArgumentTypeError("the slow upstream looks like FIRST_MS:EVERY_MS, e.g. 200:10")
+    return int(first), int(every)
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -102,39 +132,50 @@ async def bench_target(
 ) -> tuple[list[LevelResult], report.Billing | None]:
     """Warm the target up (connections, pools, queues), run every level, then
     check that the gateway charged each successful request exactly once."""
-    prompt = f"words:{arguments.words}"
+    # The fake upstream counts one prompt token ("words:N") and N + 1 completion tokens ("Echo:" and N words).
+    kinds = {False: (f"words:{arguments.words}", targets.cost_micros(1, arguments.words + 1)),
+             True: (f"words:{arguments.stream_words}", targets.cost_micros(1, arguments.stream_words + 1))}
+    slow = f"pace:{arguments.stream_words}:{arguments.slow_upstream[0]}:{arguments.slow_upstream[1]}"
+    levels = [(stream, concurrency, kinds[stream][0], "instant", arguments.requests)
+              for stream in (False, True) for concurrency in arguments.concurrency]
+    if arguments.slow_concurrency:
+        # Timed only: --requests would end it after a wave or two of slow streams.
+        levels.append((True, arguments.slow_concurrency, slow, "{}+{}ms/token".format(*arguments.slow_upstream),
+                       sys.maxsize))
     results = []
     async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(target.client()) for _ in range(max(arguments.concurrency))]
+        users = max(level[1] for level in levels)
+        clients = [await stack.enter_async_context(target.client()) for _ in range(users)]
         client = clients[0]
-        before = await balance_micros(client) if target.api_key else None
+        before = await balance_micros(client) if target.billed else None
         warming = time.monotonic()
-        succeeded = await _warm_up(target, clients, prompt)
-        print(f"  warm-up: {succeeded} requests in {time.monotonic() - warming:.1f}s", flush=True)
-        for stream in (False, True):
-            for concurrency in arguments.concurrency:
-                cpu_before = meter.snapshot()
-                result = await measure(target, clients, prompt=prompt, stream=stream, concurrency=concurrency,
-                                       requests=arguments.requests, duration=arguments.duration)
-                result.cpu_s = meter.spent(cpu_before, meter.snapshot())
-                print(f"  {_cell_line(result)}", flush=True)
-                results.append(result)
-                succeeded += result.ok
+        warmed = await _warm_up(target, clients, {stream: prompt for stream, (prompt, _) in kinds.items()})
+        print(f"  warm-up: {sum(warmed.values())} requests in {time.monotonic() - warming:.1f}s", flush=True)
+        succeeded = sum(warmed.values())
+        expected = sum(ok * kinds[stream][1] for stream, ok in warmed.items())
+        for stream, concurrency, prompt, upstream, requests in levels:
+            cpu_before = meter.snapshot()
+            result = await measure(target, clients, prompt=prompt, stream=stream, concurrency=concurrency,
+                                   requests=requests, duration=arguments.duration)
+            result.cpu_s = meter.spent(cpu_before, meter.snapshot())
+            result.upstream = upstream
+            print(f"  {_cell_line(result)}", flush=True)
+            results.append(result)
+            succeeded += result.ok
+            expected += result.ok * kinds[stream][1]
         if before is None:
             return results, None
-        # The fake upstream counts one prompt token ("words:N") and N + 1 completion tokens ("Echo:" and N words).
-        expected = succeeded * targets.cost_micros(1, arguments.words + 1)
-        billing = await _settled(target, client, before, expected, succeeded)
+        billing = await settled(target, client, before, expected, succeeded)
     print(f"  {target.name}: charged {billing.spent_micros} micro-credits for {billing.requests_ok} requests "
           f"(expected {billing.expected_micros}) after {billing.settled_after_s}s", flush=True)
     return results, billing
 
 
-async def _warm_up(target: Target, clients: list[httpx.AsyncClient], prompt: str) -> int:
+async def _warm_up(target: Target, clients: list[httpx.AsyncClient], prompts: dict[bool, str]) -> dict[bool, int]:
     """Wait until one request succeeds (a worker may still be connecting to
     its queue), then open every client's connection with a short burst of
-    each kind. Returns how many requests succeeded."""
-    body = chat_body(target.model, prompt, False)
+    each kind. Returns how many requests of each kind (streamed or not) succeeded."""
+    body = chat_body(target.model, prompts[False], False)
     for _ in range(WARMUP_ATTEMPTS):
         sample = await send(clients[0], body, False)
         if sample.error is None:
@@ -142,15 +183,15 @@ async def _warm_up(target: Target, clients: list[httpx.AsyncClient], prompt: str
         await asyncio.sleep(0.2)
     else:
         raise RuntimeError(f"{target.name}: no request succeeded during warm-up (last: {sample.error})")
-    succeeded = 1
+    succeeded = {False: 1, True: 0}
     for stream in (False, True):
-        burst = await measure(target, clients, prompt=prompt, stream=stream, concurrency=len(clients),
-                              requests=len(clients) * 2, duration=10.0)
-        succeeded += burst.ok
+        burst = await measure(target, clients, prompt=prompts[stream], stream=stream, concurrency=len(clients),
+                              requests=len(clients), duration=10.0)
+        succeeded[stream] += burst.ok
     return succeeded
 
 
-async def _settled(
+async def settled(
     target: Target, client: httpx.AsyncClient, before: int, expected: int, requests: int
 ) -> report.Billing:
     """Wait (bounded) for settlement to catch up with the run, then read what it charged."""
@@ -163,7 +204,7 @@ async def _settled(
 
 
 def _cell_line(result: LevelResult) -> str:
-    line = (f"{result.target:<11} {'stream' if result.stream else 'json  '} c={result.concurrency:<3} "
+    line = (f"{result.target:<11} {report.mode(result)} c={result.concurrency:<3} "
             f"ok={result.ok}/{result.started} {result.requests_per_s} req/s "
             f"p50={result.p50_ms}ms p99={result.p99_ms}ms")
     if result.stream:
@@ -181,7 +222,13 @@ def _started(name: str, upstream: targets.Upstream, workdir: Path, logs: Path,
         return
     target_dir = workdir / name
     target_dir.mkdir()
-    options = targets.GatewayOptions(arguments.credits, arguments.worker_concurrency, dict(arguments.gateway_settings))
+    if name == "litellm":
+        with litellm_proxy.litellm(upstream.port, target_dir, logs, arguments.litellm_venv) as running:
+            yield running
+        return
+    options = targets.GatewayOptions(arguments.credits, arguments.worker_concurrency, dict(arguments.gateway_settings),
+                                     ingress_workers=arguments.ingress_workers,
+                                     worker_processes=arguments.worker_processes)
     if name == "embedded":
         with targets.embedded(upstream.port, target_dir, logs, options) as running:
             yield running
@@ -212,6 +259,9 @@ def run(arguments: argparse.Namespace) -> int:
     billing: list[report.Billing] = []
     failures: dict[str, str] = {}
     started = time.monotonic()
+    targets.raise_fd_limit()
+    load_before = os.getloadavg()
+    measured = git_state()
     print(f"logs: {logs}", flush=True)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayz-bench-")))
@@ -236,8 +286,9 @@ def run(arguments: argparse.Namespace) -> int:
         "wall_s": round(time.monotonic() - started, 1),
         "command": " ".join(["python", "-m", "loadtests.benchmark", *sys.argv[1:]]),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "git": _git_state(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "git": measured,  # the code that ran, not what the tree holds by the end
         "results": [dataclasses.asdict(result) for result in results],
         "added_latency": report.added_latency(results),
         "billing": [{**dataclasses.asdict(bill), "exact": bill.exact} for bill in billing],
@@ -258,7 +309,7 @@ def run(arguments: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _git_state() -> dict[str, object]:
+def git_state() -> dict[str, object]:
     """The commit measured, and whether the work tree differed from it."""
     state: dict[str, object] = {"commit": None, "dirty": None}
     try:
@@ -279,9 +330,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def main(argv: list[str] | None = None) -> None:
-    arguments = parse_arguments(argv)
-    # SIGTERM unwinds like Ctrl-C, so the cleanup runs either way.
+def run_to_the_end(run: Callable[[argparse.Namespace], int], arguments: argparse.Namespace) -> NoReturn:
+    """Exit with ``run(arguments)``'s status. SIGTERM unwinds like Ctrl-C,
+    so the run's cleanup happens either way."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -289,6 +340,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted; the processes, database and queues the run made were removed", file=sys.stderr)
         sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_to_the_end(run, parse_arguments(argv))
 
 
 if __name__ == "__main__":

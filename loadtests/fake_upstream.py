@@ -24,6 +24,11 @@ each one:
   leaves;
 - ``tool`` answers with a streamed tool call when ``tools`` were given;
 - ``words:<n>`` answers with n words (benchmarks);
+- ``pace:<n>:<first_ms>:<every_ms>`` answers with n words, streamed the
+  first after ``first_ms`` and each next one ``every_ms`` later, as a
+  provider's time to first token and decoding speed (benchmarks; a JSON
+  answer waits as long in all); ``tick:<n>`` is n words one a second, for
+  many long-open streams;
 - ``usage:<prompt>:<completion>`` (chat; embeddings: ``usage:<prompt>``)
   reports that usage whatever it answered, as a provider that miscounts or
   ignores ``max_tokens`` would;
@@ -82,9 +87,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class FakeUpstream:
     """The ASGI app plus what it saw, for tests to inspect."""
 
-    def __init__(self, api_key: str | None = None, *, name: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, *, name: str | None = None, record: bool = True) -> None:
         self.api_key = api_key
         self.name = name
+        # Run alone (benchmarks), nobody reads them: keeping every request
+        # would make the garbage collector's pauses grow with the run.
+        self.record = record
         self.requests: list[dict[str, Any]] = []
         self.listings = 0  # GET /v1/models calls (health probes, catalog refreshes)
         self.completed: list[str] = []  # the last user message of each stream that reached [DONE]
@@ -108,7 +116,8 @@ class FakeUpstream:
     async def _received(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         """The request's body, recorded; and the answer, when the key is wrong."""
         body = orjson.loads(await request.body())
-        self.requests.append({"headers": dict(request.headers), "body": body})
+        if self.record:
+            self.requests.append({"headers": dict(request.headers), "body": body})
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return body, _error(401, "Incorrect API key provided")
         return body, None
@@ -152,7 +161,9 @@ class FakeUpstream:
         command, argument = self._command(said)
         if (commanded := await self._obey(command, argument, request, said)) is not None:
             return commanded
-        words = said.split() if command not in ("words", "stall") else ["w"] * int(argument)
+        counted = command in ("words", "stall", "pace", "tick")
+        words = ["w"] * int(argument.partition(":")[0]) if counted else said.split()
+        pacing = _pacing(command, argument)
         reply = ["Echo:", *words]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply), "total_tokens": prompt_tokens + len(reply)}
@@ -162,6 +173,8 @@ class FakeUpstream:
         model = body.get("model")
         tool_call = command == "tool" and bool(body.get("tools"))
         if not body.get("stream"):
+            if pacing is not None:  # the whole answer takes as long as its stream would
+                await asyncio.sleep(pacing[0] + pacing[1] * (len(reply) - 1))
             message: dict[str, Any] = {"role": "assistant", "content": " ".join(reply)}
             finish = "stop"
             if tool_call:
@@ -174,7 +187,7 @@ class FakeUpstream:
             })
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         return StreamingResponse(
-            self._stream(completion_id, model, reply, usage, include_usage, command, tool_call, body, said),
+            self._stream(completion_id, model, reply, usage, include_usage, command, tool_call, body, said, pacing),
             media_type="text/event-stream",
         )
 
@@ -231,15 +244,16 @@ class FakeUpstream:
             answer["data"] = [{"url": f"data:image/png;base64,{encoded}", "revised_prompt": prompt} for _ in range(count)]
         return JSONResponse(answer)
 
-    async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body, said):  # type: ignore[no-untyped-def]
+    async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body, said, pacing):  # type: ignore[no-untyped-def]
         try:
-            async for chunk in self._chunks(completion_id, model, reply, usage, include_usage, command, tool_call, body):
+            async for chunk in self._chunks(completion_id, model, reply, usage, include_usage, command, tool_call, body,
+                                            pacing):
                 yield chunk
         except (asyncio.CancelledError, GeneratorExit):  # the client went (a `drop` is the fake's own doing)
             self.left.append(said)
             raise
 
-    async def _chunks(self, completion_id, model, reply, usage, include_usage, command, tool_call, body):  # type: ignore[no-untyped-def]
+    async def _chunks(self, completion_id, model, reply, usage, include_usage, command, tool_call, body, pacing):  # type: ignore[no-untyped-def]
         base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -264,6 +278,8 @@ class FakeUpstream:
                     raise ConnectionResetError("fake upstream dropped the stream")
                 if command == "slow":
                     await asyncio.sleep(0.05)
+                elif pacing is not None:
+                    await asyncio.sleep(pacing[0] if position == 0 else pacing[1])
                 yield event([{"index": 0, "delta": {"content": word if position == 0 else f" {word}"}, "finish_reason": None}])
             if command == "stall":
                 await asyncio.sleep(3600)  # cancelled when the client leaves
@@ -273,6 +289,16 @@ class FakeUpstream:
         yield b"data: [DONE]\n\n"
         self.completed.append(_text(next((m.get("content") for m in reversed(body.get("messages") or [])
                                            if m.get("role") == "user"), "")))
+
+
+def _pacing(command: str, argument: str) -> tuple[float, float] | None:
+    """Seconds to the first word and between words, for ``pace`` and ``tick``."""
+    if command == "tick":
+        return 1.0, 1.0
+    if command == "pace":
+        _, first_ms, every_ms = argument.split(":")
+        return int(first_ms) / 1000, int(every_ms) / 1000
+    return None
 
 
 def _reported(argument: str) -> dict[str, int]:
@@ -302,7 +328,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9901)
     parser.add_argument("--api-key")
     arguments = parser.parse_args()
-    upstream = FakeUpstream(arguments.api_key)
+    upstream = FakeUpstream(arguments.api_key, record=False)
     uvicorn.run(upstream.app, host=arguments.host, port=arguments.port, log_level="warning",
                 loop="uvloop", http="httptools", access_log=False)
 

@@ -42,6 +42,7 @@ class Target:
     origin: str
     model: str
     api_key: str | None = None
+    billed: bool = True  # a gateway that keeps balances (``GET /user/balance``) for its keys
 
     def client(self) -> httpx.AsyncClient:
         """A client for one simulated user: one connection, kept alive."""
@@ -82,6 +83,7 @@ class LevelResult:
     ttft_p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process, filled in by the caller
+    upstream: str = "instant"  # how the fake upstream paced its answers, set by the caller
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

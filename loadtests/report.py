@@ -30,11 +30,24 @@ class Billing:
         return self.spent_micros == self.expected_micros
 
 
+GATEWAYS = ("embedded", "distributed", "litellm")
+SERVICES = ("rabbitmq", "redis", "postgres")
+NOT_GATEWAY = frozenset({"loadgen", "upstream", *SERVICES})
+# Issue 11's targets, as (embedded, distributed): throughput as a share of the
+# direct call's in the same run, added milliseconds at c=1, CPU ms per request.
+GOALS = {
+    "json_ratio": (0.3, 0.15),
+    "stream_ratio": (0.4, 0.3),
+    "added_ms": (1.5, 3.0),
+    "cpu_ms": (1.0, 2.5),
+}
+
+
 def added_latency(results: list[LevelResult]) -> list[dict[str, Any]]:
     """The empty round trip: at concurrency 1, gateway p50 minus direct p50."""
-    by_cell = {(r.target, r.stream, r.concurrency): r for r in results}
+    by_cell = {(r.target, r.stream, r.concurrency): r for r in results if r.upstream == "instant"}
     rows = []
-    for target in ("embedded", "distributed"):
+    for target in GATEWAYS:
         for stream in (False, True):
             gateway, upstream = by_cell.get((target, stream, 1)), by_cell.get(("direct", stream, 1))
             if gateway is None or upstream is None or gateway.p50_ms is None or upstream.p50_ms is None:
@@ -56,19 +69,36 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _mode(stream: bool) -> str:
-    return "stream" if stream else "json"
+def mode(result: LevelResult) -> str:
+    if not result.stream:
+        return "json"
+    return "stream" if result.upstream == "instant" else f"stream, upstream {result.upstream}"
+
+
+def _direct(results: list[LevelResult]) -> dict[tuple[bool, int, str], LevelResult]:
+    return {(r.stream, r.concurrency, r.upstream): r for r in results if r.target == "direct"}
+
+
+def ratio(result: LevelResult, direct: dict[tuple[bool, int, str], LevelResult]) -> float | None:
+    """Throughput as a share of the direct call's at the same level."""
+    base = direct.get((result.stream, result.concurrency, result.upstream))
+    if base is None or not base.requests_per_s:
+        return None
+    return result.requests_per_s / base.requests_per_s
 
 
 def results_table(results: list[LevelResult]) -> list[str]:
+    direct = _direct(results)
     lines = [
-        "| target | mode | conc | ok/sent | req/s | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | errors |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| target | mode | conc | ok/sent | req/s | × direct | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | errors |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in results:
         errors = ", ".join(f"{name}: {count}" for name, count in sorted(r.errors.items())) or "-"
+        share = ratio(r, direct)
         lines.append(
-            f"| {r.target} | {_mode(r.stream)} | {r.concurrency} | {r.ok}/{r.started} | {r.requests_per_s:.1f} "
+            f"| {r.target} | {mode(r)} | {r.concurrency} | {r.ok}/{r.started} | {r.requests_per_s:.1f} "
+            f"| {'-' if share is None else f'{share:.2f}'} "
             f"| {_figure(r.p50_ms)} | {_figure(r.p99_ms)} | {_figure(r.ttft_p50_ms)} | {_figure(r.ttft_p99_ms)} "
             f"| {errors} |"
         )
@@ -84,31 +114,84 @@ def added_table(added: list[dict[str, Any]]) -> list[str]:
     ]
     for row in added:
         lines.append(
-            f"| {row['target']} | {_mode(row['stream'])} | {row['gateway_p50_ms']:.1f} | {row['direct_p50_ms']:.1f} "
-            f"| {row['added_ms']:.1f} | {_figure(row.get('added_ttft_ms'))} |"
+            f"| {row['target']} | {'stream' if row['stream'] else 'json'} | {row['gateway_p50_ms']:.1f} "
+            f"| {row['direct_p50_ms']:.1f} | {row['added_ms']:.1f} | {_figure(row.get('added_ttft_ms'))} |"
         )
     return lines
+
+
+def cpu_split(result: LevelResult) -> dict[str, float]:
+    """CPU ms per successful request: ``gateway`` (every gateway process
+    summed), each service, the load generator and the upstream."""
+    per_request = {name: seconds * 1000 / result.ok for name, seconds in result.cpu_s.items()}
+    split = {"gateway": sum(value for name, value in per_request.items() if name not in NOT_GATEWAY)}
+    return split | {name: value for name, value in per_request.items() if name in NOT_GATEWAY}
 
 
 def cpu_table(results: list[LevelResult]) -> list[str]:
-    """CPU milliseconds per successful request, per process, at each target's
-    highest concurrency: who the cores worked for when they were busiest."""
-    top = max((r.concurrency for r in results), default=0)
+    """CPU milliseconds per successful request at every level: the gateway's
+    processes summed (and each), the services it runs on, and the rest."""
     lines = [
-        f"CPU per request at concurrency {top} (ms of CPU per successful request, by process).",
+        "CPU per request (ms of CPU per successful request). `gateway` sums every gateway process; "
+        "`req per core-s` is requests per second of gateway CPU, what one core would serve.",
         "",
-        "| target | mode | req/s | CPU ms per request | total |",
-        "|---|---|--:|---|--:|",
+        "| target | mode | conc | req/s | gateway | gateway processes | RabbitMQ | Redis | PostgreSQL "
+        "| loadgen | upstream | req per core-s |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
-        if r.concurrency != top or not r.ok or not r.cpu_s:
+        if not r.ok or not r.cpu_s:
             continue
-        per_request = {name: seconds * 1000 / r.ok for name, seconds in r.cpu_s.items()}
-        spent = ", ".join(f"{name} {value:.2f}" for name, value in per_request.items())
+        split = cpu_split(r)
+        processes = ", ".join(f"{name} {seconds * 1000 / r.ok:.2f}" for name, seconds in r.cpu_s.items()
+                              if name not in NOT_GATEWAY) or "-"
+        services = " | ".join(_figure2(split.get(name)) for name in SERVICES)
+        per_core = f"{1000 / split['gateway']:.0f}" if split["gateway"] > 0 else "-"
         lines.append(
-            f"| {r.target} | {_mode(r.stream)} | {r.requests_per_s:.1f} | {spent} | {sum(per_request.values()):.2f} |"
+            f"| {r.target} | {mode(r)} | {r.concurrency} | {r.requests_per_s:.1f} | {split['gateway']:.2f} "
+            f"| {processes} | {services} | {_figure2(split.get('loadgen'))} | {_figure2(split.get('upstream'))} "
+            f"| {per_core if r.target != 'direct' else '-'} |"
         )
     return lines
+
+
+def _figure2(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def goals_table(results: list[LevelResult]) -> list[str]:
+    """The issue's targets, embedded and distributed, against this run."""
+    direct = _direct(results)
+    added = {(row["target"], row["stream"]): row for row in added_latency(results)}
+    top = {target: max((r.concurrency for r in results if r.target == target and r.upstream == "instant"),
+                       default=0) for target in ("embedded", "distributed")}
+    cells = {(r.target, r.stream, r.concurrency): r for r in results if r.upstream == "instant"}
+    lines = ["Issue 11's targets (ratios to the direct call in this run):", "",
+             "| target | JSON c={c} × direct | stream c={c} × direct | added p50 JSON c=1 ms | added TTFT c=1 ms "
+             "| CPU ms per JSON request (c={c}) |".replace("{c}", str(max(top.values(), default=0))),
+             "|---|--:|--:|--:|--:|--:|"]
+    for index, target in enumerate(("embedded", "distributed")):
+        json_cell, stream_cell = cells.get((target, False, top[target])), cells.get((target, True, top[target]))
+        json_share = ratio(json_cell, direct) if json_cell else None
+        stream_share = ratio(stream_cell, direct) if stream_cell else None
+        cpu = cpu_split(json_cell)["gateway"] if json_cell and json_cell.ok and json_cell.cpu_s else None
+        row = added.get((target, False), {})
+        ttft = added.get((target, True), {}).get("added_ttft_ms")
+        if json_cell is None and stream_cell is None:
+            continue
+        lines.append(
+            f"| {target} | {_goal(json_share, GOALS['json_ratio'][index], at_least=True)} "
+            f"| {_goal(stream_share, GOALS['stream_ratio'][index], at_least=True)} "
+            f"| {_goal(row.get('added_ms'), GOALS['added_ms'][index])} | {_goal(ttft, GOALS['added_ms'][index])} "
+            f"| {_goal(cpu, GOALS['cpu_ms'][index])} |")
+    return lines
+
+
+def _goal(value: float | None, goal: float, *, at_least: bool = False) -> str:
+    if value is None:
+        return "-"
+    met = value >= goal if at_least else value <= goal
+    return f"{value:.2f} ({'≥' if at_least else '≤'} {goal:g}: {'met' if met else 'missed'})"
 
 
 def billing_table(billing: list[Billing]) -> list[str]:
@@ -133,6 +216,8 @@ def markdown(results: list[LevelResult], billing: list[Billing]) -> str:
         sections.append(added_table(added))
     if any(r.cpu_s for r in results):
         sections.append(cpu_table(results))
+    if any(r.target == "direct" for r in results) and any(r.target in ("embedded", "distributed") for r in results):
+        sections.append(goals_table(results))
     if billing:
         sections.append(billing_table(billing))
     return "\n\n".join("\n".join(section) for section in sections)

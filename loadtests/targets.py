@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -28,6 +29,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import httpx
+import psutil
 
 from loadtests.load import Target
 
@@ -62,8 +64,10 @@ class GatewayOptions:
     """How the benchmark runs the gateway."""
 
     credits: int  # of the benchmark's API key
-    worker_concurrency: int  # the distributed worker's --concurrency
+    worker_concurrency: int  # jobs a pool runs at once: each distributed worker's, the embedded pool's --concurrency
     settings: Mapping[str, str] = field(default_factory=dict)  # extra GATEWAYZ_ variables, for every role
+    ingress_workers: int = 1  # `gatewayz ingress --workers`: processes on the ingress port
+    worker_processes: int = 1  # `gatewayz worker` processes for the provider
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,16 @@ class Services:
     broker_url: str
     redis_url: str
     postgres_dsn: str  # an admin connection, used to create and drop the run's database
+
+
+def raise_fd_limit() -> int:
+    """Let this process, and so every process it starts, open as many files
+    (sockets) as the system allows it: thousands of open streams need one
+    each in the load generator, the gateway and the upstream. The new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port() -> int:
@@ -161,9 +175,10 @@ def background(name: str, command: list[str], env: Mapping[str, str], logs: Path
                 process.wait()
 
 
-def wait_healthy(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, path: str = "/health") -> None:
+def wait_healthy(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, path: str = "/health",
+                 timeout: float = READY_TIMEOUT) -> None:
     """Poll ``GET url+path`` until it answers 200; fail early if a process exits."""
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
@@ -174,7 +189,26 @@ def wait_healthy(url: str, processes: list[subprocess.Popen[bytes]], logs: Path,
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url}{path} did not answer 200 within {READY_TIMEOUT:g}s; see {logs}")
+    raise RuntimeError(f"{url}{path} did not answer 200 within {timeout:g}s; see {logs}")
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, count: int, logs: Path) -> None:
+    """Wait until ``count`` children of ``process`` listen on ``port``."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}; see {logs}")
+        listening = 0
+        for child in psutil.Process(process.pid).children():
+            try:
+                listening += any(connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+                                 for connection in child.net_connections("tcp"))
+            except psutil.Error:
+                continue  # a child that just ended
+        if listening >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} processes did not listen on port {port} within {READY_TIMEOUT:g}s; see {logs}")
 
 
 @contextmanager
@@ -190,12 +224,17 @@ def fake_upstream(logs: Path) -> Iterator[Upstream]:
 @contextmanager
 def direct(upstream_port: int) -> Iterator[Running]:
     """The fake upstream itself, without a gateway in front."""
-    yield Running(Target("direct", f"http://127.0.0.1:{upstream_port}", MODEL), {})
+    yield Running(Target("direct", f"http://127.0.0.1:{upstream_port}", MODEL, billed=False), {})
+
+
+Launcher = Callable[[str, list[str]], list[str]]
 
 
 @contextmanager
-def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions) -> Iterator[Running]:
-    """``gatewayz serve`` on a fresh data directory (SQLite, in-process queues)."""
+def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions, *,
+             launcher: Launcher | None = None) -> Iterator[Running]:
+    """``gatewayz serve`` on a fresh data directory (SQLite, in-process queues);
+    ``launcher`` as for ``distributed``."""
     data_dir = workdir / "embedded-data"
     config = gateway_config(workdir / "gateway.toml", upstream_port)
     env = clean_environ({
@@ -205,7 +244,8 @@ def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOpti
     })
     key = create_key(env, logs / "embedded-cli.log", options.credits)  # migrates the fresh SQLite file itself
     port = free_port()
-    command = [*gatewayz_command(), "serve", "--port", str(port), "--config", str(config)]
+    argv = ["serve", "--port", str(port), "--config", str(config), "--concurrency", str(options.worker_concurrency)]
+    command = launcher("serve", argv) if launcher else [*gatewayz_command(), *argv]
     with background("embedded-serve", command, env, logs) as process:
         wait_healthy(f"http://127.0.0.1:{port}", [process], logs)
         yield Running(Target("embedded", f"http://127.0.0.1:{port}", MODEL, key), {"serve": process.pid})
@@ -215,10 +255,13 @@ def embedded(upstream_port: int, workdir: Path, logs: Path, options: GatewayOpti
 def distributed(
     upstream_port: int, workdir: Path, logs: Path, options: GatewayOptions, services: Services, *,
     role_environ: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
-    launcher: Callable[[str, list[str]], list[str]] | None = None,
+    launcher: Launcher | None = None,
 ) -> Iterator[Running]:
-    """``gatewayz ingress``, ``worker`` and ``billing`` as separate processes on
-    RabbitMQ, Redis and a fresh PostgreSQL database, in a namespace of their own.
+    """``gatewayz ingress`` (``--workers`` as ``options.ingress_workers``),
+    ``options.worker_processes`` of ``gatewayz worker`` and ``billing`` as
+    separate processes on RabbitMQ, Redis and a fresh PostgreSQL database, in
+    a namespace of their own. The pids are named by role (``worker-2`` for
+    the second of several workers).
 
     ``role_environ(role, environ)`` gives one role's environment from the
     shared one (e.g. its own service URLs); ``launcher(role, argv)`` the
@@ -249,19 +292,22 @@ def distributed(
         run_cli(["migrate"], env, cli_log)
         key = create_key(env, cli_log, options.credits)
         port = free_port()
-        roles = {
-            "billing": ["billing"],
-            "worker": ["worker", "--provider", PROVIDER, "--concurrency", str(options.worker_concurrency)],
-            "ingress": ["ingress", "--port", str(port)],
-        }
+        worker = ["worker", "--provider", PROVIDER, "--concurrency", str(options.worker_concurrency)]
+        workers = ({"worker": worker} if options.worker_processes == 1 else
+                   {f"worker-{number}": worker for number in range(1, options.worker_processes + 1)})
+        roles = {"billing": ["billing"], **workers,
+                 "ingress": ["ingress", "--port", str(port), "--workers", str(options.ingress_workers)]}
         launch = launcher or (lambda role, argv: [*gatewayz_command(), *argv])
         environ = role_environ or (lambda role, shared: shared)
-        processes = {role: stack.enter_context(background(f"distributed-{role}", launch(role, argv),
-                                                          environ(role, dict(env)), logs))
-                     for role, argv in roles.items()}
+        processes = {name: stack.enter_context(background(f"distributed-{name}", launch(name.partition("-")[0], argv),
+                                                          environ(name.partition("-")[0], dict(env)), logs))
+                     for name, argv in roles.items()}
         wait_healthy(f"http://127.0.0.1:{port}", list(processes.values()), logs)
+        if options.ingress_workers > 1:
+            # Until every process listens, the kernel gives them all the connections the benchmark opens first.
+            wait_listening(processes["ingress"], port, options.ingress_workers, logs)
         target = Target("distributed", f"http://127.0.0.1:{port}", MODEL, key)
-        yield Running(target, {role: process.pid for role, process in processes.items()}, env)
+        yield Running(target, {name: process.pid for name, process in processes.items()}, env)
 
 
 def _undo(what: str, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
 import asyncpg
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.support.processes import background, free_port, gatewayz, wait_for_line, wait_until_healthy
-from tests.support.services import distributed_services
+from tests.support.services import Distributed, distributed_services
 
 HELLO = [{"role": "user", "content": "hello gateway"}]
 
@@ -52,6 +56,16 @@ def test_first_start_then_keys_while_serving(tmp_path: Path) -> None:
     with background("serve", "--port", str(port), env=env, cwd=tmp_path, log=log2) as serve:
         wait_until_healthy(f"http://127.0.0.1:{port}", serve, log2)
         assert "OPENAI_API_KEY=" not in log2.read_text()
+
+
+def test_serve_runs_each_pool_at_the_concurrency_asked(tmp_path: Path) -> None:
+    env, port = {**embedded_env(tmp_path), "GATEWAYZ_ADMIN_TOKEN": "admin-secret"}, free_port()
+    log = tmp_path / "serve.log"
+    with background("serve", "--port", str(port), "--concurrency", "3", env=env, cwd=tmp_path, log=log) as serve:
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve, log)
+        pools = httpx.get(f"http://127.0.0.1:{port}/admin/pools", headers={"authorization": "Bearer admin-secret"})
+    assert pools.status_code == 200, pools.text
+    assert {pool["provider"]: pool["concurrency"] for pool in pools.json()["data"]}["mock"] == 3
 
 
 @pytest.mark.parametrize("credits", ["-1", "lots", "0.0000001"])
@@ -114,13 +128,18 @@ def test_migrate_does_not_need_a_valid_catalog(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def distributed_key(services: Distributed, tmp_path: Path, name: str) -> tuple[dict[str, str], str]:
+    """The distributed roles' environment, on a migrated database, and a key of ``name`` with 1 credit."""
+    env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
+           "GATEWAYZ_CONFIG": ""}
+    assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
+    created = gatewayz("keys", "create", "--name", name, "--credits", "1", env=env, cwd=tmp_path)
+    return env, created.stdout.strip().splitlines()[-1]
+
+
 def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
     with distributed_services(["mock"]) as services:
-        env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cli-test-secret", "GATEWAYZ_DATA_DIR": str(tmp_path),
-               "GATEWAYZ_CONFIG": ""}
-        assert gatewayz("migrate", env=env, cwd=tmp_path).returncode == 0
-        created = gatewayz("keys", "create", "--name", "bob", "--credits", "1", env=env, cwd=tmp_path)
-        key = created.stdout.strip().splitlines()[-1]
+        env, key = distributed_key(services, tmp_path, "bob")
         port = free_port()
         with (
             background("ingress", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "ingress.log") as ingress,
@@ -161,3 +180,78 @@ def _settled_balance(port: int, key: str, *, unchanged: int) -> int:
             break
         time.sleep(0.05)
     return response.json()["balance_micros"]
+
+
+def test_ingress_runs_several_processes_on_one_port(tmp_path: Path) -> None:
+    with distributed_services(["mock"]) as services:
+        env, key = distributed_key(services, tmp_path, "carol")
+        port, log = free_port(), tmp_path / "ingress.log"
+        with (
+            background("ingress", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path, log=log) as ingress,
+            background("worker", "--provider", "mock", "--concurrency", "4", env=env, cwd=tmp_path,
+                       log=tmp_path / "worker.log") as worker,
+        ):
+            first = _listening(ingress, port, 2, log)
+            wait_for_line(tmp_path / "worker.log", "pool mock serving", worker)
+            assert _answers(port, key, 8)
+
+            # A process that dies is replaced; the port keeps answering meanwhile.
+            killed = next(iter(first))
+            psutil.Process(killed).kill()
+            assert _answers(port, key, 4)
+            second = _listening(ingress, port, 2, log, without=killed)
+            assert killed not in second and len(first & second) == 1
+            assert _answers(port, key, 8)
+
+            ingress.send_signal(signal.SIGTERM)
+            assert ingress.wait(timeout=30) == 0
+            assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                           for pid in second)
+
+
+def test_ingress_processes_that_cannot_start_stop_the_others(tmp_path: Path) -> None:
+    # Nothing listens on port 1: every process's lifespan fails to reach the broker.
+    env = {**embedded_env(tmp_path), "GATEWAYZ_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/",
+           "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1/0", "GATEWAYZ_KEY_SECRET": "cli-test-secret"}
+    result = gatewayz("ingress", "--port", str(free_port()), "--workers", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 3
+    assert "an ingress process could not start" in result.stderr
+
+
+def test_ingress_refuses_a_port_in_use(tmp_path: Path) -> None:
+    env = {**embedded_env(tmp_path), "GATEWAYZ_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/",
+           "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1/0", "GATEWAYZ_KEY_SECRET": "cli-test-secret"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = gatewayz("ingress", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def _listening(ingress: subprocess.Popen[bytes], port: int, count: int, log: Path, *, without: int = 0) -> set[int]:
+    """The supervisor's children once ``count`` of them listen on ``port`` (none of them ``without``)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert ingress.poll() is None, log.read_text()
+        listening = set()
+        for child in psutil.Process(ingress.pid).children():
+            try:
+                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp")):
+                    listening.add(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        if len(listening) == count and without not in listening:
+            return listening
+        time.sleep(0.1)
+    raise AssertionError(f"{count} processes never listened on {port}:\n{log.read_text()}")
+
+
+def _answers(port: int, key: str, requests: int) -> bool:
+    """Each request on a connection of its own, so the kernel spreads them over the processes."""
+    for _ in range(requests):
+        with openai.OpenAI(api_key=key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0) as client:
+            reply = client.chat.completions.create(model="mock/echo", messages=HELLO)
+            assert reply.choices[0].message.content == "You said: hello gateway"
+    return True
