@@ -77,6 +77,9 @@ class ProviderSpec(BaseModel):
     connect_timeout: float | None = Field(None, gt=0, description="seconds to connect (default GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT)")
     first_token_timeout: float = Field(120.0, gt=0, description="seconds a stream may wait for its first event")
     idle_timeout: float = Field(60.0, gt=0, description="seconds a stream may go silent between two events")
+    max_connections: int = Field(10_000, gt=0, le=1_000_000,
+                                 description="connections a worker process opens to the provider at once "
+                                             "(each running job holds one)")
     price_provider: str | None = Field(None, description="the price list's provider id for this provider's models")
     output_limit_field: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="where an OpenAI-compatible provider reads a request's output limit "

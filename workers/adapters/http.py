@@ -38,7 +38,6 @@ from schema.catalog import ProviderSpec
 from schema.errors import GatewayTimeout, ProviderUnavailable, UpstreamError
 from workers.adapters.sse import SSEDecoder
 
-MAX_CONNECTIONS = 1000  # per provider, open at once
 # Below the 5 s idle timeout of common servers (uvicorn's, gunicorn's): a
 # connection is dropped here before the provider may close it under a request.
 KEEPALIVE = 4.0
@@ -65,6 +64,7 @@ class ProviderHTTP:
                          **auth_headers(provider, self._secret)}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=provider.connect_timeout or connect_timeout,
                                               sock_read=provider.timeout)
+        self._max_connections = provider.max_connections
         self._urls: dict[str, URL] = {}
         # Opened on first use: a session belongs to the event loop it is made in.
         self._session: aiohttp.ClientSession | None = None
@@ -76,7 +76,7 @@ class ProviderHTTP:
             with suppress(LookupError, ValueError):  # no proxy for this provider in the environment
                 proxy, proxy_auth = get_env_proxy_for_url(URL(self._base))
             session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE,
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=KEEPALIVE,
                                                ttl_dns_cache=DNS_TTL),
                 headers=self._headers, timeout=self._timeout, proxy=proxy, proxy_auth=proxy_auth,
                 cookie_jar=aiohttp.DummyCookieJar())
