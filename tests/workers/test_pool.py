@@ -196,8 +196,7 @@ class FailingFinalStep(MemoryResultBus):
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_final_event_that_could_not_be_sent_is_charged_only_for_what_arrived(stream: bool) -> None:
-    pool = memory_pool(ProviderSpec(name="mock", adapter="mock"), MockAdapter())
-    pool._results = FailingFinalStep()
+    pool = memory_pool(ProviderSpec(name="mock", adapter="mock"), MockAdapter(), results=FailingFinalStep())
     events, usage = await run_job(pool, job().model_copy(update={"stream": stream}))
     assert "end" not in [e["kind"] for e in events] and "response" not in [e["kind"] for e in events]
     (charged,) = usage
