@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +24,9 @@ import redis.asyncio as redis
 from pydantic import ValidationError
 
 from scheduler.listings import ProviderListing
+from scheduler.outages import reaching_redis
 from scheduler.topology import Topology
+from schema.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +79,29 @@ class RedisListingStore:
         self._version = topology.provider_listings_version
 
     async def load(self) -> tuple[int, Listings]:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(self._version)
-            pipe.hgetall(self._listings)
-            version, raw = await pipe.execute()
+        with _reaching_listings():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.get(self._version)
+                pipe.hgetall(self._listings)
+                version, raw = await pipe.execute()
         return int(version or 0), _decode_all(raw)
 
     async def version(self) -> int:
-        return int(await self._client.get(self._version) or 0)
+        with _reaching_listings():
+            return int(await self._client.get(self._version) or 0)
 
     async def save(self, changed: Mapping[str, ProviderListing]) -> tuple[int, Listings]:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._listings, mapping={name: listing.model_dump_json() for name, listing in changed.items()})
-            pipe.incr(self._version)
-            pipe.hgetall(self._listings)
-            _, version, raw = await pipe.execute()
+        with _reaching_listings():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._listings, mapping={name: listing.model_dump_json() for name, listing in changed.items()})
+                pipe.incr(self._version)
+                pipe.hgetall(self._listings)
+                _, version, raw = await pipe.execute()
         return int(version), _decode_all(raw)
+
+
+def _reaching_listings() -> AbstractContextManager[None]:
+    return reaching_redis(StoreUnavailable, "the provider listings' Redis")
 
 
 class FileListingStore:
@@ -104,13 +114,19 @@ class FileListingStore:
         self.path = path
 
     async def load(self) -> tuple[int, Listings]:
-        return await asyncio.to_thread(self._read)
+        try:
+            return await asyncio.to_thread(self._read)
+        except OSError as error:
+            raise StoreUnavailable(f"{self.path} cannot be read: {error}") from error
 
     async def version(self) -> int:
         return (await self.load())[0]
 
     async def save(self, changed: Mapping[str, ProviderListing]) -> tuple[int, Listings]:
-        return await asyncio.to_thread(self._write, dict(changed))
+        try:
+            return await asyncio.to_thread(self._write, dict(changed))
+        except OSError as error:
+            raise StoreUnavailable(f"{self.path} cannot be written: {error}") from error
 
     def _read(self) -> tuple[int, Listings]:
         try:

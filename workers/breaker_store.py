@@ -16,14 +16,11 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
+from scheduler.outages import reaching_redis
 from scheduler.topology import Topology
 from schema.circuits import CircuitRecord
-
-
-class StoreUnavailable(Exception):
-    """The shared state cannot be read or written just now."""
+from schema.errors import StoreUnavailable
 
 
 class BreakerStore(Protocol):
@@ -82,10 +79,8 @@ return 1
 
 @asynccontextmanager
 async def _reaching_redis() -> AsyncIterator[None]:
-    try:
+    with reaching_redis(StoreUnavailable, "the circuit breakers' Redis"):
         yield
-    except (RedisError, OSError) as error:
-        raise StoreUnavailable(f"the circuit breakers' Redis: {error}") from error
 
 
 class RedisBreakerStore:

@@ -22,10 +22,17 @@ from contextlib import asynccontextmanager
 from typing import NamedTuple, Protocol
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
+from scheduler.outages import reaching_redis
 from scheduler.topology import Topology
-from schema.health import HEALTH_SOURCES, OUTCOMES_KEPT, OUTCOMES_WINDOW, HealthSource, Outcome
+from schema.errors import StoreUnavailable
+from schema.health import (
+    HEALTH_SOURCES,
+    OUTCOMES_KEPT,
+    OUTCOMES_WINDOW,
+    HealthSource,
+    Outcome,
+)
 
 Recent = dict[str, dict[HealthSource, list[Outcome]]]  # provider -> source -> outcomes, newest first
 
@@ -38,7 +45,7 @@ class Observed(NamedTuple):
     outcome: Outcome
 
 
-class HealthUnavailable(Exception):
+class HealthUnavailable(StoreUnavailable):
     """The shared health state cannot be read or written just now."""
 
 
@@ -88,10 +95,8 @@ class MemoryHealthStore:
 
 @asynccontextmanager
 async def _reaching_redis() -> AsyncIterator[None]:
-    try:
+    with reaching_redis(HealthUnavailable, "the health store's Redis"):
         yield
-    except (RedisError, OSError) as error:
-        raise HealthUnavailable(f"the health store's Redis: {error}") from error
 
 
 class RedisHealthStore:

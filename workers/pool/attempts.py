@@ -23,7 +23,13 @@ from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest
 from schema.jobs import Usage
 from schema.media import media_usage
-from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
+from schema.translate import (
+    response_usage,
+    stream_translator,
+    translate_request,
+    translate_response,
+    usage_meter,
+)
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breakers import Breakers
 from workers.health import HealthLog

@@ -13,8 +13,16 @@ import time
 from typing import Any
 
 from scheduler.transport import ResultBus
-from schema.errors import GatewayError
-from schema.jobs import JOB_STATE_GRACE, EventKind, Job, JobMark, StreamEvent, Usage, error_data
+from schema.errors import BusUnavailable, GatewayError
+from schema.jobs import (
+    JOB_STATE_GRACE,
+    EventKind,
+    Job,
+    JobMark,
+    StreamEvent,
+    Usage,
+    error_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ class JobRun:
         try:
             await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
                                      publish=[self._next(kind, data)], to=job.reply_to)
-        except Exception as error:  # Redis errors are many; each means the same here
+        except BusUnavailable as error:
             self.lost = error  # logged by ``flush``
             return False
         self.produced = True
@@ -89,7 +97,7 @@ class JobRun:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._results.publish(*batch, to=self.job.reply_to)
-        except Exception as error:  # Redis errors are many; each means the same here
+        except BusUnavailable as error:
             self.lost = error
             self._pending.clear()
 

@@ -17,7 +17,7 @@ import logging
 import time
 
 from scheduler.transport import JobQueue, ResultBus
-from schema.errors import GatewayError, GatewayTimeout, UpstreamError
+from schema.errors import BrokerUnavailable, GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark
 from workers.breakers import Breakers
 from workers.pool.events import JobRun
@@ -54,8 +54,8 @@ class HandOffs:
         await self._results.mark(job.id, JobMark(state="handed_off", attempt=to, handed_by=job.attempt), keep)
         try:
             await self._jobs.enqueue(onward)
-        except Exception as error:  # the broker's errors are many; each means "not queued"
-            log.error("job %s: could not hand it to %s (%s); ending it", job.id, onward.provider, error)
+        except (BrokerUnavailable, GatewayTimeout) as error:  # not queued: the broker failed, or too late
+            log.error("job %s: could not hand it to %s (%s); ending it", job.id, onward.provider, error.message)
             # A later attempt of it, if the enqueue did go through, must not run.
             await self._results.mark(job.id, JobMark(state="done", attempt=onward.attempt), keep)
             return False

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 from scheduler.transport import ResultBus
 from schema.circuits import CircuitRecord
-from schema.errors import GatewayError, GatewayTimeout, QueueTimeout, UpstreamError
+from schema.errors import (
+    BusUnavailable,
+    GatewayError,
+    GatewayTimeout,
+    QueueTimeout,
+    UpstreamError,
+)
 from schema.jobs import Job, JobMark
 from workers.breakers import Breakers
 from workers.pool.events import JobRun
@@ -56,7 +62,7 @@ class Intake:
             (before, cancelled), circuits = await asyncio.gather(
                 self._results.take(job.id, JobMark(state="started", attempt=job.attempt), keep),
                 self._breakers.load(job.provider, job.route.upstream_model))
-        except Exception as error:  # the bus's errors are many; each means the same here
+        except BusUnavailable as error:
             # Without the mark a redelivery could answer twice, and without
             # the bus its client hears nothing: settle it at zero (closing its
             # hold) instead of leaving it to the dead letters and the sweeper.

@@ -17,6 +17,7 @@ import logging
 import orjson
 
 from scheduler.transport import UsageQueue
+from schema.errors import BrokerUnavailable
 from schema.jobs import Job, Usage, UsageEvent
 from workers.pool.events import JobRun
 
@@ -45,8 +46,9 @@ class UsageReport:
             try:
                 await self._usage.publish(event)
                 return
-            except Exception as error:  # the broker's errors are many; all mean "not durable yet"
-                log.warning("usage of job %s not recorded yet (%s); retrying in %gs", event.job_id, error, delay)
+            except BrokerUnavailable as error:  # not durable yet
+                log.warning("usage of job %s not recorded yet (%s); retrying in %gs", event.job_id, error.message,
+                            delay)
                 await asyncio.sleep(delay)
         await self._usage.publish(event)  # last try: failing now dead-letters the job, kept for reconciliation
 
