@@ -47,6 +47,7 @@ class JobRun:
         self.output_chars = 0
         self.reported: Usage | None = None  # the usage the upstream reported so far, mid-stream
         self.produced = False  # output reached the client: from here on it is billable
+        self.answered = False  # the final event went out with the ``answered`` mark
 
     @property
     def sent(self) -> bool:
@@ -81,7 +82,7 @@ class JobRun:
         except BusUnavailable as error:
             self.lost = error  # logged by ``flush``
             return False
-        self.produced = True
+        self.produced = self.answered = True
         return True
 
     def _next(self, kind: EventKind, data: Any) -> StreamEvent:

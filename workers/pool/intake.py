@@ -93,7 +93,9 @@ class Intake:
         """A redelivered job that a worker had already started:
         - ``done``: only acknowledge it;
         - ``answered``: the client got its answer (the final event went out
-          with the mark); record the usage the dead worker noted;
+          with the mark); record the usage the worker noted (again, if its
+          worker stopped after its usage event but before its ack: billing
+          settles a job once);
         - ``started``: end its stream with an error and charge nothing for
           the interrupted attempt."""
         job = run.job

@@ -117,4 +117,10 @@ class ProviderPool:
             run.fail(UpstreamError("the gateway failed to process the provider's answer"))
         await run.flush()
         await self._report.settle(job, ended_usage(job, run, usage))
-        await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
+        if not run.answered:
+            # An answered job needs no ``done`` mark, which would cost a bus
+            # round trip per job: a copy redelivered after its usage event
+            # reports the usage its ``answered`` mark holds again, and billing
+            # settles a job id once. A job that ended otherwise has no mark
+            # that says how it ended: ``done`` keeps a copy from ending it again.
+            await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
