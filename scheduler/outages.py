@@ -10,7 +10,7 @@ itself, so it is never logged as an outage.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,19 +30,20 @@ REDIS_OUTAGES: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTim
 AMQP_OUTAGES: tuple[type[BaseException], ...] = tuple(CONNECTION_EXCEPTIONS)
 
 
-@contextmanager
-def reaching_redis(unavailable: type[TransportUnavailable], what: str) -> Iterator[None]:
+def reaching_redis(unavailable: type[TransportUnavailable], what: str) -> AbstractContextManager[None]:
     """Raise ``unavailable`` (naming ``what``) for a Redis outage within."""
-    try:
-        yield
-    except REDIS_OUTAGES as error:
-        raise unavailable(f"{what} is unreachable: {str(error) or type(error).__name__}") from error
+    return _translating(REDIS_OUTAGES, unavailable, what)
+
+
+def reaching_broker(unavailable: type[TransportUnavailable], what: str) -> AbstractContextManager[None]:
+    """Raise ``unavailable`` (naming ``what``) for an AMQP outage within."""
+    return _translating(AMQP_OUTAGES, unavailable, what)
 
 
 @contextmanager
-def reaching_broker(unavailable: type[TransportUnavailable], what: str) -> Iterator[None]:
-    """Raise ``unavailable`` (naming ``what``) for an AMQP outage within."""
+def _translating(outages: tuple[type[BaseException], ...], unavailable: type[TransportUnavailable],
+                 what: str) -> Iterator[None]:
     try:
         yield
-    except AMQP_OUTAGES as error:
+    except outages as error:
         raise unavailable(f"{what} is unreachable: {str(error) or type(error).__name__}") from error
