@@ -19,9 +19,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.backends.memory import MemoryBalances
-from billing.backends.redis import RedisBalances
 from billing.balances import Balances
+from billing.balances.memory import MemoryBalances
+from billing.balances.redis import RedisBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader

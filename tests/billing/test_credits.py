@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from billing.backends.memory import MemoryBalances
+from billing.balances.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.ledger import Ledger

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiormq.exceptions import ChannelNotFoundEntity
 from sqlalchemy import func, select
 
-from billing.backends.memory import MemoryBalances
+from billing.balances.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.dead_letters import DeadLetterReader
 from billing.ledger import Balance, Ledger
