@@ -28,7 +28,9 @@ import redis.asyncio as redis
 from ingress.model_lists import fetch_models
 from ingress.runtime import Runtime
 from scheduler.catalog import Catalog
-from scheduler.listing_store import FileListingStore, ListingStore, RedisListingStore
+from scheduler.listing_store import ListingStore
+from scheduler.listing_store.file import FileListingStore
+from scheduler.listing_store.redis import RedisListingStore
 from scheduler.listings import ProviderListing, UpstreamModel
 from scheduler.topology import Topology
 from schema.errors import (

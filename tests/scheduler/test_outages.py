@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from scheduler.memory import MemoryJobQueue, MemoryUsageQueue
-from scheduler.redis_bus import RedisResultBus
+from scheduler.queues import DeadLetter
+from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import DeadLetter
 from schema.catalog import ProviderSpec
 from schema.errors import BusUnavailable, TransportUnavailable
 from schema.jobs import Job, JobMark, Price, Route, UsageEvent

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from scheduler.transport import ResultBus
+from scheduler.result_bus import ResultBus
 from schema.errors import BusUnavailable, GatewayError
 from schema.jobs import (
     JOB_STATE_GRACE,

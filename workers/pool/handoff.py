@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import time
 
-from scheduler.transport import JobQueue, ResultBus
+from scheduler.queues import JobQueue
+from scheduler.result_bus import ResultBus
 from schema.errors import BrokerUnavailable, GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark
 from workers.breakers import Breakers

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from scheduler.transport import ResultBus
+from scheduler.result_bus import ResultBus
 from schema.circuits import CircuitRecord
 from schema.errors import (
     BusUnavailable,

@@ -16,12 +16,13 @@ import asyncio
 import logging
 import time
 
-from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from scheduler.queues import JobQueue, UsageQueue
+from scheduler.result_bus import ResultBus
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark, Usage
 from workers.adapters.base import ProviderAdapter
-from workers.breaker_store import MemoryBreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch, JobCancelled, Watch
 from workers.health import HealthLog

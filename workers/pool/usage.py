@@ -16,7 +16,7 @@ import logging
 
 import orjson
 
-from scheduler.transport import UsageQueue
+from scheduler.queues import UsageQueue
 from schema.errors import BrokerUnavailable
 from schema.jobs import Job, Usage, UsageEvent
 from workers.pool.events import JobRun

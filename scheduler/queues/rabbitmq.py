@@ -28,14 +28,14 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.outages import AMQP_OUTAGES, reaching_broker
-from scheduler.topology import Topology
-from scheduler.transport import (
+from scheduler.queues import (
     USAGE_BATCH,
     DeadLetter,
     DeadLetterHandler,
     JobHandler,
     UsageHandler,
 )
+from scheduler.topology import Topology
 from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
 

@@ -32,7 +32,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
 from scheduler.outages import reaching_redis
-from scheduler.subscription import Inbox
+from scheduler.result_bus import Inbox
 from scheduler.topology import Topology
 from schema.errors import BusUnavailable
 from schema.jobs import JobMark, StreamEvent

@@ -30,7 +30,6 @@ from dataclasses import asdict
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
-from billing.backends.rules import insufficient
 from billing.balances import (
     PERIOD_KINDS,
     AccountChange,
@@ -40,6 +39,7 @@ from billing.balances import (
     Reservation,
     Snapshots,
 )
+from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
 from scheduler.outages import reaching_redis
 from schema.errors import (
