@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 
 class ProviderPool:
+    """One provider's worker loop: serves its queue with at most
+    ``concurrency`` jobs in hand, each through the steps above."""
+
     def __init__(
         self,
         provider: ProviderSpec,
@@ -48,7 +51,7 @@ class ProviderPool:
         concurrency: int,
         drain_timeout: float = 0,
         breakers: Breakers | None = None,
-        retries: RetryPolicy = RetryPolicy(),
+        retries: RetryPolicy | None = None,
         health: HealthLog | None = None,
         cancels: CancelWatch | None = None,
     ) -> None:
@@ -64,7 +67,8 @@ class ProviderPool:
         breakers = breakers if breakers is not None else Breakers(MemoryBreakerStore())
         self._report = UsageReport(usage)
         self._attempts = Attempts(provider, adapter, breakers=breakers,
-                                  health=health if health is not None else HealthLog(), retries=retries)
+                                  health=health if health is not None else HealthLog(),
+                                  retries=retries if retries is not None else RetryPolicy())
         self._handoffs = HandOffs(jobs=jobs, results=results, breakers=breakers, usage=self._report)
         self._intake = Intake(results=results, breakers=breakers, usage=self._report, handoffs=self._handoffs)
         self._own_cancels = cancels is None
