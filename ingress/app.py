@@ -13,11 +13,24 @@ from ingress.body_limits import BodyLimits
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
+from ingress.hot_routes import Handler, HotRoutes
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
+
+# The job-submitting endpoints, served ahead of FastAPI (``ingress.hot_routes``);
+# the OpenAPI document describes the ``/v1`` ones (``ingress.openapi``).
+HOT_ROUTES: dict[str, Handler] = {
+    "/v1/chat/completions": chat.chat_completions,
+    "/chat/completions": chat.chat_completions,
+    "/v1/messages": messages.messages,
+    "/v1/embeddings": embeddings.embeddings,
+    "/embeddings": embeddings.embeddings,
+    "/v1/images/generations": images.generate_images,
+    "/images/generations": images.generate_images,
+}
 
 
 def create_app(
@@ -42,12 +55,10 @@ def create_app(
                 yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
+    # Added last, so outermost: the body's limits hold for the hot routes too.
+    app.add_middleware(HotRoutes, routes=HOT_ROUTES)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    app.include_router(chat.router)
-    app.include_router(messages.router)
-    app.include_router(embeddings.router)
-    app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
