@@ -2,7 +2,7 @@
 on the Anthropic dialect's paths (``/v1/messages``), in OpenAI's elsewhere.
 
 FastAPI's exception handlers (``install_error_handlers``) and the hot
-endpoints' own dispatch (``ingress.hot_routes``) answer the same errors the
+endpoints' own dispatch (``ingress.edge``) answer the same errors the
 same way: both call ``answer``."""
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ _JOB_PATHS = {
     "/v1/embeddings": ("EmbeddingsRequest", "Embeddings", False),
     "/v1/images/generations": ("ImagesRequest", "Images", False),
 }
-# The hot endpoints are served ahead of FastAPI (``ingress.hot_routes``), which
+# The hot endpoints are served ahead of FastAPI (``ingress.edge``), which
 # so does not list them: their operations keep the ids and summaries it gave them.
 _HOT_OPERATIONS = {
     "/v1/chat/completions": ("chat_completions_v1_chat_completions_post", "Chat Completions"),

@@ -1,6 +1,6 @@
 """``POST /v1/chat/completions`` (also ``/chat/completions``): OpenAI's
 dialect, JSON or server-sent events. A plain handler, served ahead of
-FastAPI (``ingress.hot_routes``)."""
+FastAPI (``ingress.edge``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``POST /v1/embeddings``: OpenAI's embeddings, as a job like any other,
 billed by input tokens at the model's input price. A plain handler, served
-ahead of FastAPI (``ingress.hot_routes``)."""
+ahead of FastAPI (``ingress.edge``)."""
 
 from __future__ import annotations
 

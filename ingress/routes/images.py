@@ -1,6 +1,6 @@
 """``POST /v1/images/generations``: OpenAI's image generation, as a job like
 any other, billed per image (plus the tokens a GPT Image model reports). A
-plain handler, served ahead of FastAPI (``ingress.hot_routes``)."""
+plain handler, served ahead of FastAPI (``ingress.edge``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The key comes as ``x-api-key`` or ``Authorization: Bearer``, and any
 ``anthropic-version`` is accepted. The request travels in Anthropic's shape:
 an Anthropic provider gets it untouched, others get it translated. A plain
-handler, served ahead of FastAPI (``ingress.hot_routes``).
+handler, served ahead of FastAPI (``ingress.edge``).
 """
 
 from __future__ import annotations
