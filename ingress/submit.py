@@ -54,9 +54,29 @@ async def json_body(request: Request) -> object:
     """The body, parsed; its size and media type were checked before any
     route ran (``ingress.body_limits``)."""
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(await read_body(request.receive))
     except orjson.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON") from None
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body, read off ``receive`` as it comes (Starlette's
+    ``Request.body`` costs an async generator per request);
+    ``ClientDisconnect`` if the client leaves first."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @dataclass(slots=True)
