@@ -51,6 +51,9 @@ class Inbox:
             raise StreamBroken(f"result stream interrupted: {self._failure}")
         return event
 
+    def pending(self) -> int:
+        return self._events.qsize()
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True

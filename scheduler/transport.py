@@ -62,6 +62,10 @@ class Subscription(Protocol):
         of silence and ``StreamBroken`` if the subscription was lost."""
         ...
 
+    def pending(self) -> int:
+        """How many events ``next`` would return without waiting."""
+        ...
+
     async def close(self) -> None: ...
 
 
