@@ -1,59 +1,25 @@
-"""The narrow interfaces between roles, each with two implementations:
-in-process (``scheduler.memory``) and real (``scheduler.rabbitmq``,
-``scheduler.redis_bus``).
+"""The result bus: a worker publishes numbered events on a job's channel, and
+the ingress that queued the job reads them from an inbox it opened *before*
+the job was enqueued. It also carries the ingress's cancellations (a client
+left) to every worker. Two implementations: in-process
+(``scheduler.result_bus.memory``, embedded mode) and Redis pub/sub
+(``scheduler.result_bus.redis``, distributed mode).
 
-- ``JobQueue``: the ingress enqueues jobs by provider; a worker pool serves
-  one provider's queue with at most ``concurrency`` jobs in hand.
-- ``ResultBus``: a worker publishes numbered events on a job's channel; the
-  ingress subscribes *before* the job is enqueued. It also carries the
-  ingress's cancellations (a client left) to every worker.
-- ``UsageQueue``: workers publish durable usage events; billing consumes them
-  and acknowledges only after the settlement is committed.
-- ``DeadLetters``: jobs that left a queue without being run to the end
-  (expired while they waited, or rejected by a worker); billing reads them
-  and settles each job.
+Both deliver into a job's in-process ``Inbox``. The bus reader never blocks
+on a slow client: each job gets a bounded buffer, and a job whose client
+cannot keep up fails alone and cleanly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
+from schema.errors import StreamBroken
+from schema.jobs import JobMark, StreamEvent
 
-JobHandler = Callable[[Job, bool], Awaitable[None]]
-"""Called with the job and whether it is a redelivery; returning acks it."""
-
-UsageHandler = Callable[[Sequence[UsageEvent]], Awaitable[None]]
-"""Called with a batch of usage events; returning acknowledges them all."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A job message that left its queue unserved, and why: ``reason`` is
-    the broker's (``expired``: its deadline passed while it waited;
-    ``rejected``: a worker gave up on it), ``queue`` the queue it left."""
-
-    job: Job
-    reason: str
-    queue: str
-
-
-DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
-"""Returning acknowledges the dead letter; raising has it read again later."""
-
-
-class JobQueue(Protocol):
-    async def enqueue(self, job: Job) -> None: ...
-
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
-        """Consume ``provider``'s jobs until cancelled; then take no more and
-        give the jobs in hand up to ``drain_timeout`` seconds to finish (those
-        still running are redelivered, or dropped in memory)."""
-        ...
-
-    async def depth(self, provider: str) -> int: ...
+INBOX_SIZE = 4096
 
 
 class Subscription(Protocol):
@@ -124,25 +90,48 @@ class ResultBus(Protocol):
         ...
 
 
-# The most usage events settled in one database transaction.
-USAGE_BATCH = 256
+class Inbox:
+    def __init__(self, job_id: str, on_close: Callable[[Inbox], object]) -> None:
+        self.job_id = job_id
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue(INBOX_SIZE)
+        self._failure: str | None = None
+        self._on_close = on_close
+        self._closed = False
 
+    def deliver(self, event: StreamEvent) -> None:
+        if self._failure is not None:
+            return
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self._failure = "the client is not reading the stream fast enough"
 
-class UsageQueue(Protocol):
-    async def publish(self, event: UsageEvent) -> None:
-        """Returns once the event is durable."""
-        ...
+    def fail(self, reason: str) -> None:
+        """End the stream with ``StreamBroken`` (the bus lost the subscription)."""
+        if self._failure is None:
+            self._failure = reason
+        try:
+            self._events.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
 
-    async def serve(self, handle: UsageHandler) -> None:
-        """Consume until cancelled, in batches of what has arrived (at most
-        ``USAGE_BATCH``); a batch is acknowledged after ``handle`` returns,
-        and delivered again if it raises."""
-        ...
+    async def next(self, timeout: float) -> StreamEvent:
+        if self._failure is not None:
+            raise StreamBroken(f"result stream interrupted: {self._failure}")
+        try:
+            event = self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            event = await asyncio.wait_for(self._events.get(), timeout)
+        if event is None:
+            raise StreamBroken(f"result stream interrupted: {self._failure}")
+        return event
 
+    def pending(self) -> int:
+        return self._events.qsize()
 
-class DeadLetters(Protocol):
-    async def serve(self, handle: DeadLetterHandler) -> None:
-        """Consume until cancelled. A message that is not a job, or whose
-        handling keeps failing, is set aside (never dropped, never looped
-        on forever)."""
-        ...
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            result = self._on_close(self)
+            if asyncio.iscoroutine(result):
+                await result
