@@ -12,7 +12,7 @@ All of it is pure ASGI, never a ``BaseHTTPMiddleware``, so a handler still
 sees ``http.disconnect`` (``ingress.cancellation``). What a handler raises
 is answered as FastAPI's handlers answer it (``ingress.errors.answer``);
 another method on a hot path is a 405 that allows ``POST``, in the path's
-dialect.
+dialect, and one with a trailing slash is redirected to the path without it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
-from starlette.datastructures import State
+from starlette.datastructures import URL, State
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ingress.body_limits import BodyLimits
@@ -52,8 +52,13 @@ class Edge:
             await self.api(scope, receive, send)  # the lifespan
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.routes.get(scope["path"])
+        path: str = scope["path"]
+        handler = self.routes.get(path)
         if handler is None:
+            if path.endswith("/") and path.rstrip("/") in self.routes:
+                # As FastAPI's router answered when it served them: to the path without the slash.
+                await RedirectResponse(str(URL(scope={**scope, "path": path.rstrip("/")})))(scope, receive, send)
+                return
             await self.api(scope, receive, send)
             return
         scope["app"] = self.api  # as Starlette sets it: handlers read ``request.app.state``
