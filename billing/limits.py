@@ -148,14 +148,10 @@ def _add(dialect: str) -> Any:
                                            set_={"amount": key_spend.c.amount + statement.excluded.amount})
 
 
-async def add(connection: AsyncConnection, key_id: int, period: str, delta: int) -> None:
-    """Count ``delta`` in one of a key's periods, starting the period if it has no row yet."""
-    await add_many(connection, {(key_id, period): delta})
-
-
 async def add_many(connection: AsyncConnection, deltas: Mapping[tuple[int, str], int]) -> None:
-    """Count each ``(key, period) -> delta`` in one statement (executemany),
-    in key and period order (the lock order)."""
+    """Count each ``(key, period) -> delta``, starting a period that has no
+    row yet; one statement (executemany), in key and period order (the lock
+    order)."""
     rows = [{"key_id": key_id, "period": period, "amount": delta}
             for (key_id, period), delta in sorted(deltas.items()) if delta]
     if rows:

@@ -5,8 +5,10 @@ For the batch, in one transaction: the usage rows (``job_id`` unique: a
 duplicate inserts nothing and is left out of the rest), the jobs' holds
 closed (a hold the ledger never had, because the balances mirror took it,
 gets a closed row, so a late hold journal cannot open it again), expiring
-credit drawn down, one ``charge`` transaction per job, one update per
-account (raising its ``seq``), and the key spend counters moved. Then the
+credit drawn down, one ``charge`` transaction per job, one update of all
+the batch's accounts (raising each one's ``seq``), and the key spend
+counters moved; each a statement built once (``billing.statements``) and
+run with the whole batch's rows. Then the
 mirror is told (``Ledger.followed``), duplicates included: a batch whose
 consumer died between its commit and the mirror is sent again, and the
 mirror applies each job once.
