@@ -64,11 +64,26 @@ class Parts:
         self._connections = connections
         self._stack = stack
         self._queues: tuple[JobQueue, UsageQueue, DeadLetters | None] | None = None
+        self._jobs: JobQueue | None = None
         self._results: ResultBus | None = None
         self._health: HealthStore | None = None
 
-    async def queues(self) -> tuple[JobQueue, UsageQueue, DeadLetters | None]:
-        """The job queue (keeping the pool statistics), the usage queue and the dead letters."""
+    async def jobs(self) -> JobQueue:
+        """The job queue, keeping the pool statistics admission reads at
+        every enqueue and every job taken."""
+        if self._jobs is None:
+            jobs, _, _ = await self._transports()
+            self._jobs = watched = WatchedJobQueue(jobs, self.pool_stats)
+            self._stack.push_async_callback(watched.flush)  # the last counts, before the store closes
+        return self._jobs
+
+    async def usage(self) -> UsageQueue:
+        return (await self._transports())[1]
+
+    async def dead_letters(self) -> DeadLetters | None:
+        return (await self._transports())[2]
+
+    async def _transports(self) -> tuple[JobQueue, UsageQueue, DeadLetters | None]:
         if self._queues is None:
             jobs: JobQueue
             usage: UsageQueue
@@ -83,17 +98,14 @@ class Parts:
             else:
                 memory_jobs = MemoryJobQueue()
                 jobs, usage, dead_letters = memory_jobs, MemoryUsageQueue(), memory_jobs.dead_letters
-            # Every enqueue and every job taken keeps the pool statistics admission reads.
-            watched = WatchedJobQueue(jobs, self.pool_stats)
-            self._stack.push_async_callback(watched.flush)  # the last counts, before the store closes
-            self._queues = watched, usage, dead_letters
+            self._queues = jobs, usage, dead_letters
         return self._queues
 
     async def results(self, *, subscribe: bool) -> ResultBus:
         """``subscribe`` opens the shared result subscription (the HTTP API only)."""
         if self._results is None:
             if self.settings.redis_url:
-                bus = RedisResultBus(self._connections.redis(), self.topology)
+                bus = RedisResultBus(self._connections.shared_redis(), self.topology)
                 if subscribe:
                     await bus.start()
                     self._stack.push_async_callback(bus.close)
@@ -112,7 +124,7 @@ class Parts:
 
     @functools.cached_property
     def breakers(self) -> Breakers:
-        store = (RedisBreakerStore(self._connections.redis(), self.topology) if self.settings.redis_url
+        store = (RedisBreakerStore(self._connections.shared_redis(), self.topology) if self.settings.redis_url
                  else MemoryBreakerStore())  # shared: every worker and ingress sees the same circuits
         return Breakers(store, failures=self.settings.breaker_failures,
                         reset_timeout=self.settings.breaker_reset_timeout)
@@ -123,8 +135,8 @@ class Parts:
 
     def _health_store(self) -> HealthStore:
         if self._health is None:
-            self._health = (RedisHealthStore(self._connections.redis(), self.topology) if self.settings.redis_url
-                            else MemoryHealthStore())
+            self._health = (RedisHealthStore(self._connections.shared_redis(), self.topology)
+                            if self.settings.redis_url else MemoryHealthStore())
         return self._health
 
     def probe_store(self) -> StoreOpener:
@@ -157,7 +169,7 @@ class Parts:
         mirror: Balances = MemoryBalances(snapshots)
         if self.settings.redis_url:
             # Shared by every ingress and billing process.
-            mirror = RedisBalances(self._connections.redis(), snapshots, self.settings.namespace)
+            mirror = RedisBalances(self._connections.shared_redis(), snapshots, self.settings.namespace)
         ledger = Ledger(engine, follow=mirror.apply)
         balances = mirror
         journal: HoldJournal | None = None
@@ -179,5 +191,5 @@ class Parts:
 
     def listings(self) -> ListingStore:
         if self.settings.redis_url:
-            return RedisListingStore(self._connections.redis(), self.topology)
+            return RedisListingStore(self._connections.shared_redis(), self.topology)
         return FileListingStore(self.settings.data_dir / LISTINGS_FILE)

@@ -1,11 +1,11 @@
 """Builds what each role of this process needs from its settings, and runs
 the background roles (worker pools, billing, the prober).
 
-Embedded or distributed is decided here and nowhere else: which queues,
-result bus and stores a process uses follows from the URLs its settings
-name; everything above them is the same code in both modes. Connections are
-opened by ``scheduler.connections``, and only those a role uses. Each role
-builds only its part:
+Which queues, result bus and stores a process uses (embedded or
+distributed) is decided in ``ingress.parts`` alone, from the URLs its
+settings name; everything above them is the same code in both modes.
+Connections are opened by ``scheduler.connections``, and only those a role
+uses. Each role builds only its part:
 - a worker (``open_workers``): the queues, the result bus, the circuits,
   health and pool statistics; no database;
 - billing (``open_billing``): the ledger, the balances mirror, the usage
@@ -163,11 +163,12 @@ def _report_exit(task: asyncio.Task[None]) -> None:
 
 
 @asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[tuple[Parts, AsyncExitStack]]:
+async def _opened(settings: Settings) -> AsyncIterator[Parts]:
+    """The parts of a role, closed (then their connections) when it ends."""
     async with AsyncExitStack() as stack:
         connections = Connections(settings)
         stack.push_async_callback(connections.aclose)  # last: every part that uses them closes first
-        yield Parts(settings, connections, stack), stack
+        yield Parts(settings, connections, stack)
 
 
 @asynccontextmanager
@@ -182,14 +183,14 @@ async def open_runtime(
 
     ``subscribe`` opens the shared result subscription.
     """
-    async with _opened(settings) as (parts, stack):
-        jobs, usage, dead_letters = await parts.queues()
+    async with _opened(settings) as parts:
+        jobs = await parts.jobs()
         results = await parts.results(subscribe=subscribe)
         engine, ledger, balances, journal = await parts.accounts(apply_migrations=apply_migrations)
         limiter = parts.limiter()
         runtime = Runtime(
-            settings=settings, catalog=Catalog(config), jobs=jobs, results=results, usage=usage,
-            dead_letters=dead_letters, breakers=parts.breakers, health=parts.health, engine=engine, ledger=ledger,
+            settings=settings, catalog=Catalog(config), jobs=jobs, results=results, usage=await parts.usage(),
+            dead_letters=await parts.dead_letters(), breakers=parts.breakers, health=parts.health, engine=engine, ledger=ledger,
             balances=balances, coupons=CouponBook(ledger),
             rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
             pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
@@ -202,10 +203,9 @@ async def open_runtime(
 @asynccontextmanager
 async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterator[WorkerRuntime]:
     """What ``gatewayz worker`` needs: no database, no HTTP app."""
-    async with _opened(settings) as (parts, _):
-        jobs, usage, _dead_letters = await parts.queues()
-        runtime = WorkerRuntime(settings=settings, catalog=Catalog(config), jobs=jobs,
-                                results=await parts.results(subscribe=False), usage=usage,
+    async with _opened(settings) as parts:
+        runtime = WorkerRuntime(settings=settings, catalog=Catalog(config), jobs=await parts.jobs(),
+                                results=await parts.results(subscribe=False), usage=await parts.usage(),
                                 breakers=parts.breakers, health=parts.health)
         async with _running(runtime, None):
             yield runtime
@@ -214,12 +214,11 @@ async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterat
 @asynccontextmanager
 async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
     """What ``gatewayz billing`` needs: the ledger and the queues it settles from."""
-    async with _opened(settings) as (parts, _):
-        _jobs, usage, dead_letters = await parts.queues()
-        results = await parts.results(subscribe=False)
+    async with _opened(settings) as parts:
         _engine, ledger, balances, journal = await parts.accounts(apply_migrations=False)
-        runtime = BillingRuntime(settings=settings, ledger=ledger, balances=balances, usage=usage, results=results,
-                                 dead_letters=dead_letters)
+        runtime = BillingRuntime(settings=settings, ledger=ledger, balances=balances, usage=await parts.usage(),
+                                 results=await parts.results(subscribe=False),
+                                 dead_letters=await parts.dead_letters())
         async with _running(runtime, journal):
             yield runtime
 
@@ -227,7 +226,7 @@ async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
 @asynccontextmanager
 async def open_prober(settings: Settings, config: GatewayConfig) -> AsyncIterator[ProberRuntime]:
     """What ``gatewayz prober`` needs: the health store and dramatiq's broker."""
-    async with _opened(settings) as (parts, _):
+    async with _opened(settings) as parts:
         runtime = ProberRuntime(settings=settings, catalog=Catalog(config), health=parts.health,
                                 probe_store=parts.probe_store(), probe_broker=parts.probe_broker())
         async with _running(runtime, None):

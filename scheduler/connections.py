@@ -4,7 +4,7 @@ settings in one place, as arq's ``connections.py`` does.
 ``Connections`` opens each client the first time a role asks for it, so a
 process holds only the connections its role uses, and closes them all when
 it closes. Each client's pool size, timeouts and retries say what it is for:
-- ``redis()``: the shared client (result bus, marks, circuits, health,
+- ``shared_redis()``: the shared client (result bus, marks, circuits, health,
   balances, model lists). A blocking pool: a burst waits for a connection
   instead of failing.
 - ``stats_redis()`` and ``limits_redis()``: advice that must not hold a
@@ -47,13 +47,13 @@ def _retry_once() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
-def shared_redis(url: str) -> redis.Redis:
+def _shared_client(url: str) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=SHARED_POOL, timeout=SHARED_WAIT,
                                                  retry=_retry_once())
     return redis.Redis.from_pool(pool)  # which it closes with itself
 
 
-def advice_redis(url: str, *, max_connections: int) -> redis.Redis:
+def _advice_client(url: str, *, max_connections: int) -> redis.Redis:
     """A client with its own small pool and short timeouts, for advice that
     must not hold a request or a job when Redis stalls."""
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=ADVICE_WAIT,
@@ -93,14 +93,14 @@ class Connections:
         self._limits: redis.Redis | None = None
         self._amqp: AbstractRobustConnection | None = None
 
-    def redis(self) -> redis.Redis:
+    def shared_redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = shared_redis(self._require(self._settings.redis_url, "GATEWAYZ_REDIS_URL"))
+            self._redis = _shared_client(self._require(self._settings.redis_url, "GATEWAYZ_REDIS_URL"))
         return self._redis
 
     def stats_redis(self) -> redis.Redis:
         if self._stats is None:
-            self._stats = advice_redis(self._require(self._settings.redis_url, "GATEWAYZ_REDIS_URL"),
+            self._stats = _advice_client(self._require(self._settings.redis_url, "GATEWAYZ_REDIS_URL"),
                                        max_connections=STATS_POOL)
         return self._stats
 
@@ -108,7 +108,7 @@ class Connections:
         """Where rate limits are counted: their own Redis, else the shared one's URL."""
         if self._limits is None:
             url = self._settings.rate_limit_redis_url or self._settings.redis_url
-            self._limits = advice_redis(self._require(url, "GATEWAYZ_REDIS_URL"), max_connections=LIMITS_POOL)
+            self._limits = _advice_client(self._require(url, "GATEWAYZ_REDIS_URL"), max_connections=LIMITS_POOL)
         return self._limits
 
     async def amqp(self) -> AbstractRobustConnection:
