@@ -190,8 +190,8 @@ async def open_runtime(
         limiter = parts.limiter()
         runtime = Runtime(
             settings=settings, catalog=Catalog(config), jobs=jobs, results=results, usage=await parts.usage(),
-            dead_letters=await parts.dead_letters(), breakers=parts.breakers, health=parts.health, engine=engine, ledger=ledger,
-            balances=balances, coupons=CouponBook(ledger),
+            dead_letters=await parts.dead_letters(), breakers=parts.breakers, health=parts.health, engine=engine,
+            ledger=ledger, balances=balances, coupons=CouponBook(ledger),
             rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
             pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
             listings=parts.listings(), probe_store=parts.probe_store(), probe_broker=parts.probe_broker(),
