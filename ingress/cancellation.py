@@ -33,6 +33,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from scheduler.result_bus import ResultBus
+from schema.errors import BusUnavailable
 from schema.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -52,20 +53,36 @@ async def disconnected(receive: Receive) -> None:
 
 async def unless_gone(wait: Awaitable[T], receive: Receive | None) -> T:
     """``wait``'s result, or ``ClientDisconnect`` if the client leaves first.
-    ``receive`` is the request's, once its body was read (None: no race)."""
+    ``receive`` is the request's, once its body was read (None: no race).
+
+    ``wait`` runs in the request's own task; one watcher task cancels that
+    task if the client leaves (a task per request, where racing two costs
+    three and a wait)."""
     if receive is None:
         return await wait
-    answer = asyncio.ensure_future(wait)
-    gone = asyncio.ensure_future(disconnected(receive))
+    request = asyncio.current_task()
+    assert request is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await disconnected(receive)
+        gone = True
+        request.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await wait
+    except asyncio.CancelledError:
+        # The watcher's cancellation alone becomes the disconnect; any other
+        # (the server shutting down) goes on as a cancellation.
+        if gone and request.uncancel() == 0:
+            raise ClientDisconnect() from None
+        raise
     finally:
-        for task in (answer, gone):
-            task.cancel()
-        await asyncio.gather(answer, gone, return_exceptions=True)
-    if not answer.cancelled():
-        return answer.result()  # an answer that came with the disconnect still counts
-    raise ClientDisconnect()
+        watcher.cancel()
+        if watcher.done() and not watcher.cancelled():
+            watcher.exception()  # a receive that failed: the request was answered or cancelled all the same
 
 
 async def cancel_job(results: ResultBus, job: Job) -> None:
@@ -73,8 +90,9 @@ async def cancel_job(results: ResultBus, job: Job) -> None:
     bus cannot be reached, the job runs on and is billed as usual."""
     try:
         await results.cancel(job.id, job.deadline - time.time() + CANCEL_GRACE)
-    except Exception as error:  # the bus's errors are many; each means "not cancelled"
-        log.warning("job %s: its client left, but it could not be cancelled (%s); it runs to its end", job.id, error)
+    except BusUnavailable as error:
+        log.warning("job %s: its client left, but it could not be cancelled (%s); it runs to its end", job.id,
+                    error.message)
         return
     log.info("job %s: its client left; cancelled", job.id)
 
