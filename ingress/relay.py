@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from ingress.errors import anthropic_error_type
-from scheduler.transport import Subscription
-from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
 from billing.pricing import charge
+from ingress.errors import anthropic_error_type
+from scheduler.result_bus import Subscription
+from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
 from schema.jobs import Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage

@@ -14,18 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from billing.balances.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
-from billing.backends.memory import MemoryBalances
 from billing.ledger import Ledger
 from billing.snapshots import LedgerSnapshots
-from scheduler.memory import MemoryUsageQueue
+from scheduler.queues.memory import MemoryUsageQueue
 from schema.database import create_engine
 from schema.errors import UnknownAccount
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
-from tests.support.databases import DatabaseTemplate
 from schema.tables import credit_grants, ledger_entries, ledger_transactions
+from tests.support.databases import DatabaseTemplate
 
 DAY = 86_400
 OUTPUT_ONLY = Price(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("1"))  # one micro-credit per output token

@@ -29,10 +29,16 @@ from dataclasses import asdict
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
-from billing.backends.rules import insufficient
 from billing.balances import (
-    PERIOD_KINDS, AccountChange, AccountSnapshot, Balance, KeySnapshot, Reservation, Snapshots,
+    PERIOD_KINDS,
+    AccountChange,
+    AccountSnapshot,
+    Balance,
+    KeySnapshot,
+    Reservation,
+    Snapshots,
 )
+from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
 from schema.errors import AccountNotFound, GatewayError, KeyRevoked, ServiceUnavailable, Unauthenticated
 from schema.money import MicroCredits

@@ -30,7 +30,7 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 
-from scheduler.subscription import Inbox
+from scheduler.result_bus import Inbox
 from scheduler.topology import Topology
 from schema.errors import ServiceUnavailable
 from schema.jobs import JobMark, StreamEvent
