@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from billing.ledger import KeyOwner
 from billing.pricing import charge
