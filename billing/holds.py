@@ -1,9 +1,12 @@
-"""The rows of ``holds``: opening one on PostgreSQL's hot path in a single
-statement, and closing one (the first closer wins).
+"""The rows of ``holds``: opening one in a single statement on PostgreSQL,
+and closing one (the first closer wins).
 
-The one-statement hold makes the same reservation and ledger entries as
-``Ledger.hold``'s portable path, for a usable key without spending limits;
-any other case reserves nothing here and takes the portable path.
+The one-statement hold is ``Ledger.hold``'s path on PostgreSQL, which only
+tests use: requests take their holds in the balances mirror
+(``billing.balances``), off the database. It makes the same reservation and
+ledger entries as ``Ledger.hold``'s portable path, for a usable key without
+spending limits; any other case reserves nothing here and takes the
+portable path.
 """
 
 from __future__ import annotations

@@ -6,10 +6,15 @@ most once, however often its events are delivered. The cached
 ``accounts.available`` and ``accounts.held`` change in the same database
 transaction as the entries, so ``reconcile`` can recompute them.
 
-Admission reserves with one conditional ``UPDATE … WHERE available >= :hold``:
-under concurrency an account can never reserve more than it has. A key with
-spending limits also counts the hold in its periods (``billing.limits``), in
-the same database transaction.
+Admission does not hold here: an ingress takes a hold in the balances
+mirror (``billing.balances``), and the ledger learns of it from the hold
+journal (``billing.journal``, distributed) or when its job settles or is
+released (embedded). ``Ledger.hold``, a hold taken in the database, is used
+by tests only: it reserves with one conditional
+``UPDATE … WHERE available >= :hold``, so that under concurrency an account
+can never reserve more than it has, and a key with spending limits also
+counts the hold in its periods (``billing.limits``), in the same database
+transaction.
 
 Credits that expire (``credit_grants``) are spent first: settlement draws
 them down, soonest expiry first, in the charge's own transaction, and
