@@ -30,7 +30,8 @@ def check_messages_request(body: object) -> dict[str, Any]:
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
-            raise InvalidRequest(f"messages.{index}.role: must be one of {sorted(ROLES)}", param=f"messages.{index}.role")
+            raise InvalidRequest(f"messages.{index}.role: must be one of {sorted(ROLES)}",
+                                 param=f"messages.{index}.role")
         content = message.get("content")
         if not isinstance(content, (str, list)):
             raise InvalidRequest(f"messages.{index}.content: must be a string or a list of content blocks",

@@ -14,7 +14,7 @@ same payload and answer, so what the client is shown is what it is charged.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from schema.errors import InvalidRequest
 from schema.jobs import JobKind, Usage
@@ -42,7 +42,7 @@ def _check_common(body: object, endpoint: str) -> dict[str, Any]:
     return body
 
 
-def _whole(value: object, low: int, high: int | None = None) -> bool:
+def _whole(value: object, low: int, high: int | None = None) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
 
 

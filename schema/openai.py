@@ -37,7 +37,8 @@ def check_chat_request(body: object) -> dict[str, Any]:
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
             raise InvalidRequest(
-                f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}", param=f"messages.{index}.role"
+                f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}",
+                param=f"messages.{index}.role",
             )
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("`stream` must be a boolean", param="stream")

@@ -72,7 +72,9 @@ class GenaiPrices:
     def __init__(self, as_of: datetime | None = None, providers: list[genai.Provider] | None = None) -> None:
         if providers is None:
             # Importing the bundled table takes about half a second: only when prices are resolved.
-            from genai_prices.data import providers
+            from genai_prices.data import providers as bundled
+
+            providers = bundled
         self.as_of = as_of or datetime.now(UTC)
         self._providers = list(providers)
         self._by_id = {provider.id: provider for provider in self._providers}

@@ -16,6 +16,7 @@ field), never a silently smaller request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from schema.errors import InvalidRequest
@@ -69,12 +70,18 @@ _RESPONSES = {
     ("openai", "anthropic"): anthropic.response_from_openai,
     ("gemini", "openai"): gemini.response_to_openai,
 }
-_STREAMS = {
+class _StreamFactory(Protocol):
+    def __call__(self, *, model: str) -> StreamTranslator: ...
+
+
+_STREAMS: dict[_Pair, _StreamFactory] = {
     ("anthropic", "openai"): anthropic.StreamToOpenAI,
     ("openai", "anthropic"): anthropic.StreamFromOpenAI,
     ("gemini", "openai"): gemini.StreamToOpenAI,
 }
-_METERS = {"openai": openai.UsageMeter, "anthropic": anthropic.UsageMeter, "gemini": gemini.UsageMeter}
+_METERS: dict[Dialect, Callable[[], UsageMeter]] = {
+    "openai": openai.UsageMeter, "anthropic": anthropic.UsageMeter, "gemini": gemini.UsageMeter,
+}
 _USAGE = {"openai": openai.response_usage, "anthropic": anthropic.response_usage, "gemini": gemini.response_usage}
 
 
