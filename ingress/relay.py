@@ -63,9 +63,9 @@ def raise_for_error(event: StreamEvent) -> None:
     """An ``error`` event becomes the domain error it describes."""
     if event["kind"] == "error":
         data = event["data"]
-        error = UpstreamError(data["message"], status=data["status"], retry_after=data.get("retry_after"))
-        error.type = data.get("type") or error.type
-        error.code = data.get("code")
+        error = UpstreamError(data["message"], status=data["status"], retry_after=data["retry_after"])
+        error.type = data["type"] or error.type
+        error.code = data["code"]
         raise error
 
 
