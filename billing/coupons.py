@@ -104,7 +104,8 @@ class CouponBook:
             grants = await self.ledger.system_account(connection, GRANTS)
             granted = await transact(
                 connection, "grant", _reference(code, account_id),
-                [Posting(account_id, AVAILABLE, coupon.credits), Posting(grants, AVAILABLE, -coupon.credits, system=True)],
+                [Posting(account_id, AVAILABLE, coupon.credits),
+                 Posting(grants, AVAILABLE, -coupon.credits, system=True)],
                 memo=f"coupon {code}",
             )
             if not granted:

@@ -122,7 +122,8 @@ async def usage_report(engine: AsyncEngine, account_id: int, where: UsageFilter,
 
         day = _utc_day(connection, usage_records.c.created_at)
         sums = (func.count(), func.coalesce(func.sum(usage_records.c.input_tokens), 0),
-                func.coalesce(func.sum(usage_records.c.output_tokens), 0), func.coalesce(func.sum(usage_records.c.images), 0),
+                func.coalesce(func.sum(usage_records.c.output_tokens), 0),
+                func.coalesce(func.sum(usage_records.c.images), 0),
                 func.coalesce(func.sum(usage_records.c.cost), 0))
         total = (await connection.execute(select(*sums).where(*conditions))).one()
         by_model = await connection.execute(
@@ -151,7 +152,8 @@ def _usage_row(row: Any) -> UsageRow:
                     row.output_tokens, row.images, row.reported, int(row.cost))
 
 
-def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int, cost: int) -> UsageTotal:
+def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int,
+           cost: int) -> UsageTotal:
     return UsageTotal(group, int(requests), int(input_tokens), int(output_tokens), int(images), int(cost))
 
 
