@@ -152,7 +152,8 @@ class RabbitJobQueue:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=concurrency)
         await _declare_dead_letters(channel, self._topology)
-        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
+                                                  durable=True)
         queue = await self._declare(channel, exchange, provider)
 
         in_hand: set[asyncio.Task[object]] = set()
@@ -164,7 +165,8 @@ class RabbitJobQueue:
             try:
                 await self._handle(message, handle, queue.name)
             finally:
-                in_hand.discard(task)  # type: ignore[arg-type]
+                if task is not None:
+                    in_hand.discard(task)
 
         tag = await queue.consume(on_message)
         try:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
 from scheduler.subscription import Inbox
 from scheduler.topology import Topology
@@ -112,7 +113,7 @@ class RedisResultBus:
         # Script object's presence with SCRIPT EXISTS on every pipeline,
         # another round trip; a Redis that lost it (restarted) is given it.
         key = self._mark_key(job_id)
-        args = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
+        args: list[EncodableT] = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.evalsha(self._mark.sha, 1, key, *args)
             pipe.exists(self._topology.cancel_key(job_id))

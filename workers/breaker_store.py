@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -108,7 +108,9 @@ class RedisBreakerStore:
 
     async def every(self) -> dict[str, CircuitRecord]:
         async with _reaching_redis():
-            names = sorted(name.decode() for name in await self._client.smembers(self._topology.breaker_index))
+            # The client returns bytes (no decode_responses); redis-py types either.
+            members = cast(set[bytes], await self._client.smembers(self._topology.breaker_index))
+            names = sorted(name.decode() for name in members)
         if not names:
             return {}
         records = await self.load(*names)

@@ -119,7 +119,10 @@ class _Passage:
     record: CircuitRecord
     admitted: CircuitState  # the state the attempt runs under: closed, or half-open as the probe
     calling: AbstractContextManager[Any]
-    probe: bool
+
+    @property
+    def probe(self) -> bool:
+        return self.admitted == "half-open"
 
 
 class Breakers:
@@ -195,7 +198,8 @@ class Breakers:
             retry_at = (record.opened_at or now) + self.reset_timeout
             raise CircuitOpen(f"the circuit of {name} is open after repeated failures: {record.last_error}",
                               retry_after=round(max(0.0, retry_at - now), 1)) from None
-        return _Passage(name, scope, record, record.state, calling, probe=record.state == "half-open")
+        # pybreaker's ``calling()`` may have moved an open record on to half-open: this attempt is its probe.
+        return _Passage(name, scope, record, record.state, calling)
 
     async def _settle(self, passage: _Passage, error: BaseException | None) -> None:
         """Finish pybreaker's call with the outcome and publish the record if
@@ -216,8 +220,8 @@ class Breakers:
                 await asyncio.sleep(random.uniform(0, 0.005))  # let the other process's write land
                 try:
                     (before,) = await self.store.load(passage.name)
-                except StoreUnavailable as error:
-                    log.warning("circuit %s: outcome not recorded: %s", passage.name, error)
+                except StoreUnavailable as lost:
+                    log.warning("circuit %s: outcome not recorded: %s", passage.name, lost)
                     return
                 if before.state != passage.admitted:
                     return  # another worker moved it on (opened, closed, reset): this outcome is stale
