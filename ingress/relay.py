@@ -16,14 +16,13 @@ from typing import Any
 
 import orjson
 
+from billing.pricing import charge
 from ingress.errors import anthropic_error_type
 from scheduler.transport import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
-from billing.pricing import charge
 from schema.jobs import Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage
-
 
 DEADLINE_GRACE = 0.5  # seconds
 
@@ -131,7 +130,8 @@ async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncGenerat
     try:
         async with aclosing(_chunks(first, reader)) as chunks:
             async for data in chunks:
-                yield b"event: " + str(data.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+                kind = str(data.get("type", "message")).encode()
+                yield b"event: " + kind + b"\ndata: " + orjson.dumps(data) + b"\n\n"
     except GatewayError as error:
         yield anthropic_sse_error(error)
     finally:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -46,9 +47,9 @@ from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
 from workers.breakers import Breakers
+from workers.cancels import CancelWatch
 from workers.health import HealthLog
 from workers.health_store import HealthStore, MemoryHealthStore, RedisHealthStore, open_redis_health_store
-from workers.cancels import CancelWatch
 from workers.pool import ProviderPool
 from workers.prober import Prober, prober_broker, run_prober
 from workers.resilience import RetryPolicy
@@ -118,7 +119,7 @@ class Runtime:
         prober = Prober(tuple(self.catalog.providers.values()), self.settings, opener)
         self._spawn(run_prober(prober, prober_broker(self.settings), topology.prober_queue), "prober")
 
-    def _spawn(self, work, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         task.add_done_callback(_report_exit)
         self.tasks.append(task)

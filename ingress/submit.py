@@ -88,7 +88,7 @@ def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dia
             usable.append(candidate)
             continue
         try:
-            translate_request(payload, dialect, runtime.catalog.provider(candidate.provider).dialect)  # type: ignore[arg-type]
+            translate_request(payload, dialect, runtime.catalog.provider(candidate.provider).dialect)
         except Untranslatable as error:
             refusal = refusal or error
             continue

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, DecimalException
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -36,6 +36,9 @@ from schema.plans import PlanSpec, RateLimitsSpec, check_default_plan, with_defa
 from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
 from schema.secrets import SecretsFileError, with_secrets
 from schema.shipped import Combined, Document, combine, shipped_catalog
+
+if TYPE_CHECKING:  # the translations load only where a request is translated
+    from schema.translate import Dialect
 
 log = logging.getLogger("gatewayz.config")
 
@@ -49,7 +52,8 @@ AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "x-portkey-api-key"
 DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-key", "gemini": "x-goog-api-key",
                                       "mock": "none"}
 # The wire dialect each adapter speaks (schema.translate.Dialect).
-ADAPTER_DIALECT = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "openai"}
+ADAPTER_DIALECT: dict[AdapterKind, Dialect] = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini",
+                                                "mock": "openai"}
 # The endpoints each adapter serves: the ingress refuses a request that no
 # candidate's adapter can serve before it holds any credit.
 ADAPTER_KINDS: dict[AdapterKind, frozenset[ModelKind]] = {
@@ -99,7 +103,7 @@ class ProviderSpec(BaseModel):
         return self
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return ADAPTER_DIALECT[self.adapter]
 
     def serves(self, kind: ModelKind) -> bool:
