@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pybreaker
 
@@ -74,7 +74,8 @@ class _Mirror(pybreaker.CircuitBreakerStorage):
     def state(self, state: str) -> None:
         if state == "half-open" and self.record.state != "half-open":
             self.record.probe_at = self._clock()
-        self.record.state = state  # type: ignore[assignment]
+        # pybreaker's storage types the state as str; it only ever sets its three names, ours.
+        self.record.state = cast(CircuitState, state)
 
     def increment_counter(self) -> None:
         self.record.failures += 1
