@@ -19,12 +19,12 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiormq.exceptions import ChannelNotFoundEntity
 from sqlalchemy import func, select
 
+from billing.backends.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.dead_letters import DeadLetterReader
-from billing.backends.memory import MemoryBalances
 from billing.ledger import Balance, Ledger
-from billing.snapshots import LedgerSnapshots
 from billing.pricing import cost_of
+from billing.snapshots import LedgerSnapshots
 from scheduler.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue, connect
 from scheduler.redis_bus import RedisResultBus
 from scheduler.subscription import Inbox

@@ -49,7 +49,8 @@ async def test_sse_ends_with_done_only_after_end_and_with_an_error_otherwise() -
     await bus.publish({"job": "j", "seq": 2, "kind": "end", "data": {}})
     first = await reader.next(first=True)
     events = [event async for event in openai_sse(first, reader, include_usage=False, price=Price(), hold=None)]
-    assert events == [b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\n', b"data: [DONE]\n\n"]
+    assert events == [b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\n',
+                      b"data: [DONE]\n\n"]
 
     bus, reader = await reader_for("k", idle=0.05)
     await bus.publish({"job": "k", "seq": 0, "kind": "chunk", "data": dict(chunk)})

@@ -105,7 +105,8 @@ def test_provider_key_comes_from_the_environment_and_stays_secret(catalog: Catal
         ({"providers": {"x": {"adapter": "openai"}}}, "base_url is required"),
         ({"providers": {"x": {"adapter": "smoke-signals", "base_url": "http://x"}}}, "adapter"),
         ({"providers": {}, "models": {"m": {"providers": ["ghost"]}}}, "unknown providers"),
-        ({"providers": {}, "models": {"m": {"providers": ["mock"], "input_price_per_mtok": Decimal(-1)}}}, "not negative"),
+        ({"providers": {}, "models": {"m": {"providers": ["mock"], "input_price_per_mtok": Decimal(-1)}}},
+         "not negative"),
         ({"providers": {"x": {"base_url": "http://x", "typo_field": 1}}}, "typo_field"),
     ],
 )
