@@ -57,7 +57,7 @@ async def record_holds(ledger: Ledger, reservations: Sequence[Reservation]) -> l
                 for account_id, held in sorted(by_account.items())}
         moved = [reservation for reservation in new if reservation.amount]
         if moved:
-            transactions = dict((await connection.execute(
+            transactions: dict[str, int] = dict((await connection.execute(
                 insert(ledger_transactions).values([{"kind": "hold", "reference": r.job_id} for r in moved])
                 .returning(ledger_transactions.c.reference, ledger_transactions.c.id))).all())
             await connection.execute(insert(ledger_entries), [

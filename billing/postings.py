@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -56,7 +56,8 @@ async def draw_down_grants(connection: AsyncConnection, spent: Mapping[int, int]
         return
     open_grants = await connection.execute(
         select(credit_grants.c.id, credit_grants.c.account_id, credit_grants.c.remaining)
-        .where(credit_grants.c.account_id.in_(spending), credit_grants.c.remaining > 0, credit_grants.c.expires_at > now)
+        .where(credit_grants.c.account_id.in_(spending), credit_grants.c.remaining > 0,
+               credit_grants.c.expires_at > now)
         .order_by(credit_grants.c.account_id, credit_grants.c.expires_at, credit_grants.c.id)
         .with_for_update()
     )
@@ -68,7 +69,8 @@ async def draw_down_grants(connection: AsyncConnection, spent: Mapping[int, int]
             spending[grant.account_id] -= drawn
 
 
-async def record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
+async def record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *,
+                 memo: str | None = None) -> bool:
     """Append a balanced transaction's entries; False if (kind, reference) exists."""
     if sum(p.amount for p in postings) != 0:
         raise ValueError(f"unbalanced {kind} transaction {reference}: {postings}")
@@ -129,6 +131,8 @@ async def move(connection: AsyncConnection, account_id: int, *, available: int =
     return int((await connection.execute(statement)).scalar_one())
 
 
-def insert_ignoring_duplicates(connection: AsyncConnection, table, columns: list[str]):  # type: ignore[no-untyped-def]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=columns)
+def insert_ignoring_duplicates(connection: AsyncConnection, table: Table,
+                               columns: list[str]) -> postgresql.Insert | sqlite.Insert:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=columns)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=columns)

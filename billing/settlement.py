@@ -28,13 +28,14 @@ from sqlalchemy import Row, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import Label
 
 from billing import limits
 from billing.balances import AccountChange, Settled
 from billing.postings import AVAILABLE, HELD, REVENUE, draw_down_grants, insert_ignoring_duplicates, move
 from billing.pricing import Charge, charge
 from schema.jobs import UsageEvent
-from schema.tables import api_keys, holds, ledger_entries, ledger_transactions, usage_records
+from schema.tables import holds, ledger_entries, ledger_transactions, usage_records
 
 if TYPE_CHECKING:
     from billing.ledger import Ledger
@@ -58,7 +59,7 @@ class _Job:
     recorded_now: bool = False  # the ledger never had its hold (the mirror took it): it is recorded here
 
 
-async def settle(ledger: "Ledger", events: Sequence[UsageEvent], *, now: float | None = None) -> Outcome:
+async def settle(ledger: Ledger, events: Sequence[UsageEvent], *, now: float | None = None) -> Outcome:
     """Charge every event's job once; raises only if the whole batch and then
     an event alone fails (``DBAPIError``)."""
     unique = list({event.job_id: event for event in reversed(events)}.values())[::-1]
@@ -77,7 +78,7 @@ async def settle(ledger: "Ledger", events: Sequence[UsageEvent], *, now: float |
     return Outcome(settled, duplicates)
 
 
-async def _settle(ledger: "Ledger", events: list[UsageEvent], now: float) -> Outcome:
+async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outcome:
     charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
     async with ledger.engine.begin() as connection:
         fresh = await _record_usage(connection, events, charges)
@@ -146,7 +147,8 @@ async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], ch
     return jobs
 
 
-async def _insert_closed(connection: AsyncConnection, rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row]]:
+async def _insert_closed(connection: AsyncConnection,
+                         rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row[*tuple[Any, ...]]]]:
     """Insert holds closed; the jobs inserted, and those whose open hold the
     hold journal committed meanwhile (claimed instead: PostgreSQL waits for
     the journal's row, then updates it). A closed row is left as it is."""
@@ -155,13 +157,13 @@ async def _insert_closed(connection: AsyncConnection, rows: list[dict[str, Any]]
     statement = statement.on_conflict_do_update(index_elements=["job_id"], set_={"closed": True},
                                                 where=holds.c.closed.is_(False))
     # xmax is 0 on a row this statement inserted (PostgreSQL); SQLite has one writer, so no row was open.
-    inserted = literal_column("xmax = 0" if dialect is postgresql else "1").label("inserted")
+    inserted: Label[Any] = literal_column("xmax = 0" if dialect is postgresql else "1").label("inserted")
     found = (await connection.execute(statement.returning(holds.c.job_id, holds.c.amount, holds.c.key_periods,
                                                           inserted))).all()
     return {row.job_id for row in found if row.inserted}, {row.job_id: row for row in found if not row.inserted}
 
 
-async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job], now: float) -> list[AccountChange]:
+async def _charge(ledger: Ledger, connection: AsyncConnection, jobs: list[_Job], now: float) -> list[AccountChange]:
     """The charge transactions, the accounts' balances and the keys' counters."""
     if not jobs:
         return []
@@ -209,14 +211,14 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
         for account_id, account_jobs in by_account.items()]
 
 
-async def resend(ledger: "Ledger", job_ids: Sequence[str]) -> list[str]:
+async def resend(ledger: Ledger, job_ids: Sequence[str]) -> list[str]:
     """Tell the mirror again of these jobs' charges, as they committed; the jobs that were charged."""
     changes = await _charged_before(ledger, list(job_ids))
     await ledger.followed(changes)
     return [settled.job_id for change in changes for settled in change.settled]
 
 
-async def _charged_before(ledger: "Ledger", duplicates: list[UsageEvent] | list[str]) -> list[AccountChange]:
+async def _charged_before(ledger: Ledger, duplicates: list[UsageEvent] | list[str]) -> list[AccountChange]:
     """The mirror's changes of jobs settled before, as they committed."""
     if not duplicates:
         return []
