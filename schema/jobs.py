@@ -180,6 +180,11 @@ class Usage(BaseModel):
     def _within_ceiling(cls, count: int) -> int:
         return min(count, USAGE_CEILING)
 
+    def data(self) -> UsageData:
+        """As an ``end`` event carries it (what ``model_dump`` gives, typed)."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "images": self.images,
+                "reported": self.reported}
+
 
 class JobMark(BaseModel):
     """How far a job got, shared by every worker (a redelivered job must

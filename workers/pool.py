@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 
@@ -40,14 +40,24 @@ from scheduler.transport import JobQueue, ResultBus, UsageQueue
 from schema.catalog import ProviderSpec
 from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
-from schema.jobs import JOB_STATE_GRACE, EventKind, Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
+from schema.jobs import (
+    JOB_STATE_GRACE,
+    DialectObject,
+    EndData,
+    Job,
+    JobMark,
+    StreamEvent,
+    Usage,
+    UsageEvent,
+    error_data,
+)
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breaker_store import MemoryBreakerStore
 from workers.breakers import Breakers
-from workers.health import HealthLog
 from workers.cancels import CancelWatch, JobCancelled, Watch
+from workers.health import HealthLog
 from workers.resilience import FailOver, Retry, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -92,13 +102,30 @@ class JobRun:
         """Whether any event was emitted: from then on the job cannot fail over."""
         return self._seq > 0
 
-    def emit(self, kind: EventKind, data: Any) -> None:
-        self._pending.append(self._next(kind, data))
-        self.produced = self.produced or kind in ("chunk", "response")
+    def emit(self, chunk: DialectObject) -> None:
+        """Send one stream chunk."""
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "chunk", "data": chunk})
+        self.produced = True
+
+    def fail(self, error: GatewayError) -> None:
+        """End the job with ``error``."""
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "error", "data": error_data(error)})
+
+    async def answer(self, answer: DialectObject, usage: Usage) -> bool:
+        """Send the whole answer as the job's final event (``_finish``)."""
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "response", "data": answer}, usage)
+
+    async def end(self, reported: Usage | None, usage: Usage) -> bool:
+        """End a stream whose chunks all went out, with the usage the provider reported (``_finish``)."""
+        data: EndData = {"usage": reported.data() if reported else None}
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "end", "data": data}, usage)
+
+    def _queue(self, event: StreamEvent) -> None:
+        self._pending.append(self._numbered(event))
         if self.lost is None and (self._sender is None or self._sender.done()):
             self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
 
-    async def finish(self, kind: EventKind, data: Any, usage: Usage) -> bool:
+    async def _finish(self, event: StreamEvent, usage: Usage) -> bool:
         """Send the job's final event with its ``answered`` mark (the usage
         to charge) in one atomic step of the bus, after every event before
         it. A worker that dies before that step leaves a job whose client
@@ -112,15 +139,15 @@ class JobRun:
         answered = JobMark(state="answered", usage=usage, attempt=job.attempt)
         try:
             await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
-                                     publish=[self._next(kind, data)], to=job.reply_to)
+                                     publish=[self._numbered(event)], to=job.reply_to)
         except Exception as error:  # Redis errors are many; each means the same here
             self.lost = error  # logged by ``flush``
             return False
         self.produced = True
         return True
 
-    def _next(self, kind: EventKind, data: Any) -> StreamEvent:
-        event: StreamEvent = {"job": self.job.id, "seq": self._seq, "kind": kind, "data": data}
+    def _numbered(self, event: StreamEvent) -> StreamEvent:
+        """``event``, built with the next ``seq``, which it takes."""
         if self._seq == 0:
             event["provider"] = self.job.provider  # the ingress names who served it
             event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited
@@ -388,10 +415,11 @@ class ProviderPool:
 
     async def _complete(self, run: JobRun) -> Usage | None:
         job, native = run.job, self.adapter.dialect
-        answer = await self.adapter.complete(job.route.upstream_model, translate_request(job.payload, job.dialect, native))
+        payload = translate_request(job.payload, job.dialect, native)
+        answer = await self.adapter.complete(job.route.upstream_model, payload)
         usage = response_usage(answer, native) or _estimate(job, len(orjson.dumps(answer)))
         body = translate_response(answer, native, job.dialect, model=job.model)
-        return usage if await run.finish("response", body, usage) else None
+        return usage if await run.answer(body, usage) else None
 
     async def _stream(self, run: JobRun) -> Usage | None:
         job, native = run.job, self.adapter.dialect
@@ -404,14 +432,13 @@ class ProviderPool:
                                       first=spec.first_token_timeout, idle=spec.idle_timeout):
                 meter.feed(event)
                 for translated in translator.feed(event):
-                    run.emit("chunk", translated)
+                    run.emit(translated)
             for translated in translator.finish():
-                run.emit("chunk", translated)
+                run.emit(translated)
         finally:
             run.output_chars, run.reported = meter.output_chars, meter.usage
         # Charged even if the end event is lost: every chunk reached the client.
-        await run.finish("end", {"usage": meter.usage.model_dump() if meter.usage else None},
-                         meter.usage or _estimate(job, meter.output_chars))
+        await run.end(meter.usage, meter.usage or _estimate(job, meter.output_chars))
         return meter.usage
 
     async def _media(self, run: JobRun) -> Usage | None:
@@ -425,11 +452,11 @@ class ProviderPool:
         else:  # the ingress refuses these; a job from an older config may still come
             raise InvalidRequest(f"provider {job.provider!r} cannot serve {job.kind} requests", param="model")
         usage = media_usage(job.kind, job.payload, answer)
-        return usage if await run.finish("response", answer, usage) else None
+        return usage if await run.answer(answer, usage) else None
 
     @staticmethod
     def _fail(run: JobRun, error: GatewayError) -> None:
-        run.emit("error", error_data(error))
+        run.fail(error)
 
 
 async def _paced(events: AsyncIterator[T], provider: str, *, first: float, idle: float) -> AsyncIterator[T]:
