@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from billing.balances import Balances
 from billing.ledger import Ledger
 from billing.sweeps import release_overdue
-from scheduler.transport import UsageQueue
+from scheduler.queues import UsageQueue
 from schema.jobs import UsageEvent
 
 log = logging.getLogger(__name__)

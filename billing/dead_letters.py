@@ -21,7 +21,8 @@ import asyncio
 import logging
 import time
 
-from scheduler.transport import DeadLetter, ResultBus, UsageQueue
+from scheduler.queues import DeadLetter, UsageQueue
+from scheduler.result_bus import ResultBus
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
 

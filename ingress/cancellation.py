@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from scheduler.transport import ResultBus
+from scheduler.result_bus import ResultBus
 from schema.jobs import Job
 
 log = logging.getLogger(__name__)

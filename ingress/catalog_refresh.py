@@ -29,7 +29,9 @@ from redis.exceptions import RedisError
 from ingress.model_lists import fetch_models
 from ingress.runtime import Runtime
 from scheduler.catalog import Catalog
-from scheduler.listing_store import FileListingStore, ListingStore, RedisListingStore
+from scheduler.listing_store import ListingStore
+from scheduler.listing_store.file import FileListingStore
+from scheduler.listing_store.redis import RedisListingStore
 from scheduler.listings import ProviderListing, UpstreamModel
 from scheduler.topology import Topology
 from schema.errors import GatewayError, InvalidRequest, ProviderNotFound

@@ -18,7 +18,7 @@ import orjson
 
 from billing.pricing import charge
 from ingress.errors import anthropic_error_type
-from scheduler.transport import Subscription
+from scheduler.result_bus import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
 from schema.jobs import Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits

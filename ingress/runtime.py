@@ -20,36 +20,45 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.backends.memory import MemoryBalances
-from billing.backends.redis import RedisBalances
 from billing.balances import Balances
+from billing.balances.memory import MemoryBalances
+from billing.balances.redis import RedisBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
 from billing.journal import HoldJournal, JournaledBalances
 from billing.ledger import Ledger
 from billing.snapshots import LedgerSnapshots
-from ingress.limiter import Limiter, MemoryLimiter, RedisLimiter
+from ingress.limiter import Limiter
+from ingress.limiter.memory import MemoryLimiter
+from ingress.limiter.redis import RedisLimiter
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
-from scheduler import rabbitmq
 from scheduler.admission import PoolWatch
 from scheduler.catalog import Catalog
-from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
-from scheduler.pool_stats import MemoryPoolStats, PoolStatsStore, RedisPoolStats
-from scheduler.redis_bus import RedisResultBus
+from scheduler.pool_stats import PoolStatsStore
+from scheduler.pool_stats.memory import MemoryPoolStats
+from scheduler.pool_stats.redis import RedisPoolStats
+from scheduler.queues import DeadLetters, JobQueue, UsageQueue, rabbitmq
+from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
+from scheduler.result_bus import ResultBus
+from scheduler.result_bus.memory import MemoryResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import DeadLetters, JobQueue, ResultBus, UsageQueue
 from scheduler.watched_queue import WatchedJobQueue
 from schema.catalog import GatewayConfig
 from schema.database import create_engine, migrate
 from schema.settings import Settings
 from workers.adapters import build_adapter
-from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
+from workers.breaker_store import BreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
+from workers.breaker_store.redis import RedisBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch
 from workers.health import HealthLog
-from workers.health_store import HealthStore, MemoryHealthStore, RedisHealthStore, open_redis_health_store
+from workers.health_store import HealthStore
+from workers.health_store.memory import MemoryHealthStore
+from workers.health_store.redis import RedisHealthStore, open_redis_health_store
 from workers.pool import ProviderPool
 from workers.prober import Prober, prober_broker, run_prober
 from workers.resilience import RetryPolicy

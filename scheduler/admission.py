@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from scheduler.pool_stats import PoolCounts, PoolStatsStore, WorkerBeat
 from scheduler.priority import MESSAGE_PRIORITY
-from scheduler.transport import JobQueue
+from scheduler.queues import JobQueue
 from schema.errors import InvalidRequest, ServiceUnavailable
 from schema.plans import PriorityClass
 from schema.settings import Settings

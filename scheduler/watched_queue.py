@@ -24,7 +24,7 @@ import uuid
 from collections import deque
 
 from scheduler.pool_stats import PoolStatsStore, WorkerBeat
-from scheduler.transport import JobHandler, JobQueue
+from scheduler.queues import JobHandler, JobQueue
 from schema.jobs import Job
 
 log = logging.getLogger(__name__)

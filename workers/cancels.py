@@ -19,7 +19,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from scheduler.transport import ResultBus
+from scheduler.result_bus import ResultBus
 
 log = logging.getLogger(__name__)
 

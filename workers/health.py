@@ -28,7 +28,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from schema.health import HEALTH_SOURCES, HealthSource, Outcome
-from workers.health_store import HealthStore, HealthUnavailable, MemoryHealthStore, Observed
+from workers.health_store import HealthStore, HealthUnavailable, Observed
+from workers.health_store.memory import MemoryHealthStore
 from workers.resilience import breaker_scope
 
 log = logging.getLogger(__name__)

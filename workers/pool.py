@@ -36,7 +36,8 @@ from typing import TypeVar
 
 import orjson
 
-from scheduler.transport import JobQueue, ResultBus, UsageQueue
+from scheduler.queues import JobQueue, UsageQueue
+from scheduler.result_bus import ResultBus
 from schema.catalog import ProviderSpec
 from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest, QueueTimeout, UpstreamError
@@ -54,7 +55,7 @@ from schema.jobs import (
 from schema.media import media_usage
 from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
-from workers.breaker_store import MemoryBreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch, JobCancelled, Watch
 from workers.health import HealthLog

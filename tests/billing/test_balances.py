@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.adjustments import adjust_credits
-from billing.backends.memory import MemoryBalances
-from billing.backends.redis import RedisBalances
 from billing.balances import AccountChange, AccountSnapshot, Balance, Balances, KeySnapshot, Reservation, Settled
+from billing.balances.memory import MemoryBalances
+from billing.balances.redis import RedisBalances
 from billing.journal import HoldJournal, JournaledBalances
 from billing.keys import change_key
 from billing.ledger import Ledger

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from billing.backends.memory import MemoryBalances
+from billing.balances.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.ledger import Ledger
 from billing.snapshots import LedgerSnapshots
-from scheduler.memory import MemoryUsageQueue
+from scheduler.queues.memory import MemoryUsageQueue
 from schema.database import create_engine
 from schema.errors import UnknownAccount
 from schema.jobs import Price, Usage, UsageEvent

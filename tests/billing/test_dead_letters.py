@@ -19,17 +19,17 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from aiormq.exceptions import ChannelNotFoundEntity
 from sqlalchemy import func, select
 
-from billing.backends.memory import MemoryBalances
+from billing.balances.memory import MemoryBalances
 from billing.consumer import SettlementConsumer
 from billing.dead_letters import DeadLetterReader
 from billing.ledger import Balance, Ledger
 from billing.pricing import cost_of
 from billing.snapshots import LedgerSnapshots
-from scheduler.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue, connect
-from scheduler.redis_bus import RedisResultBus
-from scheduler.subscription import Inbox
+from scheduler.queues import DeadLetter
+from scheduler.queues.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue, connect
+from scheduler.result_bus import Inbox
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import DeadLetter
 from schema.database import create_engine
 from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
 from schema.settings import Settings

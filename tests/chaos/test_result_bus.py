@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
 from schema.errors import StreamBroken
 from tests.support.services import REDIS_URL, require_services

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as redis
 
-from ingress.limiter import BucketState, Decision, Limit, Limiter, MemoryLimiter, RedisLimiter
+from ingress.limiter import BucketState, Decision, Limit, Limiter
+from ingress.limiter.memory import MemoryLimiter
+from ingress.limiter.redis import RedisLimiter
 from ingress.ratelimit import duration
 from tests.support.services import REDIS_URL, require_services
 

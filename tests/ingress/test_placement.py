@@ -18,13 +18,15 @@ import redis.asyncio as redis
 
 from ingress.placement import READ_TIMEOUT, CircuitWatch, place
 from scheduler.admission import NoWorkers, PoolWatch, QueueFull
-from scheduler.memory import MemoryJobQueue
-from scheduler.pool_stats import MemoryPoolStats, WorkerBeat
+from scheduler.pool_stats import WorkerBeat
+from scheduler.pool_stats.memory import MemoryPoolStats
+from scheduler.queues.memory import MemoryJobQueue
 from scheduler.topology import Topology
 from schema.errors import CircuitOpen, UpstreamError
 from schema.jobs import Job, Price, Route
 from schema.settings import Settings
-from workers.breaker_store import MemoryBreakerStore, RedisBreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
+from workers.breaker_store.redis import RedisBreakerStore
 from workers.breakers import Breakers
 
 RESET_TIMEOUT = 30.0

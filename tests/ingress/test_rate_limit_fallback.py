@@ -17,7 +17,8 @@ import pytest
 import redis
 import redis.asyncio as async_redis
 
-from ingress.limiter import Limit, RedisLimiter
+from ingress.limiter import Limit
+from ingress.limiter.redis import RedisLimiter
 from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
 from tests.conftest import UPSTREAM_KEY
@@ -30,11 +31,11 @@ REQUEST = {"model": "fake-output-priced", "max_tokens": 4, "messages": [{"role":
 
 def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "ingress.limiter" and r.levelno == logging.WARNING and text in r.getMessage()]
+            if r.name == "ingress.limiter.redis" and r.levelno == logging.WARNING and text in r.getMessage()]
 
 
 async def test_an_unreachable_redis_gives_per_process_limits(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="ingress.limiter")
+    caplog.set_level(logging.WARNING, logger="ingress.limiter.redis")
     nowhere = async_redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     limiter = RedisLimiter(nowhere, f"gztest{uuid.uuid4().hex[:10]}:ratelimit:", retry_interval=60)
     try:
@@ -67,7 +68,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) ->
 
 def test_redis_goes_away_and_comes_back(upstream: FakeUpstream, tmp_path: Path,
                                         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="ingress.limiter")
+    caplog.set_level(logging.WARNING, logger="ingress.limiter.redis")
     config = fallback_config(upstream.url)  # type: ignore[attr-defined]
     with own_redis() as server, running_gateway(config, tmp_path, rate_limit_redis_url=server.url) as gateway:
         key = gateway.create_key("1")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ingress.relay import EventReader, openai_sse
-from scheduler.memory import MemoryResultBus
+from scheduler.result_bus.memory import MemoryResultBus
 from schema.errors import GatewayTimeout, StreamBroken
 from schema.jobs import Price
 

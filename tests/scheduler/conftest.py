@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from scheduler.memory import MemoryResultBus
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus import ResultBus
+from scheduler.result_bus.memory import MemoryResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import ResultBus
 from tests.support.services import REDIS_URL, require_services
 
 

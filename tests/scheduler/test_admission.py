@@ -23,8 +23,10 @@ from scheduler.admission import (
     judge,
     queue_deadline,
 )
-from scheduler.memory import MemoryJobQueue
-from scheduler.pool_stats import MemoryPoolStats, PoolCounts, PoolStatsStore, RedisPoolStats, WorkerBeat
+from scheduler.pool_stats import PoolCounts, PoolStatsStore, WorkerBeat
+from scheduler.pool_stats.memory import MemoryPoolStats
+from scheduler.pool_stats.redis import RedisPoolStats
+from scheduler.queues.memory import MemoryJobQueue
 from scheduler.topology import Topology
 from scheduler.watched_queue import WatchedJobQueue
 from schema.errors import InvalidRequest

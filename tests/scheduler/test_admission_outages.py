@@ -23,12 +23,13 @@ import pytest
 import redis.asyncio as redis
 
 from scheduler.admission import DRIFT_CONFIRM, READ_LIMIT, PoolWatch, QueueFull
-from scheduler.memory import MemoryJobQueue
-from scheduler.pool_stats import PoolStatsStore, RedisPoolStats, WorkerBeat
+from scheduler.pool_stats import PoolStatsStore, WorkerBeat
+from scheduler.pool_stats.redis import RedisPoolStats
 from scheduler.priority import MESSAGE_PRIORITY
-from scheduler.rabbitmq import RabbitJobQueue, connect
+from scheduler.queues import JobQueue
+from scheduler.queues.memory import MemoryJobQueue
+from scheduler.queues.rabbitmq import RabbitJobQueue, connect
 from scheduler.topology import Topology
-from scheduler.transport import JobQueue
 from scheduler.watched_queue import WatchedJobQueue
 from schema.jobs import Job, Price, Route
 from schema.settings import Settings

@@ -10,9 +10,9 @@ import asyncio
 
 import redis.asyncio as redis
 
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus import ResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import ResultBus
 from schema.jobs import JobMark
 from tests.support.redis_server import own_redis
 

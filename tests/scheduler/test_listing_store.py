@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from scheduler.listing_store import FileListingStore, ListingStore, RedisListingStore
+from scheduler.listing_store import ListingStore
+from scheduler.listing_store.file import FileListingStore
+from scheduler.listing_store.redis import RedisListingStore
 from scheduler.listings import ProviderListing, UpstreamModel
 from scheduler.topology import Topology
 from tests.support.services import REDIS_URL, require_services

@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from scheduler.memory import MemoryJobQueue, MemoryResultBus
-from scheduler.subscription import INBOX_SIZE
-from scheduler.transport import DeadLetter
+from scheduler.queues import DeadLetter
+from scheduler.queues.memory import MemoryJobQueue
+from scheduler.result_bus import INBOX_SIZE
+from scheduler.result_bus.memory import MemoryResultBus
 from schema.errors import StreamBroken
 from schema.jobs import Job, Price, Route
 

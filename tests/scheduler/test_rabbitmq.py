@@ -12,7 +12,7 @@ from decimal import Decimal
 import aio_pika
 import pytest
 
-from scheduler.rabbitmq import RabbitJobQueue, RabbitUsageQueue, connect
+from scheduler.queues.rabbitmq import RabbitJobQueue, RabbitUsageQueue, connect
 from scheduler.topology import Topology
 from schema.jobs import Job, Price, Route, Usage, UsageEvent
 from tests.support.services import BROKER_URL, require_services

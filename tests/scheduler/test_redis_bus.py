@@ -9,9 +9,9 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus import ResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.transport import ResultBus
 from schema.jobs import JobMark, StreamEvent, Usage
 from tests.support.services import REDIS_URL, require_services
 

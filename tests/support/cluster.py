@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import redis.asyncio as redis
 
-from scheduler.pool_stats import RedisPoolStats
+from scheduler.pool_stats.redis import RedisPoolStats
 from scheduler.topology import Topology
 from tests.support.processes import background, free_port, gatewayz, wait_until_healthy
 from tests.support.services import Distributed, distributed_services

@@ -3,7 +3,8 @@ transports, and collecting what its client and billing would receive."""
 
 from __future__ import annotations
 
-from scheduler.memory import MemoryResultBus, MemoryUsageQueue
+from scheduler.queues.memory import MemoryUsageQueue
+from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
 from schema.jobs import Job, JobMark, StreamEvent, UsageEvent
 from workers.adapters.base import ProviderAdapter

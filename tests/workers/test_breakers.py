@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
 from schema.errors import CircuitOpen, GatewayTimeout, ProviderUnavailable, RateLimited, UpstreamError
 from schema.jobs import JobMark
 from tests.support.processes import free_port
 from tests.support.services import REDIS_URL, require_services
-from workers.breaker_store import BreakerStore, MemoryBreakerStore, RedisBreakerStore
+from workers.breaker_store import BreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
+from workers.breaker_store.redis import RedisBreakerStore
 from workers.breakers import Breakers
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from scheduler.redis_bus import RedisResultBus
+from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
 from tests.support.redis_server import own_redis
 from workers.cancels import CancelWatch, JobCancelled

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
+from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
+from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
 from tests.workers.test_pool import Failing, serve_once, two_candidates
 from workers.adapters.mock import MockAdapter
-from workers.breaker_store import MemoryBreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch
 from workers.pool import ProviderPool

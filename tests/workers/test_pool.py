@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from scheduler.memory import MemoryJobQueue, MemoryResultBus, MemoryUsageQueue
+from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
+from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
 from schema.errors import UpstreamError
 from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
 from tests.support.pools import memory_pool, run_job
 from workers.adapters.mock import MockAdapter
-from workers.breaker_store import MemoryBreakerStore
+from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.pool import ProviderPool
 from workers.resilience import RetryPolicy

@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from billing.backends.rules import check_hold
 from billing.balances import (
     AccountChange,
     AccountSnapshot,
@@ -21,6 +20,7 @@ from billing.balances import (
     Reservation,
     Snapshots,
 )
+from billing.balances.rules import check_hold
 from billing.limits import KeyLimits
 from schema.errors import AccountNotFound, Unauthenticated
 from schema.money import MicroCredits

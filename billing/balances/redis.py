@@ -32,7 +32,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from billing.backends.rules import insufficient
 from billing.balances import (
     PERIOD_KINDS,
     AccountChange,
@@ -42,6 +41,7 @@ from billing.balances import (
     Reservation,
     Snapshots,
 )
+from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
 from schema.errors import AccountNotFound, GatewayError, KeyRevoked, ServiceUnavailable, Unauthenticated
 from schema.money import MicroCredits

@@ -27,8 +27,8 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
+from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from scheduler.topology import Topology
-from scheduler.transport import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.errors import GatewayTimeout
 from schema.jobs import Job, UsageEvent
 

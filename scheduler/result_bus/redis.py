@@ -31,7 +31,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from scheduler.subscription import Inbox
+from scheduler.result_bus import Inbox
 from scheduler.topology import Topology
 from schema.errors import ServiceUnavailable
 from schema.jobs import JobMark, StreamEvent

@@ -1,72 +1,19 @@
-"""Where circuit breakers keep their state: in this process (embedded mode)
-or in Redis, shared by every worker and ingress (distributed mode).
-
-A store loads records and writes one back only if nobody wrote it since it
-was loaded (compare-and-set on ``CircuitRecord.version``), so workers that
-judge the same provider at once never lose each other's failures. Every
-call is one round trip, never a blocking one: pybreaker's own Redis storage
-blocks the event loop, so the state machine runs on a loaded copy instead
-(``workers.breakers``).
-"""
+"""Circuit breaker state in Redis, shared by every worker and ingress
+(distributed mode): one JSON record per breaker, written by a
+compare-and-set script, and an index of every breaker written."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol, cast
+from typing import cast
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from scheduler.topology import Topology
 from schema.circuits import CircuitRecord
-
-
-class StoreUnavailable(Exception):
-    """The shared state cannot be read or written just now."""
-
-
-class BreakerStore(Protocol):
-    async def load(self, *breakers: str) -> list[CircuitRecord]:
-        """The records of these breakers, a fresh closed one for each never written."""
-        ...
-
-    async def swap(self, breaker: str, record: CircuitRecord) -> bool:
-        """Store ``record`` if the stored version is still ``record.version``
-        (then the stored one is ``version + 1``); False if another write won."""
-        ...
-
-    async def every(self) -> dict[str, CircuitRecord]:
-        """Every breaker that has a record."""
-        ...
-
-    async def reset(self, *breakers: str) -> None:
-        """Forget these breakers: they are closed, with no failures."""
-        ...
-
-
-class MemoryBreakerStore:
-    def __init__(self) -> None:
-        self._records: dict[str, CircuitRecord] = {}
-
-    async def load(self, *breakers: str) -> list[CircuitRecord]:
-        return [self._records[name].model_copy(deep=True) if name in self._records else CircuitRecord()
-                for name in breakers]
-
-    async def swap(self, breaker: str, record: CircuitRecord) -> bool:
-        stored = self._records.get(breaker)
-        if (stored.version if stored is not None else 0) != record.version:
-            return False
-        self._records[breaker] = record.model_copy(update={"version": record.version + 1}, deep=True)
-        return True
-
-    async def every(self) -> dict[str, CircuitRecord]:
-        return {name: record.model_copy(deep=True) for name, record in self._records.items()}
-
-    async def reset(self, *breakers: str) -> None:
-        for name in breakers:
-            self._records.pop(name, None)
-
+from workers.breaker_store import StoreUnavailable
 
 # Compare-and-set of one JSON record; the index lets health list every breaker.
 _SWAP = """

@@ -1,0 +1,50 @@
+"""Where provider health lives: the recent outcomes of each provider, from
+requests and from probes, in this process (embedded mode,
+``workers.health_store.memory``) or in Redis, shared by every worker, prober
+and ingress (distributed mode, ``workers.health_store.redis``).
+
+Each provider and source keeps its last ``OUTCOMES_KEPT`` outcomes, none
+older than ``OUTCOMES_WINDOW``. The store also hands out the prober's rounds
+(``claim_round``), so that however many probe chains a restart leaves
+behind, one round runs per interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
+
+from schema.health import OUTCOMES_WINDOW, HealthSource, Outcome
+
+Recent = dict[str, dict[HealthSource, list[Outcome]]]  # provider -> source -> outcomes, newest first
+
+
+class Observed(NamedTuple):
+    """One outcome to record, and whose it is."""
+
+    provider: str
+    source: HealthSource
+    outcome: Outcome
+
+
+class HealthUnavailable(Exception):
+    """The shared health state cannot be read or written just now."""
+
+
+class HealthStore(Protocol):
+    async def record(self, outcomes: Iterable[Observed]) -> None:
+        """Add outcomes, each newest of its provider and source when added (in order)."""
+        ...
+
+    async def recent(self, providers: Iterable[str]) -> Recent:
+        """Each provider's recent outcomes per source, newest first."""
+        ...
+
+    async def claim_round(self, seconds: float) -> bool:
+        """True for the first caller in ``seconds``: that one probes now."""
+        ...
+
+
+def fresh(outcomes: Iterable[Outcome], now: float) -> list[Outcome]:
+    """The outcomes still inside ``OUTCOMES_WINDOW``."""
+    return [outcome for outcome in outcomes if outcome.at > now - OUTCOMES_WINDOW]

@@ -1,0 +1,73 @@
+"""Provider health in Redis, shared by every worker, prober and ingress
+(distributed mode): a capped list of recent outcomes per provider and
+source, and a key that hands out the prober's rounds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from scheduler.topology import Topology
+from schema.health import HEALTH_SOURCES, OUTCOMES_KEPT, OUTCOMES_WINDOW, Outcome
+from workers.health_store import HealthUnavailable, Observed, Recent, fresh
+
+
+@asynccontextmanager
+async def _reaching_redis() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as error:
+        raise HealthUnavailable(f"the health store's Redis: {error}") from error
+
+
+class RedisHealthStore:
+    def __init__(self, client: redis.Redis, topology: Topology) -> None:
+        self._client = client
+        self._topology = topology
+
+    async def record(self, outcomes: Iterable[Observed]) -> None:
+        """One round trip, however many outcomes: LPUSH each list's new
+        outcomes at once, then trim it and renew its expiry."""
+        lists: dict[str, list[str]] = {}
+        for provider, source, outcome in outcomes:
+            lists.setdefault(self._topology.health_key(provider, source), []).append(outcome.model_dump_json())
+        async with _reaching_redis(), self._client.pipeline(transaction=True) as pipe:
+            for key, added in lists.items():
+                pipe.lpush(key, *added)
+                pipe.ltrim(key, 0, OUTCOMES_KEPT - 1)
+                pipe.expire(key, int(OUTCOMES_WINDOW))
+            await pipe.execute()
+
+    async def recent(self, providers: Iterable[str]) -> Recent:
+        pairs = [(provider, source) for provider in providers for source in HEALTH_SOURCES]
+        if not pairs:
+            return {}
+        async with _reaching_redis(), self._client.pipeline(transaction=False) as pipe:
+            for provider, source in pairs:
+                pipe.lrange(self._topology.health_key(provider, source), 0, OUTCOMES_KEPT - 1)
+            lists = await pipe.execute()
+        now = time.time()
+        recent: Recent = {}
+        for (provider, source), raw in zip(pairs, lists, strict=True):
+            recent.setdefault(provider, {})[source] = fresh((Outcome.model_validate_json(item) for item in raw), now)
+        return recent
+
+    async def claim_round(self, seconds: float) -> bool:
+        async with _reaching_redis():
+            return bool(await self._client.set(self._topology.probe_round_key, "1", nx=True,
+                                               px=max(1, int(seconds * 1000))))
+
+
+@asynccontextmanager
+async def open_redis_health_store(url: str, topology: Topology) -> AsyncIterator[RedisHealthStore]:
+    """A store on a client of its own, for a caller on another event loop
+    (the prober's): short timeouts, so a stalled Redis fails a round fast."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield RedisHealthStore(client, topology)
+    finally:
+        await client.aclose()
