@@ -7,15 +7,14 @@ express (``schema.translate``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from schema.errors import InvalidRequest
+from schema.jobs import DialectObject
 from schema.openai import MAX_TOKENS_LIMIT, whole
 
 ROLES = frozenset({"user", "assistant"})
 
 
-def check_messages_request(body: object) -> dict[str, Any]:
+def check_messages_request(body: object) -> DialectObject:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     model = body.get("model")
