@@ -32,17 +32,7 @@ from billing import limits, settlement
 from billing.balances import AccountChange, Balance, Held, Released
 from billing.holds import close_hold, open_hold_in_one_statement
 from billing.limits import KeyLimits
-from billing.postings import (
-    AVAILABLE,
-    GRANTS,
-    HELD,
-    TOPUPS,
-    Posting,
-    SystemAccounts,
-    move,
-    record,
-    transact,
-)
+from billing.postings import AVAILABLE, GRANTS, HELD, TOPUPS, Posting, SystemAccounts, move, record, transact
 from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
 from schema.money import MicroCredits, micros_to_credits

@@ -32,15 +32,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from billing.balances import (
-    PERIOD_KINDS,
-    AccountChange,
-    AccountSnapshot,
-    Balance,
-    KeySnapshot,
-    Reservation,
-    Snapshots,
-)
+from billing.balances import PERIOD_KINDS, AccountChange, AccountSnapshot, Balance, KeySnapshot, Reservation, Snapshots
 from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
 from schema.errors import AccountNotFound, GatewayError, KeyRevoked, ServiceUnavailable, Unauthenticated
