@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
-from ingress.body_limits import BodyLimits
 from ingress.catalog_refresh import open_catalog_refresh
+from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
@@ -19,6 +19,18 @@ from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
 
+# The job-submitting endpoints, served ahead of FastAPI (``ingress.edge``);
+# the OpenAPI document describes the ``/v1`` ones (``ingress.openapi``).
+HOT_ROUTES: dict[str, Handler] = {
+    "/v1/chat/completions": chat.chat_completions,
+    "/chat/completions": chat.chat_completions,
+    "/v1/messages": messages.messages,
+    "/v1/embeddings": embeddings.embeddings,
+    "/embeddings": embeddings.embeddings,
+    "/v1/images/generations": images.generate_images,
+    "/images/generations": images.generate_images,
+}
+
 
 def create_app(
     settings: Settings,
@@ -26,7 +38,7 @@ def create_app(
     *,
     roles: Callable[[Runtime], None] | None = None,
     apply_migrations: bool = False,
-) -> FastAPI:
+) -> Edge:
     """``roles`` starts background roles in this process (``gatewayz serve``
     runs every pool and billing beside the HTTP API)."""
 
@@ -42,12 +54,7 @@ def create_app(
                 yield {}
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    app.include_router(chat.router)
-    app.include_router(messages.router)
-    app.include_router(embeddings.router)
-    app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
@@ -62,4 +69,4 @@ def create_app(
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
     install_openapi(app, config)
-    return app
+    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)

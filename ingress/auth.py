@@ -1,17 +1,20 @@
 """API keys: generated once, stored only as an HMAC-SHA256 hash, and looked
-up through a small per-process cache so the hot path skips the database; and
-the operator's admin token."""
+up through a small per-process cache so the hot path skips the database
+(one lookup per key however many requests miss it at once); and the
+operator's admin token."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import functools
 import hmac
 import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-from fastapi import Request
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.requests import Request
 
 from billing.ledger import KeyOwner, Ledger
 from billing.limits import check_usable
@@ -19,6 +22,8 @@ from schema.errors import PermissionDenied, ServiceUnavailable, Unauthenticated
 from schema.settings import Settings
 
 KEY_PREFIX = "gz-"
+# A lookup that found no free database connection in time: try again shortly.
+LOOKUP_RETRY_AFTER = 1.0
 
 
 def new_key() -> str:
@@ -26,7 +31,8 @@ def new_key() -> str:
 
 
 def hash_key(secret: bytes, key: str) -> str:
-    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, without hmac.new's Python object per request.
+    return hmac.digest(secret, key.encode(), "sha256").hex()
 
 
 def key_secret(settings: Settings) -> bytes:
@@ -59,6 +65,12 @@ class Authenticator:
     request. Unknown keys are never cached, so guessing cannot fill memory.
     Credit, limits and revocation are not cached for spending: admission
     checks them with a hold.
+
+    A key missing from the cache is looked up once however many of its
+    requests arrive meanwhile (they share the lookup's answer, or its error):
+    a burst on a fresh process or after the ``ttl`` would otherwise queue
+    one statement per request on the database's small pool. A lookup that
+    waited past the pool's timeout is a 503, not a 500.
     """
 
     def __init__(self, ledger: Ledger, secret: bytes, *, ttl: float = 10.0, size: int = 10_000) -> None:
@@ -67,6 +79,9 @@ class Authenticator:
         self._ttl = ttl
         self._size = size
         self._known: OrderedDict[str, tuple[float, KeyOwner]] = OrderedDict()
+        self._looking_up: dict[str, asyncio.Future[KeyOwner | None]] = {}
+        # Bumped by ``forget``: a lookup begun before it does not refill the cache.
+        self._generation = 0
 
     async def __call__(self, request: Request) -> KeyOwner:
         key = presented_key(request)
@@ -82,18 +97,40 @@ class Authenticator:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
+        lookup = self._looking_up.get(key_hash)
+        if lookup is None:
+            lookup = self._looking_up[key_hash] = asyncio.ensure_future(self._look_up(key_hash, self._generation))
+            lookup.add_done_callback(functools.partial(self._looked_up, key_hash))
+        try:
+            # Shielded: a request cancelled (its client gone) leaves the lookup to the others.
+            owner = await asyncio.shield(lookup)
+        except PoolTimeout:
+            busy = ServiceUnavailable("The gateway's database is busy; retry shortly")
+            busy.retry_after = LOOKUP_RETRY_AFTER
+            raise busy from None
+        if owner is None:
+            raise Unauthenticated("Incorrect API key provided")
+        return owner
+
+    async def _look_up(self, key_hash: str, generation: int) -> KeyOwner | None:
         owner = await self._ledger.key_owner(key_hash)
         if owner is None:
             self._known.pop(key_hash, None)
-            raise Unauthenticated("Incorrect API key provided")
-        self._known[key_hash] = (now + self._ttl, owner)
-        self._known.move_to_end(key_hash)
-        if len(self._known) > self._size:
-            self._known.popitem(last=False)
+        elif generation == self._generation:
+            self._known[key_hash] = (time.monotonic() + self._ttl, owner)
+            self._known.move_to_end(key_hash)
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
         return owner
+
+    def _looked_up(self, key_hash: str, lookup: asyncio.Future[KeyOwner | None]) -> None:
+        del self._looking_up[key_hash]
+        if not lookup.cancelled():
+            lookup.exception()  # its waiters raise it; retrieved here for when every one left
 
     def forget(self, key_id: int) -> None:
         """Drop a key from this process's cache (it was revoked or changed)."""
+        self._generation += 1
         for key_hash in [h for h, (_, owner) in self._known.items() if owner.key_id == key_id]:
             del self._known[key_hash]
 

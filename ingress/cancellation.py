@@ -52,20 +52,36 @@ async def disconnected(receive: Receive) -> None:
 
 async def unless_gone(wait: Awaitable[T], receive: Receive | None) -> T:
     """``wait``'s result, or ``ClientDisconnect`` if the client leaves first.
-    ``receive`` is the request's, once its body was read (None: no race)."""
+    ``receive`` is the request's, once its body was read (None: no race).
+
+    ``wait`` runs in the request's own task; one watcher task cancels that
+    task if the client leaves (a task per request, where racing two costs
+    three and a wait)."""
     if receive is None:
         return await wait
-    answer = asyncio.ensure_future(wait)
-    gone = asyncio.ensure_future(disconnected(receive))
+    request = asyncio.current_task()
+    assert request is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await disconnected(receive)
+        gone = True
+        request.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await wait
+    except asyncio.CancelledError:
+        # The watcher's cancellation alone becomes the disconnect; any other
+        # (the server shutting down) goes on as a cancellation.
+        if gone and request.uncancel() == 0:
+            raise ClientDisconnect() from None
+        raise
     finally:
-        for task in (answer, gone):
-            task.cancel()
-        await asyncio.gather(answer, gone, return_exceptions=True)
-    if not answer.cancelled():
-        return answer.result()  # an answer that came with the disconnect still counts
-    raise ClientDisconnect()
+        watcher.cancel()
+        if watcher.done() and not watcher.cancelled():
+            watcher.exception()  # a receive that failed: the request was answered or cancelled all the same
 
 
 async def cancel_job(results: ResultBus, job: Job) -> None:

@@ -68,6 +68,14 @@ _JOB_PATHS = {
     "/v1/embeddings": ("EmbeddingsRequest", "Embeddings", False),
     "/v1/images/generations": ("ImagesRequest", "Images", False),
 }
+# The hot endpoints are served ahead of FastAPI (``ingress.edge``), which
+# so does not list them: their operations keep the ids and summaries it gave them.
+_HOT_OPERATIONS = {
+    "/v1/chat/completions": ("chat_completions_v1_chat_completions_post", "Chat Completions"),
+    "/v1/messages": ("messages_v1_messages_post", "Messages"),
+    "/v1/embeddings": ("embeddings_v1_embeddings_post", "Embeddings"),
+    "/v1/images/generations": ("generate_images_v1_images_generations_post", "Generate Images"),
+}
 _USER_PATHS = ("/v1/provider", "/v1/providers", "/user/")
 # Statuses beyond the ones every operation of its kind answers.
 _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
@@ -132,9 +140,9 @@ def describe(app: FastAPI, config: GatewayConfig) -> dict[str, Any]:
     schemas["KeyChange"]["properties"]["plan"] = {"anyOf": [{"enum": sorted(config.plans)}, {"type": "null"}],
                                                   "description": "A plan of the config; null: the default plan."}
     components["securitySchemes"] = SECURITY_SCHEMES
-    for path in _JOB_PATHS:
-        # Described whether FastAPI or a plain Starlette route (which FastAPI does not list) serves it.
-        document["paths"].setdefault(path, {}).setdefault("post", {"operationId": path.strip("/").replace("/", "_")})
+    hot = {path: {"post": {"summary": summary, "operationId": operation_id}}
+           for path, (operation_id, summary) in _HOT_OPERATIONS.items()}
+    document["paths"] = {**hot, **document["paths"]}  # first, where FastAPI listed them
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             _complete(method, path, operation)

@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from fastapi import Request
@@ -39,8 +38,8 @@ from scheduler.admission import queue_deadline
 from scheduler.catalog import ModelRoute
 from scheduler.priority import MESSAGE_PRIORITY, effective_class, requested_class
 from schema.errors import GatewayError, InvalidRequest
-from schema.jobs import ClientDialect, Job, JobKind, Route, StreamEvent
-from schema.translate import Untranslatable, translate_request
+from schema.jobs import ClientDialect, DialectObject, Job, JobKind, Route, StreamEvent
+from schema.translate import Dialect, Untranslatable, translate_request
 
 # Settlement may lag a job's deadline a little; the sweeper waits this long.
 HOLD_GRACE = 60.0
@@ -54,9 +53,29 @@ async def json_body(request: Request) -> object:
     """The body, parsed; its size and media type were checked before any
     route ran (``ingress.body_limits``)."""
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(await read_body(request.receive))
     except orjson.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON") from None
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body, read off ``receive`` as it comes (Starlette's
+    ``Request.body`` costs an async generator per request);
+    ``ClientDisconnect`` if the client leaves first."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -67,7 +86,7 @@ class Submitted:
     headers: dict[str, str]
 
 
-def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dialect: ClientDialect,
+def candidates(runtime: Runtime, route: ModelRoute, payload: DialectObject, dialect: ClientDialect,
                kind: JobKind) -> list[Route]:
     """The model's candidates whose adapter serves the endpoint and whose
     dialect can express the request, in order. A request no candidate can
@@ -78,19 +97,23 @@ def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dia
                              param="model")
     usable: list[Route] = []
     refusal: InvalidRequest | None = None
+    # Whether the request translates into a dialect, tried once per dialect
+    # (None: it does): candidates mostly share one. The worker translates
+    # again for the candidate it calls; the job carries the request as sent.
+    translates: dict[str, Untranslatable | None] = {}
     for candidate in route.routes:
         provider = runtime.catalog.provider(candidate.provider)
         if not provider.serves(kind):
             refusal = refusal or InvalidRequest(
                 f"provider {provider.name!r} ({provider.adapter} adapter) cannot serve {kind} requests", param="model")
             continue
-        if kind != "chat":  # embeddings and images travel in OpenAI's shape, untranslated
+        if kind != "chat" or provider.dialect == dialect:  # nothing to translate
             usable.append(candidate)
             continue
-        try:
-            translate_request(payload, dialect, runtime.catalog.provider(candidate.provider).dialect)
-        except Untranslatable as error:
-            refusal = refusal or error
+        if provider.dialect not in translates:
+            translates[provider.dialect] = _untranslatable(payload, dialect, provider.dialect)
+        if (untranslatable := translates[provider.dialect]) is not None:
+            refusal = refusal or untranslatable
             continue
         usable.append(candidate)
     if not usable:
@@ -99,11 +122,19 @@ def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dia
     return usable
 
 
+def _untranslatable(payload: DialectObject, source: ClientDialect, target: Dialect) -> Untranslatable | None:
+    try:
+        translate_request(payload, source, target)
+    except Untranslatable as error:
+        return error
+    return None
+
+
 async def submit(
     runtime: Runtime,
     owner: KeyOwner,
     route: ModelRoute,
-    payload: dict[str, Any],
+    payload: DialectObject,
     *,
     stream: bool,
     dialect: ClientDialect = "openai",

@@ -1,9 +1,12 @@
-"""``POST /v1/chat/completions``: OpenAI's dialect, JSON or server-sent events."""
+"""``POST /v1/chat/completions`` (also ``/chat/completions``): OpenAI's
+dialect, JSON or server-sent events. A plain handler, served ahead of
+FastAPI (``ingress.edge``)."""
 
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ingress.cancellation import RelayStream, cancel_job
 from ingress.relay import add_cost, openai_sse
@@ -14,13 +17,9 @@ from schema.errors import StreamBroken
 from schema.money import micros_to_credits
 from schema.openai import check_chat_request, wants_usage
 
-router = APIRouter()
-
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-@router.post("/v1/chat/completions")
-@router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)

@@ -2,13 +2,15 @@
 
 The key comes as ``x-api-key`` or ``Authorization: Bearer``, and any
 ``anthropic-version`` is accepted. The request travels in Anthropic's shape:
-an Anthropic provider gets it untouched, others get it translated.
+an Anthropic provider gets it untouched, others get it translated. A plain
+handler, served ahead of FastAPI (``ingress.edge``).
 """
 
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from billing.pricing import charge
 from ingress.cancellation import RelayStream, cancel_job
@@ -22,10 +24,7 @@ from schema.errors import StreamBroken
 from schema.money import micros_to_credits
 from schema.translate import response_usage
 
-router = APIRouter()
 
-
-@router.post("/v1/messages")
 async def messages(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)

@@ -29,6 +29,10 @@ class Subscription(Protocol):
         of silence and ``StreamBroken`` if the subscription was lost."""
         ...
 
+    def pending(self) -> int:
+        """How many events ``next`` would return without waiting."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -121,6 +125,9 @@ class Inbox:
         if event is None:
             raise StreamBroken(f"result stream interrupted: {self._failure}")
         return event
+
+    def pending(self) -> int:
+        return self._events.qsize()
 
     async def close(self) -> None:
         if not self._closed:

@@ -77,3 +77,18 @@ def test_a_405_allows_every_method_of_the_path(gateway: Gateway, path: str, allo
     assert response.status_code == 405
     assert response.headers["allow"] == allowed
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_405_on_the_anthropic_path_is_in_anthropics_format(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v1/messages")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json() == {"type": "error", "error": {"type": "invalid_request_error",
+                                                          "message": "Method Not Allowed"}}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/", "/v1/messages/", "/embeddings/"])
+def test_a_hot_path_with_a_trailing_slash_is_redirected_without_it(gateway: Gateway, path: str) -> None:
+    response = httpx.post(f"{gateway.url}{path}?a=1", json={})
+    assert response.status_code == 307
+    assert response.headers["location"] == f"{gateway.url}{path.rstrip('/')}?a=1"

@@ -48,13 +48,16 @@ async def test_sse_ends_with_done_only_after_end_and_with_an_error_otherwise() -
     await bus.publish({"job": "j", "seq": 1, "kind": "chunk", "data": {"choices": [], "usage": {"prompt_tokens": 1}}})
     await bus.publish({"job": "j", "seq": 2, "kind": "end", "data": {}})
     first = await reader.next(first=True)
-    events = [event async for event in openai_sse(first, reader, include_usage=False, price=Price(), hold=None)]
-    assert events == [b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\n',
-                      b"data: [DONE]\n\n"]
+    # What the client reads: events that arrived together go out in one write.
+    sent = b"".join([event async for event in openai_sse(first, reader, include_usage=False, price=Price(),
+                                                         hold=None)])
+    assert sent == (b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\n'
+                    b"data: [DONE]\n\n")
 
     bus, reader = await reader_for("k", idle=0.05)
     await bus.publish({"job": "k", "seq": 0, "kind": "chunk", "data": dict(chunk)})
     first = await reader.next(first=True)
-    events = [event async for event in openai_sse(first, reader, include_usage=True, price=Price(), hold=None)]
-    assert len(events) == 2 and events[-1].startswith(b'data: {"error":')
-    assert b"[DONE]" not in b"".join(events)
+    sent = b"".join([event async for event in openai_sse(first, reader, include_usage=True, price=Price(), hold=None)])
+    frames = sent.split(b"\n\n")
+    assert len(frames) == 3 and frames[0].startswith(b'data: {"object"') and frames[1].startswith(b'data: {"error":')
+    assert b"[DONE]" not in sent
