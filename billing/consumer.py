@@ -53,6 +53,9 @@ class SettlementConsumer:
                 try:
                     count = await sweep()
                 except Exception:
+                    # The sweeper must outlive any failure (the database, the
+                    # balances store, or a defect: logged with its traceback),
+                    # or holds would never be released again.
                     log.exception("%s failed; will retry", sweep.__name__)
                     continue
                 if count:

@@ -33,6 +33,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from scheduler.result_bus import ResultBus
+from schema.errors import BusUnavailable
 from schema.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,9 @@ async def cancel_job(results: ResultBus, job: Job) -> None:
     bus cannot be reached, the job runs on and is billed as usual."""
     try:
         await results.cancel(job.id, job.deadline - time.time() + CANCEL_GRACE)
-    except Exception as error:  # the bus's errors are many; each means "not cancelled"
-        log.warning("job %s: its client left, but it could not be cancelled (%s); it runs to its end", job.id, error)
+    except BusUnavailable as error:
+        log.warning("job %s: its client left, but it could not be cancelled (%s); it runs to its end", job.id,
+                    error.message)
         return
     log.info("job %s: its client left; cancelled", job.id)
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from ingress.model_lists import fetch_models
 from ingress.runtime import Runtime
@@ -34,14 +33,13 @@ from scheduler.listing_store.file import FileListingStore
 from scheduler.listing_store.redis import RedisListingStore
 from scheduler.listings import ProviderListing, UpstreamModel
 from scheduler.topology import Topology
-from schema.errors import GatewayError, InvalidRequest, ProviderNotFound
+from schema.errors import GatewayError, InvalidRequest, ProviderNotFound, StoreUnavailable
 from schema.prices import GenaiPrices
 
 log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL = 2.0
 LISTINGS_FILE = "provider-listings.json"
-STORE_ERRORS = (RedisError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +89,7 @@ class CatalogRefresher:
                 if await self._store.version() != self._version:
                     await self.load()
                 failing = False
-            except STORE_ERRORS as error:
+            except StoreUnavailable as error:
                 if not failing:  # once per outage, not every interval
                     log.warning("cannot follow the saved provider model lists: %s", error)
                 failing = True
@@ -120,7 +118,7 @@ class CatalogRefresher:
             persisted = True
             try:
                 version, listings = await self._store.save(changed)
-            except STORE_ERRORS as error:
+            except StoreUnavailable as error:
                 # This process still serves the refresh; the others and a restart will not see it.
                 log.error("cannot save the provider model lists: %s", error)
                 persisted, version, listings = False, self._version, {**before.listings, **changed}
@@ -134,7 +132,7 @@ class CatalogRefresher:
         this one last loaded), else as this process serves them."""
         try:
             return {**catalog.listings, **(await self._store.load())[1]}
-        except STORE_ERRORS:
+        except StoreUnavailable:
             return catalog.listings  # the save that follows fails too, and logs why
 
     async def _fetch(self, name: str) -> tuple[UpstreamModel, ...] | str:
@@ -192,7 +190,7 @@ async def open_catalog_refresh(runtime: Runtime) -> AsyncIterator[CatalogRefresh
         refresher = CatalogRefresher(runtime, store)
         try:
             await refresher.load()
-        except STORE_ERRORS as error:
+        except StoreUnavailable as error:
             # The config's models serve; the saved lists arrive with the next refresh or reload.
             log.warning("cannot load the saved provider model lists: %s", error)
         if store.shared:

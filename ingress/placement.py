@@ -27,9 +27,8 @@ from collections.abc import Iterable, Sequence
 
 from scheduler.admission import NoWorkers, PoolWatch, QueueFull
 from schema.circuits import CircuitRecord
-from schema.errors import CircuitOpen, ServiceUnavailable
+from schema.errors import CircuitOpen, ServiceUnavailable, StoreUnavailable
 from schema.jobs import Job, Route
-from workers.breaker_store import StoreUnavailable
 from workers.breakers import Breakers, candidate_breakers
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from scheduler.pool_stats import PoolCounts, PoolStatsStore, WorkerBeat
 from scheduler.priority import MESSAGE_PRIORITY
 from scheduler.queues import JobQueue
-from schema.errors import InvalidRequest, ServiceUnavailable
+from schema.errors import InvalidRequest, ServiceUnavailable, TransportUnavailable
 from schema.plans import PriorityClass
 from schema.settings import Settings
 
@@ -228,9 +228,9 @@ class PoolWatch:
         except TimeoutError:
             raise PoolUnreadable(f"the pool statistics of {provider!r} did not answer within "
                                  f"{self._read_timeout:g}s") from None
-        except Exception as error:  # the stores' errors are many; each means "no view"
+        except TransportUnavailable as error:  # the pool statistics or the broker
             raise PoolUnreadable(f"the pool statistics of {provider!r} cannot be read "
-                                 f"({type(error).__name__}: {error})") from error
+                                 f"({type(error).__name__}: {error.message})") from error
 
     def _start_read(self, provider: str) -> tuple[asyncio.Task[PoolView], float]:
         reading = asyncio.create_task(self._read(provider), name=f"pool view of {provider}")
@@ -304,8 +304,8 @@ class PoolWatch:
                      excess)
             try:
                 await self._stats.correct(provider, excess)
-            except Exception as error:  # tried again at the next reading
-                log.warning("pool %s: the drift could not be corrected (%s)", provider, error)
+            except TransportUnavailable as error:  # tried again at the next reading
+                log.warning("pool %s: the drift could not be corrected (%s)", provider, error.message)
 
 
 def _toward_zero(first: int, second: int) -> int:

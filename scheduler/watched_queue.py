@@ -25,6 +25,7 @@ from collections import deque
 
 from scheduler.pool_stats import PoolStatsStore, WorkerBeat
 from scheduler.queues import JobHandler, JobQueue
+from schema.errors import TransportUnavailable
 from schema.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class WatchedJobQueue:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT):
                     await self._stats.leave(provider, worker)
-            except Exception as error:  # its beat expires by itself
+            except (TransportUnavailable, TimeoutError) as error:  # its beat expires by itself
                 log.warning("pool %s could not sign off from the pool statistics: %r", provider, error)
 
     async def flush(self) -> None:
@@ -137,7 +138,7 @@ class WatchedJobQueue:
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
                 await self._stats.count(deltas)
-        except Exception as error:  # the store's errors are many; each only blurs the statistics
+        except (TransportUnavailable, TimeoutError) as error:  # each only blurs the statistics
             if not self._uncounted:  # once per outage, not once per job
                 log.warning("queue depth of %s not counted (%r); jobs are not counted until the pool "
                             "statistics are back", provider, error)
@@ -154,7 +155,7 @@ class WatchedJobQueue:
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
                 await self._stats.beat(beat)
-        except Exception as error:  # the beat expires and the pool looks gone until the store is back
+        except (TransportUnavailable, TimeoutError) as error:  # the pool looks gone until the store is back
             log.warning("pool %s could not report itself (%r)", provider, error)
 
     async def _beating(self, provider: str, worker: str, meter: ServiceMeter) -> None:

@@ -254,3 +254,23 @@ class CircuitOpen(ServiceUnavailable):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TransportUnavailable(ServiceUnavailable):
+    """A transport the gateway runs on (the result bus, the job broker, a
+    shared store) could not be reached or failed mid-call: an outage, never a
+    defect. Raised at the transport's edge (``scheduler.outages``) in place of
+    the client library's own errors, so callers name what they survive."""
+
+
+class BusUnavailable(TransportUnavailable):
+    """The result bus (Redis pub/sub and job marks) failed."""
+
+
+class BrokerUnavailable(TransportUnavailable):
+    """The job broker (RabbitMQ) failed: a job or usage event may not be queued."""
+
+
+class StoreUnavailable(TransportUnavailable):
+    """A shared store (Redis: breakers, health, pool statistics, listings,
+    rate limits, balances) failed."""

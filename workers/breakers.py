@@ -39,9 +39,9 @@ from typing import Any, cast
 import pybreaker
 
 from schema.circuits import CircuitRecord, CircuitState
-from schema.errors import CircuitOpen
+from schema.errors import CircuitOpen, StoreUnavailable
 from schema.jobs import Route
-from workers.breaker_store import BreakerStore, StoreUnavailable
+from workers.breaker_store import BreakerStore
 from workers.resilience import Scope, breaker_scope
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from scheduler.result_bus import ResultBus
+from schema.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ class CancelWatch:
             try:
                 if await self._results.cancelled(job_id):
                     self._stop(job_id)
-            except Exception as error:  # the bus's errors are many; the next gap asks again
-                log.warning("job %s: could not check for a cancellation (%s)", job_id, error)
+            except BusUnavailable as error:  # the next gap asks again
+                log.warning("job %s: could not check for a cancellation (%s)", job_id, error.message)
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[Watch]:

@@ -24,18 +24,27 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import cast
 
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from billing.balances import PERIOD_KINDS, AccountChange, AccountSnapshot, Balance, KeySnapshot, Reservation, Snapshots
 from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
-from schema.errors import AccountNotFound, GatewayError, KeyRevoked, ServiceUnavailable, Unauthenticated
+from scheduler.outages import reaching_redis
+from schema.errors import (
+    AccountNotFound,
+    GatewayError,
+    KeyRevoked,
+    ServiceUnavailable,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from schema.money import MicroCredits
 
 CLOSED_TTL = 600  # seconds a closed hold is remembered: longer than a redelivery takes
@@ -279,22 +288,25 @@ class RedisBalances:
 
     async def balance(self, account_id: int) -> Balance:
         for _ in range(LOAD_TRIES):
-            available, held = await self._client.hmget(self._acct(account_id), "available", "held")
+            with _reaching_balances():
+                available, held = await self._client.hmget(self._acct(account_id), "available", "held")
             if available is not None and held is not None:  # a loaded account has both
                 return Balance(MicroCredits(int(available)), MicroCredits(int(held)))
             await self._read_account(account_id)
         raise ServiceUnavailable("the balances could not be loaded; please retry")
 
     async def overdue(self, now: float, *, limit: int = 500) -> list[tuple[str, int]]:
-        # Members only (no scores asked): redis-py types the reply for either.
-        due = cast(list[bytes], await self._client.zrangebyscore(f"{self._ns}holds", "-inf", now, start=0, num=limit))
-        jobs = [job.decode() for job in due]
-        if not jobs:
-            return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                pipe.hget(f"{self._ns}hold:{job}", "account")
-            accounts = await pipe.execute()
+        with _reaching_balances():
+            # Members only (no scores asked): redis-py types the reply for either.
+            due = cast(list[bytes], await self._client.zrangebyscore(f"{self._ns}holds", "-inf", now,
+                                                                     start=0, num=limit))
+            jobs = [job.decode() for job in due]
+            if not jobs:
+                return []
+            async with self._client.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    pipe.hget(f"{self._ns}hold:{job}", "account")
+                accounts = await pipe.execute()
         return [(job, int(account)) for job, account in zip(jobs, accounts, strict=True) if account is not None]
 
     async def apply(self, changes: Sequence[AccountChange]) -> None:
@@ -303,7 +315,7 @@ class RedisBalances:
         calls: list[list[EncodableT]] = [[self._acct(change.account_id), f"{self._acct(change.account_id)}:loading",
                   f"{self._acct(change.account_id)}:pending", self._ns, change.account_id,
                   json.dumps(asdict(change))] for change in changes]
-        try:
+        with _reaching_balances():
             # By hash, in one pipeline: redis-py's scripts in a pipeline would
             # ask SCRIPT EXISTS first, a round trip each time. A Redis that lost
             # the script (restarted) refuses just those calls, run again once
@@ -321,12 +333,11 @@ class RedisBalances:
                 if not calls:
                     return
                 await self._client.script_load(self._apply.script)
-        except (RedisError, OSError) as error:
-            raise ServiceUnavailable(f"the balances store is unreachable: {error}") from error
-        raise ServiceUnavailable("the balances store keeps losing its scripts")
+        raise StoreUnavailable("the balances store keeps losing its scripts")
 
     async def forget_key(self, key_id: int) -> None:
-        await self._client.delete(f"{self._ns}key:{key_id}", f"{self._ns}spend:{key_id}")
+        with _reaching_balances():
+            await self._client.delete(f"{self._ns}key:{key_id}", f"{self._ns}spend:{key_id}")
 
     async def _read_account(self, account_id: int) -> None:
         """Load the account, once per process at a time (a burst of its
@@ -343,16 +354,18 @@ class RedisBalances:
         token = uuid.uuid4().hex
         # Marked before the ledger is read: a change committed after the read
         # is kept for the load, whichever comes first.
-        if not await self._client.set(f"{acct}:loading", token, nx=True, px=LOAD_TTL):
-            # Another process is loading it: wait for its load (or its mark to lapse).
-            for _ in range(LOAD_TTL // 10):
-                if await self._client.exists(acct) or not await self._client.exists(f"{acct}:loading"):
-                    return
-                await asyncio.sleep(0.01)
-            return
+        with _reaching_balances():
+            if not await self._client.set(f"{acct}:loading", token, nx=True, px=LOAD_TTL):
+                # Another process is loading it: wait for its load (or its mark to lapse).
+                for _ in range(LOAD_TTL // 10):
+                    if await self._client.exists(acct) or not await self._client.exists(f"{acct}:loading"):
+                        return
+                    await asyncio.sleep(0.01)
+                return
         snapshot = await self._snapshots.account(account_id)
         if snapshot is None:
-            await self._client.delete(f"{acct}:loading")
+            with _reaching_balances():
+                await self._client.delete(f"{acct}:loading")
             raise AccountNotFound(f"No account {account_id}")
         await self._call(self._load_account, [acct, f"{acct}:loading", f"{acct}:pending"],
                          [self._ns, account_id, token, *_account_fields(snapshot)])
@@ -366,12 +379,14 @@ class RedisBalances:
 
     @staticmethod
     async def _call(script: AsyncScript, keys: list[str], args: Sequence[EncodableT]) -> list[bytes | int]:
-        try:
+        with _reaching_balances():
             # The scripts return arrays of Lua strings and integers (redis-py leaves the reply untyped).
             reply: list[bytes | int] = await script(keys=keys, args=args)
             return reply
-        except (RedisError, OSError) as error:
-            raise ServiceUnavailable(f"the balances store is unreachable: {error}") from error
+
+
+def _reaching_balances() -> AbstractContextManager[None]:
+    return reaching_redis(StoreUnavailable, "the balances store (Redis)")
 
 
 def _account_fields(snapshot: AccountSnapshot) -> list[EncodableT]:

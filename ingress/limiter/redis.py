@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from ingress.limiter import NEVER, WINDOW, BucketState, Decision, Limit
 from ingress.limiter.memory import MemoryLimiter
+from scheduler.outages import reaching_redis
+from schema.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class RedisLimiter:
         if not self.degraded:
             try:
                 return await self._run(limits, now)
-            except RedisError as error:
+            except StoreUnavailable as error:
                 self._degrade(error)
         return self._fallback.consume_now(limits, time.time() if now is None else now)
 
@@ -106,7 +107,8 @@ class RedisLimiter:
         args: list[str | int | float] = ["" if now is None else repr(now), repr(self._window)]
         for limit in limits:
             args += [limit.capacity, limit.cost]
-        reply = await self._script(keys=[f"{self._prefix}{limit.bucket}" for limit in limits], args=args)
+        with reaching_redis(StoreUnavailable, "the rate limits' Redis"):
+            reply = await self._script(keys=[f"{self._prefix}{limit.bucket}" for limit in limits], args=args)
         allowed, retry_ms, refused_by = (int(value) for value in reply[:3])
         states = tuple(
             BucketState(limit.capacity, int(reply[2 * index + 3]), int(reply[2 * index + 4]) / 1000)
@@ -127,7 +129,7 @@ class RedisLimiter:
             await asyncio.sleep(self._retry_interval)
             try:
                 await self._run([], None)
-            except RedisError:
+            except StoreUnavailable:
                 continue
             log.warning("Redis is reachable again: rate limits are shared by every ingress process again")
             self._probe = None

@@ -13,6 +13,7 @@ import orjson
 
 from scheduler.listing_store import Listings, decode_all
 from scheduler.listings import ProviderListing
+from schema.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,19 @@ class FileListingStore:
         self.path = path
 
     async def load(self) -> tuple[int, Listings]:
-        return await asyncio.to_thread(self._read)
+        try:
+            return await asyncio.to_thread(self._read)
+        except OSError as error:
+            raise StoreUnavailable(f"{self.path} cannot be read: {error}") from error
 
     async def version(self) -> int:
         return (await self.load())[0]
 
     async def save(self, changed: Mapping[str, ProviderListing]) -> tuple[int, Listings]:
-        return await asyncio.to_thread(self._write, dict(changed))
+        try:
+            return await asyncio.to_thread(self._write, dict(changed))
+        except OSError as error:
+            raise StoreUnavailable(f"{self.path} cannot be written: {error}") from error
 
     def _read(self) -> tuple[int, Listings]:
         try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 
 import orjson
 import redis.asyncio as redis
 
+from scheduler.outages import reaching_redis
 from scheduler.pool_stats import PoolCounts, WorkerBeat, live_beats
 from scheduler.topology import Topology
+from schema.errors import StoreUnavailable
 
 
 class RedisPoolStats:
@@ -24,38 +27,48 @@ class RedisPoolStats:
         self._topology = topology
 
     async def count(self, deltas: Mapping[tuple[str, int], int]) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for (provider, priority), delta in deltas.items():
-                if delta:
-                    pipe.hincrby(self._topology.pool_depth(provider), str(priority), delta)
-            await pipe.execute()
+        with _reaching_stats():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for (provider, priority), delta in deltas.items():
+                    if delta:
+                        pipe.hincrby(self._topology.pool_depth(provider), str(priority), delta)
+                await pipe.execute()
 
     async def beat(self, beat: WorkerBeat) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hset(self._topology.pool_workers(beat.provider), beat.worker, orjson.dumps(asdict(beat)))
-            pipe.set(self._topology.pool_seen(beat.provider), repr(time.time()))
-            await pipe.execute()
+        with _reaching_stats():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(self._topology.pool_workers(beat.provider), beat.worker, orjson.dumps(asdict(beat)))
+                pipe.set(self._topology.pool_seen(beat.provider), repr(time.time()))
+                await pipe.execute()
 
     async def leave(self, provider: str, worker: str) -> None:
-        await self._client.hdel(self._topology.pool_workers(provider), worker)
+        with _reaching_stats():
+            await self._client.hdel(self._topology.pool_workers(provider), worker)
 
     async def read(self, provider: str) -> PoolCounts:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._topology.pool_depth(provider))
-            pipe.hgetall(self._topology.pool_workers(provider))
-            pipe.get(self._topology.pool_seen(provider))
-            depth_raw, beats_raw, seen = await pipe.execute()
+        with _reaching_stats():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._topology.pool_depth(provider))
+                pipe.hgetall(self._topology.pool_workers(provider))
+                pipe.get(self._topology.pool_seen(provider))
+                depth_raw, beats_raw, seen = await pipe.execute()
         beats = [WorkerBeat(**orjson.loads(raw)) for raw in beats_raw.values()]
         live = live_beats(beats, time.time())
         gone = {beat.worker for beat in beats} - {beat.worker for beat in live}
         if gone:
-            await self._client.hdel(self._topology.pool_workers(provider), *gone)
+            with _reaching_stats():
+                await self._client.hdel(self._topology.pool_workers(provider), *gone)
         depth = {int(priority): int(count) for priority, count in depth_raw.items()}
         return PoolCounts(depth, live, float(seen) if seen is not None else None)
 
     async def correct(self, provider: str, excess: dict[int, int]) -> None:
         # Relative, so jobs counted meanwhile by other processes are kept.
-        async with self._client.pipeline(transaction=False) as pipe:
-            for priority, count in excess.items():
-                pipe.hincrby(self._topology.pool_depth(provider), str(priority), -count)
-            await pipe.execute()
+        with _reaching_stats():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for priority, count in excess.items():
+                    pipe.hincrby(self._topology.pool_depth(provider), str(priority), -count)
+                await pipe.execute()
+
+
+def _reaching_stats() -> AbstractContextManager[None]:
+    return reaching_redis(StoreUnavailable, "the pool statistics' Redis")

@@ -10,6 +10,7 @@ import logging
 import time
 
 from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from schema.errors import TransportUnavailable
 from schema.jobs import Job, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ class MemoryJobQueue:
         async def run(job: Job) -> None:
             try:
                 await handle(job, False)
+            except TransportUnavailable as error:
+                log.error("job %s: %s; dead-lettered", job.id, error.message)
+                self.dead_letters.put(DeadLetter(job, "rejected", provider))
             except Exception:
+                # A defect in the handler: the job must still reach the dead
+                # letters, which settle it, and the queue serve on.
                 log.exception("job %s failed in its handler; dead-lettered", job.id)
                 self.dead_letters.put(DeadLetter(job, "rejected", provider))
             finally:
@@ -94,6 +100,8 @@ class MemoryDeadLetters:
             try:
                 await handle(letter)
             except Exception:
+                # Whatever failed (the database, or a defect: logged with its
+                # traceback), the reader must go on and read it again later.
                 if failed + 1 >= self.MAX_TRIES:
                     # Nowhere to park it in a process: its hold is left to the sweeper.
                     log.exception("dead letter of job %s failed %d times; dropped", letter.job.id, failed + 1)
@@ -120,6 +128,8 @@ class MemoryUsageQueue:
             try:
                 await handle(batch)
             except Exception:
+                # Whatever failed (the database, or a defect: logged with its
+                # traceback), the batch is kept for a retry, never lost.
                 log.exception("settling %d jobs (%s …) failed; retrying", len(batch), batch[0].job_id)
                 await asyncio.sleep(self.RETRY_DELAY)
                 for event in batch:

@@ -27,9 +27,10 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
+from scheduler.outages import AMQP_OUTAGES, reaching_broker
 from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from scheduler.topology import Topology
-from schema.errors import GatewayTimeout
+from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ async def _consume(channel: AbstractChannel, queue: AbstractQueue,
         try:
             await queue.cancel(tag)
             await channel.close()
-        except Exception as error:  # the connection may already be gone
+        except AMQP_OUTAGES as error:  # the connection may already be gone
             log.debug("closing the %s: %s", what, error)
 
 
@@ -121,6 +122,10 @@ class RabbitJobQueue:
         return self._channel
 
     async def enqueue(self, job: Job) -> None:
+        with reaching_broker(BrokerUnavailable, "the job broker (RabbitMQ)"):
+            await self._enqueue(job)
+
+    async def _enqueue(self, job: Job) -> None:
         # Declare before the first publish so a job is never routed nowhere
         # because no worker of that provider has started yet.
         await self._declared_queue(job.provider)
@@ -143,9 +148,10 @@ class RabbitJobQueue:
         it redeclares the queue on the publishing channel (one round trip,
         the same arguments as every declarer) rather than opening a channel
         for a passive declare, which a missing queue would close."""
-        channel = await self._declared_queue(provider)
-        declared = await channel.declare_queue(self._topology.job_queue(provider), durable=True,
-                                               arguments=self._topology.job_queue_arguments)
+        with reaching_broker(BrokerUnavailable, "the job broker (RabbitMQ)"):
+            channel = await self._declared_queue(provider)
+            declared = await channel.declare_queue(self._topology.job_queue(provider), durable=True,
+                                                   arguments=self._topology.job_queue_arguments)
         return declared.declaration_result.message_count or 0
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
@@ -176,7 +182,7 @@ class RabbitJobQueue:
                 await queue.cancel(tag)  # take no more
                 await _drain(in_hand, drain_timeout, provider)
                 await channel.close()  # jobs still unacknowledged are redelivered
-            except Exception as error:  # the connection may already be gone
+            except AMQP_OUTAGES as error:  # the connection may already be gone
                 log.debug("closing the consumer of %s: %s", queue.name, error)
 
     @staticmethod
@@ -189,7 +195,14 @@ class RabbitJobQueue:
             return
         try:
             await handle(job, bool(message.redelivered))
+        except TransportUnavailable as error:
+            log.error("job %s: %s; dead-lettered", job.id, error.message)
+            await message.reject(requeue=False)
+            return
         except Exception:
+            # A defect in the handler: the message must still leave the
+            # queue's hands (else it is held until the channel closes), and
+            # the dead letters settle the job.
             log.exception("job %s failed in its handler; dead-lettered", job.id)
             await message.reject(requeue=False)
             return
@@ -222,14 +235,15 @@ class RabbitUsageQueue:
         )
 
     async def publish(self, event: UsageEvent) -> None:
-        channel = await self._open()
         message = aio_pika.Message(
             event.model_dump_json().encode(),
             content_type="application/json",
             message_id=event.job_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await channel.default_exchange.publish(message, routing_key=self._topology.usage_queue)
+        with reaching_broker(BrokerUnavailable, "the usage queue (RabbitMQ)"):
+            channel = await self._open()
+            await channel.default_exchange.publish(message, routing_key=self._topology.usage_queue)
 
     async def serve(self, handle: UsageHandler) -> None:
         channel = await self._connection.channel()
@@ -260,7 +274,9 @@ class RabbitUsageQueue:
                 try:
                     await handle([event for _, event in batch])
                 except Exception:
-                    # Not settled: leave them to be redelivered rather than lose money.
+                    # Any failure (the database, the balances store, or a
+                    # defect: logged with its traceback) must leave the batch
+                    # unsettled and redelivered, never end the settlement.
                     log.exception("settling %d jobs (%s …) failed; requeued", len(batch), batch[0][1].job_id)
                     await asyncio.sleep(1.0)
                     for message, _ in batch:
@@ -308,6 +324,9 @@ class RabbitDeadLetters:
             try:
                 await handle(letter)
             except Exception:
+                # Whatever failed (an outage or a defect, logged with its
+                # traceback), the reader must go on: the letter is read again
+                # later, or parked for an operator.
                 tries = self._tries.get(letter.job.id, 0) + 1
                 if tries >= self.MAX_TRIES:
                     log.exception("dead letter of job %s failed %d times; parked", letter.job.id, tries)

@@ -25,15 +25,17 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager
 
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
+from scheduler.outages import reaching_redis
 from scheduler.result_bus import Inbox
 from scheduler.topology import Topology
-from schema.errors import ServiceUnavailable
+from schema.errors import BusUnavailable
 from schema.jobs import JobMark, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ class RedisResultBus:
 
     async def subscribe(self, job_id: str) -> Inbox:
         if self._pubsub is None or not self._subscribed:
-            raise ServiceUnavailable("the result bus is not subscribed (Redis is unreachable)")
+            raise BusUnavailable("the result bus is not subscribed (Redis is unreachable)")
         inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))
         self._inboxes[job_id] = inbox
         return inbox
@@ -95,17 +97,20 @@ class RedisResultBus:
 
     async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
         if events:
-            await self._client.publish(self._channel(events[0]["job"], to), orjson.dumps(events))
+            with _reaching_bus():
+                await self._client.publish(self._channel(events[0]["job"], to), orjson.dumps(events))
 
     async def marked(self, job_id: str) -> JobMark | None:
-        stored = await self._client.get(self._mark_key(job_id))
+        with _reaching_bus():
+            stored = await self._client.get(self._mark_key(job_id))
         return JobMark.model_validate_json(stored) if stored is not None else None
 
     async def mark(self, job_id: str, mark: JobMark, ttl: float, *,
                    publish: Sequence[StreamEvent] = (), to: str | None = None) -> JobMark | None:
         channel, events = (self._channel(job_id, to), orjson.dumps(publish)) if publish else ("", b"")
-        before = await self._mark(keys=[self._mark_key(job_id)],
-                                  args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)), channel, events])
+        with _reaching_bus():
+            before = await self._mark(keys=[self._mark_key(job_id)],
+                                      args=[mark.model_dump_json(), mark.attempt, max(1, int(ttl)), channel, events])
         return JobMark.model_validate_json(before) if before is not None else None
 
     async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
@@ -114,29 +119,32 @@ class RedisResultBus:
         # another round trip; a Redis that lost it (restarted) is given it.
         key = self._mark_key(job_id)
         args: list[EncodableT] = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(self._mark.sha, 1, key, *args)
-            pipe.exists(self._topology.cancel_key(job_id))
-            before, cancelled = await pipe.execute(raise_on_error=False)
-        if isinstance(before, NoScriptError):
-            before = await self._mark(keys=[key], args=args)
-        for reply in (before, cancelled):
-            if isinstance(reply, Exception):
-                raise reply
+        with _reaching_bus():
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._mark.sha, 1, key, *args)
+                pipe.exists(self._topology.cancel_key(job_id))
+                before, cancelled = await pipe.execute(raise_on_error=False)
+            if isinstance(before, NoScriptError):
+                before = await self._mark(keys=[key], args=args)
+            for reply in (before, cancelled):
+                if isinstance(reply, Exception):
+                    raise reply
         return (JobMark.model_validate_json(before) if before is not None else None), bool(cancelled)
 
     def _mark_key(self, job_id: str) -> str:
         return f"{self._topology.namespace}:jobstate:{job_id}"
 
     async def cancel(self, job_id: str, ttl: float) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            # The key first: a worker that missed the announcement still sees it.
-            pipe.set(self._topology.cancel_key(job_id), b"1", ex=max(1, int(ttl)))
-            pipe.publish(self._topology.cancel_channel, job_id.encode())
-            await pipe.execute()
+        with _reaching_bus():
+            async with self._client.pipeline(transaction=False) as pipe:
+                # The key first: a worker that missed the announcement still sees it.
+                pipe.set(self._topology.cancel_key(job_id), b"1", ex=max(1, int(ttl)))
+                pipe.publish(self._topology.cancel_channel, job_id.encode())
+                await pipe.execute()
 
     async def cancelled(self, job_id: str) -> bool:
-        return bool(await self._client.exists(self._topology.cancel_key(job_id)))
+        with _reaching_bus():
+            return bool(await self._client.exists(self._topology.cancel_key(job_id)))
 
     async def cancellations(self) -> AsyncIterator[str | None]:
         channel = self._topology.cancel_channel
@@ -196,3 +204,7 @@ class RedisResultBus:
             except (RedisError, OSError) as retry_error:
                 log.warning("Redis still unreachable: %s", retry_error)
                 await asyncio.sleep(1.0)
+
+
+def _reaching_bus() -> AbstractContextManager[None]:
+    return reaching_redis(BusUnavailable, "the result bus (Redis)")

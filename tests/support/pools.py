@@ -11,9 +11,12 @@ from workers.adapters.base import ProviderAdapter
 from workers.pool import ProviderPool
 
 
-def memory_pool(provider: ProviderSpec, adapter: ProviderAdapter) -> ProviderPool:
-    """A pool of one on in-memory transports; ``run_job`` hands it jobs directly."""
-    return ProviderPool(provider, adapter, jobs=None, results=MemoryResultBus(),  # type: ignore[arg-type]
+def memory_pool(provider: ProviderSpec, adapter: ProviderAdapter, *,
+                results: MemoryResultBus | None = None) -> ProviderPool:
+    """A pool of one on in-memory transports (``results``: a bus of the
+    test's own); ``run_job`` hands it jobs directly."""
+    return ProviderPool(provider, adapter, jobs=None,  # type: ignore[arg-type]
+                        results=results if results is not None else MemoryResultBus(),
                         usage=MemoryUsageQueue(), concurrency=1)
 
 

@@ -13,7 +13,7 @@ import pytest
 from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
 from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
-from schema.errors import UpstreamError
+from schema.errors import BusUnavailable, UpstreamError
 from schema.jobs import Job, JobMark, Price, Route, StreamEvent, Usage, UsageEvent
 from tests.support.pools import memory_pool, run_job
 from workers.adapters.mock import MockAdapter
@@ -190,16 +190,16 @@ async def test_a_job_that_waited_longer_than_its_client_allowed_never_runs(allow
 class FailingFinalStep(MemoryResultBus):
     """A bus that fails at the step sending the final event with the `answered` mark."""
 
-    async def mark(self, job_id: str, mark: JobMark, ttl: float, *, publish: Any = ()) -> JobMark | None:
+    async def mark(self, job_id: str, mark: JobMark, ttl: float, *, publish: Any = (),
+                   to: str | None = None) -> JobMark | None:
         if mark.state == "answered":
-            raise ConnectionError("Redis went away")
-        return await super().mark(job_id, mark, ttl, publish=publish)
+            raise BusUnavailable("Redis went away")
+        return await super().mark(job_id, mark, ttl, publish=publish, to=to)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_final_event_that_could_not_be_sent_is_charged_only_for_what_arrived(stream: bool) -> None:
-    pool = memory_pool(ProviderSpec(name="mock", adapter="mock"), MockAdapter())
-    pool._results = FailingFinalStep()
+    pool = memory_pool(ProviderSpec(name="mock", adapter="mock"), MockAdapter(), results=FailingFinalStep())
     events, usage = await run_job(pool, job().model_copy(update={"stream": stream}))
     assert "end" not in [e["kind"] for e in events] and "response" not in [e["kind"] for e in events]
     (charged,) = usage

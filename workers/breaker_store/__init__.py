@@ -7,7 +7,8 @@ was loaded (compare-and-set on ``CircuitRecord.version``), so workers that
 judge the same provider at once never lose each other's failures. Every
 call is one round trip, never a blocking one: pybreaker's own Redis storage
 blocks the event loop, so the state machine runs on a loaded copy instead
-(``workers.breakers``).
+(``workers.breakers``). A store that cannot be reached raises
+``schema.errors.StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from schema.circuits import CircuitRecord
-
-
-class StoreUnavailable(Exception):
-    """The shared state cannot be read or written just now."""
 
 
 class BreakerStore(Protocol):

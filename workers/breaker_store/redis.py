@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
+from scheduler.outages import reaching_redis
 from scheduler.topology import Topology
 from schema.circuits import CircuitRecord
-from workers.breaker_store import StoreUnavailable
+from schema.errors import StoreUnavailable
 
 # Compare-and-set of one JSON record; the index lets health list every breaker.
 _SWAP = """
@@ -29,10 +29,8 @@ return 1
 
 @asynccontextmanager
 async def _reaching_redis() -> AsyncIterator[None]:
-    try:
+    with reaching_redis(StoreUnavailable, "the circuit breakers' Redis"):
         yield
-    except (RedisError, OSError) as error:
-        raise StoreUnavailable(f"the circuit breakers' Redis: {error}") from error
 
 
 class RedisBreakerStore:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
+from schema.errors import StoreUnavailable
 from schema.health import OUTCOMES_WINDOW, HealthSource, Outcome
 
 Recent = dict[str, dict[HealthSource, list[Outcome]]]  # provider -> source -> outcomes, newest first
@@ -27,7 +28,7 @@ class Observed(NamedTuple):
     outcome: Outcome
 
 
-class HealthUnavailable(Exception):
+class HealthUnavailable(StoreUnavailable):
     """The shared health state cannot be read or written just now."""
 
 

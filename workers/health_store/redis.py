@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
+from scheduler.outages import reaching_redis
 from scheduler.topology import Topology
 from schema.health import HEALTH_SOURCES, OUTCOMES_KEPT, OUTCOMES_WINDOW, Outcome
 from workers.health_store import HealthUnavailable, Observed, Recent, fresh
@@ -18,10 +18,8 @@ from workers.health_store import HealthUnavailable, Observed, Recent, fresh
 
 @asynccontextmanager
 async def _reaching_redis() -> AsyncIterator[None]:
-    try:
+    with reaching_redis(HealthUnavailable, "the health store's Redis"):
         yield
-    except (RedisError, OSError) as error:
-        raise HealthUnavailable(f"the health store's Redis: {error}") from error
 
 
 class RedisHealthStore:

@@ -1,0 +1,115 @@
+"""One job's result events: numbered from 0, sent in order on the result
+bus, the final one together with the job's ``answered`` mark.
+
+``JobRun`` also keeps what the job's usage is settled from when the
+upstream's own report is missing: how much output reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from scheduler.result_bus import ResultBus
+from schema.errors import BusUnavailable, GatewayError
+from schema.jobs import JOB_STATE_GRACE, DialectObject, EndData, Job, JobMark, StreamEvent, Usage, error_data
+
+log = logging.getLogger(__name__)
+
+
+class JobRun:
+    """Publishes one job's events in order, numbering them from 0.
+
+    ``emit`` never waits for the bus: events queue up while a publish is in
+    flight and go out together in the next one, so a fast upstream is not
+    slowed to one bus round trip per chunk, and the first event still leaves
+    at once. ``flush`` waits until everything emitted has been published.
+    """
+
+    def __init__(self, job: Job, results: ResultBus, *, taken_at: float | None = None) -> None:
+        self.job = job
+        self.taken_at = taken_at if taken_at is not None else time.time()
+        self._results = results
+        self._seq = 0
+        self._pending: list[StreamEvent] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.lost: BaseException | None = None  # the bus failed: the client will see a broken stream
+        self.output_chars = 0
+        self.reported: Usage | None = None  # the usage the upstream reported so far, mid-stream
+        self.produced = False  # output reached the client: from here on it is billable
+        self.answered = False  # the final event went out with the ``answered`` mark
+
+    @property
+    def sent(self) -> bool:
+        """Whether any event was emitted: from then on the job cannot fail over."""
+        return self._seq > 0
+
+    def emit(self, chunk: DialectObject) -> None:
+        """Send one stream chunk."""
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "chunk", "data": chunk})
+        self.produced = True
+
+    def fail(self, error: GatewayError) -> None:
+        """End the client's answer with ``error``."""
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "error", "data": error_data(error)})
+
+    async def answer(self, answer: DialectObject, usage: Usage) -> bool:
+        """Send the whole answer as the job's final event (``_finish``)."""
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "response", "data": answer}, usage)
+
+    async def end(self, reported: Usage | None, usage: Usage) -> bool:
+        """End a stream whose chunks all went out, with the usage the provider reported (``_finish``)."""
+        data: EndData = {"usage": reported.data() if reported else None}
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "end", "data": data}, usage)
+
+    def _queue(self, event: StreamEvent) -> None:
+        self._pending.append(self._numbered(event))
+        if self.lost is None and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+
+    async def _finish(self, event: StreamEvent, usage: Usage) -> bool:
+        """Send the job's final event with its ``answered`` mark (the usage
+        to charge) in one atomic step of the bus, after every event before
+        it. A worker that dies before that step leaves a job whose client
+        never got its answer (its redelivered copy ends it with an error and
+        charges nothing); after it, one whose client has it (the copy charges
+        the usage). False if the bus failed: the client lacks its final event."""
+        await self.flush()
+        if self.lost is not None:
+            return False
+        job = self.job
+        answered = JobMark(state="answered", usage=usage, attempt=job.attempt)
+        try:
+            await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
+                                     publish=[self._numbered(event)], to=job.reply_to)
+        except BusUnavailable as error:
+            self.lost = error  # logged by ``flush``
+            return False
+        self.produced = self.answered = True
+        return True
+
+    def _numbered(self, event: StreamEvent) -> StreamEvent:
+        """``event``, built with the next ``seq``, which it takes."""
+        if self._seq == 0:
+            event["provider"] = self.job.provider  # the ingress names who served it
+            event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited
+        self._seq += 1
+        return event
+
+    async def _send(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._results.publish(*batch, to=self.job.reply_to)
+        except BusUnavailable as error:
+            self.lost = error
+            self._pending.clear()
+
+    async def flush(self) -> None:
+        if self._sender is not None:
+            await self._sender
+        if self.lost is not None:
+            # The ingress sees the gap or the silence and ends the client's
+            # stream with an error; the job still settles what it used.
+            log.error("job %s: result events lost (%s)", self.job.id, self.lost)
