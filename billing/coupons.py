@@ -20,7 +20,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.ledger import Ledger, user_account
-from billing.postings import AVAILABLE, GRANTS, Posting, insert_ignoring_duplicates, transact
+from billing.postings import AVAILABLE, GRANTS, Posting, transact
+from billing.statements import insert_ignoring_duplicates
 from schema.errors import (
     CouponAlreadyRedeemed,
     CouponExhausted,

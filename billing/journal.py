@@ -19,22 +19,29 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits
 from billing.balances import AccountChange, Balance, Balances, Held, Reservation
 from billing.ledger import Ledger
-from billing.postings import AVAILABLE, HELD, insert_ignoring_duplicates, move
+from billing.postings import AVAILABLE, HELD, Entry, move_many, record_many
+from billing.statements import ignoring_duplicates, per_dialect
 from schema.errors import ServiceUnavailable
-from schema.tables import holds, ledger_entries, ledger_transactions
+from schema.tables import holds
 
 log = logging.getLogger(__name__)
 
 LINGER = 0.005  # seconds a hold may wait for others to share its transaction
 BATCH = 500
 RETRY_DELAY = 1.0
+
+
+@per_dialect
+def _insert_holds(dialect: str) -> ReturningInsert[Any]:
+    return ignoring_duplicates(dialect, holds, ("job_id",)).returning(holds.c.job_id)
 
 
 async def record_holds(ledger: Ledger, reservations: Sequence[Reservation]) -> list[AccountChange]:
@@ -44,32 +51,25 @@ async def record_holds(ledger: Ledger, reservations: Sequence[Reservation]) -> l
         rows = [{"job_id": r.job_id, "account_id": r.account_id, "amount": r.amount, "expires_at": r.expires_at,
                  "closed": False, "key_id": r.key_id,
                  "key_periods": " ".join(r.periods) if r.key_id in limited else None} for r in reservations]
-        statement = insert_ignoring_duplicates(connection, holds, ["job_id"]).values(rows)
-        written = set((await connection.execute(statement.returning(holds.c.job_id))).scalars())
+        written = set((await connection.execute(_insert_holds(connection), rows)).scalars())
         new = [reservation for reservation in reservations if reservation.job_id in written]
         if not new:
             return []
         by_account: dict[int, list[Reservation]] = defaultdict(list)
         for reservation in new:
             by_account[reservation.account_id].append(reservation)
-        seqs = {account_id: await move(connection, account_id, available=-sum(r.amount for r in held),
-                                       held=sum(r.amount for r in held))
-                for account_id, held in sorted(by_account.items())}
+        seqs = await move_many(connection, {account_id: (-sum(r.amount for r in held), sum(r.amount for r in held))
+                                            for account_id, held in by_account.items()})
         moved = [reservation for reservation in new if reservation.amount]
-        if moved:
-            transactions: dict[str, int] = dict((await connection.execute(
-                insert(ledger_transactions).values([{"kind": "hold", "reference": r.job_id} for r in moved])
-                .returning(ledger_transactions.c.reference, ledger_transactions.c.id))).all())
-            await connection.execute(insert(ledger_entries), [
-                {"transaction_id": transactions[r.job_id], "account_id": r.account_id, "bucket": bucket,
-                 "amount": amount} for r in moved for bucket, amount in ((AVAILABLE, -r.amount), (HELD, r.amount))])
+        await record_many(connection, [{"kind": "hold", "reference": r.job_id, "seq": None} for r in moved],
+                          [Entry("hold", r.job_id, r.account_id, bucket, amount)
+                           for r in moved for bucket, amount in ((AVAILABLE, -r.amount), (HELD, r.amount))])
         counted: dict[tuple[int, str], int] = defaultdict(int)
         for reservation in new:
             if reservation.key_id in limited:
                 for period in reservation.periods:
                     counted[(reservation.key_id, period)] += reservation.amount
-        for (key_id, period), amount in sorted(counted.items()):
-            await limits.add(connection, key_id, period, amount)
+        await limits.add_many(connection, counted)
     return [AccountChange(account_id, seqs[account_id], held=tuple(
         Held(r.job_id, r.amount, r.key_id, r.periods, r.expires_at) for r in held))
         for account_id, held in by_account.items()]

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing import limits, settlement
@@ -109,12 +109,8 @@ class Ledger:
             return (await connection.execute(statement)).scalar_one()
 
     async def key_owner(self, key_hash: str) -> KeyOwner | None:
-        statement = (
-            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.expires_at, api_keys.c.revoked_at, api_keys.c.plan)
-            .where(api_keys.c.key_hash == key_hash)
-        )
         async with self.engine.connect() as connection:
-            row = (await connection.execute(statement)).first()
+            row = (await connection.execute(_KEY_OWNER, {"key_hash": key_hash})).first()
         return KeyOwner(row.id, row.account_id, row.expires_at, row.revoked_at is not None, row.plan) if row else None
 
     async def balance(self, account_id: int) -> Balance:
@@ -323,6 +319,12 @@ class Ledger:
             for key_id, recorded, recomputed in await limits.audit(connection):
                 found.append(Discrepancy(0, f"key {key_id} total spend", recorded, recomputed))
         return found
+
+
+_KEY_OWNER = (
+    select(api_keys.c.id, api_keys.c.account_id, api_keys.c.expires_at, api_keys.c.revoked_at, api_keys.c.plan)
+    .where(api_keys.c.key_hash == bindparam("key_hash"))
+)
 
 
 def _insufficient(amount: int, available: int | None) -> InsufficientCredits:

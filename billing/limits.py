@@ -18,15 +18,17 @@ every hold share-locks it, so no hold slips in between uncounted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.history import stored_time
+from billing.statements import DialectInsert, among, insert_for, per_dialect
 from schema.errors import KeyExpired, KeyLimitExceeded, KeyRevoked, Unauthenticated
 from schema.money import micros_to_credits
 from schema.tables import api_keys, holds, key_spend, usage_records
@@ -141,14 +143,21 @@ async def adjust(connection: AsyncConnection, key_id: int, periods: str, delta: 
         )
 
 
-async def add(connection: AsyncConnection, key_id: int, period: str, delta: int) -> None:
-    """Count ``delta`` in one of a key's periods, starting the period if it has no row yet."""
-    if not delta:
-        return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(key_spend).values(key_id=key_id, period=period, amount=delta)
-    await connection.execute(statement.on_conflict_do_update(
-        index_elements=["key_id", "period"], set_={"amount": key_spend.c.amount + statement.excluded.amount}))
+@per_dialect
+def _add(dialect: str) -> DialectInsert:
+    statement = insert_for(dialect)(key_spend)
+    return statement.on_conflict_do_update(index_elements=["key_id", "period"],
+                                           set_={"amount": key_spend.c.amount + statement.excluded.amount})
+
+
+async def add_many(connection: AsyncConnection, deltas: Mapping[tuple[int, str], int]) -> None:
+    """Count each ``(key, period) -> delta``, starting a period that has no
+    row yet; one statement (executemany), in key and period order (the lock
+    order)."""
+    rows = [{"key_id": key_id, "period": period, "amount": delta}
+            for (key_id, period), delta in sorted(deltas.items()) if delta]
+    if rows:
+        await connection.execute(_add(connection), rows)
 
 
 async def seed(connection: AsyncConnection, key_id: int, account_id: int, now: float) -> None:
@@ -219,6 +228,12 @@ async def audit(connection: AsyncConnection) -> list[tuple[int, int, int]]:
     return found
 
 
+@per_dialect
+def _limited_keys(dialect: str) -> Select[Any]:
+    return (select(api_keys.c.id, api_keys.c.daily_limit, api_keys.c.monthly_limit, api_keys.c.total_limit)
+            .where(among(api_keys.c.id, "key_ids", dialect)).order_by(api_keys.c.id).with_for_update(key_share=True))
+
+
 async def limited_keys(connection: AsyncConnection, key_ids: set[int]) -> set[int]:
     """Which of these keys have a spending limit. Share-locks them, as a hold
     does, until the transaction ends: a first limit being set (``seed``, which
@@ -226,8 +241,5 @@ async def limited_keys(connection: AsyncConnection, key_ids: set[int]) -> set[in
     is seen by it. Take it before any hold row."""
     if not key_ids:
         return set()
-    rows = (await connection.execute(
-        select(api_keys.c.id, api_keys.c.daily_limit, api_keys.c.monthly_limit, api_keys.c.total_limit)
-        .where(api_keys.c.id.in_(sorted(key_ids))).order_by(api_keys.c.id).with_for_update(key_share=True)
-    )).all()
+    rows = (await connection.execute(_limited_keys(connection), {"key_ids": sorted(key_ids)})).all()
     return {row.id for row in rows if limits_of(row)}

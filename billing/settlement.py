@@ -5,8 +5,10 @@ For the batch, in one transaction: the usage rows (``job_id`` unique: a
 duplicate inserts nothing and is left out of the rest), the jobs' holds
 closed (a hold the ledger never had, because the balances mirror took it,
 gets a closed row, so a late hold journal cannot open it again), expiring
-credit drawn down, one ``charge`` transaction per job, one update per
-account (raising its ``seq``), and the key spend counters moved. Then the
+credit drawn down, one ``charge`` transaction per job, one update of all
+the batch's accounts (raising each one's ``seq``), and the key spend
+counters moved; each a statement built once (``billing.statements``) and
+run with the whole batch's rows. Then the
 mirror is told (``Ledger.followed``), duplicates included: a batch whose
 consumer died between its commit and the mirror is sent again, and the
 mirror applies each job once.
@@ -24,18 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, insert, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Boolean, Row, Select, Update, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import Label
+from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits
 from billing.balances import AccountChange, Settled
-from billing.postings import AVAILABLE, HELD, REVENUE, draw_down_grants, insert_ignoring_duplicates, move
+from billing.postings import AVAILABLE, HELD, REVENUE, Entry, NewTransaction, draw_down_grants, move_many, record_many
 from billing.pricing import Charge, charge
+from billing.statements import among, ignoring_duplicates, insert_for, per_dialect
 from schema.jobs import UsageEvent
-from schema.tables import holds, ledger_entries, ledger_transactions, usage_records
+from schema.tables import holds, ledger_transactions, usage_records
 
 if TYPE_CHECKING:
     from billing.ledger import Ledger
@@ -93,6 +95,11 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
     return Outcome([job.event.job_id for job in jobs], [event.job_id for event in duplicates])
 
 
+@per_dialect
+def _insert_usage(dialect: str) -> ReturningInsert[Any]:
+    return ignoring_duplicates(dialect, usage_records, ("job_id",)).returning(usage_records.c.job_id)
+
+
 async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge]) -> set[str]:
     """The usage rows; the jobs whose row is new (the others were settled before)."""
     rows = [{
@@ -101,8 +108,18 @@ async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], c
         "images": event.usage.images, "reported": event.usage.reported, "cost": charges[event.job_id].cost,
         "uncharged": charges[event.job_id].absorbed,
     } for event in events]
-    statement = insert_ignoring_duplicates(connection, usage_records, ["job_id"]).values(rows)
-    return set((await connection.execute(statement.returning(usage_records.c.job_id))).scalars())
+    return set((await connection.execute(_insert_usage(connection), rows)).scalars())
+
+
+@per_dialect
+def _claim_holds(dialect: str) -> Update:
+    return (update(holds).where(among(holds.c.job_id, "job_ids", dialect), holds.c.closed.is_(False))
+            .values(closed=True).returning(holds.c.job_id, holds.c.amount, holds.c.key_periods))
+
+
+@per_dialect
+def _holds_of(dialect: str) -> Select[Any]:
+    return select(holds.c.job_id, holds.c.key_periods).where(among(holds.c.job_id, "job_ids", dialect))
 
 
 async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], charges: dict[str, Charge],
@@ -116,9 +133,7 @@ async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], ch
         return []
     limited = await limits.limited_keys(connection, {event.key_id for event in events})  # before any hold row
     ids = [event.job_id for event in events]
-    claimed = {row.job_id: row for row in await connection.execute(
-        update(holds).where(holds.c.job_id.in_(ids), holds.c.closed.is_(False)).values(closed=True)
-        .returning(holds.c.job_id, holds.c.amount, holds.c.key_periods))}
+    claimed = {row.job_id: row for row in await connection.execute(_claim_holds(connection), {"job_ids": ids})}
     unclaimed = [event for event in events if event.job_id not in claimed]
     tombstones = [{
         "job_id": event.job_id, "account_id": event.account_id, "amount": event.hold or 0, "closed": True,
@@ -131,7 +146,7 @@ async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], ch
         claimed.update(journaled)
     before = [event.job_id for event in unclaimed if event.job_id not in new and event.job_id not in claimed]
     released = {row.job_id: row.key_periods for row in await connection.execute(
-        select(holds.c.job_id, holds.c.key_periods).where(holds.c.job_id.in_(before)))} if before else {}
+        _holds_of(connection), {"job_ids": before})} if before else {}
     jobs = []
     for event in events:
         charged, uncounted = charges[event.job_id], _periods(event, now) if event.key_id in limited else None
@@ -147,19 +162,21 @@ async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], ch
     return jobs
 
 
+@per_dialect
+def _insert_closed_holds(dialect: str) -> ReturningInsert[*tuple[Any, ...]]:
+    statement = insert_for(dialect)(holds).on_conflict_do_update(
+        index_elements=["job_id"], set_={"closed": True}, where=holds.c.closed.is_(False))
+    # xmax is 0 on a row this statement inserted (PostgreSQL); SQLite has one writer, so no row was open.
+    inserted = literal_column("xmax = 0" if dialect == "postgresql" else "1", Boolean).label("inserted")
+    return statement.returning(holds.c.job_id, holds.c.amount, holds.c.key_periods, inserted)
+
+
 async def _insert_closed(connection: AsyncConnection,
                          rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row[*tuple[Any, ...]]]]:
     """Insert holds closed; the jobs inserted, and those whose open hold the
     hold journal committed meanwhile (claimed instead: PostgreSQL waits for
     the journal's row, then updates it). A closed row is left as it is."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(holds).values(rows)
-    statement = statement.on_conflict_do_update(index_elements=["job_id"], set_={"closed": True},
-                                                where=holds.c.closed.is_(False))
-    # xmax is 0 on a row this statement inserted (PostgreSQL); SQLite has one writer, so no row was open.
-    inserted: Label[Any] = literal_column("xmax = 0" if dialect is postgresql else "1").label("inserted")
-    found = (await connection.execute(statement.returning(holds.c.job_id, holds.c.amount, holds.c.key_periods,
-                                                          inserted))).all()
+    found = (await connection.execute(_insert_closed_holds(connection), rows)).all()
     return {row.job_id for row in found if row.inserted}, {row.job_id: row for row in found if not row.inserted}
 
 
@@ -174,19 +191,16 @@ async def _charge(ledger: Ledger, connection: AsyncConnection, jobs: list[_Job],
     await draw_down_grants(connection, {account_id: sum(job.charge.cost for job in account_jobs)
                                         for account_id, account_jobs in by_account.items()}, now)
     # A hold recorded now moves nothing on balance: it is taken and given back in this one transaction.
-    seqs = {account_id: await move(connection, account_id,
-                                   available=sum((0 if job.recorded_now else job.held) - job.charge.cost
-                                                 for job in account_jobs),
-                                   held=-sum(0 if job.recorded_now else job.held for job in account_jobs))
-            for account_id, account_jobs in sorted(by_account.items())}
+    seqs = await move_many(connection, {
+        account_id: (sum((0 if job.recorded_now else job.held) - job.charge.cost for job in account_jobs),
+                     -sum(0 if job.recorded_now else job.held for job in account_jobs))
+        for account_id, account_jobs in by_account.items()})
     # A hold recorded now gets its own transaction, as the hold journal would
     # have written it: the ledger reads the same whichever recorded it.
-    recorded = [{"kind": "hold", "reference": job.event.job_id, "seq": None} for job in jobs
-                if job.recorded_now and job.held]
-    charges = [{"kind": "charge", "reference": job.event.job_id, "seq": seqs[job.event.account_id]} for job in jobs]
-    transactions = {(kind, reference): id_ for kind, reference, id_ in (await connection.execute(
-        insert(ledger_transactions).values(recorded + charges)
-        .returning(ledger_transactions.c.kind, ledger_transactions.c.reference, ledger_transactions.c.id))).all()}
+    recorded: list[NewTransaction] = [{"kind": "hold", "reference": job.event.job_id, "seq": None} for job in jobs
+                                      if job.recorded_now and job.held]
+    charges: list[NewTransaction] = [{"kind": "charge", "reference": job.event.job_id,
+                                      "seq": seqs[job.event.account_id]} for job in jobs]
     revenue = await ledger.system_account(connection, REVENUE)
     entries = []
     for job in jobs:
@@ -195,16 +209,13 @@ async def _charge(ledger: Ledger, connection: AsyncConnection, jobs: list[_Job],
                     ("charge", revenue, AVAILABLE, cost)]
         if job.recorded_now:
             postings = [("hold", account_id, AVAILABLE, -held), ("hold", account_id, HELD, held), *postings]
-        entries += [{"transaction_id": transactions[(kind, job_id)], "account_id": account, "bucket": bucket,
-                     "amount": amount} for kind, account, bucket, amount in postings if amount]
-    if entries:
-        await connection.execute(insert(ledger_entries), entries)
+        entries += [Entry(kind, job_id, account, bucket, amount) for kind, account, bucket, amount in postings]
+    await record_many(connection, recorded + charges, entries)
     moves: dict[tuple[int, str], int] = defaultdict(int)
     for job in jobs:
         for period in job.periods:
             moves[(job.event.key_id, period)] += job.charge.cost - (0 if job.recorded_now else job.held)
-    for (key_id, period), delta in sorted(moves.items()):
-        await limits.add(connection, key_id, period, delta)
+    await limits.add_many(connection, moves)
     return [AccountChange(account_id, seqs[account_id], settled=tuple(
         Settled(job.event.job_id, job.charge.cost, job.event.key_id, job.periods or job.held_in)
         for job in account_jobs))
@@ -224,15 +235,21 @@ async def _charged_before(ledger: Ledger, duplicates: list[UsageEvent] | list[st
         return []
     ids = [item if isinstance(item, str) else item.job_id for item in duplicates]
     async with ledger.engine.connect() as connection:
-        charged = (ledger_transactions.c.kind == "charge") & (ledger_transactions.c.reference == usage_records.c.job_id)
-        rows = (await connection.execute(
-            select(usage_records.c.job_id, usage_records.c.account_id, usage_records.c.key_id, usage_records.c.cost,
-                   ledger_transactions.c.seq, holds.c.key_periods)
-            .join(ledger_transactions, charged)
-            .join(holds, holds.c.job_id == usage_records.c.job_id, isouter=True)
-            .where(usage_records.c.job_id.in_(ids), ledger_transactions.c.seq.is_not(None)))).all()
+        rows = (await connection.execute(_charges_of(connection), {"job_ids": ids})).all()
     return [AccountChange(row.account_id, row.seq, settled=(
         Settled(row.job_id, row.cost, row.key_id, _split(row.key_periods)),)) for row in rows]
+
+
+@per_dialect
+def _charges_of(dialect: str) -> Select[Any]:
+    charged = (ledger_transactions.c.kind == "charge") & (ledger_transactions.c.reference == usage_records.c.job_id)
+    return (
+        select(usage_records.c.job_id, usage_records.c.account_id, usage_records.c.key_id, usage_records.c.cost,
+               ledger_transactions.c.seq, holds.c.key_periods)
+        .join(ledger_transactions, charged)
+        .join(holds, holds.c.job_id == usage_records.c.job_id, isouter=True)
+        .where(among(usage_records.c.job_id, "job_ids", dialect), ledger_transactions.c.seq.is_not(None))
+    )
 
 
 def _periods(event: UsageEvent, now: float) -> str:

@@ -20,9 +20,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # under load, and a pre-ping cost a round trip (three, for asyncpg) each
         # time. A connection PostgreSQL dropped fails its one statement and is
         # replaced; nothing on the request path uses the database. asyncpg keeps
-        # its statements prepared per connection.
+        # its statements prepared per connection: room for every batch size of
+        # billing's INSERT … RETURNING (insertmanyvalues writes one text per size).
         return create_async_engine(url, pool_size=16, max_overflow=0, pool_pre_ping=False, pool_timeout=30,
-                                   pool_recycle=3600)
+                                   pool_recycle=3600, connect_args={"prepared_statement_cache_size": 500})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # One connection: SQLite has one writer anyway, and queueing in the pool
     # (an asyncio wait) beats the busy handler's sleep-and-retry inside SQLite.

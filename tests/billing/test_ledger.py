@@ -56,6 +56,28 @@ async def test_a_duplicate_usage_event_changes_nothing(ledger: Ledger) -> None:
     assert await ledger.reconcile() == []
 
 
+async def test_one_batch_settles_jobs_of_several_accounts_each_once(ledger: Ledger) -> None:
+    """A batch as the billing consumer takes it: several accounts, a job
+    with a hold in the ledger, jobs without one, a job settled before, and
+    the same job twice."""
+    (first, first_key), (second, second_key), (third, third_key) = [await account(ledger, 1000) for _ in range(3)]
+    await ledger.hold("held", first, 300, expires_at=time.time() + 60)
+    assert await ledger.settle(usage_event("before", third, third_key, 1, 2))  # 5
+    outcome = await ledger.settle_many([
+        usage_event("held", first, first_key, 10, 20),  # 50
+        usage_event("plain", first, first_key, 1, 1),  # 3
+        usage_event("other", second, second_key, 100, 0),  # 100
+        usage_event("other", second, second_key, 100, 0),
+        usage_event("before", third, third_key, 1, 2),
+        usage_event("late", third, third_key, 0, 10),  # 20
+    ])
+    assert sorted(outcome.settled) == ["held", "late", "other", "plain"]
+    assert outcome.duplicates == ["before"]
+    balances = [await ledger.balance(account_id) for account_id in (first, second, third)]
+    assert [(balance.available, balance.held) for balance in balances] == [(947, 0), (900, 0), (975, 0)]
+    assert await ledger.reconcile() == []
+
+
 async def test_a_hold_that_does_not_fit_reserves_nothing(ledger: Ledger) -> None:
     account_id, _ = await account(ledger, 100)
     with pytest.raises(InsufficientCredits, match="up to 0.000101 credits .* has 0.000100 available"):
