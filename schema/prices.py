@@ -27,7 +27,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from genai_prices import types as genai
@@ -124,7 +124,7 @@ class GenaiPrices:
         )
 
 
-def _highest(price: Any, notes: list[str]) -> Decimal | None:
+def _highest(price: object, notes: list[str]) -> Decimal | None:
     """A flat price from the library's: a number, or the top of its tiers."""
     from genai_prices.types import TieredPrices
 

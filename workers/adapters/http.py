@@ -27,7 +27,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import suppress
-from typing import Any
 
 import aiohttp
 import orjson
@@ -109,7 +108,7 @@ class ProviderHTTP:
             raise UpstreamError(f"provider {self.name!r} sent a body that is not a JSON object")
         return answer
 
-    async def get_json(self, path: str) -> Any:
+    async def get_json(self, path: str) -> object:
         content = await self._send("GET", path, None, None)
         try:
             return orjson.loads(content)
