@@ -3,8 +3,8 @@ same refreshed catalog from every ingress process.
 
 ``POST /admin/refresh-providers`` fetches every enabled provider's list at
 once (``ingress.model_lists``); a provider that fails keeps its last good
-list and reports why. The lists are saved to a ``ListingStore`` (Redis when
-the process has one, else a file in the data directory), and a new
+list and reports why. The lists are saved to the runtime's ``ListingStore``
+(Redis when the process has one, else a file in the data directory), and a new
 immutable ``Catalog`` built from all saved lists replaces the runtime's in
 one assignment: a request holds the catalog it started with.
 
@@ -23,23 +23,17 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import redis.asyncio as redis
-
 from ingress.model_lists import fetch_models
 from ingress.runtime import Runtime
 from scheduler.catalog import Catalog
 from scheduler.listing_store import ListingStore
-from scheduler.listing_store.file import FileListingStore
-from scheduler.listing_store.redis import RedisListingStore
 from scheduler.listings import ProviderListing, UpstreamModel
-from scheduler.topology import Topology
 from schema.errors import GatewayError, InvalidRequest, ProviderNotFound, StoreUnavailable
 from schema.prices import GenaiPrices
 
 log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL = 2.0
-LISTINGS_FILE = "provider-listings.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +172,8 @@ def _report(name: str, before: Catalog, after: Catalog) -> ProviderRefresh:
 async def open_catalog_refresh(runtime: Runtime) -> AsyncIterator[CatalogRefresher]:
     """The refresher of this ingress process: the saved lists loaded, and
     followed while it runs when other processes share them."""
-    settings = runtime.settings
+    store = runtime.listings
     async with contextlib.AsyncExitStack() as stack:
-        store: ListingStore
-        if settings.redis_url:
-            client = redis.Redis.from_url(settings.redis_url)
-            stack.push_async_callback(client.aclose)
-            store = RedisListingStore(client, Topology(settings.namespace))
-        else:
-            store = FileListingStore(settings.data_dir / LISTINGS_FILE)
         refresher = CatalogRefresher(runtime, store)
         try:
             await refresher.load()

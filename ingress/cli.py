@@ -15,8 +15,10 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import uvicorn
@@ -28,7 +30,16 @@ from billing.limits import KeyLimits
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.processes import serve_processes
-from ingress.runtime import EMBEDDED_CONCURRENCY, Runtime, embedded_roles, open_runtime
+from ingress.runtime import (
+    EMBEDDED_CONCURRENCY,
+    BillingRuntime,
+    ProberRuntime,
+    Role,
+    embedded_roles,
+    open_billing,
+    open_prober,
+    open_workers,
+)
 from ingress.server import http_config
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.coupons import iso_time
@@ -38,6 +49,8 @@ from schema.money import MicroCredits, credits_to_micros, micros_to_credits
 from schema.settings import Settings
 
 log = logging.getLogger("gatewayz")
+
+R = TypeVar("R", bound=Role)
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="providers and models (TOML)"
@@ -125,7 +138,7 @@ def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
         raise click.ClickException(f"provider {provider!r} is disabled: {config.disabled_providers[provider].reason}")
     if provider not in config.providers:
         raise click.ClickException(f"unknown provider {provider!r}; known: {', '.join(sorted(config.providers))}")
-    uvloop.run(_run_role(settings, config, lambda runtime: runtime.start_pool(provider, concurrency)))
+    uvloop.run(_run_role(open_workers(settings, config), lambda runtime: runtime.start_pool(provider, concurrency)))
 
 
 @main.group(invoke_without_command=True)
@@ -135,8 +148,8 @@ def billing(context: click.Context, config_path: Path | None) -> None:
     """Run the settlement consumer, the dead-letter reader, and the sweeper of expired holds and trial credits."""
     if context.invoked_subcommand is not None:
         return
-    settings, config = _settings(config_path, needs=("broker_url",))
-    uvloop.run(_run_role(settings, config, Runtime.start_billing))
+    settings, _ = _settings(config_path, needs=("broker_url",))
+    uvloop.run(_run_role(open_billing(settings), BillingRuntime.start_billing))
 
 
 @main.command()
@@ -146,7 +159,7 @@ def prober(config_path: Path | None) -> None:
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
     if not settings.probe_interval:
         raise click.ClickException("set GATEWAYZ_PROBE_INTERVAL (seconds between probes) to run the prober")
-    uvloop.run(_run_role(settings, config, Runtime.start_prober))
+    uvloop.run(_run_role(open_prober(settings, config), ProberRuntime.start_prober))
 
 
 @billing.command()
@@ -301,13 +314,13 @@ def _http_config(app: object, host: str, port: int, settings: Settings) -> uvico
                        timeout_graceful_shutdown=10)
 
 
-async def _run_role(settings: Settings, config: GatewayConfig, start: Callable[[Runtime], object]) -> None:
+async def _run_role(opening: AbstractAsyncContextManager[R], start: Callable[[R], object]) -> None:
     """Run a background role until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_runtime(settings, config, subscribe=False) as runtime:
+    async with opening as runtime:
         start(runtime)
         await _first_of(stop.wait(), *runtime.tasks)
     log.info("stopped")

@@ -1,66 +1,56 @@
-"""Builds the transports and the database for this process from its
-settings, and runs the background roles (worker pools, billing).
+"""Builds what each role of this process needs from its settings, and runs
+the background roles (worker pools, billing, the prober).
 
-Embedded or distributed is decided here and nowhere else: everything above
-``Runtime`` is the same code in both modes.
+Which queues, result bus and stores a process uses (embedded or
+distributed) is decided in ``ingress.parts`` alone, from the URLs its
+settings name; everything above them is the same code in both modes.
+Connections are opened by ``scheduler.connections``, and only those a role
+uses. Each role builds only its part:
+- a worker (``open_workers``): the queues, the result bus, the circuits,
+  health and pool statistics; no database;
+- billing (``open_billing``): the ledger, the balances mirror, the usage
+  queue and the dead letters; no HTTP app, no rate limits;
+- the prober (``open_prober``): the health store and dramatiq's broker;
+- the HTTP API (``open_runtime``: ``gatewayz ingress`` and ``serve``): all
+  of these, and ``serve`` runs every role beside it (``embedded_roles``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+import dramatiq
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.balances import Balances
-from billing.balances.memory import MemoryBalances
-from billing.balances.redis import RedisBalances
 from billing.consumer import SettlementConsumer
 from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
-from billing.journal import HoldJournal, JournaledBalances
+from billing.journal import HoldJournal
 from billing.ledger import Ledger
-from billing.snapshots import LedgerSnapshots
-from ingress.limiter import Limiter
-from ingress.limiter.memory import MemoryLimiter
-from ingress.limiter.redis import RedisLimiter
+from ingress.parts import Parts
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
 from scheduler.admission import PoolWatch
 from scheduler.catalog import Catalog
-from scheduler.pool_stats import PoolStatsStore
-from scheduler.pool_stats.memory import MemoryPoolStats
-from scheduler.pool_stats.redis import RedisPoolStats
-from scheduler.queues import DeadLetters, JobQueue, UsageQueue, rabbitmq
-from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
+from scheduler.connections import Connections
+from scheduler.listing_store import ListingStore
+from scheduler.queues import DeadLetters, JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
-from scheduler.result_bus.memory import MemoryResultBus
-from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
-from scheduler.watched_queue import WatchedJobQueue
 from schema.catalog import GatewayConfig
-from schema.database import create_engine, migrate
 from schema.settings import Settings
 from workers.adapters import build_adapter
-from workers.breaker_store import BreakerStore
-from workers.breaker_store.memory import MemoryBreakerStore
-from workers.breaker_store.redis import RedisBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch
 from workers.health import HealthLog
-from workers.health_store import HealthStore
-from workers.health_store.memory import MemoryHealthStore
-from workers.health_store.redis import RedisHealthStore, open_redis_health_store
 from workers.pool import ProviderPool
-from workers.prober import Prober, prober_broker, run_prober
+from workers.prober import Prober, StoreOpener, run_prober
 from workers.resilience import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -68,25 +58,30 @@ log = logging.getLogger(__name__)
 EMBEDDED_CONCURRENCY = 64
 
 
-@dataclass
-class Runtime:
+@dataclass(kw_only=True)
+class Role:
+    """What every role has: its settings and the background tasks it runs."""
+
     settings: Settings
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_report_exit)
+        self.tasks.append(task)
+
+
+@dataclass(kw_only=True)
+class WorkerRuntime(Role):
+    """What serving jobs needs (``gatewayz worker``)."""
+
     catalog: Catalog
-    engine: AsyncEngine
-    ledger: Ledger
-    balances: Balances  # what holds are taken against: the ledger's balances, mirrored
-    coupons: CouponBook
     jobs: JobQueue
     results: ResultBus
     usage: UsageQueue
-    rate_limits: RateLimits
     breakers: Breakers
     health: HealthLog
-    pools: PoolWatch
-    circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
-    dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
@@ -109,6 +104,17 @@ class Runtime:
         self._spawn(pool.run(), f"pool {provider}")
         return pool
 
+
+@dataclass(kw_only=True)
+class BillingRuntime(Role):
+    """What settling needs (``gatewayz billing``)."""
+
+    ledger: Ledger
+    balances: Balances  # what holds are taken against: the ledger's balances, mirrored
+    usage: UsageQueue
+    results: ResultBus  # the job marks a dead letter is settled by
+    dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
+
     def start_billing(self) -> None:
         self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage).run(), "billing")
         if self.dead_letters is None:
@@ -117,26 +123,52 @@ class Runtime:
         reader = DeadLetterReader(self.results, self.usage)
         self._spawn(self.dead_letters.serve(reader.read), "dead letters")
 
+
+@dataclass(kw_only=True)
+class ProberRuntime(Role):
+    """What probing needs (``gatewayz prober``): the health store, opened on
+    the prober's own event loop, and dramatiq's broker."""
+
+    catalog: Catalog
+    health: HealthLog
+    probe_store: StoreOpener
+    probe_broker: Callable[[], dramatiq.Broker]
+
     def start_prober(self) -> None:
         """The active prober (``workers.prober``), if an interval is set;
         one per process (dramatiq's AsyncIO loop is process-wide)."""
         if not self.settings.probe_interval:
             return
-        topology = Topology(self.settings.namespace)
-        url, store = self.settings.redis_url, self.health.store
-        opener = (lambda: open_redis_health_store(url, topology)) if url else (lambda: contextlib.nullcontext(store))
-        prober = Prober(tuple(self.catalog.providers.values()), self.settings, opener)
-        self._spawn(run_prober(prober, prober_broker(self.settings), topology.prober_queue), "prober")
+        prober = Prober(tuple(self.catalog.providers.values()), self.settings, self.probe_store)
+        queue = Topology(self.settings.namespace).prober_queue
+        self._spawn(run_prober(prober, self.probe_broker(), queue), "prober")
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        task.add_done_callback(_report_exit)
-        self.tasks.append(task)
+
+@dataclass(kw_only=True)
+class Runtime(WorkerRuntime, BillingRuntime, ProberRuntime):
+    """The HTTP API's process: every part, so that ``gatewayz serve`` can run
+    every role beside the API."""
+
+    engine: AsyncEngine
+    coupons: CouponBook
+    rate_limits: RateLimits
+    pools: PoolWatch
+    circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
+    listings: ListingStore  # providers' last good model lists (``ingress.catalog_refresh``)
 
 
 def _report_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+
+@asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[Parts]:
+    """The parts of a role, closed (then their connections) when it ends."""
+    async with AsyncExitStack() as stack:
+        connections = Connections(settings)
+        stack.push_async_callback(connections.aclose)  # last: every part that uses them closes first
+        yield Parts(settings, connections, stack)
 
 
 @asynccontextmanager
@@ -147,107 +179,69 @@ async def open_runtime(
     subscribe: bool = True,
     apply_migrations: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Open every resource this process needs; close them all on exit.
+    """Open every part the HTTP API (and ``serve``'s roles) needs; close them all on exit.
 
-    ``subscribe`` opens the shared result subscription (ingress only).
+    ``subscribe`` opens the shared result subscription.
     """
-    async with AsyncExitStack() as stack:
-        topology = Topology(settings.namespace)
-        engine = create_engine(settings)
-        stack.push_async_callback(engine.dispose)
-        if apply_migrations or settings.embedded_database:
-            await migrate(engine)
-
-        jobs: JobQueue
-        usage: UsageQueue
-        dead_letters: DeadLetters | None = None
-        if settings.broker_url:
-            connection = await rabbitmq.connect(settings.broker_url)
-            stack.push_async_callback(connection.close)
-            jobs = rabbitmq.RabbitJobQueue(connection, topology, persistent=settings.persistent_jobs)
-            usage = rabbitmq.RabbitUsageQueue(connection, topology)
-            # Read only where the workers' job marks can be seen: without them
-            # an answered job would look unrun and be settled at zero.
-            dead_letters = rabbitmq.RabbitDeadLetters(connection, topology) if settings.redis_url else None
-        else:
-            memory_jobs = MemoryJobQueue()
-            jobs, usage, dead_letters = memory_jobs, MemoryUsageQueue(), memory_jobs.dead_letters
-
-        results: ResultBus
-        circuits: BreakerStore = MemoryBreakerStore()
-        health: HealthStore = MemoryHealthStore()
-        pool_stats: PoolStatsStore = MemoryPoolStats()
-        if settings.redis_url:
-            # Blocking pool: a burst waits for a connection instead of failing.
-            # One immediate retry replaces a pooled connection Redis closed on restart.
-            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=256, timeout=10,
-                                                         retry=Retry(NoBackoff(), 1))
-            client = redis.Redis(connection_pool=pool)
-            stack.push_async_callback(client.aclose)
-            bus = RedisResultBus(client, topology)
-            circuits = RedisBreakerStore(client, topology)  # every worker and ingress sees the same circuits
-            health = RedisHealthStore(client, topology)
-            # The same pools, on a client of their own: admission and the
-            # workers' beats must not queue behind the main pool in an outage.
-            stats_client = _quick_redis(settings.redis_url, max_connections=32)
-            stack.push_async_callback(stats_client.aclose)
-            pool_stats = RedisPoolStats(stats_client, topology)
-            if subscribe:
-                await bus.start()
-                stack.push_async_callback(bus.close)
-            results = bus
-        else:
-            results = MemoryResultBus()
-
-        limiter = _limiter(settings, topology)
-        stack.push_async_callback(limiter.aclose)
-        rate_limits = RateLimits(config.plans, config.rate_limits, limiter)
-        breakers = Breakers(circuits, failures=settings.breaker_failures, reset_timeout=settings.breaker_reset_timeout)
-
-        # Every enqueue and every job taken keeps the pool statistics admission reads.
-        watched = WatchedJobQueue(jobs, pool_stats)
-        stack.push_async_callback(watched.flush)  # the last counts, before the store closes
-        jobs = watched
-        snapshots = LedgerSnapshots(engine)
-        mirror: Balances = MemoryBalances(snapshots)
-        if settings.redis_url:
-            mirror = RedisBalances(client, snapshots, settings.namespace)  # shared by every ingress and billing
-        ledger = Ledger(engine, follow=mirror.apply)
-        balances = mirror
-        journal: HoldJournal | None = None
-        if settings.redis_url:
-            # Holds go into the ledger too, in the background: a Redis that loses them loses no hold.
-            journal = HoldJournal(ledger)
-            balances = JournaledBalances(mirror, journal, ledger)
-        stack.push_async_callback(balances.aclose)
-        runtime = Runtime(settings, Catalog(config), engine, ledger, balances, CouponBook(ledger), jobs, results, usage,
-                          rate_limits, breakers, HealthLog(health), PoolWatch(jobs, pool_stats, settings),
-                          CircuitWatch(breakers), dead_letters=dead_letters)
-        if journal is not None:
-            runtime._spawn(journal.run(), "hold journal")
-        try:
+    async with _opened(settings) as parts:
+        jobs = await parts.jobs()
+        results = await parts.results(subscribe=subscribe)
+        engine, ledger, balances, journal = await parts.accounts(apply_migrations=apply_migrations)
+        limiter = parts.limiter()
+        runtime = Runtime(
+            settings=settings, catalog=Catalog(config), jobs=jobs, results=results, usage=await parts.usage(),
+            dead_letters=await parts.dead_letters(), breakers=parts.breakers, health=parts.health, engine=engine,
+            ledger=ledger, balances=balances, coupons=CouponBook(ledger),
+            rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
+            pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
+            listings=parts.listings(), probe_store=parts.probe_store(), probe_broker=parts.probe_broker(),
+        )
+        async with _running(runtime, journal):
             yield runtime
-        finally:
-            await _stop(runtime.tasks)
 
 
-def _limiter(settings: Settings, topology: Topology) -> Limiter:
-    url = settings.rate_limit_redis_url or settings.redis_url
-    if url is None:
-        return MemoryLimiter()
-    # A Redis that stalls must send admission to the per-process fallback
-    # quickly, not hold requests.
-    return RedisLimiter(_quick_redis(url, max_connections=64), topology.rate_limit_prefix)
+@asynccontextmanager
+async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterator[WorkerRuntime]:
+    """What ``gatewayz worker`` needs: no database, no HTTP app."""
+    async with _opened(settings) as parts:
+        runtime = WorkerRuntime(settings=settings, catalog=Catalog(config), jobs=await parts.jobs(),
+                                results=await parts.results(subscribe=False), usage=await parts.usage(),
+                                breakers=parts.breakers, health=parts.health)
+        async with _running(runtime, None):
+            yield runtime
 
 
-def _quick_redis(url: str, *, max_connections: int) -> redis.Redis:
-    """A client with its own small pool and short timeouts, for advice that
-    must not hold a request or a job when Redis stalls (rate limits, pool
-    statistics). One immediate retry replaces a pooled connection Redis
-    closed on restart."""
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2, socket_timeout=1,
-                                                 socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
-    return redis.Redis.from_pool(pool)  # which it closes with itself
+@asynccontextmanager
+async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
+    """What ``gatewayz billing`` needs: the ledger and the queues it settles from."""
+    async with _opened(settings) as parts:
+        _engine, ledger, balances, journal = await parts.accounts(apply_migrations=False)
+        runtime = BillingRuntime(settings=settings, ledger=ledger, balances=balances, usage=await parts.usage(),
+                                 results=await parts.results(subscribe=False),
+                                 dead_letters=await parts.dead_letters())
+        async with _running(runtime, journal):
+            yield runtime
+
+
+@asynccontextmanager
+async def open_prober(settings: Settings, config: GatewayConfig) -> AsyncIterator[ProberRuntime]:
+    """What ``gatewayz prober`` needs: the health store and dramatiq's broker."""
+    async with _opened(settings) as parts:
+        runtime = ProberRuntime(settings=settings, catalog=Catalog(config), health=parts.health,
+                                probe_store=parts.probe_store(), probe_broker=parts.probe_broker())
+        async with _running(runtime, None):
+            yield runtime
+
+
+@asynccontextmanager
+async def _running(role: Role, journal: HoldJournal | None) -> AsyncIterator[None]:
+    """Stops the role's tasks before its parts close."""
+    if journal is not None:
+        role._spawn(journal.run(), "hold journal")
+    try:
+        yield
+    finally:
+        await _stop(role.tasks)
 
 
 async def _stop(tasks: Iterable[asyncio.Task[None]]) -> None:

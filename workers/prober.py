@@ -39,8 +39,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
 
 from schema.catalog import ProviderSpec
@@ -160,16 +158,12 @@ def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramat
     return actor
 
 
-def prober_broker(settings: Settings) -> dramatiq.Broker:
-    """RabbitMQ when the gateway has a broker, else dramatiq's in-process stub."""
-    broker: dramatiq.Broker = RabbitmqBroker(url=settings.broker_url) if settings.broker_url else StubBroker()
-    broker.add_middleware(AsyncIO())
-    return broker
-
-
 async def run_prober(prober: Prober, broker: dramatiq.Broker, queue: str) -> None:
     """A dramatiq worker for ``queue`` in this process, until cancelled: it
-    seeds a chain at once and again every ``RESEED_ROUNDS`` intervals."""
+    seeds a chain at once and again every ``RESEED_ROUNDS`` intervals.
+    ``broker``: RabbitMQ's (distributed) or dramatiq's in-process stub
+    (embedded), as the runtime chose; the actor runs on its AsyncIO loop."""
+    broker.add_middleware(AsyncIO())
     actor = declare_actor(broker, prober, queue)
     worker = dramatiq.Worker(broker, queues={queue}, worker_threads=1, worker_timeout=100)
     await asyncio.to_thread(worker.start)

@@ -36,10 +36,6 @@ from schema.jobs import Job, UsageEvent
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str) -> AbstractRobustConnection:
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": "gatewayz"})
-
-
 async def _ack(message: AbstractIncomingMessage, what: str, *, multiple: bool = False) -> None:
     try:
         await message.ack(multiple=multiple)

@@ -25,8 +25,9 @@ from billing.dead_letters import DeadLetterReader
 from billing.ledger import Balance, Ledger
 from billing.pricing import cost_of
 from billing.snapshots import LedgerSnapshots
+from scheduler.connections import amqp_connection
 from scheduler.queues import DeadLetter
-from scheduler.queues.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue, connect
+from scheduler.queues.rabbitmq import RabbitDeadLetters, RabbitJobQueue, RabbitUsageQueue
 from scheduler.result_bus import Inbox
 from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
@@ -118,7 +119,7 @@ async def billing(services: Distributed) -> AsyncIterator[Billing]:
     engine = create_engine(Settings(database_url=services.database_url))
     ledger = Ledger(engine)
     topology = Topology(services.namespace)
-    connection = await connect(services.broker_url)
+    connection = await amqp_connection(services.broker_url)
     client = redis.Redis.from_url(services.redis_url)
     bus = RedisResultBus(client, topology)
     await bus.start()

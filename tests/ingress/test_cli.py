@@ -4,11 +4,13 @@ processes: first start, keys, and the distributed roles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -137,18 +139,27 @@ def distributed_key(services: Distributed, tmp_path: Path, name: str) -> tuple[d
     return env, created.stdout.strip().splitlines()[-1]
 
 
+@contextlib.contextmanager
+def distributed_roles(tmp_path: Path, env: dict[str, str], *, worker_env: dict[str, str] | None = None,
+                      worker_dir: Path | None = None) -> Iterator[int]:
+    """An ingress, a mock worker (in ``worker_dir`` with ``worker_env``, if
+    given) and billing as processes, until the block ends; yields the port."""
+    port = free_port()
+    with (
+        background("ingress", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "ingress.log") as ingress,
+        background("worker", "--provider", "mock", "--concurrency", "4", env=worker_env or env,
+                   cwd=worker_dir or tmp_path, log=tmp_path / "worker.log") as worker,
+        background("billing", env=env, cwd=tmp_path, log=tmp_path / "billing.log"),
+    ):
+        wait_until_healthy(f"http://127.0.0.1:{port}", ingress, tmp_path / "ingress.log")
+        wait_for_line(tmp_path / "worker.log", "pool mock serving", worker)
+        yield port
+
+
 def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
     with distributed_services(["mock"]) as services:
         env, key = distributed_key(services, tmp_path, "bob")
-        port = free_port()
-        with (
-            background("ingress", "--port", str(port), env=env, cwd=tmp_path, log=tmp_path / "ingress.log") as ingress,
-            background("worker", "--provider", "mock", "--concurrency", "4", env=env, cwd=tmp_path,
-                       log=tmp_path / "worker.log") as worker,
-            background("billing", env=env, cwd=tmp_path, log=tmp_path / "billing.log"),
-        ):
-            wait_until_healthy(f"http://127.0.0.1:{port}", ingress, tmp_path / "ingress.log")
-            wait_for_line(tmp_path / "worker.log", "pool mock serving", worker)
+        with distributed_roles(tmp_path, env) as port:
             client = openai.OpenAI(api_key=key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
             chunks = list(client.chat.completions.create(model="mock/echo", messages=HELLO, stream=True))
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: hello gateway"
@@ -160,6 +171,22 @@ def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
         result = gatewayz("billing", "reconcile", env=env, cwd=tmp_path)
         assert result.returncode == 1 and tampered
         assert "available recorded 999995, recomputed 999990" in result.stdout
+
+
+def test_a_worker_without_a_database_url_serves_jobs_and_makes_no_database(tmp_path: Path) -> None:
+    with distributed_services(["mock"]) as services:
+        env, key = distributed_key(services, tmp_path, "carol")
+        worker_dir = tmp_path / "worker"
+        worker_dir.mkdir()
+        # The worker alone has no database URL, and a data directory of its own.
+        worker_env = {**env, "GATEWAYZ_DATABASE_URL": "", "GATEWAYZ_DATA_DIR": str(worker_dir / "data")}
+        with distributed_roles(tmp_path, env, worker_env=worker_env, worker_dir=worker_dir) as port:
+            client = openai.OpenAI(api_key=key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+            reply = client.chat.completions.create(model="mock/echo", messages=HELLO)
+            assert reply.choices[0].message.content == "You said: hello gateway"
+            assert _settled_balance(port, key, unchanged=1_000_000) == 1_000_000 - 10
+        assert list(worker_dir.rglob("*.db")) == []
+        assert not (worker_dir / "data").exists()
 
 
 def asyncpg_execute(url: str, statement: str) -> str:

@@ -23,12 +23,13 @@ import pytest
 import redis.asyncio as redis
 
 from scheduler.admission import DRIFT_CONFIRM, READ_LIMIT, PoolWatch, QueueFull
+from scheduler.connections import amqp_connection
 from scheduler.pool_stats import PoolStatsStore, WorkerBeat
 from scheduler.pool_stats.redis import RedisPoolStats
 from scheduler.priority import MESSAGE_PRIORITY
 from scheduler.queues import JobQueue
 from scheduler.queues.memory import MemoryJobQueue
-from scheduler.queues.rabbitmq import RabbitJobQueue, connect
+from scheduler.queues.rabbitmq import RabbitJobQueue
 from scheduler.topology import Topology
 from scheduler.watched_queue import WatchedJobQueue
 from schema.jobs import Job, Price, Route
@@ -113,7 +114,7 @@ async def admitted_blind(pools: PoolWatch, caplog: pytest.LogCaptureFixture) -> 
 async def test_admission_admits_at_once_while_the_broker_is_unreachable(
         topology: Topology, failure: str, caplog: pytest.LogCaptureFixture) -> None:
     async with tcp_proxy("127.0.0.1", 5672) as broker:
-        connection = await connect(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
+        connection = await amqp_connection(f"amqp://guest:guest@127.0.0.1:{broker.port}/")
         client = redis.Redis.from_url(REDIS_URL)
         try:
             pools = await saturated(RabbitJobQueue(connection, topology), RedisPoolStats(client, topology))
@@ -136,7 +137,7 @@ async def test_admission_admits_at_once_while_the_broker_is_unreachable(
 @pytest.mark.parametrize("failure", ["stopped", "frozen"])
 async def test_admission_admits_at_once_while_redis_is_down(
         topology: Topology, failure: str, caplog: pytest.LogCaptureFixture) -> None:
-    connection = await connect(BROKER_URL)
+    connection = await amqp_connection(BROKER_URL)
     with own_redis() as server:
         async with tcp_proxy("127.0.0.1", server.port) as proxy:
             # No socket timeout of its own: only admission's bound stands between a frozen Redis and a hang.

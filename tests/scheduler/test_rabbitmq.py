@@ -12,7 +12,8 @@ from decimal import Decimal
 import aio_pika
 import pytest
 
-from scheduler.queues.rabbitmq import RabbitJobQueue, RabbitUsageQueue, connect
+from scheduler.connections import amqp_connection
+from scheduler.queues.rabbitmq import RabbitJobQueue, RabbitUsageQueue
 from scheduler.topology import Topology
 from schema.jobs import Job, Price, Route, Usage, UsageEvent
 from tests.support.services import BROKER_URL, require_services
@@ -59,7 +60,7 @@ async def take(queue: RabbitJobQueue, count: int, *, concurrency: int = 1, ack: 
 
 
 async def test_waiting_jobs_are_served_by_priority(topology: Topology) -> None:
-    connection = await connect(BROKER_URL)
+    connection = await amqp_connection(BROKER_URL)
     async with connection:
         queue = RabbitJobQueue(connection, topology)
         for name, priority in [("bulk", 0), ("standard", 2), ("realtime", 4), ("standard-2", 2)]:
@@ -70,7 +71,7 @@ async def test_waiting_jobs_are_served_by_priority(topology: Topology) -> None:
 
 
 async def test_expired_jobs_are_dead_lettered_not_served(topology: Topology) -> None:
-    connection = await connect(BROKER_URL)
+    connection = await amqp_connection(BROKER_URL)
     async with connection:
         queue = RabbitJobQueue(connection, topology)
         doomed = job("doomed", ttl=0.2)
@@ -87,13 +88,13 @@ async def test_expired_jobs_are_dead_lettered_not_served(topology: Topology) -> 
 
 
 async def test_unacknowledged_jobs_are_redelivered_after_a_crash(topology: Topology) -> None:
-    crashed = await connect(BROKER_URL)
+    crashed = await amqp_connection(BROKER_URL)
     queue = RabbitJobQueue(crashed, topology)
     await queue.enqueue(job("survivor"))
     assert await take(queue, 1, ack=False) == [("survivor", False)]
     await crashed.close()  # the worker dies holding the job
 
-    connection = await connect(BROKER_URL)
+    connection = await amqp_connection(BROKER_URL)
     async with connection:
         assert await take(RabbitJobQueue(connection, topology), 1) == [("survivor", True)]
 
@@ -101,7 +102,7 @@ async def test_unacknowledged_jobs_are_redelivered_after_a_crash(topology: Topol
 async def test_usage_events_are_durable_and_acked_after_handling(topology: Topology) -> None:
     event = UsageEvent(job_id="job_1", account_id=1, key_id=1, provider="p", model="m",
                        usage=Usage(input_tokens=3, output_tokens=4), price=Price(input_per_mtok=Decimal("1.5")))
-    connection = await connect(BROKER_URL)
+    connection = await amqp_connection(BROKER_URL)
     async with connection:
         usage = RabbitUsageQueue(connection, topology)
         await usage.publish(event)

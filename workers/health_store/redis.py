@@ -59,13 +59,3 @@ class RedisHealthStore:
             return bool(await self._client.set(self._topology.probe_round_key, "1", nx=True,
                                                px=max(1, int(seconds * 1000))))
 
-
-@asynccontextmanager
-async def open_redis_health_store(url: str, topology: Topology) -> AsyncIterator[RedisHealthStore]:
-    """A store on a client of its own, for a caller on another event loop
-    (the prober's): short timeouts, so a stalled Redis fails a round fast."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        yield RedisHealthStore(client, topology)
-    finally:
-        await client.aclose()
