@@ -28,7 +28,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.outages import AMQP_OUTAGES, reaching_broker
-from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from scheduler.queues import USAGE_BATCH, USAGE_LINGER, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from scheduler.topology import Topology
 from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
@@ -261,7 +261,8 @@ class RabbitUsageQueue:
         async def settle() -> None:
             while True:
                 await wake.wait()
-                await asyncio.sleep(0)  # the deliveries of this tick join the batch
+                if len(arrived) < USAGE_BATCH:
+                    await asyncio.sleep(USAGE_LINGER)  # the deliveries meanwhile join the batch
                 wake.clear()
                 batch = arrived[:USAGE_BATCH]
                 del arrived[:USAGE_BATCH]
