@@ -75,11 +75,14 @@ async def adjust_credits(ledger: Ledger, account_id: int, amount: int, reason: s
             if not posted:
                 raise _Replayed  # rolls back the grants drawn down above
             adjustment = await _adjustment(connection, reference, applied=True)
+        assert adjustment is not None, "written by this transaction"
         await ledger.followed(posted.credit(account_id, amount))
-        return adjustment  # type: ignore[return-value]
+        return adjustment
     except _Replayed:
         async with ledger.engine.connect() as connection:
-            return await _replay(connection, reference, account_id, amount, reason)  # type: ignore[return-value]
+            replayed = await _replay(connection, reference, account_id, amount, reason)
+        assert replayed is not None, "its reference is taken: the adjustment exists"
+        return replayed
 
 
 async def _replay(connection: AsyncConnection, reference: str, account_id: int, amount: int,

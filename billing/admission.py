@@ -18,14 +18,12 @@ enough for the biggest, highest-quality images.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from billing.pricing import cost_of
-from schema.jobs import JobKind, Price, Usage
-from schema.media import images_requested
 from schema.errors import InsufficientCredits
+from schema.jobs import DialectObject, JobKind, Price, Usage
+from schema.media import images_requested
 from schema.money import MicroCredits, micros_to_credits
 
 BYTES_PER_TOKEN = 3
@@ -36,25 +34,25 @@ DEFAULT_MAX_IMAGE_OUTPUT_TOKENS = 16_384
 MAX_HOLD = MicroCredits(2**53)  # far above any balance; exact in Redis scripts (doubles) and 64-bit columns
 
 
-def prompt_token_bound(payload: dict[str, Any]) -> int:
+def prompt_token_bound(payload: DialectObject) -> int:
     """Every byte of the request may be prompt: messages, a system prompt,
     tools, an embedding's input, whatever the dialect calls them."""
     return -(-len(orjson.dumps(payload)) // BYTES_PER_TOKEN)
 
 
-def output_limit(payload: dict[str, Any], model_limit: int | None) -> int:
+def output_limit(payload: DialectObject, model_limit: int | None) -> int:
     """The tokens one choice may produce: the request's own limit, else the model's, else the default."""
     requested = [value for value in (payload.get("max_completion_tokens"), payload.get("max_tokens"))
                  if type(value) is int and value > 0]
     return max(requested) if requested else model_limit or DEFAULT_MAX_OUTPUT_TOKENS
 
 
-def output_token_bound(payload: dict[str, Any], model_limit: int | None) -> int:
+def output_token_bound(payload: DialectObject, model_limit: int | None) -> int:
     choices = payload.get("n")
     return output_limit(payload, model_limit) * (choices if type(choices) is int and choices > 1 else 1)
 
 
-def bound_output(payload: dict[str, Any], model_limit: int | None) -> None:
+def bound_output(payload: DialectObject, model_limit: int | None) -> None:
     """Give an OpenAI-dialect chat request that sets no output limit the one
     its hold assumes, as ``max_tokens`` (the field every OpenAI-compatible
     server reads; translation carries it to the other dialects, and a provider
@@ -73,7 +71,7 @@ def embedding_token_bound(text: object) -> int:
     return 0
 
 
-def worst_case_usage(payload: dict[str, Any], model_limit: int | None, kind: JobKind = "chat") -> Usage:
+def worst_case_usage(payload: DialectObject, model_limit: int | None, kind: JobKind = "chat") -> Usage:
     if kind == "embeddings":
         return Usage(input_tokens=embedding_token_bound(payload.get("input")))
     if kind == "images":
@@ -83,7 +81,8 @@ def worst_case_usage(payload: dict[str, Any], model_limit: int | None, kind: Job
     return Usage(input_tokens=prompt_token_bound(payload), output_tokens=output_token_bound(payload, model_limit))
 
 
-def worst_case_cost(payload: dict[str, Any], price: Price, model_limit: int | None, kind: JobKind = "chat") -> MicroCredits:
+def worst_case_cost(payload: DialectObject, price: Price, model_limit: int | None,
+                    kind: JobKind = "chat") -> MicroCredits:
     return cost_of(worst_case_usage(payload, model_limit, kind), price)
 
 

@@ -42,7 +42,8 @@ class SettlementConsumer:
 
     async def _sweep(self) -> None:
         sweeps = (
-            (self._ledger.release_expired, logging.WARNING, "released %d holds whose jobs never reported before their deadline"),
+            (self._ledger.release_expired, logging.WARNING,
+             "released %d holds whose jobs never reported before their deadline"),
             (self._release_overdue, logging.WARNING, "gave back %d holds of jobs the ledger never heard of"),
             (self._ledger.expire_grants, logging.INFO, "expired %d credit grants"),
         )

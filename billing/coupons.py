@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Row
@@ -105,7 +106,8 @@ class CouponBook:
             grants = await self.ledger.system_account(connection, GRANTS)
             granted = await transact(
                 connection, "grant", _reference(code, account_id),
-                [Posting(account_id, AVAILABLE, coupon.credits), Posting(grants, AVAILABLE, -coupon.credits, system=True)],
+                [Posting(account_id, AVAILABLE, coupon.credits),
+                 Posting(grants, AVAILABLE, -coupon.credits, system=True)],
                 memo=f"coupon {code}",
             )
             if not granted:
@@ -124,7 +126,7 @@ def _reference(code: str, account_id: int) -> str:
     return f"coupon:{code}:{account_id}"
 
 
-async def _coupon(connection: AsyncConnection, code: str) -> Row | None:  # type: ignore[type-arg]
+async def _coupon(connection: AsyncConnection, code: str) -> Row[*tuple[Any, ...]] | None:
     return (await connection.execute(select(coupons).where(coupons.c.code == code))).first()
 
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, func, literal, select
+from sqlalchemy import Row, String, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import BindParameter, ColumnElement, Label
 
 from schema.errors import AccountNotFound
 from schema.tables import accounts, ledger_entries, ledger_transactions, usage_records
@@ -85,7 +86,7 @@ class Statement:
     next_cursor: int | None
 
 
-def stored_time(connection: AsyncConnection, moment: datetime) -> Any:
+def stored_time(connection: AsyncConnection, moment: datetime) -> datetime | BindParameter[str]:
     """A bound to compare a ``DateTime`` column with, as the database stores it.
 
     SQLite keeps ``CURRENT_TIMESTAMP`` text in whole UTC seconds, compared as
@@ -122,7 +123,8 @@ async def usage_report(engine: AsyncEngine, account_id: int, where: UsageFilter,
 
         day = _utc_day(connection, usage_records.c.created_at)
         sums = (func.count(), func.coalesce(func.sum(usage_records.c.input_tokens), 0),
-                func.coalesce(func.sum(usage_records.c.output_tokens), 0), func.coalesce(func.sum(usage_records.c.images), 0),
+                func.coalesce(func.sum(usage_records.c.output_tokens), 0),
+                func.coalesce(func.sum(usage_records.c.images), 0),
                 func.coalesce(func.sum(usage_records.c.cost), 0))
         total = (await connection.execute(select(*sums).where(*conditions))).one()
         by_model = await connection.execute(
@@ -140,18 +142,19 @@ async def usage_report(engine: AsyncEngine, account_id: int, where: UsageFilter,
     return report
 
 
-def _utc_day(connection: AsyncConnection, column: Any) -> Any:
+def _utc_day(connection: AsyncConnection, column: ColumnElement[Any]) -> Label[Any]:
     if connection.dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD").label("day")
     return func.date(column).label("day")
 
 
-def _usage_row(row: Any) -> UsageRow:
+def _usage_row(row: Row[*tuple[Any, ...]]) -> UsageRow:
     return UsageRow(row.job_id, as_utc(row.created_at), row.key_id, row.provider, row.model, row.input_tokens,
                     row.output_tokens, row.images, row.reported, int(row.cost))
 
 
-def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int, cost: int) -> UsageTotal:
+def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int,
+           cost: int) -> UsageTotal:
     return UsageTotal(group, int(requests), int(input_tokens), int(output_tokens), int(images), int(cost))
 
 

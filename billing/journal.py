@@ -19,10 +19,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits
 from billing.balances import AccountChange, Balance, Balances, Held, Reservation
@@ -34,13 +34,13 @@ from schema.tables import holds
 
 log = logging.getLogger(__name__)
 
-LINGER = 0.005  # seconds a hold may wait for others to share its transaction
+LINGER = 0.02  # seconds a hold may wait for others to share its transaction (at low load, one each cost ~4 ms)
 BATCH = 500
 RETRY_DELAY = 1.0
 
 
 @per_dialect
-def _insert_holds(dialect: str) -> Any:
+def _insert_holds(dialect: str) -> ReturningInsert[Any]:
     return ignoring_duplicates(dialect, holds, ("job_id",)).returning(holds.c.job_id)
 
 

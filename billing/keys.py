@@ -57,12 +57,12 @@ async def change_key(engine: AsyncEngine, key_id: int, values: Mapping[str, int 
         row = (await connection.execute(select(api_keys).where(api_keys.c.id == key_id).with_for_update())).first()
         if row is None:
             raise KeyNotFound(f"No API key {key_id}")
-        changes = dict(values)
+        changes: dict[str, object] = dict(values)
         if revoke and row.revoked_at is None:
             changes["revoked_at"] = func.now()
         if changes:
             await connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(changes))
-        limited = KeyLimits(*(changes.get(name, getattr(row, name)) for name in LIMITS))
+        limited = any((changes[name] if name in changes else getattr(row, name)) is not None for name in LIMITS)
         if limited and not limits.limits_of(row):
             await limits.seed(connection, key_id, row.account_id, now)
         return await _record(connection, key_id, now)

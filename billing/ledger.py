@@ -37,15 +37,11 @@ from billing import limits, settlement
 from billing.balances import AccountChange, Balance, Held, Released
 from billing.holds import close_hold, open_hold_in_one_statement
 from billing.limits import KeyLimits
-from billing.postings import (
-    AVAILABLE, GRANTS, HELD, REVENUE, TOPUPS, Posting, SystemAccounts, move, record, transact,
-)
+from billing.postings import AVAILABLE, GRANTS, HELD, TOPUPS, Posting, SystemAccounts, move, record, transact
 from schema.errors import InsufficientCredits, UnknownAccount
 from schema.jobs import UsageEvent
 from schema.money import MicroCredits, micros_to_credits
-from schema.tables import accounts, api_keys, credit_grants, holds, ledger_entries, ledger_transactions, usage_records
-
-
+from schema.tables import accounts, api_keys, credit_grants, holds, ledger_entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +73,7 @@ class Ledger:
         self._system = SystemAccounts()
         self._follow = follow
 
-    async def followed(self, changes: Sequence[AccountChange]) -> None:
+    async def followed(self, changes: Sequence[AccountChange] | None) -> None:
         """Tell the mirror what just committed."""
         if changes and self._follow is not None:
             await self._follow(changes)
@@ -90,7 +86,7 @@ class Ledger:
     async def create_account(self, name: str, grant: MicroCredits) -> int:
         async with self.engine.begin() as connection:
             statement = insert(accounts).values(name=name, kind="user", available=0, held=0).returning(accounts.c.id)
-            account_id = (await connection.execute(statement)).scalar_one()
+            account_id: int = (await connection.execute(statement)).scalar_one()
             changes: list[AccountChange] = []
             if grant:
                 grants = await self.system_account(connection, GRANTS)
@@ -109,7 +105,8 @@ class Ledger:
                 account_id=account_id, name=name, key_hash=key_hash, prefix=prefix, daily_limit=limits.daily,
                 monthly_limit=limits.monthly, total_limit=limits.total, expires_at=expires_at, plan=plan,
             )
-            return (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
+            key_id: int = (await connection.execute(statement.returning(api_keys.c.id))).scalar_one()
+            return key_id
 
     async def count_user_accounts(self) -> int:
         async with self.engine.connect() as connection:
@@ -139,7 +136,8 @@ class Ledger:
         spending limits (``KeyLimitExceeded``)."""
         now = time.time() if now is None else now
         if key_id is not None and self.engine.dialect.name == "postgresql":
-            reserved = await open_hold_in_one_statement(self.engine, job_id, account_id, key_id, amount, expires_at, now)
+            reserved = await open_hold_in_one_statement(self.engine, job_id, account_id, key_id, amount, expires_at,
+                                                        now)
             if reserved is not None:
                 available, held, seq = reserved
                 await self.followed([AccountChange(account_id, seq, held=(
@@ -157,9 +155,11 @@ class Ledger:
             )
             row = (await connection.execute(reserve)).first()
             if row is None:
-                available = (await connection.execute(select(accounts.c.available).where(accounts.c.id == account_id))).scalar()
-                raise _insufficient(amount, available)
-            periods = await limits.reserve(connection, key_id, key_limits, amount, now) if key_limits else None  # type: ignore[arg-type]
+                left = (await connection.execute(
+                    select(accounts.c.available).where(accounts.c.id == account_id))).scalar()
+                raise _insufficient(amount, left)
+            periods = (await limits.reserve(connection, key_id, key_limits, amount, now)
+                       if key_limits and key_id is not None else None)
             await connection.execute(insert(holds).values(job_id=job_id, account_id=account_id, amount=amount,
                                                           expires_at=expires_at, closed=False, key_id=key_id,
                                                           key_periods=periods))
@@ -186,7 +186,7 @@ class Ledger:
         if claimed.amount:
             await record(connection, "release", job_id, [Posting(claimed.account_id, HELD, -claimed.amount),
                                                           Posting(claimed.account_id, AVAILABLE, claimed.amount)])
-        if claimed.key_periods:
+        if claimed.key_periods and claimed.key_id is not None:
             await limits.adjust(connection, claimed.key_id, claimed.key_periods, -claimed.amount)
         return [AccountChange(claimed.account_id, seq, released=(Released(job_id),))]
 
@@ -231,7 +231,8 @@ class Ledger:
         stays with it). Returns how many grants expired."""
         statement = (
             select(credit_grants.c.id)
-            .where(credit_grants.c.remaining > 0, credit_grants.c.expires_at <= (now if now is not None else time.time()))
+            .where(credit_grants.c.remaining > 0,
+                   credit_grants.c.expires_at <= (now if now is not None else time.time()))
             .order_by(credit_grants.c.expires_at)
             .limit(limit)
         )
@@ -273,7 +274,8 @@ class Ledger:
         grants = await self.system_account(connection, GRANTS)
         posted = await transact(connection, "expire", f"grant:{grant_id}",
                                  [Posting(grant.account_id, AVAILABLE, -amount),
-                                  Posting(grants, AVAILABLE, amount, system=True)], memo="unspent trial credits expired")
+                                  Posting(grants, AVAILABLE, amount, system=True)],
+                                 memo="unspent trial credits expired")
         return posted.credit(grant.account_id, -amount) if posted else None
 
     # audit
@@ -290,7 +292,8 @@ class Ledger:
             sums = {
                 (row.account_id, row.bucket): row.total
                 for row in await connection.execute(
-                    select(ledger_entries.c.account_id, ledger_entries.c.bucket, func.sum(ledger_entries.c.amount).label("total"))
+                    select(ledger_entries.c.account_id, ledger_entries.c.bucket,
+                           func.sum(ledger_entries.c.amount).label("total"))
                     .group_by(ledger_entries.c.account_id, ledger_entries.c.bucket)
                 )
             }
@@ -315,8 +318,9 @@ class Ledger:
                 .group_by(ledger_entries.c.transaction_id)
                 .having(func.sum(ledger_entries.c.amount) != 0)
             )
-            for row in unbalanced:
-                found.append(Discrepancy(0, f"transaction {row.transaction_id} does not balance", int(row.total), 0))
+            for entries in unbalanced:
+                found.append(Discrepancy(0, f"transaction {entries.transaction_id} does not balance",
+                                         int(entries.total), 0))
             for key_id, recorded, recomputed in await limits.audit(connection):
                 found.append(Discrepancy(0, f"key {key_id} total spend", recorded, recomputed))
         return found

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.history import stored_time
-from billing.statements import among, insert_for, per_dialect
+from billing.statements import DialectInsert, among, insert_for, per_dialect
 from schema.errors import KeyExpired, KeyLimitExceeded, KeyRevoked, Unauthenticated
 from schema.money import micros_to_credits
 from schema.tables import api_keys, holds, key_spend, usage_records
@@ -51,12 +51,13 @@ class KeyLimits:
         return any(limit is not None for limit in (self.daily, self.monthly, self.total))
 
     def of(self, kind: str) -> int | None:
-        return getattr(self, _NAMES[kind])
+        limit: int | None = getattr(self, _NAMES[kind])
+        return limit
 
 
-def limits_of(row: object) -> KeyLimits:
+def limits_of(row: Row[*tuple[Any, ...]]) -> KeyLimits:
     """The limits of an ``api_keys`` row."""
-    return KeyLimits(row.daily_limit, row.monthly_limit, row.total_limit)  # type: ignore[attr-defined]
+    return KeyLimits(row.daily_limit, row.monthly_limit, row.total_limit)
 
 
 def periods_at(now: float) -> dict[str, str]:
@@ -103,10 +104,11 @@ async def reserve(connection: AsyncConnection, key_id: int, limits: KeyLimits, a
         # Spend is never negative: a hold larger than the limit cannot fit.
         fits = (limit is None or amount <= limit) and await _count(connection, key_id, period, amount, limit)
         if not fits:
+            assert limit is not None, "only a limit refuses to count a hold"
             spent = (await connection.execute(
                 select(key_spend.c.amount).where(key_spend.c.key_id == key_id, key_spend.c.period == period)
             )).scalar() or 0
-            raise exceeded(kind, amount, limit, spent)  # type: ignore[arg-type]
+            raise exceeded(kind, amount, limit, spent)
     return " ".join(periods.values())
 
 
@@ -142,7 +144,7 @@ async def adjust(connection: AsyncConnection, key_id: int, periods: str, delta: 
 
 
 @per_dialect
-def _add(dialect: str) -> Any:
+def _add(dialect: str) -> DialectInsert:
     statement = insert_for(dialect)(key_spend)
     return statement.on_conflict_do_update(index_elements=["key_id", "period"],
                                            set_={"amount": key_spend.c.amount + statement.excluded.amount})
@@ -181,8 +183,8 @@ async def seed(connection: AsyncConnection, key_id: int, account_id: int, now: f
         spent = select(func.coalesce(func.sum(usage_records.c.cost), 0)).where(
             usage_records.c.account_id == account_id, usage_records.c.key_id == key_id
         )
-        if starts[kind] is not None:
-            spent = spent.where(usage_records.c.created_at >= stored_time(connection, starts[kind]))
+        if (start := starts[kind]) is not None:
+            spent = spent.where(usage_records.c.created_at >= stored_time(connection, start))
         amount = int((await connection.execute(spent)).scalar_one()) + held
         statement = dialect.insert(key_spend).values(key_id=key_id, period=period, amount=amount)
         await connection.execute(statement.on_conflict_do_update(index_elements=["key_id", "period"],
@@ -203,10 +205,12 @@ async def audit(connection: AsyncConnection) -> list[tuple[int, int, int]]:
     """For every key with a limit: (key, recorded, recomputed) where its
     ``total`` counter differs from its usage records plus its open holds."""
     limited = select(api_keys.c.id).where(
-        api_keys.c.daily_limit.is_not(None) | api_keys.c.monthly_limit.is_not(None) | api_keys.c.total_limit.is_not(None)
+        api_keys.c.daily_limit.is_not(None) | api_keys.c.monthly_limit.is_not(None)
+        | api_keys.c.total_limit.is_not(None)
     )
     recorded = dict((await connection.execute(
-        select(key_spend.c.key_id, key_spend.c.amount).where(key_spend.c.period == "total", key_spend.c.key_id.in_(limited))
+        select(key_spend.c.key_id, key_spend.c.amount)
+        .where(key_spend.c.period == "total", key_spend.c.key_id.in_(limited))
     )).all())
     used = dict((await connection.execute(
         select(usage_records.c.key_id, func.sum(usage_records.c.cost))

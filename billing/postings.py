@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 from sqlalchemy import BigInteger, Select, TextClause, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
 from billing.balances import AccountChange
 from billing.statements import among, ignoring_duplicates, per_dialect
@@ -83,7 +84,8 @@ async def draw_down_grants(connection: AsyncConnection, spent: Mapping[int, int]
         await connection.execute(_DRAW_GRANT, draws)
 
 
-async def record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *, memo: str | None = None) -> bool:
+async def record(connection: AsyncConnection, kind: str, reference: str, postings: list[Posting], *,
+                 memo: str | None = None) -> bool:
     """Append a balanced transaction's entries; False if (kind, reference) exists."""
     if sum(p.amount for p in postings) != 0:
         raise ValueError(f"unbalanced {kind} transaction {reference}: {postings}")
@@ -100,7 +102,7 @@ async def record(connection: AsyncConnection, kind: str, reference: str, posting
 
 
 @per_dialect
-def _record_transaction(dialect: str) -> Any:
+def _record_transaction(dialect: str) -> ReturningInsert[Any]:
     return (ignoring_duplicates(dialect, ledger_transactions, ("kind", "reference"))
             .returning(ledger_transactions.c.id))
 
@@ -126,7 +128,16 @@ class Entry:
     amount: int
 
 
-async def record_many(connection: AsyncConnection, transactions: Sequence[Mapping[str, Any]],
+class NewTransaction(TypedDict):
+    """A ledger transaction ``record_many`` appends; ``seq`` is its account's
+    after the move (a charge's), or none."""
+
+    kind: str
+    reference: str
+    seq: int | None
+
+
+async def record_many(connection: AsyncConnection, transactions: Sequence[NewTransaction],
                       entries: Sequence[Entry]) -> None:
     """Append a batch's new transactions (each ``kind``, ``reference`` and
     ``seq``: none may exist yet) and their entries (zero amounts left out),

@@ -20,7 +20,8 @@ COST_PRECISION = 100
 
 def cost_of(usage: Usage, price: Price) -> MicroCredits:
     with localcontext(prec=COST_PRECISION):
-        exact = (token_cost(usage.input_tokens, price.input_per_mtok) + token_cost(usage.output_tokens, price.output_per_mtok)
+        exact = (token_cost(usage.input_tokens, price.input_per_mtok)
+                 + token_cost(usage.output_tokens, price.output_per_mtok)
                  + unit_cost(usage.images, price.per_image))
     return round_up(exact)
 

@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, Select, Update, literal_column, select, update
+from sqlalchemy import Boolean, Row, Select, Update, literal_column, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits
 from billing.balances import AccountChange, Settled
-from billing.postings import AVAILABLE, HELD, REVENUE, Entry, draw_down_grants, move_many, record_many
+from billing.postings import AVAILABLE, HELD, REVENUE, Entry, NewTransaction, draw_down_grants, move_many, record_many
 from billing.pricing import Charge, charge
 from billing.statements import among, ignoring_duplicates, insert_for, per_dialect
 from schema.jobs import UsageEvent
@@ -60,7 +61,7 @@ class _Job:
     recorded_now: bool = False  # the ledger never had its hold (the mirror took it): it is recorded here
 
 
-async def settle(ledger: "Ledger", events: Sequence[UsageEvent], *, now: float | None = None) -> Outcome:
+async def settle(ledger: Ledger, events: Sequence[UsageEvent], *, now: float | None = None) -> Outcome:
     """Charge every event's job once; raises only if the whole batch and then
     an event alone fails (``DBAPIError``)."""
     unique = list({event.job_id: event for event in reversed(events)}.values())[::-1]
@@ -79,7 +80,7 @@ async def settle(ledger: "Ledger", events: Sequence[UsageEvent], *, now: float |
     return Outcome(settled, duplicates)
 
 
-async def _settle(ledger: "Ledger", events: list[UsageEvent], now: float) -> Outcome:
+async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outcome:
     charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
     async with ledger.engine.begin() as connection:
         fresh = await _record_usage(connection, events, charges)
@@ -95,7 +96,7 @@ async def _settle(ledger: "Ledger", events: list[UsageEvent], now: float) -> Out
 
 
 @per_dialect
-def _insert_usage(dialect: str) -> Any:
+def _insert_usage(dialect: str) -> ReturningInsert[Any]:
     return ignoring_duplicates(dialect, usage_records, ("job_id",)).returning(usage_records.c.job_id)
 
 
@@ -162,15 +163,16 @@ async def _close_holds(connection: AsyncConnection, events: list[UsageEvent], ch
 
 
 @per_dialect
-def _insert_closed_holds(dialect: str) -> Any:
+def _insert_closed_holds(dialect: str) -> ReturningInsert[*tuple[Any, ...]]:
     statement = insert_for(dialect)(holds).on_conflict_do_update(
         index_elements=["job_id"], set_={"closed": True}, where=holds.c.closed.is_(False))
     # xmax is 0 on a row this statement inserted (PostgreSQL); SQLite has one writer, so no row was open.
-    inserted = literal_column("xmax = 0" if dialect == "postgresql" else "1").label("inserted")
+    inserted = literal_column("xmax = 0" if dialect == "postgresql" else "1", Boolean).label("inserted")
     return statement.returning(holds.c.job_id, holds.c.amount, holds.c.key_periods, inserted)
 
 
-async def _insert_closed(connection: AsyncConnection, rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row]]:
+async def _insert_closed(connection: AsyncConnection,
+                         rows: list[dict[str, Any]]) -> tuple[set[str], dict[str, Row[*tuple[Any, ...]]]]:
     """Insert holds closed; the jobs inserted, and those whose open hold the
     hold journal committed meanwhile (claimed instead: PostgreSQL waits for
     the journal's row, then updates it). A closed row is left as it is."""
@@ -178,7 +180,7 @@ async def _insert_closed(connection: AsyncConnection, rows: list[dict[str, Any]]
     return {row.job_id for row in found if row.inserted}, {row.job_id: row for row in found if not row.inserted}
 
 
-async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job], now: float) -> list[AccountChange]:
+async def _charge(ledger: Ledger, connection: AsyncConnection, jobs: list[_Job], now: float) -> list[AccountChange]:
     """The charge transactions, the accounts' balances and the keys' counters."""
     if not jobs:
         return []
@@ -195,9 +197,10 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
         for account_id, account_jobs in by_account.items()})
     # A hold recorded now gets its own transaction, as the hold journal would
     # have written it: the ledger reads the same whichever recorded it.
-    recorded = [{"kind": "hold", "reference": job.event.job_id, "seq": None} for job in jobs
-                if job.recorded_now and job.held]
-    charges = [{"kind": "charge", "reference": job.event.job_id, "seq": seqs[job.event.account_id]} for job in jobs]
+    recorded: list[NewTransaction] = [{"kind": "hold", "reference": job.event.job_id, "seq": None} for job in jobs
+                                      if job.recorded_now and job.held]
+    charges: list[NewTransaction] = [{"kind": "charge", "reference": job.event.job_id,
+                                      "seq": seqs[job.event.account_id]} for job in jobs]
     revenue = await ledger.system_account(connection, REVENUE)
     entries = []
     for job in jobs:
@@ -219,14 +222,14 @@ async def _charge(ledger: "Ledger", connection: AsyncConnection, jobs: list[_Job
         for account_id, account_jobs in by_account.items()]
 
 
-async def resend(ledger: "Ledger", job_ids: Sequence[str]) -> list[str]:
+async def resend(ledger: Ledger, job_ids: Sequence[str]) -> list[str]:
     """Tell the mirror again of these jobs' charges, as they committed; the jobs that were charged."""
     changes = await _charged_before(ledger, list(job_ids))
     await ledger.followed(changes)
     return [settled.job_id for change in changes for settled in change.settled]
 
 
-async def _charged_before(ledger: "Ledger", duplicates: list[UsageEvent] | list[str]) -> list[AccountChange]:
+async def _charged_before(ledger: Ledger, duplicates: list[UsageEvent] | list[str]) -> list[AccountChange]:
     """The mirror's changes of jobs settled before, as they committed."""
     if not duplicates:
         return []

@@ -24,6 +24,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.schema import Column
 
 T = TypeVar("T")
+# The dialects' own INSERT, the one with ``on_conflict_do_…``.
+DialectInsert = postgresql.Insert | sqlite.Insert
 
 
 def per_dialect(build: Callable[[str], T]) -> Callable[[AsyncConnection], T]:
@@ -47,16 +49,18 @@ def among(column: Column[Any], name: str, dialect: str) -> ColumnElement[bool]:
     return column.in_(bindparam(name, expanding=True))
 
 
-def insert_for(dialect: str) -> Any:
+def insert_for(dialect: str) -> Callable[[Table], DialectInsert]:
     """The dialect's ``insert`` (the one with ``on_conflict_do_…``)."""
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if dialect == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 @functools.cache
-def ignoring_duplicates(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
+def ignoring_duplicates(dialect: str, table: Table, columns: tuple[str, ...]) -> DialectInsert:
     """``INSERT … ON CONFLICT (columns) DO NOTHING`` into ``table``, built once per dialect."""
     return insert_for(dialect)(table).on_conflict_do_nothing(index_elements=list(columns))
 
 
-def insert_ignoring_duplicates(connection: AsyncConnection, table: Table, columns: list[str]) -> Any:
+def insert_ignoring_duplicates(connection: AsyncConnection, table: Table, columns: list[str]) -> DialectInsert:
     return ignoring_duplicates(connection.dialect.name, table, tuple(columns))

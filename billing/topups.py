@@ -76,7 +76,8 @@ def _amount(event_id: str, session: CheckoutSession, credits_per_usd: Decimal) -
         if session.amount_total is None:
             raise InvalidWebhook(f"Event {event_id}: neither metadata.credits nor amount_total")
         if (session.currency or "").lower() != "usd":
-            raise InvalidWebhook(f"Event {event_id}: amount_total is in {session.currency!r}, not usd", param="currency")
+            raise InvalidWebhook(f"Event {event_id}: amount_total is in {session.currency!r}, not usd",
+                                 param="currency")
         amount = Decimal(session.amount_total) * credits_per_usd / CENTS_PER_USD
     else:
         try:

@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 
 from ingress.auth import Authenticator, key_secret
 from ingress.catalog_refresh import open_catalog_refresh
+from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
-from ingress.edge import Edge, Handler
 from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime

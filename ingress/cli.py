@@ -45,7 +45,7 @@ from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.coupons import iso_time
 from schema.database import create_engine, migrate
 from schema.keys import MAX_CREDITS, limit_micros, parse_duration
-from schema.money import credits_to_micros, micros_to_credits
+from schema.money import MicroCredits, credits_to_micros, micros_to_credits
 from schema.settings import Settings
 
 log = logging.getLogger("gatewayz")
@@ -266,14 +266,15 @@ def keys_create(name: str, credit_amount: str, daily_limit: int | None, monthly_
     click.echo(key)
 
 
-async def _create_key(settings: Settings, name: str, grant: int, *, limits: KeyLimits = KeyLimits(),
-                      expires_at: float | None = None, plan: str | None = None) -> str:
+async def _create_key(settings: Settings, name: str, grant: MicroCredits, *,
+                      limits: KeyLimits = KeyLimits(), expires_at: float | None = None,
+                      plan: str | None = None) -> str:
     engine = create_engine(settings)
     try:
         if settings.embedded_database:
             await migrate(engine)
         ledger = Ledger(engine)
-        account_id = await ledger.create_account(name, grant)  # type: ignore[arg-type]
+        account_id = await ledger.create_account(name, grant)
         key = new_key()
         await ledger.create_key(account_id, name, hash_key(key_secret(settings), key), key[:8], limits=limits,
                                 expires_at=expires_at, plan=plan)
@@ -329,5 +330,6 @@ async def _first_of(*work: Awaitable[object]) -> None:
     tasks = [asyncio.ensure_future(item) for item in work]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error

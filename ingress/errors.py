@@ -45,7 +45,8 @@ def anthropic_error_body(message: str, status: int) -> dict[str, object]:
     return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
 
 
-def openai_error_body(message: str, type_: str, *, code: str | None = None, param: str | None = None) -> dict[str, object]:
+def openai_error_body(message: str, type_: str, *, code: str | None = None,
+                      param: str | None = None) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 

@@ -166,11 +166,11 @@ def read_openai(answer: object) -> Page:
         if kind_given in UNSERVED_TYPES:
             continue
         kind = TYPE_KINDS.get(kind_given or "") or _guessed_kind(model_id)
-        architecture = item.get("architecture") if isinstance(item.get("architecture"), dict) else {}
+        architecture = found if isinstance(found := item.get("architecture"), dict) else {}
         given = architecture.get("input_modalities")
         modalities = tuple(m for m in given if m in MODALITIES) if isinstance(given, list) else ()
-        top = item.get("top_provider") if isinstance(item.get("top_provider"), dict) else {}
-        pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+        top = found if isinstance(found := item.get("top_provider"), dict) else {}
+        pricing = found if isinstance(found := item.get("pricing"), dict) else {}
         input_price, output_price = _usd_per_mtok(pricing.get("prompt")), _usd_per_mtok(pricing.get("completion"))
         models.append(UpstreamModel(
             id=model_id,

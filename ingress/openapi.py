@@ -125,6 +125,7 @@ def install_openapi(app: FastAPI, config: GatewayConfig) -> None:
             app.openapi_schema = describe(app, config)
         return app.openapi_schema
 
+    # FastAPI's documented way to serve a custom document: replace the method.
     app.openapi = openapi  # type: ignore[method-assign]
 
 

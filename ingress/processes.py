@@ -139,7 +139,7 @@ def _stop(children: set[int]) -> None:
 
 def _reaped() -> list[tuple[int, int]]:
     """The children that ended, with their exit status (-N: killed by signal N)."""
-    ended = []
+    ended: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
 
 import orjson
 
@@ -24,10 +23,9 @@ from billing.pricing import charge
 from ingress.errors import anthropic_error_type
 from scheduler.result_bus import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
-from schema.jobs import Price, StreamEvent
+from schema.jobs import DialectObject, Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage
-
 
 DEADLINE_GRACE = 0.5  # seconds
 
@@ -71,9 +69,9 @@ def raise_for_error(event: StreamEvent) -> None:
     """An ``error`` event becomes the domain error it describes."""
     if event["kind"] == "error":
         data = event["data"]
-        error = UpstreamError(data["message"], status=data["status"], retry_after=data.get("retry_after"))
-        error.type = data.get("type") or error.type
-        error.code = data.get("code")
+        error = UpstreamError(data["message"], status=data["status"], retry_after=data["retry_after"])
+        error.type = data["type"] or error.type
+        error.code = data["code"]
         raise error
 
 
@@ -98,7 +96,7 @@ def add_cost(usage: object, price: Price, hold: int | None) -> MicroCredits | No
     return cost
 
 
-async def _chunks(first: StreamEvent, reader: EventReader) -> AsyncGenerator[dict[str, Any], None]:
+async def _chunks(first: StreamEvent, reader: EventReader) -> AsyncGenerator[DialectObject, None]:
     """Each ``chunk`` event's data, in order, until the worker's ``end``; an
     ``error`` event (or any other) raises the error it describes."""
     event = first
@@ -144,8 +142,8 @@ async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncGenerat
     try:
         async with aclosing(_chunks(first, reader)) as chunks:
             async for data in chunks:
-                batch.append(b"event: " + str(data.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(data)
-                             + b"\n\n")
+                kind = str(data.get("type", "message")).encode()
+                batch.append(b"event: " + kind + b"\ndata: " + orjson.dumps(data) + b"\n\n")
                 if not reader.ready():
                     yield _joined(batch)
     except GatewayError as error:

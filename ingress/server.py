@@ -61,6 +61,7 @@ class EdgeProtocol(HttpToolsProtocol):
     max_header_bytes: int
     read_timeout: float
 
+    # uvicorn narrows asyncio.Protocol's BaseTransport to Transport, and so does this override.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._reading = _WAITING
@@ -84,7 +85,8 @@ class EdgeProtocol(HttpToolsProtocol):
             self._header_bytes += self._read_size
         HttpToolsProtocol.data_received(self, data)
         if self._refused is not None:
-            self._refuse(self._refused)
+            # Set by the parser's callbacks during the call above, a side effect mypy cannot see.
+            self._refuse(self._refused)  # type: ignore[unreachable]
             return
         reading = self._reading
         if reading == _IDLE:

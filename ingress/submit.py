@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from fastapi import Request
@@ -39,8 +38,8 @@ from scheduler.admission import queue_deadline
 from scheduler.catalog import ModelRoute
 from scheduler.priority import MESSAGE_PRIORITY, effective_class, requested_class
 from schema.errors import GatewayError, InvalidRequest
-from schema.jobs import ClientDialect, Job, JobKind, Route, StreamEvent
-from schema.translate import Untranslatable, translate_request
+from schema.jobs import ClientDialect, DialectObject, Job, JobKind, Route, StreamEvent
+from schema.translate import Dialect, Untranslatable, translate_request
 
 # Settlement may lag a job's deadline a little; the sweeper waits this long.
 HOLD_GRACE = 60.0
@@ -87,7 +86,7 @@ class Submitted:
     headers: dict[str, str]
 
 
-def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dialect: ClientDialect,
+def candidates(runtime: Runtime, route: ModelRoute, payload: DialectObject, dialect: ClientDialect,
                kind: JobKind) -> list[Route]:
     """The model's candidates whose adapter serves the endpoint and whose
     dialect can express the request, in order. A request no candidate can
@@ -123,9 +122,9 @@ def candidates(runtime: Runtime, route: ModelRoute, payload: dict[str, Any], dia
     return usable
 
 
-def _untranslatable(payload: dict[str, Any], source: ClientDialect, target: str) -> Untranslatable | None:
+def _untranslatable(payload: DialectObject, source: ClientDialect, target: Dialect) -> Untranslatable | None:
     try:
-        translate_request(payload, source, target)  # type: ignore[arg-type]  # the catalog's dialects are checked
+        translate_request(payload, source, target)
     except Untranslatable as error:
         return error
     return None
@@ -135,7 +134,7 @@ async def submit(
     runtime: Runtime,
     owner: KeyOwner,
     route: ModelRoute,
-    payload: dict[str, Any],
+    payload: DialectObject,
     *,
     stream: bool,
     dialect: ClientDialect = "openai",

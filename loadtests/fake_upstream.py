@@ -166,7 +166,8 @@ class FakeUpstream:
         pacing = _pacing(command, argument)
         reply = ["Echo:", *words]
         prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply), "total_tokens": prompt_tokens + len(reply)}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply),
+                 "total_tokens": prompt_tokens + len(reply)}
         if command == "usage":
             usage = _reported(argument)
         completion_id = f"chatcmpl-fake{int(time.time() * 1e6)}"
@@ -241,7 +242,8 @@ class FakeUpstream:
         elif body.get("response_format") == "b64_json":
             answer["data"] = [{"b64_json": encoded, "revised_prompt": prompt} for _ in range(count)]
         else:
-            answer["data"] = [{"url": f"data:image/png;base64,{encoded}", "revised_prompt": prompt} for _ in range(count)]
+            image = {"url": f"data:image/png;base64,{encoded}", "revised_prompt": prompt}
+            answer["data"] = [image for _ in range(count)]
         return JSONResponse(answer)
 
     async def _stream(self, completion_id, model, reply, usage, include_usage, command, tool_call, body, said, pacing):  # type: ignore[no-untyped-def]
@@ -269,8 +271,8 @@ class FakeUpstream:
             yield event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
                          "function": {"name": call["function"]["name"], "arguments": ""}}]}, "finish_reason": None}])
             for start in range(0, len(arguments), 5):
-                yield event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": arguments[start:start + 5]}}]},
-                              "finish_reason": None}])
+                piece = {"index": 0, "function": {"arguments": arguments[start:start + 5]}}
+                yield event([{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}])
             yield event([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
         else:
             for position, word in enumerate(reply):
@@ -280,7 +282,8 @@ class FakeUpstream:
                     await asyncio.sleep(0.05)
                 elif pacing is not None:
                     await asyncio.sleep(pacing[0] if position == 0 else pacing[1])
-                yield event([{"index": 0, "delta": {"content": word if position == 0 else f" {word}"}, "finish_reason": None}])
+                delta = {"content": word if position == 0 else f" {word}"}
+                yield event([{"index": 0, "delta": delta, "finish_reason": None}])
             if command == "stall":
                 await asyncio.sleep(3600)  # cancelled when the client leaves
             yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
@@ -317,7 +320,8 @@ def _unit_vector(text: str, dimensions: int) -> list[float]:
 
 def _tool_call(body: dict[str, Any]) -> dict[str, Any]:
     name = body["tools"][0]["function"]["name"]
-    return {"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": '{"city": "Paris", "unit": "celsius"}'}}
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    return {"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def main() -> None:

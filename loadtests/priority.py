@@ -76,7 +76,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file (default loadtests/results/priority-<time>.json)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default loadtests/results/priority-<time>.json)")
     arguments = parser.parse_args(argv)
     if min(arguments.worker_concurrency, arguments.probe_users, arguments.load_users) < 1 or arguments.duration <= 0:
         parser.error("counts and --duration must be positive")

@@ -292,7 +292,8 @@ class Phase:
     cpu: dict[str, float]
 
 
-def difference(after: dict[tuple[str, str], Tally], before: dict[tuple[str, str], Tally]) -> dict[tuple[str, str], Tally]:
+def difference(after: dict[tuple[str, str], Tally],
+               before: dict[tuple[str, str], Tally]) -> dict[tuple[str, str], Tally]:
     return {key: Tally(after[key].round_trips - before[key].round_trips, after[key].methods - before[key].methods)
             for key in after}
 

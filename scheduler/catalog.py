@@ -126,9 +126,9 @@ class Catalog:
         # Nothing changes while a catalog lives: list once, not per request.
         self._listed = {model.id: model for model in self._list(about)}
         self._by_provider: dict[str, list[ListedModel]] = {name: [] for name in self.providers}
-        for model in self._listed.values():
-            for name in model.providers:
-                self._by_provider[name].append(model)
+        for listed in self._listed.values():
+            for name in listed.providers:
+                self._by_provider[name].append(listed)
 
     def with_listings(self, listings: Mapping[str, ProviderListing], *, price_list: PriceList | None,
                       credits_per_usd: Decimal) -> Catalog:

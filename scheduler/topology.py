@@ -5,8 +5,12 @@ different arguments)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from schema.jobs import DEFAULT_PRIORITY, MAX_PRIORITY
+
+if TYPE_CHECKING:  # the embedded mode never loads the AMQP libraries
+    from pamqp.common import FieldTable
 
 __all__ = ["DEFAULT_PRIORITY", "MAX_PRIORITY", "Topology"]
 
@@ -103,5 +107,5 @@ class Topology:
         return f"{self.namespace}:pool:{provider}:seen"
 
     @property
-    def job_queue_arguments(self) -> dict[str, object]:
+    def job_queue_arguments(self) -> FieldTable:
         return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.dead_exchange}

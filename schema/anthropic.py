@@ -7,15 +7,14 @@ express (``schema.translate``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from schema.errors import InvalidRequest
+from schema.jobs import DialectObject
 from schema.openai import MAX_TOKENS_LIMIT, whole
 
 ROLES = frozenset({"user", "assistant"})
 
 
-def check_messages_request(body: object) -> dict[str, Any]:
+def check_messages_request(body: object) -> DialectObject:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     model = body.get("model")
@@ -30,7 +29,8 @@ def check_messages_request(body: object) -> dict[str, Any]:
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
-            raise InvalidRequest(f"messages.{index}.role: must be one of {sorted(ROLES)}", param=f"messages.{index}.role")
+            raise InvalidRequest(f"messages.{index}.role: must be one of {sorted(ROLES)}",
+                                 param=f"messages.{index}.role")
         content = message.get("content")
         if not isinstance(content, (str, list)):
             raise InvalidRequest(f"messages.{index}.content: must be a string or a list of content blocks",

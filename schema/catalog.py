@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, DecimalException
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -35,7 +35,10 @@ from schema.jobs import Price
 from schema.plans import PlanSpec, RateLimitsSpec, check_default_plan, with_default_plan
 from schema.prices import GenaiPrices, ListPrice, PriceList, sell_price
 from schema.secrets import SecretsFileError, with_secrets
-from schema.shipped import Combined, combine, shipped_catalog
+from schema.shipped import Combined, Document, combine, shipped_catalog
+
+if TYPE_CHECKING:  # the translations load only where a request is translated
+    from schema.translate import Dialect
 
 log = logging.getLogger("gatewayz.config")
 
@@ -49,7 +52,8 @@ AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "x-portkey-api-key"
 DEFAULT_AUTH: dict[str, AuthStyle] = {"openai": "bearer", "anthropic": "x-api-key", "gemini": "x-goog-api-key",
                                       "mock": "none"}
 # The wire dialect each adapter speaks (schema.translate.Dialect).
-ADAPTER_DIALECT = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini", "mock": "openai"}
+ADAPTER_DIALECT: dict[AdapterKind, Dialect] = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini",
+                                                "mock": "openai"}
 # The endpoints each adapter serves: the ingress refuses a request that no
 # candidate's adapter can serve before it holds any credit.
 ADAPTER_KINDS: dict[AdapterKind, frozenset[ModelKind]] = {
@@ -74,7 +78,8 @@ class ProviderSpec(BaseModel):
     models: list[str] = []
     timeout: float = Field(600.0, gt=0, description="total seconds for one upstream call")
     # Per-phase timeouts (workers.pool): a stream whose first event is late fails over to the next candidate.
-    connect_timeout: float | None = Field(None, gt=0, description="seconds to connect (default GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT)")
+    connect_timeout: float | None = Field(None, gt=0,
+                                          description="seconds to connect (default GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT)")
     first_token_timeout: float = Field(120.0, gt=0, description="seconds a stream may wait for its first event")
     idle_timeout: float = Field(60.0, gt=0, description="seconds a stream may go silent between two events")
     max_connections: int = Field(10_000, gt=0, le=1_000_000,
@@ -98,7 +103,7 @@ class ProviderSpec(BaseModel):
         return self
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return ADAPTER_DIALECT[self.adapter]
 
     def serves(self, kind: ModelKind) -> bool:
@@ -230,6 +235,14 @@ class ConfigError(ValueError):
 SECTIONS = ("providers", "models", "pricing", "plans", "rate_limits")
 
 
+def _table(document: Mapping[str, object], section: str) -> Document:
+    """A section of the document, a table (absent or empty: an empty one)."""
+    table = document.get(section) or {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] is a table, not {type(table).__name__}")
+    return dict(table)
+
+
 def parse_config(
     document: Mapping[str, object],
     environ: Mapping[str, str],
@@ -251,23 +264,23 @@ def parse_config(
     unknown = sorted(set(document) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown sections {unknown}: the config has {', '.join(SECTIONS)}")
-    providers = dict(document.get("providers", {}) or {})  # type: ignore[arg-type]
-    models = dict(document.get("models", {}) or {})  # type: ignore[arg-type]
-    plans = dict(document.get("plans", {}) or {})  # type: ignore[arg-type]
+    providers = _table(document, "providers")
+    models = _table(document, "models")
+    plans = _table(document, "plans")
     providers.setdefault("mock", MOCK_PROVIDER)
     for model_id, mock_model in MOCK_MODELS.items():
         models.setdefault(model_id, mock_model)
     try:
         combined = combine(shipped or {}, providers, models, environ)
-        config = GatewayConfig(
-            providers={name: {**spec, "name": name} for name, spec in combined.providers.items()},
-            models={model_id: {**spec, "id": model_id} for model_id, spec in combined.models.items()},
-            pricing=document.get("pricing", {}) or {},
-            disabled_providers={name: {"spec": {**spec, "name": name}, "reason": reason}
-                                for name, (spec, reason) in combined.disabled.items()},
-            plans={name: {**spec, "name": name} for name, spec in plans.items()},
-            rate_limits=document.get("rate_limits", {}) or {},
-        )
+        config = GatewayConfig.model_validate({
+            "providers": {name: {**spec, "name": name} for name, spec in combined.providers.items()},
+            "models": {model_id: {**spec, "id": model_id} for model_id, spec in combined.models.items()},
+            "pricing": _table(document, "pricing"),
+            "disabled_providers": {name: {"spec": {**spec, "name": name}, "reason": reason}
+                                   for name, (spec, reason) in combined.disabled.items()},
+            "plans": {name: {**spec, "name": name} for name, spec in plans.items()},
+            "rate_limits": _table(document, "rate_limits"),
+        })
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from error
     for provider in config.providers.values():

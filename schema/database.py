@@ -6,7 +6,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from schema.settings import Settings
 
@@ -28,7 +30,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _wal(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _wal(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # WAL lets `gatewayz keys create` write while `serve` reads and writes.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")

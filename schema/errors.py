@@ -204,7 +204,8 @@ class UpstreamError(GatewayError):
 
     status = 502
     type = "upstream_error"
-    code = "upstream_error"
+    # An error relayed from a worker carries the code it was raised with, or none.
+    code: str | None = "upstream_error"
 
     def __init__(self, message: str, *, status: int = 502, retry_after: float | None = None) -> None:
         super().__init__(message)

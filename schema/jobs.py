@@ -13,6 +13,11 @@ from pydantic import BaseModel, Field, field_validator
 from schema.errors import GatewayError
 
 JobKind = Literal["chat", "embeddings", "images"]
+# A JSON object in one of the wire dialects, kept as the client or the
+# provider (after translation) wrote it: a request, an OpenAI
+# ``chat.completion.chunk``, an Anthropic event, a whole answer. The gateway
+# reads a few of its fields (``usage``, ``type``) and passes the rest on.
+DialectObject = dict[str, Any]
 # The wire format the client spoke, which its payload and result events keep.
 ClientDialect = Literal["openai", "anthropic"]
 
@@ -49,7 +54,7 @@ class Job(BaseModel):
     model: str = Field(description="the model id the client asked for")
     routes: list[Route] = Field(min_length=1)
     attempt: int = 0
-    payload: dict[str, Any]
+    payload: DialectObject  # the client's request in its dialect, without model and stream
     stream: bool = False
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     created_at: float = Field(default_factory=time.time)
@@ -88,27 +93,72 @@ class Job(BaseModel):
 EventKind = Literal["chunk", "response", "error", "end"]
 
 
-class StreamEvent(TypedDict):
-    """One numbered event on a job's result channel.
+class ErrorData(TypedDict):
+    """The ``data`` of an ``error`` event: the error the ingress raises again."""
 
-    ``chunk``: one stream event in the job's dialect (an OpenAI
-    ``chat.completion.chunk``, an Anthropic event); ``response``: the whole
-    answer in the job's dialect; ``error``: ``{"status", "message", "type", "code",
-    "retry_after"}``; ``end``: the stream is complete, ``{"usage": {...}}``.
-    The first event (``seq`` 0) names the ``provider`` that served the job,
-    which failover may have made another than the first candidate, and its
-    ``queue_ms``: how long it waited in queues before a worker took it.
-    """
+    status: int
+    message: str
+    type: str
+    code: str | None
+    retry_after: float | None
 
+
+class UsageData(TypedDict):
+    """``Usage`` as it travels in an ``end`` event (``Usage.model_dump()``)."""
+
+    input_tokens: int
+    output_tokens: int
+    images: int
+    reported: bool
+
+
+class EndData(TypedDict):
+    """The ``data`` of an ``end`` event: the usage the provider reported, if it did."""
+
+    usage: UsageData | None
+
+
+class _EventHeader(TypedDict):
     job: str
     seq: int
-    kind: EventKind
-    data: Any
     provider: NotRequired[str]
     queue_ms: NotRequired[int]
 
 
-def error_data(error: GatewayError) -> dict[str, Any]:
+class ChunkEvent(_EventHeader):
+    kind: Literal["chunk"]
+    data: DialectObject
+
+
+class ResponseEvent(_EventHeader):
+    kind: Literal["response"]
+    data: DialectObject
+
+
+class ErrorEvent(_EventHeader):
+    kind: Literal["error"]
+    data: ErrorData
+
+
+class EndEvent(_EventHeader):
+    kind: Literal["end"]
+    data: EndData
+
+
+StreamEvent = ChunkEvent | ResponseEvent | ErrorEvent | EndEvent
+"""One numbered event on a job's result channel, told apart by ``kind``.
+
+``chunk``: one stream event in the job's dialect (an OpenAI
+``chat.completion.chunk``, an Anthropic event); ``response``: the whole
+answer in the job's dialect; ``error``: the error that ends the job;
+``end``: the stream is complete, with the usage the provider reported.
+The first event (``seq`` 0) names the ``provider`` that served the job,
+which failover may have made another than the first candidate, and its
+``queue_ms``: how long it waited in queues before a worker took it.
+"""
+
+
+def error_data(error: GatewayError) -> ErrorData:
     """The ``data`` of an ``error`` event, which the ingress turns back into the error."""
     return {"status": error.status, "message": error.message, "type": error.type, "code": error.code,
             "retry_after": error.retry_after}
@@ -129,6 +179,11 @@ class Usage(BaseModel):
     @classmethod
     def _within_ceiling(cls, count: int) -> int:
         return min(count, USAGE_CEILING)
+
+    def data(self) -> UsageData:
+        """As an ``end`` event carries it (what ``model_dump`` gives, typed)."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "images": self.images,
+                "reported": self.reported}
 
 
 class JobMark(BaseModel):

@@ -49,7 +49,8 @@ CreditLimit = Annotated[Decimal, Field(ge=0, le=MAX_CREDITS), AfterValidator(who
 # What pydantic reads as a time: an ISO 8601 string (or unix seconds in a
 # string), or a number of unix seconds, of milliseconds beyond 2e10.
 TIME_JSON_SCHEMA = {
-    "anyOf": [{"type": "string", "format": "date-time", "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"},
+    "anyOf": [{"type": "string", "format": "date-time",
+               "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"},
               {"type": "number", "minimum": 0, "maximum": LATEST.timestamp() * 1000}],
     "description": f"ISO 8601 (a time without a zone is UTC), or unix seconds (milliseconds beyond 2e10), "
                    f"from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}.",

@@ -14,10 +14,10 @@ same payload and answer, so what the client is shown is what it is charged.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TypeGuard
 
 from schema.errors import InvalidRequest
-from schema.jobs import JobKind, Usage
+from schema.jobs import DialectObject, JobKind, Usage
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one request
 ENCODING_FORMATS = ("float", "base64")
@@ -28,7 +28,7 @@ SIZE = re.compile(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$")
 CHARS_PER_TOKEN = 4
 
 
-def _check_common(body: object, endpoint: str) -> dict[str, Any]:
+def _check_common(body: object, endpoint: str) -> DialectObject:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     model = body.get("model")
@@ -42,11 +42,11 @@ def _check_common(body: object, endpoint: str) -> dict[str, Any]:
     return body
 
 
-def _whole(value: object, low: int, high: int | None = None) -> bool:
+def _whole(value: object, low: int, high: int | None = None) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
 
 
-def check_embeddings_request(body: object) -> dict[str, Any]:
+def check_embeddings_request(body: object) -> DialectObject:
     """``input`` is a non-empty string, or a non-empty list (at most 2048) of
     non-empty strings, of token ids, or of non-empty token id lists."""
     checked = _check_common(body, "Embeddings")
@@ -78,7 +78,7 @@ def check_embeddings_request(body: object) -> dict[str, Any]:
     return checked
 
 
-def check_images_request(body: object) -> dict[str, Any]:
+def check_images_request(body: object) -> DialectObject:
     checked = _check_common(body, "Image generation")
     prompt = checked.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -95,7 +95,7 @@ def check_images_request(body: object) -> dict[str, Any]:
     return checked
 
 
-def images_requested(payload: dict[str, Any]) -> int:
+def images_requested(payload: DialectObject) -> int:
     count = payload.get("n")
     return count if _whole(count, 1) else 1
 
@@ -116,7 +116,7 @@ def _estimated_tokens(text: object) -> int:
     return 0
 
 
-def embeddings_usage(payload: dict[str, Any], answer: dict[str, Any]) -> Usage:
+def embeddings_usage(payload: DialectObject, answer: DialectObject) -> Usage:
     """The upstream's ``usage.prompt_tokens``, else an estimate from ``input``."""
     usage = answer.get("usage")
     prompt = _count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
@@ -125,7 +125,7 @@ def embeddings_usage(payload: dict[str, Any], answer: dict[str, Any]) -> Usage:
     return Usage(input_tokens=_estimated_tokens(payload.get("input")), reported=False)
 
 
-def images_usage(payload: dict[str, Any], answer: dict[str, Any]) -> Usage:
+def images_usage(payload: DialectObject, answer: DialectObject) -> Usage:
     """The images in ``data``, plus the tokens a GPT Image model reports in
     ``usage``; without them, the prompt's tokens are estimated (output tokens
     cannot be, and count 0)."""
@@ -139,7 +139,7 @@ def images_usage(payload: dict[str, Any], answer: dict[str, Any]) -> Usage:
     return Usage(input_tokens=_estimated_tokens(payload.get("prompt")), images=images, reported=False)
 
 
-def media_usage(kind: JobKind, payload: dict[str, Any], answer: dict[str, Any]) -> Usage:
+def media_usage(kind: JobKind, payload: DialectObject, answer: DialectObject) -> Usage:
     if kind == "embeddings":
         return embeddings_usage(payload, answer)
     if kind == "images":

@@ -10,9 +10,8 @@ the authority on what it accepts.
 
 from __future__ import annotations
 
-from typing import Any
-
 from schema.errors import InvalidRequest
+from schema.jobs import DialectObject
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_TOKENS_LIMIT = 10_000_000
@@ -24,7 +23,7 @@ def whole(value: object, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
-def check_chat_request(body: object) -> dict[str, Any]:
+def check_chat_request(body: object) -> DialectObject:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     model = body.get("model")
@@ -37,7 +36,8 @@ def check_chat_request(body: object) -> dict[str, Any]:
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:  # an object or array role is unhashable
             raise InvalidRequest(
-                f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}", param=f"messages.{index}.role"
+                f"messages[{index}] must be an object whose `role` is one of {sorted(ROLES)}",
+                param=f"messages.{index}.role",
             )
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("`stream` must be a boolean", param="stream")
@@ -54,6 +54,6 @@ def check_chat_request(body: object) -> dict[str, Any]:
     return body
 
 
-def wants_usage(body: dict[str, Any]) -> bool:
+def wants_usage(body: DialectObject) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True

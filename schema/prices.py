@@ -27,7 +27,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from genai_prices import types as genai
@@ -72,7 +72,9 @@ class GenaiPrices:
     def __init__(self, as_of: datetime | None = None, providers: list[genai.Provider] | None = None) -> None:
         if providers is None:
             # Importing the bundled table takes about half a second: only when prices are resolved.
-            from genai_prices.data import providers
+            from genai_prices.data import providers as bundled
+
+            providers = bundled
         self.as_of = as_of or datetime.now(UTC)
         self._providers = list(providers)
         self._by_id = {provider.id: provider for provider in self._providers}
@@ -122,7 +124,7 @@ class GenaiPrices:
         )
 
 
-def _highest(price: Any, notes: list[str]) -> Decimal | None:
+def _highest(price: object, notes: list[str]) -> Decimal | None:
     """A flat price from the library's: a number, or the top of its tiers."""
     from genai_prices.types import TieredPrices
 

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(10.0, gt=0)
     upstream_retries: int = Field(1, ge=0, le=10, description="retries on the same provider before failing over")
     retry_backoff: float = Field(0.25, ge=0, description="first retry's backoff, seconds; doubled per retry, jittered")
-    retry_after_max: float = Field(5.0, ge=0, description="longest upstream retry-after a worker waits; longer fails over")
+    retry_after_max: float = Field(5.0, ge=0,
+                                   description="longest upstream retry-after a worker waits; longer fails over")
     breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a provider's circuit")
     breaker_reset_timeout: float = Field(30.0, gt=0, description="seconds a circuit stays open before a probe")
     probe_interval: float = Field(
@@ -52,9 +53,12 @@ class Settings(BaseSettings):
         "models", description="models: list the provider's models (no tokens); chat: a 1-token completion (paid)")
     probe_timeout: float = Field(10.0, gt=0, description="seconds one probe may take")
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
-    drain_timeout: float = Field(30.0, ge=0, description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
-    queue_deadline_realtime: float = Field(10.0, gt=0, description="longest queue wait a realtime job is admitted for, s")
-    queue_deadline_standard: float = Field(60.0, gt=0, description="longest queue wait a standard job is admitted for, s")
+    drain_timeout: float = Field(30.0, ge=0,
+                                 description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
+    queue_deadline_realtime: float = Field(10.0, gt=0,
+                                           description="longest queue wait a realtime job is admitted for, s")
+    queue_deadline_standard: float = Field(60.0, gt=0,
+                                           description="longest queue wait a standard job is admitted for, s")
     queue_deadline_bulk: float = Field(600.0, gt=0, description="longest queue wait a bulk job is admitted for, s")
     admission_control: bool = Field(True, description="refuse at once a job whose estimated queue wait is too long")
     default_service_time: float = Field(
@@ -63,7 +67,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="seconds a pool that had workers may have none before its requests get 503")
     persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
     log_level: str = Field("info")
-    admin_token: SecretStr | None = Field(None, description="bearer token of the admin API (unset: the admin API answers 503)")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the admin API (unset: the admin API answers 503)"
+    )
     stripe_webhook_secret: SecretStr | None = Field(
         None, description="Stripe endpoint signing secret, whsec_… (unset: /webhooks/stripe answers 503)"
     )

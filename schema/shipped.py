@@ -72,7 +72,8 @@ def combine(shipped: Mapping[str, Any], providers: Mapping[str, Document], model
                 raise ValueError(f"{kind} {name!r}: expected a table of settings, not {entry!r}")
     merged_models: dict[str, Document] = {**shipped_entries, **models}
     from_shipped = frozenset(model for model in merged_models if model not in models)
-    key_variables = {spec.get("api_key_env") for spec in (*shipped_providers.values(), *providers.values())} - {None}
+    key_variables = {variable for spec in (*shipped_providers.values(), *providers.values())
+                     if isinstance(variable := spec.get("api_key_env"), str)}
 
     enabled: dict[str, Document] = {}
     disabled: dict[str, tuple[Document, str]] = {}

@@ -71,7 +71,8 @@ ledger_transactions = Table(
     "ledger_transactions",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(20), nullable=False),  # grant | topup | charge | refund | hold | release | expire | adjustment
+    # grant | topup | charge | refund | hold | release | expire | adjustment
+    Column("kind", String(20), nullable=False),
     Column("reference", String(200), nullable=False),
     Column("memo", String(500)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pybreaker
 
@@ -74,7 +74,8 @@ class _Mirror(pybreaker.CircuitBreakerStorage):
     def state(self, state: str) -> None:
         if state == "half-open" and self.record.state != "half-open":
             self.record.probe_at = self._clock()
-        self.record.state = state  # type: ignore[assignment]
+        # pybreaker's storage types the state as str; it only ever sets its three names, ours.
+        self.record.state = cast(CircuitState, state)
 
     def increment_counter(self) -> None:
         self.record.failures += 1
@@ -119,7 +120,10 @@ class _Passage:
     record: CircuitRecord
     admitted: CircuitState  # the state the attempt runs under: closed, or half-open as the probe
     calling: AbstractContextManager[Any]
-    probe: bool
+
+    @property
+    def probe(self) -> bool:
+        return self.admitted == "half-open"
 
 
 class Breakers:
@@ -195,7 +199,8 @@ class Breakers:
             retry_at = (record.opened_at or now) + self.reset_timeout
             raise CircuitOpen(f"the circuit of {name} is open after repeated failures: {record.last_error}",
                               retry_after=round(max(0.0, retry_at - now), 1)) from None
-        return _Passage(name, scope, record, record.state, calling, probe=record.state == "half-open")
+        # pybreaker's ``calling()`` may have moved an open record on to half-open: this attempt is its probe.
+        return _Passage(name, scope, record, record.state, calling)
 
     async def _settle(self, passage: _Passage, error: BaseException | None) -> None:
         """Finish pybreaker's call with the outcome and publish the record if
@@ -216,8 +221,8 @@ class Breakers:
                 await asyncio.sleep(random.uniform(0, 0.005))  # let the other process's write land
                 try:
                     (before,) = await self.store.load(passage.name)
-                except StoreUnavailable as error:
-                    log.warning("circuit %s: outcome not recorded: %s", passage.name, error)
+                except StoreUnavailable as lost:
+                    log.warning("circuit %s: outcome not recorded: %s", passage.name, lost)
                     return
                 if before.state != passage.admitted:
                     return  # another worker moved it on (opened, closed, reset): this outcome is stale

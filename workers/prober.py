@@ -139,7 +139,7 @@ class Prober:
             await adapter.aclose()
 
 
-def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramatiq.Actor:  # type: ignore[type-arg]
+def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramatiq.Actor[[], None]:
     """``probe_providers`` on ``broker``: a round, then itself again after the interval."""
     delay = max(1, round(prober.interval * 1000))
 
@@ -152,9 +152,9 @@ def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramat
         if ran:
             actor.send_with_options(delay=delay)
 
-    actor: dramatiq.Actor = dramatiq.actor(  # type: ignore[type-arg]
-        probe_providers, broker=broker, actor_name="probe_providers", queue_name=queue,
-        max_retries=0, time_limit=round((prober.settings.probe_timeout + STOP_GRACE) * 1000))
+    actor = dramatiq.actor(
+        broker=broker, actor_name="probe_providers", queue_name=queue,
+        max_retries=0, time_limit=round((prober.settings.probe_timeout + STOP_GRACE) * 1000))(probe_providers)
     return actor
 
 

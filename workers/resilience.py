@@ -11,9 +11,12 @@ The policy, before anything has reached the client:
 | 5xx, a broken or malformed answer | provider + model | retry, then fail over |
 | timeout (connect excepted): first token, idle, total | provider + model | fail over at once |
 | 404 (the provider does not know the model) | provider + model | fail over at once |
-| 429 | none: the provider is alive, only busy | retry after its ``retry-after`` if that is at most ``retry_after_max`` (else after the backoff), then fail over; a longer ``retry-after`` fails over at once |
+| 429 | none: the provider is alive, only busy | retry after its ``retry-after`` (1), then fail over |
 | open circuit | (it is the breaker) | fail over at once |
 | other 4xx (the request's own fault) | none | the client gets it |
+
+(1) if that is at most ``retry_after_max``, else after the backoff; a longer
+``retry-after`` fails over at once.
 
 A retry waits the upstream's ``retry-after`` or an exponential backoff with
 jitter, and never past the job's deadline (a wait that would pass it fails
@@ -97,5 +100,5 @@ class RetryPolicy:
     def backoff_delay(self, retried: int) -> float:
         """Exponential, with "equal jitter": half fixed, half random, so
         workers that failed together do not retry together."""
-        ceiling = min(self.backoff_max, self.backoff * 2**retried)
+        ceiling: float = min(self.backoff_max, self.backoff * 2**retried)
         return ceiling / 2 + random.uniform(0, ceiling / 2)

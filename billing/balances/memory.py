@@ -11,15 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from billing.balances import (
-    AccountChange,
-    AccountSnapshot,
-    Balance,
-    Held,
-    KeySnapshot,
-    Reservation,
-    Snapshots,
-)
+from billing.balances import AccountChange, AccountSnapshot, Balance, Held, KeySnapshot, Reservation, Snapshots
 from billing.balances.rules import check_hold
 from billing.limits import KeyLimits
 from schema.errors import AccountNotFound, Unauthenticated

@@ -26,19 +26,14 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict
+from typing import cast
 
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
-from billing.balances import (
-    PERIOD_KINDS,
-    AccountChange,
-    AccountSnapshot,
-    Balance,
-    KeySnapshot,
-    Reservation,
-    Snapshots,
-)
+from billing.balances import PERIOD_KINDS, AccountChange, AccountSnapshot, Balance, KeySnapshot, Reservation, Snapshots
 from billing.balances.rules import insufficient
 from billing.limits import exceeded, expired_key
 from scheduler.outages import reaching_redis
@@ -272,8 +267,8 @@ class RedisBalances:
         ns, job = self._ns, reservation.job_id
         keys = [self._acct(reservation.account_id), f"{ns}key:{reservation.key_id}", f"{ns}spend:{reservation.key_id}",
                 f"{ns}hold:{job}", f"{ns}holds", f"{ns}keyholds:{reservation.key_id}"]
-        args = [ns, reservation.account_id, reservation.key_id, reservation.amount, reservation.now,
-                reservation.expires_at, *reservation.periods, job]
+        args: list[EncodableT] = [ns, reservation.account_id, reservation.key_id, reservation.amount,
+                                  reservation.now, reservation.expires_at, *reservation.periods, job]
         for _ in range(LOAD_TRIES):
             answer = [part.decode() if isinstance(part, bytes) else part
                       for part in await self._call(self._reserve, keys, args)]
@@ -295,15 +290,17 @@ class RedisBalances:
         for _ in range(LOAD_TRIES):
             with _reaching_balances():
                 available, held = await self._client.hmget(self._acct(account_id), "available", "held")
-            if available is not None:
+            if available is not None and held is not None:  # a loaded account has both
                 return Balance(MicroCredits(int(available)), MicroCredits(int(held)))
             await self._read_account(account_id)
         raise ServiceUnavailable("the balances could not be loaded; please retry")
 
     async def overdue(self, now: float, *, limit: int = 500) -> list[tuple[str, int]]:
         with _reaching_balances():
-            jobs = [job.decode() for job in await self._client.zrangebyscore(f"{self._ns}holds", "-inf", now,
-                                                                               start=0, num=limit)]
+            # Members only (no scores asked): redis-py types the reply for either.
+            due = cast(list[bytes], await self._client.zrangebyscore(f"{self._ns}holds", "-inf", now,
+                                                                     start=0, num=limit))
+            jobs = [job.decode() for job in due]
             if not jobs:
                 return []
             async with self._client.pipeline(transaction=False) as pipe:
@@ -315,7 +312,7 @@ class RedisBalances:
     async def apply(self, changes: Sequence[AccountChange]) -> None:
         if not changes:
             return
-        calls = [[self._acct(change.account_id), f"{self._acct(change.account_id)}:loading",
+        calls: list[list[EncodableT]] = [[self._acct(change.account_id), f"{self._acct(change.account_id)}:loading",
                   f"{self._acct(change.account_id)}:pending", self._ns, change.account_id,
                   json.dumps(asdict(change))] for change in changes]
         with _reaching_balances():
@@ -329,7 +326,8 @@ class RedisBalances:
                         pipe.evalsha(self._apply.sha, 3, *call)
                     replies = await pipe.execute(raise_on_error=False)
                 calls = [call for call, reply in zip(calls, replies, strict=True) if isinstance(reply, NoScriptError)]
-                failed = [reply for reply in replies if isinstance(reply, Exception) and not isinstance(reply, NoScriptError)]
+                failed = [reply for reply in replies
+                          if isinstance(reply, Exception) and not isinstance(reply, NoScriptError)]
                 if failed:
                     raise failed[0]
                 if not calls:
@@ -380,22 +378,24 @@ class RedisBalances:
                                           f"{self._ns}keyholds:{key_id}"], [self._ns, *_key_fields(snapshot)])
 
     @staticmethod
-    async def _call(script, keys: list[str], args: list[object]) -> list[object]:  # type: ignore[no-untyped-def]
+    async def _call(script: AsyncScript, keys: list[str], args: Sequence[EncodableT]) -> list[bytes | int]:
         with _reaching_balances():
-            return await script(keys=keys, args=args)  # type: ignore[no-any-return]
+            # The scripts return arrays of Lua strings and integers (redis-py leaves the reply untyped).
+            reply: list[bytes | int] = await script(keys=keys, args=args)
+            return reply
 
 
 def _reaching_balances() -> AbstractContextManager[None]:
     return reaching_redis(StoreUnavailable, "the balances store (Redis)")
 
 
-def _account_fields(snapshot: AccountSnapshot) -> list[object]:
+def _account_fields(snapshot: AccountSnapshot) -> list[EncodableT]:
     holds = [{"job_id": hold.job_id, "amount": hold.amount, "key_id": hold.key_id, "periods": list(hold.periods),
               "expires_at": hold.expires_at} for hold in snapshot.holds]
     return [snapshot.available, snapshot.held, snapshot.seq, json.dumps(holds)]
 
 
-def _key_fields(snapshot: KeySnapshot) -> list[object]:
+def _key_fields(snapshot: KeySnapshot) -> list[EncodableT]:
     limits = snapshot.limits
     return [snapshot.account_id, "1" if snapshot.revoked else "0", _blank(snapshot.expires_at), _blank(limits.daily),
             _blank(limits.monthly), _blank(limits.total), snapshot.seq, json.dumps(snapshot.spend)]
@@ -405,7 +405,7 @@ def _blank(value: float | int | None) -> str:
     return "" if value is None else repr(value)
 
 
-def _refusal(answer: list[object], reservation: Reservation) -> GatewayError:
+def _refusal(answer: Sequence[str | int], reservation: Reservation) -> GatewayError:
     """The script's refusal as the error the memory mirror raises for it (``rules.check_hold``)."""
     verdict = answer[0]
     if verdict == "foreign":

@@ -213,6 +213,7 @@ async def reset_provider_circuits(request: Request, provider: str) -> dict[str, 
         raise ProviderNotFound(f"No provider {provider!r}")
     await runtime.breakers.reset(provider)
     runtime.circuits.forget_provider(provider)
+    entry: dict[str, Any]
     (entry,) = (await providers_health(runtime, detailed=True, only=provider))["data"]
     return entry
 

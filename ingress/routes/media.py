@@ -5,8 +5,6 @@ wait for its one answer, and price it by the same usage settlement charges
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,12 +15,12 @@ from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, submit
 from scheduler.admission import MAX_QUEUE_HEADER
 from schema.errors import StreamBroken
-from schema.jobs import JobKind
+from schema.jobs import DialectObject, JobKind
 from schema.media import media_usage
 from schema.money import micros_to_credits
 
 
-async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any], kind: JobKind) -> Response:
+async def media_response(request: Request, owner: KeyOwner, body: DialectObject, kind: JobKind) -> Response:
     runtime: Runtime = request.app.state.runtime
     route = runtime.catalog.route(body["model"])
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
@@ -33,7 +31,7 @@ async def media_response(request: Request, owner: KeyOwner, body: dict[str, Any]
     first = submitted.first
     if first["kind"] != "response" or not isinstance(first["data"], dict):
         raise StreamBroken(f"expected a response, got a {first['kind']!r} event")
-    answer: dict[str, Any] = first["data"]
+    answer: DialectObject = first["data"]
     job = submitted.job
     cost = micros_to_credits(charge(media_usage(kind, job.payload, answer), job.price, job.hold).cost)
     if isinstance(answer.get("usage"), dict):

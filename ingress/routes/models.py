@@ -54,7 +54,8 @@ def model_object(model: ListedModel) -> dict[str, Any]:
 
 def _catalog(request: Request) -> Catalog:
     # Read once per request: a refresh swaps the runtime's catalog whole.
-    return request.app.state.runtime.catalog  # type: ignore[no-any-return]
+    catalog: Catalog = request.app.state.runtime.catalog
+    return catalog
 
 
 @router.get("/v1/models")

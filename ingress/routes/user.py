@@ -19,7 +19,8 @@ router = APIRouter()
 
 async def _caller(request: Request) -> KeyOwner:
     # A dependency runs before the query is validated: no key, no details.
-    return await request.app.state.authenticate(request)  # type: ignore[no-any-return]
+    owner: KeyOwner = await request.app.state.authenticate(request)
+    return owner
 
 
 @router.get("/user/balance")

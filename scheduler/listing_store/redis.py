@@ -38,7 +38,8 @@ class RedisListingStore:
     async def save(self, changed: Mapping[str, ProviderListing]) -> tuple[int, Listings]:
         with _reaching_listings():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._listings, mapping={name: listing.model_dump_json() for name, listing in changed.items()})
+                pipe.hset(self._listings,
+                          mapping={name: listing.model_dump_json() for name, listing in changed.items()})
                 pipe.incr(self._version)
                 pipe.hgetall(self._listings)
                 _, version, raw = await pipe.execute()

@@ -57,6 +57,8 @@ class JobQueue(Protocol):
 
 # The most usage events settled in one database transaction.
 USAGE_BATCH = 256
+# Seconds a usage event may wait for others to share its settlement transaction.
+USAGE_LINGER = 0.01
 
 
 class UsageQueue(Protocol):

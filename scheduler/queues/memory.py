@@ -9,13 +9,7 @@ import itertools
 import logging
 import time
 
-from scheduler.queues import (
-    USAGE_BATCH,
-    DeadLetter,
-    DeadLetterHandler,
-    JobHandler,
-    UsageHandler,
-)
+from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from schema.errors import TransportUnavailable
 from schema.jobs import Job, UsageEvent
 

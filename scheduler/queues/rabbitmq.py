@@ -28,13 +28,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.outages import AMQP_OUTAGES, reaching_broker
-from scheduler.queues import (
-    USAGE_BATCH,
-    DeadLetter,
-    DeadLetterHandler,
-    JobHandler,
-    UsageHandler,
-)
+from scheduler.queues import USAGE_BATCH, USAGE_LINGER, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
 from scheduler.topology import Topology
 from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
@@ -160,7 +154,8 @@ class RabbitJobQueue:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=concurrency)
         await _declare_dead_letters(channel, self._topology)
-        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
+                                                  durable=True)
         queue = await self._declare(channel, exchange, provider)
 
         in_hand: set[asyncio.Task[object]] = set()
@@ -172,7 +167,8 @@ class RabbitJobQueue:
             try:
                 await self._handle(message, handle, queue.name)
             finally:
-                in_hand.discard(task)  # type: ignore[arg-type]
+                if task is not None:
+                    in_hand.discard(task)
 
         tag = await queue.consume(on_message)
         try:
@@ -265,7 +261,8 @@ class RabbitUsageQueue:
         async def settle() -> None:
             while True:
                 await wake.wait()
-                await asyncio.sleep(0)  # the deliveries of this tick join the batch
+                if len(arrived) < USAGE_BATCH:
+                    await asyncio.sleep(USAGE_LINGER)  # the deliveries meanwhile join the batch
                 wake.clear()
                 batch = arrived[:USAGE_BATCH]
                 del arrived[:USAGE_BATCH]

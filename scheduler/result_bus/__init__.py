@@ -13,6 +13,7 @@ cannot keep up fails alone and cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
@@ -110,10 +111,9 @@ class Inbox:
         """End the stream with ``StreamBroken`` (the bus lost the subscription)."""
         if self._failure is None:
             self._failure = reason
-        try:
+        # A full inbox wakes its reader anyway, which then sees the failure.
+        with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
 
     async def next(self, timeout: float) -> StreamEvent:
         if self._failure is not None:

@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
 from scheduler.outages import reaching_redis
 from scheduler.result_bus import Inbox
@@ -117,7 +118,7 @@ class RedisResultBus:
         # Script object's presence with SCRIPT EXISTS on every pipeline,
         # another round trip; a Redis that lost it (restarted) is given it.
         key = self._mark_key(job_id)
-        args = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
+        args: list[EncodableT] = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
         with _reaching_bus():
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._mark.sha, 1, key, *args)

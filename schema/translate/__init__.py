@@ -16,10 +16,11 @@ field), never a silently smaller request.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 from schema.errors import InvalidRequest
-from schema.jobs import Usage
+from schema.jobs import DialectObject, Usage
 
 Dialect = Literal["openai", "anthropic", "gemini"]
 
@@ -41,9 +42,9 @@ class StreamTranslator(Protocol):
     stream ended normally and returns whatever was held back (the final
     usage, ``message_stop``)."""
 
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def feed(self, event: DialectObject) -> list[DialectObject]: ...
 
-    def finish(self) -> list[dict[str, Any]]: ...
+    def finish(self) -> list[DialectObject]: ...
 
 
 class UsageMeter(Protocol):
@@ -52,7 +53,7 @@ class UsageMeter(Protocol):
     usage: Usage | None  # what the provider reported, when it did
     output_chars: int  # characters of output seen, for an estimate when it did not
 
-    def feed(self, event: dict[str, Any]) -> None: ...
+    def feed(self, event: DialectObject) -> None: ...
 
 
 from schema.translate import anthropic, gemini, openai  # noqa: E402  (the protocols above come first)
@@ -69,12 +70,18 @@ _RESPONSES = {
     ("openai", "anthropic"): anthropic.response_from_openai,
     ("gemini", "openai"): gemini.response_to_openai,
 }
-_STREAMS = {
+class _StreamFactory(Protocol):
+    def __call__(self, *, model: str) -> StreamTranslator: ...
+
+
+_STREAMS: dict[_Pair, _StreamFactory] = {
     ("anthropic", "openai"): anthropic.StreamToOpenAI,
     ("openai", "anthropic"): anthropic.StreamFromOpenAI,
     ("gemini", "openai"): gemini.StreamToOpenAI,
 }
-_METERS = {"openai": openai.UsageMeter, "anthropic": anthropic.UsageMeter, "gemini": gemini.UsageMeter}
+_METERS: dict[Dialect, Callable[[], UsageMeter]] = {
+    "openai": openai.UsageMeter, "anthropic": anthropic.UsageMeter, "gemini": gemini.UsageMeter,
+}
 _USAGE = {"openai": openai.response_usage, "anthropic": anthropic.response_usage, "gemini": gemini.response_usage}
 
 
@@ -87,23 +94,23 @@ def _steps(source: Dialect, target: Dialect) -> list[_Pair]:
     return [(source, "openai"), ("openai", target)]
 
 
-def translate_request(payload: dict[str, Any], source: Dialect, target: Dialect) -> dict[str, Any]:
+def translate_request(payload: DialectObject, source: Dialect, target: Dialect) -> DialectObject:
     for step in _steps(source, target):
         payload = _REQUESTS[step](payload)
     return payload
 
 
-def translate_response(body: dict[str, Any], source: Dialect, target: Dialect, *, model: str) -> dict[str, Any]:
+def translate_response(body: DialectObject, source: Dialect, target: Dialect, *, model: str) -> DialectObject:
     for step in _steps(source, target):
         body = _RESPONSES[step](body, model=model)
     return body
 
 
 class _Identity:
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def feed(self, event: DialectObject) -> list[DialectObject]:
         return [event]
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[DialectObject]:
         return []
 
 
@@ -111,10 +118,10 @@ class _Chain:
     def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
         self._first, self._second = first, second
 
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+    def feed(self, event: DialectObject) -> list[DialectObject]:
         return [out for middle in self._first.feed(event) for out in self._second.feed(middle)]
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[DialectObject]:
         tail = [out for middle in self._first.finish() for out in self._second.feed(middle)]
         return tail + self._second.finish()
 
@@ -130,6 +137,6 @@ def usage_meter(dialect: Dialect) -> UsageMeter:
     return _METERS[dialect]()
 
 
-def response_usage(body: dict[str, Any], dialect: Dialect) -> Usage | None:
+def response_usage(body: DialectObject, dialect: Dialect) -> Usage | None:
     """The usage a provider reported in a whole (non-streamed) answer."""
     return _USAGE[dialect](body)

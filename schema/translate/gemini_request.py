@@ -352,7 +352,8 @@ def _function_calling(choice: object, declarations: list[dict[str, Any]], strict
     if chosen.get("type") == "allowed_tools":
         allowed = _object(chosen.get("allowed_tools"))
         tools = allowed.get("tools")
-        names = [_object(_object(tool).get("function")).get("name") for tool in tools] if isinstance(tools, list) else []
+        names = ([_object(_object(tool).get("function")).get("name") for tool in tools]
+                 if isinstance(tools, list) else [])
         if names and all(isinstance(name, str) and name for name in names):
             if allowed.get("mode") == "required":
                 return {"mode": "ANY", "allowedFunctionNames": names}

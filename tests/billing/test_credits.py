@@ -138,7 +138,8 @@ async def test_expiry_leaves_credit_held_by_a_running_job(ledger: Ledger) -> Non
 
 
 operations = st.lists(
-    st.tuples(st.sampled_from(["spend", "top_up", "trial", "expire", "replay"]), st.integers(0, 400), st.integers(1, 3)),
+    st.tuples(st.sampled_from(["spend", "top_up", "trial", "expire", "replay"]), st.integers(0, 400),
+              st.integers(1, 3)),
     max_size=20,
 )
 
@@ -197,8 +198,8 @@ async def _expired(ledger: Ledger, account_id: int) -> int:
 async def test_the_billing_sweeper_expires_grants(ledger: Ledger) -> None:
     account_id, _ = await account(ledger, 10)
     await trial(ledger, account_id, 90, days=1, now=time.time() - 2 * DAY)
-    consumer = asyncio.create_task(SettlementConsumer(ledger, MemoryBalances(LedgerSnapshots(ledger.engine)), MemoryUsageQueue(),
-                                                       sweep_interval=0.05).run())
+    balances = MemoryBalances(LedgerSnapshots(ledger.engine))
+    consumer = asyncio.create_task(SettlementConsumer(ledger, balances, MemoryUsageQueue(), sweep_interval=0.05).run())
     try:
         for _ in range(200):
             if (await ledger.balance(account_id)).available == 10:

@@ -112,11 +112,13 @@ async def test_sweeper_releases_expired_holds_and_late_settlement_still_charges_
 async def test_reconcile_finds_a_tampered_balance(ledger: Ledger) -> None:
     account_id, _ = await account(ledger, 1000)
     async with ledger.engine.begin() as connection:
-        await connection.execute(text("UPDATE accounts SET available = available + 1 WHERE id = :id"), {"id": account_id})
+        await connection.execute(text("UPDATE accounts SET available = available + 1 WHERE id = :id"),
+                                 {"id": account_id})
     found = await ledger.reconcile()
     assert [(d.account_id, d.what, d.recorded - d.recomputed) for d in found] == [(account_id, "available", 1)]
     async with ledger.engine.begin() as connection:
-        await connection.execute(text("UPDATE accounts SET available = available - 1 WHERE id = :id"), {"id": account_id})
+        await connection.execute(text("UPDATE accounts SET available = available - 1 WHERE id = :id"),
+                                 {"id": account_id})
 
 
 operations = st.lists(
@@ -177,7 +179,8 @@ async def test_upgrade_from_the_single_entry_ledger_reconciles(tmp_path: Path) -
         async with engine.begin() as connection:
             await connection.run_sync(to_0001)
             await connection.execute(text("INSERT INTO accounts (id, name, balance) VALUES (1, 'old', 4999980)"))
-            await connection.execute(text("INSERT INTO api_keys (id, account_id, name, key_hash, prefix) VALUES (1, 1, 'k', 'h', 'gz-')"))
+            await connection.execute(text("INSERT INTO api_keys (id, account_id, name, key_hash, prefix) "
+                                          "VALUES (1, 1, 'k', 'h', 'gz-')"))
             await connection.execute(text("INSERT INTO ledger_entries (account_id, kind, amount, reference) VALUES "
                                           "(1, 'grant', 5000000, 'initial credits'), (1, 'charge', -20, 'job_old')"))
         await migrate(engine)

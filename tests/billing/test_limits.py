@@ -24,8 +24,8 @@ from schema.database import create_engine
 from schema.errors import InsufficientCredits, KeyExpired, KeyLimitExceeded, KeyRevoked
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
-from tests.support.databases import DatabaseTemplate
 from schema.tables import key_spend
+from tests.support.databases import DatabaseTemplate
 
 OUTPUT_ONLY = Price(input_per_mtok=Decimal("0"), output_per_mtok=Decimal("1"))  # one micro-credit per output token
 DAY = 86_400
@@ -70,7 +70,8 @@ async def database_now(ledger: Ledger) -> float:
 
 async def counters(ledger: Ledger, key_id: int) -> dict[str, int]:
     async with ledger.engine.connect() as connection:
-        rows = await connection.execute(select(key_spend.c.period, key_spend.c.amount).where(key_spend.c.key_id == key_id))
+        rows = await connection.execute(
+            select(key_spend.c.period, key_spend.c.amount).where(key_spend.c.key_id == key_id))
         return {period: int(amount) for period, amount in rows}
 
 
@@ -272,8 +273,8 @@ async def test_reconcile_finds_a_tampered_key_counter(ledger: Ledger) -> None:
     account_id, key_id = await key(ledger, total=1000)
     await hold(ledger, account_id, key_id, 10)
     async with ledger.engine.begin() as connection:
-        await connection.execute(text("UPDATE key_spend SET amount = amount - 3 WHERE key_id = :k AND period = 'total'"),
-                                 {"k": key_id})
+        await connection.execute(
+            text("UPDATE key_spend SET amount = amount - 3 WHERE key_id = :k AND period = 'total'"), {"k": key_id})
     found = await ledger.reconcile()
     assert [(d.what, d.recorded, d.recomputed) for d in found] == [(f"key {key_id} total spend", 7, 10)]
 
@@ -288,7 +289,8 @@ operations = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 # A hold released before the key's first limit, settled after it.
-@example(steps=[("unlimit", 0, 0, 0), ("hold", 1, 17, 0), ("release", 1, 0, 0), ("limit", 0, 0, 0), ("settle", 1, 0, 6)])
+@example(steps=[("unlimit", 0, 0, 0), ("hold", 1, 17, 0), ("release", 1, 0, 0), ("limit", 0, 0, 0),
+                ("settle", 1, 0, 6)])
 # A refused hold: its job never runs.
 @example(steps=[("hold", 0, 120, 0), ("hold", 1, 120, 0), ("hold", 2, 120, 0), ("settle", 2, 0, 100)])
 # A job that reports after the sweeper released its hold: spent, so counted, over the limit.

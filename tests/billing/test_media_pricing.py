@@ -38,7 +38,8 @@ def test_known_image_costs() -> None:
 
 @given(tokens, tokens, images, prices, prices, image_prices)
 def test_cost_is_the_exact_amount_rounded_up_once(input_tokens: int, output_tokens: int, count: int,
-                                                  input_price: Decimal, output_price: Decimal, per_image: Decimal) -> None:
+                                                  input_price: Decimal, output_price: Decimal,
+                                                  per_image: Decimal) -> None:
     cost = cost_of(Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=count),
                    Price(input_per_mtok=input_price, output_per_mtok=output_price, per_image=per_image))
     exact = input_tokens * input_price + output_tokens * output_price + count * per_image * 1_000_000

@@ -37,12 +37,14 @@ async def test_0004_upgrades_open_holds_and_goes_down_and_up(empty_database_sett
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_to("0003"))
-            await connection.execute(text("INSERT INTO accounts (name, kind, available, held) VALUES ('old', 'user', 700, 300)"))
+            await connection.execute(text("INSERT INTO accounts (name, kind, available, held) "
+                                          "VALUES ('old', 'user', 700, 300)"))
             account_id = (await connection.execute(text("SELECT max(id) FROM accounts"))).scalar_one()
             await connection.execute(text("INSERT INTO api_keys (account_id, name, key_hash, prefix) "
                                           "VALUES (:a, 'k', 'old-hash', 'gz-')"), {"a": account_id})
             key_id = (await connection.execute(text("SELECT max(id) FROM api_keys"))).scalar_one()
-            grants = (await connection.execute(text("SELECT id FROM accounts WHERE name = 'system:grants'"))).scalar_one()
+            grants = (await connection.execute(
+                text("SELECT id FROM accounts WHERE name = 'system:grants'"))).scalar_one()
             for kind, reference, entries in (
                 ("grant", "old-grant", [(account_id, "available", 1000), (grants, "available", -1000)]),
                 ("hold", "job_old", [(account_id, "available", -300), (account_id, "held", 300)]),
@@ -51,14 +53,18 @@ async def test_0004_upgrades_open_holds_and_goes_down_and_up(empty_database_sett
                     "INSERT INTO ledger_transactions (kind, reference) VALUES (:k, :r) RETURNING id"),
                     {"k": kind, "r": reference})).scalar_one()
                 for account, bucket, amount in entries:
-                    await connection.execute(text("INSERT INTO ledger_entries (transaction_id, account_id, bucket, amount) "
-                                                  "VALUES (:t, :a, :b, :v)"),
-                                             {"t": transaction, "a": account, "b": bucket, "v": amount})
-            await connection.execute(text("UPDATE accounts SET available = available - 1000 WHERE id = :g"), {"g": grants})
+                    await connection.execute(
+                        text("INSERT INTO ledger_entries (transaction_id, account_id, bucket, amount) "
+                             "VALUES (:t, :a, :b, :v)"),
+                        {"t": transaction, "a": account, "b": bucket, "v": amount})
+            await connection.execute(text("UPDATE accounts SET available = available - 1000 WHERE id = :g"),
+                                     {"g": grants})
             await connection.execute(text("INSERT INTO holds (job_id, account_id, amount, expires_at, closed) "
-                                          "VALUES ('job_old', :a, 300, :e, false)"), {"a": account_id, "e": time.time() + 60})
+                                          "VALUES ('job_old', :a, 300, :e, false)"),
+                                     {"a": account_id, "e": time.time() + 60})
             await connection.run_sync(_to("0004"))
-            assert {"daily_limit", "monthly_limit", "total_limit", "expires_at"} <= await connection.run_sync(_columns, "api_keys")
+            limit_columns = {"daily_limit", "monthly_limit", "total_limit", "expires_at"}
+            assert limit_columns <= await connection.run_sync(_columns, "api_keys")
             # Today's ledger writes the columns of the revisions after 0004 too.
             await connection.run_sync(_to("head"))
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from billing.admission import MAX_HOLD, check_holdable
 from billing.pricing import charge, cost_of
-from schema.jobs import USAGE_CEILING, Price, Usage
 from schema.errors import InsufficientCredits
+from schema.jobs import USAGE_CEILING, Price, Usage
 from schema.money import credits_to_micros, micros_to_credits
 
 prices = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
@@ -32,7 +32,8 @@ def test_long_prices_are_not_rounded_before_rounding_up() -> None:
 
 
 @given(tokens, tokens, prices, prices)
-def test_cost_is_the_exact_amount_rounded_up(input_tokens: int, output_tokens: int, input_price: Decimal, output_price: Decimal) -> None:
+def test_cost_is_the_exact_amount_rounded_up(input_tokens: int, output_tokens: int, input_price: Decimal,
+                                             output_price: Decimal) -> None:
     cost = cost_of(Usage(input_tokens=input_tokens, output_tokens=output_tokens),
                    Price(input_per_mtok=input_price, output_per_mtok=output_price))
     exact = input_tokens * input_price + output_tokens * output_price
@@ -43,7 +44,8 @@ def test_cost_is_the_exact_amount_rounded_up(input_tokens: int, output_tokens: i
 @given(tokens, tokens, tokens, prices)
 def test_cost_grows_with_usage(a: int, b: int, extra: int, price: Decimal) -> None:
     flat = Price(input_per_mtok=price, output_per_mtok=price)
-    assert cost_of(Usage(input_tokens=a, output_tokens=b), flat) <= cost_of(Usage(input_tokens=a + extra, output_tokens=b), flat)
+    more = Usage(input_tokens=a + extra, output_tokens=b)
+    assert cost_of(Usage(input_tokens=a, output_tokens=b), flat) <= cost_of(more, flat)
 
 
 @given(st.integers(min_value=0, max_value=10**15))

@@ -78,7 +78,8 @@ def test_redis_stops_and_restarts_under_load(tmp_path: Path, upstream: str) -> N
     print(f"\nredis outage ({OUTAGE:g}s): before {Counter(s for s, _, _ in before)}; streams {len(streamed)}: "
           f"{len(completed)} completed, {len(failed)} ended with an error, over {load_seconds:.1f}s; "
           f"during {len(during)} requests {dict(Counter(s for s, _, _ in during))}, slowest "
-          f"{max(t for _, _, t in during):.2f}s; recovered after {recovered}s; after {Counter(s for s, _, _ in after)}; "
+          f"{max(t for _, _, t in during):.2f}s; recovered after {recovered}s; "
+          f"after {Counter(s for s, _, _ in after)}; "
           f"{len(records)} settled, {len(charged)} charged, {sum(r['cost'] for r in records.values())} micro-credits, "
           f"{open_holds} holds open")
 

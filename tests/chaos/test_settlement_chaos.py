@@ -61,7 +61,8 @@ def test_kill_workers_and_billing_under_load(tmp_path: Path, upstream: str) -> N
         assert open_holds == 0, "holds left open"
 
         records = {row["job_id"]: row for row in cluster.query("SELECT * FROM usage_records")}
-        charges = cluster.query("SELECT reference, count(*) AS n FROM ledger_transactions WHERE kind = 'charge' GROUP BY reference")
+        charges = cluster.query("SELECT reference, count(*) AS n FROM ledger_transactions WHERE kind = 'charge' "
+                                "GROUP BY reference")
         # Deliver every usage event a second time, as a broker may.
         duplicates = [UsageEvent(job_id=row["job_id"], account_id=row["account_id"], key_id=row["key_id"],
                                  provider=row["provider"], model=row["model"],

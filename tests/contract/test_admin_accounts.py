@@ -137,8 +137,8 @@ def test_the_account_api_takes_only_the_admin_token(gateway: Gateway, call: Any)
 def test_the_ledger_lists_every_entry_newest_first_in_pages(gateway: Gateway) -> None:
     key = gateway.create_key("1")
     account_id = gateway.account_id(key)
-    assert adjust(gateway, account_id, {"amount": "2", "reason": "welcome bonus", "idempotency_key": "bonus-" + key[-8:]}
-                  ).status_code == 201
+    bonus = {"amount": "2", "reason": "welcome bonus", "idempotency_key": "bonus-" + key[-8:]}
+    assert adjust(gateway, account_id, bonus).status_code == 201
     assert adjust(gateway, account_id, {"amount": "-0.5", "reason": "correction"}).status_code == 201
     chat = httpx.post(f"{gateway.base_url}/chat/completions", json=REQUEST, headers={"authorization": f"Bearer {key}"},
                       timeout=30)

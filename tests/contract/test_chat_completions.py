@@ -113,7 +113,8 @@ def test_keys_stay_where_they_belong(gateway: Gateway, key: str, upstream: FakeU
     assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert key not in orjson.dumps(upstream.requests[-1]).decode()
 
-    response = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "locked/fake-small", "messages": MESSAGES},
+    response = httpx.post(f"{gateway.base_url}/chat/completions",
+                          json={"model": "locked/fake-small", "messages": MESSAGES},
                           headers={"authorization": f"Bearer {key}"})
     assert response.status_code == 502
     assert "credentials" in response.json()["error"]["message"]
@@ -137,12 +138,14 @@ def test_routing_pinned_and_by_candidates(gateway: Gateway, key: str, upstream: 
 def test_models_lists_what_is_routable(gateway: Gateway, key: str) -> None:
     models = {m.id: m for m in client(gateway, key).models.list()}
     assert {"fake-small", "fake/fake-large", "fake2/fake-small", "mock/echo"} <= set(models)
-    assert models["fake-small"].model_extra["pricing"] == {"input_per_mtok": "1.00", "output_per_mtok": "2.00", "unit": "credits"}
+    assert models["fake-small"].model_extra["pricing"] == {"input_per_mtok": "1.00", "output_per_mtok": "2.00",
+                                                           "unit": "credits"}
     assert models["fake-small"].model_extra["price_source"] == "config"
 
 
 def test_mock_provider_works_offline(gateway: Gateway, key: str) -> None:
-    completion = client(gateway, key).chat.completions.create(model="mock/echo", messages=[{"role": "user", "content": "hi"}])
+    completion = client(gateway, key).chat.completions.create(model="mock/echo",
+                                                              messages=[{"role": "user", "content": "hi"}])
     assert completion.choices[0].message.content == "You said: hi"
 
 
@@ -203,7 +206,8 @@ def test_unknown_model_is_404(gateway: Gateway, key: str) -> None:
 
 def test_upstream_429_keeps_status_and_retry_after(gateway: Gateway, key: str) -> None:
     with pytest.raises(openai.RateLimitError) as raised:
-        client(gateway, key).chat.completions.create(model="fake-small", messages=[{"role": "user", "content": "fail:429"}])
+        client(gateway, key).chat.completions.create(model="fake-small",
+                                                     messages=[{"role": "user", "content": "fail:429"}])
     assert raised.value.response.headers["retry-after"] == "7"
     assert gateway.wait_for_balance(key, 10_000_000, timeout=0.5) == 10_000_000, "a failed job is not charged"
 
@@ -241,7 +245,8 @@ def test_one_model_by_id(gateway: Gateway, key: str) -> None:
 
 def test_an_upstream_answer_that_is_not_a_completion_is_a_prompt_502(gateway: Gateway, key: str) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
-        client(gateway, key).chat.completions.create(model="fake-small", messages=[{"role": "user", "content": "notobject"}])
+        client(gateway, key).chat.completions.create(model="fake-small",
+                                                     messages=[{"role": "user", "content": "notobject"}])
     assert raised.value.status_code == 502
     assert "not a JSON object" in raised.value.message
     assert gateway.wait_for_balance(key, 10_000_000, timeout=2) == 10_000_000

@@ -16,8 +16,7 @@ import pytest
 
 from tests.conftest import MODES
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode
-from tests.support.resilience import (Upstreams, cost_of_echo, echoed, resilience_config, two_upstreams,
-                                     usage_rows)
+from tests.support.resilience import Upstreams, cost_of_echo, echoed, resilience_config, two_upstreams, usage_rows
 
 GRANT = 10_000_000
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -31,7 +30,8 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module", params=MODES)
-def gateway(request: pytest.FixtureRequest, upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(request: pytest.FixtureRequest, upstreams: Upstreams,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Circuits open after 2 consecutive failures and probe after 2 s; no retries."""
     with gateway_in_mode(request.param, resilience_config(upstreams), tmp_path_factory.mktemp("breakers"),
                          admin_token=ADMIN_TOKEN, breaker_failures=2, breaker_reset_timeout=RESET_TIMEOUT,

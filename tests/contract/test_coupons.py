@@ -52,7 +52,8 @@ def test_the_admin_api_takes_only_the_admin_token(gateway: Gateway) -> None:
     body = {"code": new_code(), "credits": "1"}
     assert error_of(admin_post(gateway, body, token=None))[:2] == (401, "authentication_error")
     assert error_of(admin_post(gateway, {"nonsense": True}, token=None))[0] == 401, "no details before auth"
-    assert error_of(admin_post(gateway, body, token="not-the-admin-token")) == (403, "permission_error", "permission_denied")
+    refused = admin_post(gateway, body, token="not-the-admin-token")
+    assert error_of(refused) == (403, "permission_error", "permission_denied")
     assert error_of(admin_post(gateway, body, token=user_key))[0] == 403
     lookup = httpx.get(f"{gateway.url}/admin/coupons/{body['code']}", headers={"authorization": f"Bearer {user_key}"})
     assert lookup.status_code == 403
@@ -113,7 +114,8 @@ def test_one_account_redeeming_at_once_many_times_is_credited_once(gateway: Gate
     statuses = Counter(response.status_code for response in asyncio.run(rush()))
     assert statuses == {200: 1, 409: 7}
     assert gateway.balance(key) == 1_000_000
-    lookup = httpx.get(f"{gateway.url}/admin/coupons/{coupon['code']}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    lookup = httpx.get(f"{gateway.url}/admin/coupons/{coupon['code']}",
+                       headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert lookup.json()["redemptions"] == 1, "refused redemptions do not count"
 
 

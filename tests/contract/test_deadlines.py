@@ -15,7 +15,8 @@ from tests.support.gateway import Gateway, gateway_in_mode
 
 
 @pytest.fixture(scope="module", params=MODES)
-def impatient(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def impatient(request: pytest.FixtureRequest, upstream: FakeUpstream,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway whose requests must finish within 2 s, with 1 s of silence allowed."""
     config = gateway_config(upstream.url)  # type: ignore[attr-defined]
     data_dir: Path = tmp_path_factory.mktemp("impatient")
@@ -28,7 +29,8 @@ def test_hanging_upstream_gets_504(impatient: Gateway, stream: bool) -> None:
     key = impatient.create_key("1")
     client = openai.OpenAI(api_key=key, base_url=impatient.base_url, max_retries=0, timeout=30)
     with pytest.raises(openai.APIStatusError) as raised:
-        client.chat.completions.create(model="fake-small", messages=[{"role": "user", "content": "hang"}], stream=stream)
+        client.chat.completions.create(model="fake-small", messages=[{"role": "user", "content": "hang"}],
+                                       stream=stream)
     assert raised.value.status_code == 504
     assert raised.value.body["type"] == "timeout_error"
     assert impatient.wait_for_balance(key, 1_000_000, timeout=0.5) == 1_000_000

@@ -61,7 +61,8 @@ def test_a_50_mb_messages_request_is_413_request_too_large_and_costs_nothing(gat
     key = gateway.create_key("1")
     client = anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0, timeout=60)
     with pytest.raises(anthropic.APIStatusError) as raised:
-        client.messages.create(model="mock/echo", max_tokens=10, messages=[{"role": "user", "content": "x" * 50_000_000}])
+        client.messages.create(model="mock/echo", max_tokens=10,
+                               messages=[{"role": "user", "content": "x" * 50_000_000}])
     assert raised.value.status_code == 413
     assert error_of("/v1/messages", raised.value.body) == ("request_too_large", None)
     assert_untouched(gateway, key)

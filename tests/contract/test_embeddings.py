@@ -79,7 +79,8 @@ def test_the_sdk_default_base64_decodes_to_the_same_vectors(gateway: Gateway, ke
     assert default.data[0].embedding == pytest.approx(as_floats, abs=1e-7)
     raw = sdk.embeddings.create(model="fake-embed", input="hello", encoding_format="base64").data[0].embedding
     assert isinstance(raw, str)
-    assert list(struct.unpack("<8f", base64.b64decode(raw))) == pytest.approx(as_floats, abs=1e-7)  # little-endian float32
+    # little-endian float32
+    assert list(struct.unpack("<8f", base64.b64decode(raw))) == pytest.approx(as_floats, abs=1e-7)
 
 
 def test_dimensions_and_token_ids(gateway: Gateway, key: str) -> None:
@@ -165,7 +166,8 @@ def test_bad_requests_are_400_and_hold_nothing(gateway: Gateway, key: str, upstr
 
 
 # An upstream 422 (a validation error, in some providers' dialect) is a 400, as the gateway's own are.
-@pytest.mark.parametrize(("command", "status"), [("fail:503", 502), ("fail:429", 429), ("fail:400", 400), ("fail:422", 400)])
+@pytest.mark.parametrize(("command", "status"),
+                         [("fail:503", 502), ("fail:429", 429), ("fail:400", 400), ("fail:422", 400)])
 def test_an_upstream_failure_is_not_charged(gateway: Gateway, key: str, command: str, status: int) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         client(gateway, key).embeddings.create(model="fake-embed", input=[f"{command} please", "more"])

@@ -26,7 +26,8 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module", params=MODES)
-def gateway(request: pytest.FixtureRequest, upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(request: pytest.FixtureRequest, upstreams: Upstreams,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """The primary provider gives a stream 1 s for its first event and any
     call 2 s in all; one retry, 50 ms backoff, retry-after waited up to 2 s;
     breakers that do not open within these tests."""
@@ -45,7 +46,8 @@ def client(gateway: Gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(api_key=key, base_url=gateway.base_url, max_retries=0, timeout=30)
 
 
-def ask(gateway: Gateway, key: str, message: str, *, model: str = "duo", stream: bool = False) -> tuple[str, httpx.Headers]:
+def ask(gateway: Gateway, key: str, message: str, *, model: str = "duo",
+        stream: bool = False) -> tuple[str, httpx.Headers]:
     """The answer's text and the response headers, through the openai SDK."""
     messages = [{"role": "user", "content": message}]
     raw = client(gateway, key).chat.completions.with_raw_response.create(model=model, messages=messages, stream=stream)

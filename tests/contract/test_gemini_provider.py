@@ -18,6 +18,7 @@ from schema.catalog import parse_config
 from tests.conftest import GEMINI_KEY, MODES
 from tests.support.fake_gemini import THOUGHT_SIGNATURE, TOOL_ARGS, FakeGemini
 from tests.support.gateway import Gateway, gateway_in_mode
+
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there gateway"}]
 # The fake counts a token per word: 5 prompt words; reply "Echo: hello there gateway" is 4.
 COST = 5 * 1 + 4 * 2  # micro-credits at 1.00 / 2.00 credits per million tokens

@@ -26,15 +26,17 @@ GRANTS = {"0.000100": 100, "0.010000": 10_000, "1": 1_000_000}
 
 leaves = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
           | st.text(max_size=8))
-json_values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                              max_size=3), max_leaves=6)
+json_values = st.recursive(
+    leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
 numbers = st.one_of(st.none(), st.integers(-3, 40), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
                     st.booleans(), st.text(max_size=4), st.sampled_from([1.0, 2.0, 50.0, 1e16, 10**16, 128, 129]))
 reported = st.integers(0, 10**12)
 content = st.tuples(reported, reported, st.sampled_from(["hello", "a b c", "one two three four five"])).map(
     lambda usage: f"usage:{usage[0]}:{usage[1]} {usage[2]}")
-extras = st.dictionaries(st.sampled_from(["temperature", "top_p", "seed", "user", "tools", "stop", "x-junk", "metadata"]),
-                         json_values, max_size=2)
+extras = st.dictionaries(
+    st.sampled_from(["temperature", "top_p", "seed", "user", "tools", "stop", "x-junk", "metadata"]),
+    json_values, max_size=2)
 
 
 @st.composite
@@ -57,8 +59,8 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 
 async def send(gateway: Gateway, key: str, batch: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=60,
-                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"}) as client:
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60, headers=headers) as client:
         # The standard library writes what orjson cannot: integers past 64 bits, Infinity.
         return await asyncio.gather(*(client.post(path, content=json.dumps(body)) for path, body in batch))
 

@@ -57,7 +57,8 @@ def test_images_charged_per_image(gateway: Gateway, key: str, upstream: FakeUpst
     assert response.headers["x-gatewayz-cost"] == "0.080000"
     assert response.headers["x-gatewayz-provider"] == "fake"
     job_id = response.headers["x-gatewayz-job-id"]
-    assert upstream.requests[-1]["body"] == {"prompt": "a cat on a mat", "n": 2, "size": "1024x1024", "model": "fake-image"}
+    assert upstream.requests[-1]["body"] == {"prompt": "a cat on a mat", "n": 2, "size": "1024x1024",
+                                             "model": "fake-image"}
 
     assert gateway.wait_for_balance(key, GRANT - 2 * PER_IMAGE) == GRANT - 2 * PER_IMAGE
     report = usage_report(gateway, key)

@@ -31,7 +31,8 @@ def gateway(request: pytest.FixtureRequest, upstream: FakeUpstream, tmp_path_fac
         "models": {
             "embed-anywhere": {"kind": "embeddings", "providers": ["claude", "gemini", "fake"],
                                "upstream_ids": {"fake": "fake-embed"}, "input_price_per_mtok": Decimal("2")},
-            "embed-nowhere": {"kind": "embeddings", "providers": ["claude", "gemini"], "input_price_per_mtok": Decimal("2")},
+            "embed-nowhere": {"kind": "embeddings", "providers": ["claude", "gemini"],
+                              "input_price_per_mtok": Decimal("2")},
             "paint-nowhere": {"kind": "images", "providers": ["claude"], "price_per_image": Decimal("0.04")},
         },
         # so that a pinned id without an entry ("gemini/…") routes, its kind unknown

@@ -99,11 +99,11 @@ def test_provider_rate_limit_is_an_anthropic_rate_limit_error(gateway: Gateway, 
 
 
 def test_stream_cut_mid_way_ends_with_an_error_event(gateway: Gateway, key: str) -> None:
-    with pytest.raises(anthropic.APIStatusError) as raised:
-        with claude(gateway, key).messages.stream(model="claude-fake-small", max_tokens=100,
-                                                  messages=[{"role": "user", "content": "drop it now please"}]) as stream:
-            for _ in stream.text_stream:
-                pass
+    messages = [{"role": "user", "content": "drop it now please"}]
+    with (pytest.raises(anthropic.APIStatusError) as raised,
+          claude(gateway, key).messages.stream(model="claude-fake-small", max_tokens=100, messages=messages) as stream):
+        for _ in stream.text_stream:
+            pass
     assert raised.value.body["type"] == "error"
     assert gateway.wait_until_settled(key) == 0
 
@@ -203,7 +203,8 @@ def test_images_by_url_and_base64_reach_an_openai_provider(gateway: Gateway, key
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
         {"type": "text", "text": "describe these"},
     ]
-    claude(gateway, key).messages.create(model="fake-small", max_tokens=50, messages=[{"role": "user", "content": content}])
+    claude(gateway, key).messages.create(model="fake-small", max_tokens=50,
+                                         messages=[{"role": "user", "content": content}])
 
     [message] = last_body(upstream)["messages"]
     urls = [part["image_url"]["url"] for part in message["content"] if part["type"] == "image_url"]
@@ -218,7 +219,8 @@ def test_images_by_url_and_base64_reach_an_anthropic_provider(gateway: Gateway, 
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
     ]
-    gpt(gateway, key).chat.completions.create(model="claude-fake-small", messages=[{"role": "user", "content": content}])
+    gpt(gateway, key).chat.completions.create(model="claude-fake-small",
+                                              messages=[{"role": "user", "content": content}])
 
     [message] = last_body(fake_anthropic)["messages"]
     sources = [block["source"] for block in message["content"] if block["type"] == "image"]

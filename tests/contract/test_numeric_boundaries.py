@@ -76,7 +76,8 @@ PAID_TO_ACCOUNT = {"metadata": {"account_id": "{account_id}", "credits": "1"}}
 
 SITES = [
     # The numbers the credit hold multiplies: a whole number in range, or 400 before anything is held.
-    *(Site("POST", "/v1/chat/completions", "body", name, CHAT) for name in ("n", "max_tokens", "max_completion_tokens")),
+    *(Site("POST", "/v1/chat/completions", "body", name, CHAT)
+      for name in ("n", "max_tokens", "max_completion_tokens")),
     Site("POST", "/v1/messages", "body", "max_tokens", MESSAGES),
     Site("POST", "/v1/images/generations", "body", "n", {"model": "fake-image", "prompt": "a cat"}),
     Site("POST", "/v1/embeddings", "body", "dimensions", {"model": "fake-embed", "input": "a b c"}),

@@ -145,7 +145,7 @@ def test_a_saturated_pool_serves_higher_classes_first(serial: Gateway, gated: Ga
         ("realtime", realtime, None),
     ], start=1):
         threads.append(send(serial, key, text, priority=asked, results=results))
-        wait_until(lambda: queued(serial, "serial") == count, f"{count} jobs are queued")
+        wait_until(lambda count=count: queued(serial, "serial") == count, f"{count} jobs are queued")
     gated.gate.set()
     for thread in threads:
         thread.join(timeout=30)

@@ -29,7 +29,8 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module", params=MODES)
-def gateway(request: pytest.FixtureRequest, upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(request: pytest.FixtureRequest, upstreams: Upstreams,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with gateway_in_mode(request.param, resilience_config(upstreams), tmp_path_factory.mktemp("health"),
                          admin_token=ADMIN_TOKEN, breaker_failures=1_000, upstream_retries=0,
                          probe_interval=INTERVAL, probe_timeout=2) as gateway:

@@ -107,8 +107,9 @@ def test_a_delayed_payment_credits_when_it_clears_not_when_the_checkout_complete
 
 def test_other_event_types_are_received_and_credit_nothing(gateway: Gateway) -> None:
     key = gateway.create_key("0")
+    customer = {"object": "customer", "metadata": {"account_id": str(gateway.account_id(key))}}
     payload = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": "customer.created",
-                          "data": {"object": {"object": "customer", "metadata": {"account_id": str(gateway.account_id(key))}}}})
+                          "data": {"object": customer}})
     response = deliver(gateway, payload)
     assert response.status_code == 200
     assert response.json() == {"received": True, "credited": False}

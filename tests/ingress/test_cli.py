@@ -166,7 +166,8 @@ def test_distributed_roles_as_separate_processes(tmp_path: Path) -> None:
             # 2 prompt words at 1.00 + 4 reply words at 2.00 = 10 micro-credits, settled by the billing process.
             assert _settled_balance(port, key, unchanged=1_000_000) == 1_000_000 - 10
         assert gatewayz("billing", "reconcile", env=env, cwd=tmp_path).returncode == 0
-        tampered = asyncpg_execute(services.database_url, "UPDATE accounts SET available = available + 5 WHERE name = 'bob'")
+        tampered = asyncpg_execute(services.database_url,
+                                   "UPDATE accounts SET available = available + 5 WHERE name = 'bob'")
         result = gatewayz("billing", "reconcile", env=env, cwd=tmp_path)
         assert result.returncode == 1 and tampered
         assert "available recorded 999995, recomputed 999990" in result.stdout

@@ -84,8 +84,8 @@ def test_keys_create_with_a_plan(tmp_path: Path) -> None:
     assert newest_key(tmp_path / "data").plan == "pro"
 
     # The config can come from GATEWAYZ_CONFIG too.
-    unknown = gatewayz("keys", "create", "--name", "gold", "--plan", "gold", env={**env, "GATEWAYZ_CONFIG": str(config)},
-                       cwd=tmp_path)
+    unknown = gatewayz("keys", "create", "--name", "gold", "--plan", "gold",
+                       env={**env, "GATEWAYZ_CONFIG": str(config)}, cwd=tmp_path)
     assert unknown.returncode == 2
     assert "unknown plan 'gold'; the config has default, pro" in unknown.stderr
     assert newest_key(tmp_path / "data").name == "pro", "nothing was created"

@@ -41,7 +41,8 @@ class Clock:
 
 
 def job(*providers: str) -> Job:
-    return Job(account_id=1, key_id=1, model="m", routes=[Route(provider=name, upstream_model="m") for name in providers],
+    return Job(account_id=1, key_id=1, model="m",
+               routes=[Route(provider=name, upstream_model="m") for name in providers],
                payload={"messages": []}, deadline=time.time() + 60, price=Price(input_per_mtok=Decimal(1)))
 
 

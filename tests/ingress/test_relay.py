@@ -49,8 +49,10 @@ async def test_sse_ends_with_done_only_after_end_and_with_an_error_otherwise() -
     await bus.publish({"job": "j", "seq": 2, "kind": "end", "data": {}})
     first = await reader.next(first=True)
     # What the client reads: events that arrived together go out in one write.
-    sent = b"".join([event async for event in openai_sse(first, reader, include_usage=False, price=Price(), hold=None)])
-    assert sent == b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\ndata: [DONE]\n\n'
+    sent = b"".join([event async for event in openai_sse(first, reader, include_usage=False, price=Price(),
+                                                         hold=None)])
+    assert sent == (b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"a"}}]}\n\n'
+                    b"data: [DONE]\n\n")
 
     bus, reader = await reader_for("k", idle=0.05)
     await bus.publish({"job": "k", "seq": 0, "kind": "chunk", "data": dict(chunk)})

@@ -152,7 +152,8 @@ def test_serve_reads_the_secrets_file_and_never_prints_a_key(tmp_path: Path) -> 
 
 def test_worker_refuses_a_disabled_provider_and_says_how_to_enable_it(tmp_path: Path) -> None:
     env = {"GATEWAYZ_DATA_DIR": str(tmp_path), "GATEWAYZ_CONFIG": "", "GATEWAYZ_SECRETS_FILE": "",
-           "GATEWAYZ_BROKER_URL": "amqp://127.0.0.1:1/", "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1", "GROQ_API_KEY": ""}
+           "GATEWAYZ_BROKER_URL": "amqp://127.0.0.1:1/", "GATEWAYZ_REDIS_URL": "redis://127.0.0.1:1",
+           "GROQ_API_KEY": ""}
     result = gatewayz("worker", "--provider", "groq", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "provider 'groq' is disabled: set GROQ_API_KEY to enable it" in result.stderr

@@ -31,6 +31,7 @@ def test_secrets_and_the_exchange_rate_come_from_the_environment(monkeypatch: py
     monkeypatch.setenv("GATEWAYZ_CREDITS_PER_USD", "2.5")
     settings = Settings()
     assert settings.admin_token is not None and settings.admin_token.get_secret_value() == "admin-secret"
-    assert settings.stripe_webhook_secret is not None and settings.stripe_webhook_secret.get_secret_value() == "whsec_abc"
+    assert settings.stripe_webhook_secret is not None
+    assert settings.stripe_webhook_secret.get_secret_value() == "whsec_abc"
     assert str(settings.credits_per_usd) == "2.5"
     assert "admin-secret" not in repr(settings) and "whsec_abc" not in repr(settings)

@@ -37,7 +37,8 @@ async def test_a_stream_to_its_end(server: ServerThread, prompt: str, tokens: in
     assert call.started <= call.headers_at <= call.tokens[0] <= call.tokens[-1] <= call.ended_at
 
 
-@pytest.mark.parametrize(("prompt", "error"), [("fail:503", "HTTP 503"), ("drop one two three", "closed before [DONE]")])
+@pytest.mark.parametrize(("prompt", "error"),
+                         [("fail:503", "HTTP 503"), ("drop one two three", "closed before [DONE]")])
 async def test_a_stream_that_fails(server: ServerThread, prompt: str, error: str) -> None:
     assert (await _call(server, prompt)).error == error
 
@@ -58,7 +59,8 @@ class _Transport:
 def _answer(*events: bytes) -> bytes:
     """A chunked HTTP answer with one chunk per event, then the last chunk."""
     body = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in events)
-    return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n" + body + b"0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n"
+    return head + body + b"0\r\n\r\n"
 
 
 def _event(content: str) -> bytes:

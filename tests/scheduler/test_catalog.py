@@ -105,8 +105,11 @@ def test_provider_key_comes_from_the_environment_and_stays_secret(catalog: Catal
         ({"providers": {"x": {"adapter": "openai"}}}, "base_url is required"),
         ({"providers": {"x": {"adapter": "smoke-signals", "base_url": "http://x"}}}, "adapter"),
         ({"providers": {}, "models": {"m": {"providers": ["ghost"]}}}, "unknown providers"),
-        ({"providers": {}, "models": {"m": {"providers": ["mock"], "input_price_per_mtok": Decimal(-1)}}}, "not negative"),
+        ({"providers": {}, "models": {"m": {"providers": ["mock"], "input_price_per_mtok": Decimal(-1)}}},
+         "not negative"),
         ({"providers": {"x": {"base_url": "http://x", "typo_field": 1}}}, "typo_field"),
+        ({"providers": ["x"]}, r"\[providers\] is a table, not list"),
+        ({"pricing": "free"}, r"\[pricing\] is a table, not str"),
     ],
 )
 def test_config_errors_say_what_is_wrong(document: dict, message: str) -> None:

@@ -41,7 +41,8 @@ def listing(*models: UpstreamModel) -> ProviderListing:
 
 
 def catalog_with(document: dict = DOCUMENT, **listings: ProviderListing) -> Catalog:
-    return Catalog(parse_config(document, {}, price_list=PRICES), listings, price_list=PRICES, credits_per_usd=Decimal(1))
+    return Catalog(parse_config(document, {}, price_list=PRICES), listings, price_list=PRICES,
+                   credits_per_usd=Decimal(1))
 
 
 PUBLISHED = UpstreamModel(id="vendor/new-model", name="Vendor New Model", description="Answers about otters",

@@ -4,7 +4,6 @@ mark."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest

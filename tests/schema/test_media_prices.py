@@ -60,7 +60,8 @@ def test_an_image_model_with_only_a_per_image_price_is_not_unpriced() -> None:
 
 
 def test_routing_snapshots_the_per_image_price() -> None:
-    catalog = Catalog(config({"painter": {"kind": "images", "providers": ["acme"], "price_per_image": Decimal("0.04")}}))
+    catalog = Catalog(config({"painter": {"kind": "images", "providers": ["acme"],
+                                          "price_per_image": Decimal("0.04")}}))
     assert catalog.route("painter").price.per_image == Decimal("0.04")
     assert catalog.route("acme/painter").price.per_image == Decimal("0.04")
 

@@ -67,8 +67,10 @@ def explicit(input_price: str | None = None, output_price: str | None = None) ->
         # else the list, by the candidate provider's name and the model id
         ({"providers": ["openai"]}, ("0.15", "0.6"), "list:openai:gpt-4o-mini"),
         # one explicit side overrides that side only
-        ({"providers": ["openai"], **explicit(input_price="0.10")}, ("0.10", "0.6"), "config+list:openai:gpt-4o-mini"),
-        ({"providers": ["openai"], **explicit(output_price="0.50")}, ("0.15", "0.50"), "config+list:openai:gpt-4o-mini"),
+        ({"providers": ["openai"], **explicit(input_price="0.10")}, ("0.10", "0.6"),
+         "config+list:openai:gpt-4o-mini"),
+        ({"providers": ["openai"], **explicit(output_price="0.50")}, ("0.15", "0.50"),
+         "config+list:openai:gpt-4o-mini"),
         # an explicit price_source names the list entry, over the provider's own
         ({"providers": ["openai"], "price_source": "anthropic:claude-x"}, ("3", "15"), "list:anthropic:claude-x"),
         ({"providers": ["acme"], "price_source": "openai:gpt-4o"}, ("2.5", "10"), "list:openai:gpt-4o"),
@@ -102,7 +104,8 @@ def test_resolution_order(entry: dict[str, Any], expected: tuple[str, str], sour
 def test_list_prices_become_credits_then_get_the_markup(
     pricing: dict[str, Any], entry: dict[str, Any], credits_per_usd: str, expected: tuple[str, str]
 ) -> None:
-    resolved = config({"gpt-4o-mini": {"providers": ["openai"], **entry}}, pricing, credits_per_usd).prices["gpt-4o-mini"]
+    resolved = config({"gpt-4o-mini": {"providers": ["openai"], **entry}}, pricing,
+                      credits_per_usd).prices["gpt-4o-mini"]
     assert resolved.price == Price(input_per_mtok=Decimal(expected[0]), output_per_mtok=Decimal(expected[1]))
 
 
@@ -135,7 +138,8 @@ def test_unpriced_models_refuse_the_config_by_default() -> None:
     document = {"providers": PROVIDERS, "models": {"gpt-4o-mini": {"providers": ["openai"]}}}
     with pytest.raises(ConfigError, match=r"no price for acme/house-model\b.*unpriced = \"free\""):
         parse_config(document, {}, price_list=FakeList())
-    priced = {**document, "models": {**document["models"], "acme/house-model": {"providers": ["acme"], **explicit("0", "0")}}}
+    house_model = {"providers": ["acme"], **explicit("0", "0")}
+    priced = {**document, "models": {**document["models"], "acme/house-model": house_model}}
     assert parse_config(priced, {}, price_list=FakeList()).prices["acme/house-model"].source == "config"
 
 
@@ -150,12 +154,14 @@ def test_free_unpriced_models_are_each_warned_about(caplog: pytest.LogCaptureFix
     ("models", "pricing", "providers", "message"),
     [
         ({}, {"markup_percent": -1}, None, r"pricing\.markup_percent\n.*greater than or equal to 0"),
-        ({"m": {"providers": ["openai"], "markup_percent": Decimal("-0.5")}}, {}, None, r"markup_percent\n.*greater than or equal to 0"),
+        ({"m": {"providers": ["openai"], "markup_percent": Decimal("-0.5")}}, {}, None,
+         r"markup_percent\n.*greater than or equal to 0"),
         ({}, {"markup_percent": Decimal("Infinity")}, None, "finite"),
         ({}, {"markup": 5}, None, "markup"),
         ({}, {"unpriced": "maybe"}, None, "unpriced"),
         ({"m": {"providers": ["acme"], "price_source": "opnai:gpt-4o-mini"}}, {}, None, "list has no provider 'opnai'"),
-        ({"m": {"providers": ["acme"], "price_source": "openai:gpt-9"}}, {}, None, "no token price for 'gpt-9' under 'openai'"),
+        ({"m": {"providers": ["acme"], "price_source": "openai:gpt-9"}}, {}, None,
+         "no token price for 'gpt-9' under 'openai'"),
         ({"m": {"providers": ["acme"], "price_source": "gpt-4o-mini"}}, {}, None, "provider:model"),
         ({"m": {"providers": ["acme"], "price_source": "openai:"}}, {}, None, "provider:model"),
         ({"m": {"providers": ["openai"], "price_source": "openai:gpt-4o", **explicit("1", "2")}}, {}, None,
@@ -164,7 +170,8 @@ def test_free_unpriced_models_are_each_warned_about(caplog: pytest.LogCaptureFix
          "markup_percent would have no effect"),
         ({"m": {"providers": ["acme"], "markup_percent": 5, **explicit("1")}}, {}, None,
          "markup_percent applies to list prices, and it has none"),
-        ({}, {}, {"acme": {"base_url": "http://acme/v1", "price_provider": "opnai"}}, "price_provider 'opnai' is not a provider of list"),
+        ({}, {}, {"acme": {"base_url": "http://acme/v1", "price_provider": "opnai"}},
+         "price_provider 'opnai' is not a provider of list"),
     ],
 )
 def test_bad_pricing_config_says_what_is_wrong(

@@ -52,7 +52,8 @@ def usd(value: str) -> Decimal:
 
 
 def test_a_plain_price() -> None:
-    prices = price_list(model("m", ModelPrice(input_mtok=usd("0.5"), output_mtok=usd("1.5"), cache_read_mtok=usd("0.05"))))
+    prices = price_list(model("m", ModelPrice(input_mtok=usd("0.5"), output_mtok=usd("1.5"),
+                                              cache_read_mtok=usd("0.05"))))
     assert prices.lookup("acme", "m") == ListPrice("acme", "m", usd("0.5"), usd("1.5"))
     assert prices.lookup("ACME", "M") is not None  # the library matches case-insensitively
     assert prices.lookup("acme", "other") is None
@@ -71,8 +72,8 @@ def test_time_of_day_prices_charge_the_highest_rate_of_the_day() -> None:
     peak = ModelPrice(input_mtok=usd("0.27"), output_mtok=usd("1.1"))
     daily = TimeOfDateConstraint(start_time=time(0, 30, tzinfo=UTC), end_time=time(16, 30, tzinfo=UTC))
     for hour in (3, 20):  # whenever the config is loaded
-        listed = price_list(model("m", [ConditionalPrice(prices=off_peak), ConditionalPrice(constraint=daily, prices=peak)]),
-                            as_of=datetime(2026, 6, 1, hour, tzinfo=UTC)).lookup("acme", "m")
+        rates = [ConditionalPrice(prices=off_peak), ConditionalPrice(constraint=daily, prices=peak)]
+        listed = price_list(model("m", rates), as_of=datetime(2026, 6, 1, hour, tzinfo=UTC)).lookup("acme", "m")
         assert listed is not None
         assert (listed.input_usd_per_mtok, listed.output_usd_per_mtok) == (usd("0.27"), usd("1.1"))
 
@@ -216,7 +217,8 @@ def test_conversion_and_markup_round_trip_exactly(price: Decimal, rate: Decimal,
 def test_a_charge_is_usage_at_the_marked_up_list_price_rounded_up(
     input_tokens: int, output_tokens: int, input_usd: Decimal, output_usd: Decimal, rate: Decimal, markup: Decimal
 ) -> None:
-    price = Price(input_per_mtok=sell_price(input_usd, rate, markup), output_per_mtok=sell_price(output_usd, rate, markup))
+    price = Price(input_per_mtok=sell_price(input_usd, rate, markup),
+                  output_per_mtok=sell_price(output_usd, rate, markup))
     charged = cost_of(Usage(input_tokens=input_tokens, output_tokens=output_tokens), price)
     with localcontext() as exact:
         exact.prec = 100

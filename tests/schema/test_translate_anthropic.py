@@ -5,7 +5,6 @@ and usage are in ``test_translate_anthropic_answers.py``)."""
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import anthropic.types as anthropic_types
@@ -57,7 +56,8 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
 TOOL_USE = {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}
 
 FROM_OPENAI = [
-    pytest.param(chat(user("Hi")), messages_request(user("Hi"), max_tokens=DEFAULT_MAX_TOKENS), id="minimal-default-max"),
+    pytest.param(chat(user("Hi")), messages_request(user("Hi"), max_tokens=DEFAULT_MAX_TOKENS),
+                 id="minimal-default-max"),
     pytest.param(chat({"role": "system", "content": "Be brief."}, user("Hi"), max_tokens=50),
                  messages_request(user("Hi"), max_tokens=50, system="Be brief."), id="system-string"),
     pytest.param(
@@ -72,7 +72,8 @@ FROM_OPENAI = [
         chat(user("one"), user([{"type": "text", "text": "two"}]), {"role": "assistant", "content": "a"},
              {"role": "assistant", "content": "b"}, max_tokens=50),
         messages_request(user([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]),
-                         {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                         {"role": "assistant",
+                          "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
                          max_tokens=50),
         id="consecutive-turns-merged"),
     pytest.param(
@@ -83,7 +84,8 @@ FROM_OPENAI = [
         messages_request(user([{"type": "text", "text": "What is this?"},
                                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
                                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
-                               {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG}}]),
+                               {"type": "image",
+                                "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG}}]),
                          max_tokens=50),
         id="images-base64-url-jpg"),
     pytest.param(
@@ -95,8 +97,9 @@ FROM_OPENAI = [
              user("Thanks, and tomorrow?"), tools=[WEATHER], max_tokens=50),
         messages_request(
             user("Weather in Paris and Rome?"),
-            {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, TOOL_USE,
-                                              {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}}]},
+            {"role": "assistant",
+             "content": [{"type": "text", "text": "Checking."}, TOOL_USE,
+                         {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}}]},
             user([{"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
                   {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "21C"}]},
                   {"type": "text", "text": "Thanks, and tomorrow?"}]),
@@ -136,8 +139,9 @@ FROM_OPENAI = [
     pytest.param(chat(user("Hi"), user="u-1", safety_identifier="s-1", max_tokens=50),
                  messages_request(user("Hi"), metadata={"user_id": "s-1"}, max_tokens=50), id="safety-identifier"),
     pytest.param(
-        chat(user("Hi"), {"role": "assistant", "content": "Hello.", "refusal": None, "audio": None, "function_call": None,
-                          "tool_calls": None, "annotations": [], "reasoning_content": "Greet back."},
+        chat(user("Hi"), {"role": "assistant", "content": "Hello.", "refusal": None, "audio": None,
+                          "function_call": None, "tool_calls": None, "annotations": [],
+                          "reasoning_content": "Greet back."},
              user("Bye"), max_tokens=50),
         messages_request(user("Hi"), {"role": "assistant", "content": "Hello."}, user("Bye"), max_tokens=50),
         id="echoed-sdk-answer"),
@@ -210,7 +214,8 @@ OPENAI_REFUSALS = [
             user([{"type": "image_url", "image_url": {"url": "https://x/y.png", "crop": [0, 0, 5, 5]}}])),
     refusal("messages.1.tool_calls.0.function.thoughts", None, user("Hi"),
             {"role": "assistant", "tool_calls": [{**CALL, "function": {**CALL["function"], "thoughts": "x"}}]}),
-    refusal("tools.0.function.examples", {"tools": [{**WEATHER, "function": {**WEATHER["function"], "examples": [1]}}]}),
+    refusal("tools.0.function.examples",
+            {"tools": [{**WEATHER, "function": {**WEATHER["function"], "examples": [1]}}]}),
     refusal("messages.0", None, "just a string"),  # type: ignore[arg-type]
     refusal("messages", {"messages": "Hi"}),
 ]
@@ -328,7 +333,8 @@ ANTHROPIC_REFUSALS = [
     anthropic_refusal("tools.0.input_examples", {"tools": [{**WEATHER_TOOL, "input_examples": [{"city": "Oslo"}]}]}),
     anthropic_refusal("tool_choice", {"tool_choice": {"type": "any"}}),
     anthropic_refusal("messages.0.content.0.type", None,
-                      user([{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}])),
+                      user([{"type": "document",
+                             "source": {"type": "text", "media_type": "text/plain", "data": "x"}}])),
     anthropic_refusal("messages.0.content.0.source.type", None,
                       user([{"type": "image", "source": {"type": "file", "file_id": "file_1"}}])),
     anthropic_refusal("messages.0.content.0.citations", None,
@@ -413,7 +419,8 @@ VALUES = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dic
                       max_leaves=12)
 BLOCKS = st.fixed_dictionaries(
     {"type": st.sampled_from(["text", "image_url", "image", "tool_result", "tool_use", "thinking", "video"])},
-    optional={name: VALUES for name in ("text", "image_url", "source", "content", "id", "name", "input", "tool_use_id")})
+    optional={name: VALUES
+              for name in ("text", "image_url", "source", "content", "id", "name", "input", "tool_use_id")})
 MESSAGES = st.lists(st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "developer", "tool", "robot"])},
     optional={"content": st.one_of(LEAVES, st.lists(st.one_of(BLOCKS, VALUES), max_size=3)),

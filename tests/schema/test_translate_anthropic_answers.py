@@ -5,6 +5,7 @@ official SDKs' own types and stream accumulators. Requests are in
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -19,10 +20,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from schema.errors import UpstreamError
 from schema.jobs import Usage
 from schema.translate import response_usage, stream_translator, translate_response, usage_meter
-from schema.translate.anthropic import (StreamFromOpenAI, StreamToOpenAI, UsageMeter, response_from_openai,
-                                        response_to_openai)
-from tests.schema.test_translate_anthropic import CALL, MODEL, STREAM_EVENT, TOOL_USE, blocks, chat
-
+from schema.translate.anthropic import (
+    StreamFromOpenAI,
+    StreamToOpenAI,
+    UsageMeter,
+    response_from_openai,
+    response_to_openai,
+)
+from tests.schema.test_translate_anthropic import CALL, MODEL, STREAM_EVENT, TOOL_USE, blocks
 
 # --- whole answers ----------------------------------------------------------------------------
 
@@ -102,8 +107,8 @@ def test_response_from_openai_content_tools_usage() -> None:
         {"type": "text", "text": "Checking."}, TOOL_USE,
         {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}}]
     assert message.stop_reason == "tool_use"
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens,
-            message.usage.output_tokens) == (10, 1000, 100, 5)
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens,
+            message.usage.cache_creation_input_tokens, message.usage.output_tokens) == (10, 1000, 100, 5)
     assert response_usage(message.model_dump(), "anthropic") == Usage(input_tokens=1110, output_tokens=5)
 
 
@@ -177,7 +182,8 @@ def anthropic_stream(*, tool_fragments: list[str] | None = None, stop_reason: st
         {"type": "content_block_start", "index": tool, "content_block": {
             "type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}},
         {"type": "content_block_delta", "index": tool, "delta": {"type": "input_json_delta", "partial_json": ""}},
-        *({"type": "content_block_delta", "index": tool, "delta": {"type": "input_json_delta", "partial_json": fragment}}
+        *({"type": "content_block_delta", "index": tool,
+           "delta": {"type": "input_json_delta", "partial_json": fragment}}
           for fragment in fragments),
         {"type": "content_block_stop", "index": tool},
         {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
@@ -329,7 +335,8 @@ def test_stream_from_openai() -> None:
         {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}},
         {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Rome"}}]
     assert message.stop_reason == "tool_use"
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (25, 5, 12)
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (25, 5, 12)
 
 
 def test_stream_from_openai_without_usage_chunk_ends_at_finish() -> None:
@@ -412,7 +419,7 @@ JSON_VALUES = st.recursive(
 
 def split(text: str, cuts: list[int]) -> list[str]:
     points = sorted({0, len(text), *(cut % (len(text) + 1) for cut in cuts)})
-    return [text[start:end] for start, end in zip(points, points[1:]) if end > start]
+    return [text[start:end] for start, end in itertools.pairwise(points) if end > start]
 
 
 @settings(max_examples=150, deadline=None)

@@ -419,7 +419,8 @@ def test_a_streamed_function_call_is_one_whole_tool_call_chunk() -> None:
         event(candidate([{"functionCall": {"name": "now", "args": {}}}], "STOP")),
     ])
     calls = [delta["tool_calls"][0] for _, delta, _ in deltas(chunks) if "tool_calls" in delta]
-    assert [(c["index"], c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"])) for c in calls] == [
+    read = [(c["index"], c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"])) for c in calls]
+    assert read == [
         (0, "function", "get_weather", {"city": "Paris"}), (1, "function", "now", {})]
     assert all(c["id"].startswith("call_") for c in calls)
     assert deltas(chunks)[-1] == (0, {}, "tool_calls")

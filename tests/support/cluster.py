@@ -101,7 +101,8 @@ def running_cluster(directory: Path, upstream: str, *, config: str | None = None
         env = {**services.environ(), "GATEWAYZ_KEY_SECRET": "cluster", "GATEWAYZ_DATA_DIR": str(directory),
                "GATEWAYZ_CONFIG": str(path), **settings}
         assert gatewayz("migrate", env=env, cwd=directory).returncode == 0
-        key = gatewayz("keys", "create", "--name", "cluster", "--credits", "1", env=env, cwd=directory).stdout.split()[-1]
+        created = gatewayz("keys", "create", "--name", "cluster", "--credits", "1", env=env, cwd=directory)
+        key = created.stdout.split()[-1]
         cluster = Cluster(services, env, key, free_port(), directory, stack)
         ingress = cluster.start("ingress", "ingress", "--port", str(cluster.port))
         wait_until_healthy(f"http://127.0.0.1:{cluster.port}", ingress, directory / "ingress.log")

@@ -105,7 +105,8 @@ def _sse(data: dict[str, Any]) -> bytes:
 def _unknown(fields: object, known: frozenset[str], where: str) -> None:
     for name in fields if isinstance(fields, dict) else ():
         if name not in known:
-            raise Refused(400, f'Invalid JSON payload received. Unknown name "{name}" at \'{where}\': Cannot find field.')
+            raise Refused(400, f'Invalid JSON payload received. Unknown name "{name}" at \'{where}\': '
+                               'Cannot find field.')
 
 
 def _check_parts(parts: object, where: str) -> None:
@@ -256,7 +257,8 @@ class FakeGemini:
             raise Refused(int(argument), f"fake error {argument}")
         if command == "hang":
             await asyncio.sleep(3600)
-        answer = _Answer(body, model, ["w"] * int(argument) if command == "words" and argument.isdigit() else said.split())
+        words = ["w"] * int(argument) if command == "words" and argument.isdigit() else said.split()
+        answer = _Answer(body, model, words)
         if command == "block":
             events = [answer.blocked()]
         elif command == "tool" and answer.tool is not None:

@@ -123,7 +123,8 @@ async def _reconcile(settings: Settings, key_hashes: list[str]) -> list[Discrepa
     try:
         async with engine.connect() as connection:
             accounts = select(api_keys.c.account_id).where(api_keys.c.key_hash.in_(key_hashes))
-            keys = (await connection.execute(select(api_keys.c.id).where(api_keys.c.account_id.in_(accounts)))).scalars()
+            keys = (await connection.execute(
+                select(api_keys.c.id).where(api_keys.c.account_id.in_(accounts)))).scalars()
             mine = {f"key {key_id} total spend" for key_id in keys}
             account_ids = set((await connection.execute(accounts)).scalars())
         # A transaction that does not balance (account 0) cannot be written
@@ -147,9 +148,9 @@ def gateway_in_mode(mode: str, config: GatewayConfig, data_dir: Path, *, roles: 
         with running_gateway(config, data_dir, roles=roles, **overrides) as gateway:
             yield gateway
         return
-    with distributed_services(list(config.providers)) as services:
-        with running_gateway(config, data_dir, services.environ(), roles=roles, **overrides) as gateway:
-            yield gateway
+    with (distributed_services(list(config.providers)) as services,
+          running_gateway(config, data_dir, services.environ(), roles=roles, **overrides) as gateway):
+        yield gateway
 
 
 @contextmanager

@@ -18,9 +18,9 @@ from pydantic import SecretStr
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.settings import Settings
+from tests.conftest import ANTHROPIC_KEY
 from tests.support.fake_anthropic import TOOL_INPUT, FakeAnthropic
 from tests.support.servers import ServerThread
-from tests.conftest import ANTHROPIC_KEY
 from workers.adapters import build_adapter
 from workers.adapters.anthropic import AnthropicAdapter
 

@@ -15,11 +15,11 @@ import pytest
 from pydantic import SecretStr
 
 from schema.catalog import ProviderSpec
-from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
-from tests.support.fake_anthropic import TOOL_FRAGMENTS, FakeAnthropic
+from schema.jobs import Job, Price, Route, Usage
 from tests.conftest import ANTHROPIC_KEY
-from workers.adapters.anthropic import AnthropicAdapter
+from tests.support.fake_anthropic import TOOL_FRAGMENTS, FakeAnthropic
 from tests.support.pools import memory_pool, run_job
+from workers.adapters.anthropic import AnthropicAdapter
 from workers.pool import ProviderPool
 
 UPSTREAM_MODEL = "claude-fake-small"

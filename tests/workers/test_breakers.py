@@ -60,8 +60,9 @@ async def attempt(breakers: Breakers, error: BaseException | None = None, *, mod
                 raise error
     except CircuitOpen:
         return "refused"
-    except type(error) if error is not None else ():  # type: ignore[misc]
-        pass
+    except BaseException as raised:
+        if error is None or not isinstance(raised, type(error)):
+            raise
     return "ran"
 
 

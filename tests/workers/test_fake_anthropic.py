@@ -10,8 +10,8 @@ import anthropic
 import httpx
 import pytest
 
-from tests.support.fake_anthropic import TOOL_INPUT, FakeAnthropic
 from tests.conftest import ANTHROPIC_KEY
+from tests.support.fake_anthropic import TOOL_INPUT, FakeAnthropic
 
 MODEL = "claude-fake-small"
 
@@ -86,7 +86,8 @@ async def test_an_error_event_mid_stream_reaches_the_sdk(sdk: anthropic.AsyncAnt
 
 @pytest.mark.parametrize(("headers", "status", "kind", "message"), [
     ({"anthropic-version": "2023-06-01"}, 401, "authentication_error", "x-api-key header is required"),
-    ({"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-wrong"}, 401, "authentication_error", "invalid x-api-key"),
+    ({"anthropic-version": "2023-06-01", "x-api-key": "sk-ant-wrong"}, 401, "authentication_error",
+     "invalid x-api-key"),
     ({"x-api-key": ANTHROPIC_KEY}, 400, "invalid_request_error", "anthropic-version: header is required"),
 ])
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/models"])

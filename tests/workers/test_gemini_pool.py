@@ -20,11 +20,11 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import SecretStr
 
 from schema.catalog import ProviderSpec
-from schema.jobs import Job, Price, Route, StreamEvent, Usage, UsageEvent
+from schema.jobs import Job, Price, Route, StreamEvent, Usage
 from tests.conftest import GEMINI_KEY
 from tests.support.fake_gemini import THOUGHT_SIGNATURE, THOUGHT_TOKENS, TOOL_ARGS, FakeGemini
-from workers.adapters.gemini import GeminiAdapter
 from tests.support.pools import memory_pool, run_job
+from workers.adapters.gemini import GeminiAdapter
 from workers.pool import ProviderPool
 
 UPSTREAM_MODEL = "gemini-fake-flash"
@@ -61,7 +61,8 @@ def sent(fake: FakeGemini) -> dict[str, Any]:
     return orjson.loads(fake.requests[-1]["body"])
 
 
-async def test_a_job_without_streaming_answers_an_openai_completion(pool: ProviderPool, fake_gemini: FakeGemini) -> None:
+async def test_a_job_without_streaming_answers_an_openai_completion(pool: ProviderPool,
+                                                                    fake_gemini: FakeGemini) -> None:
     item = job("hello there you", stream=False, max_tokens=20, temperature=0.2)
     events, usage = await run_job(pool, item)
     assert sent(fake_gemini) == {
@@ -73,9 +74,10 @@ async def test_a_job_without_streaming_answers_an_openai_completion(pool: Provid
     assert completion.model == "gemini-client" and completion.choices[0].finish_reason == "stop"
     assert completion.choices[0].message.content == "Echo: hello there you"
     # input: "Be brief." and "hello there you" are 5 words; output: "Echo: hello there you", 4.
-    assert completion.usage is not None and (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 4)
-    assert [(u.job_id, u.provider, u.usage) for u in usage] == [(item.id, "gemini", Usage(input_tokens=5,
-                                                                                            output_tokens=4))]
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 4)
+    assert [(u.job_id, u.provider, u.usage) for u in usage] == [(item.id, "gemini",
+                                                                 Usage(input_tokens=5, output_tokens=4))]
 
 
 async def test_a_streamed_job_answers_openai_chunks(pool: ProviderPool) -> None:
@@ -101,7 +103,8 @@ async def test_a_tool_call_goes_back_to_gemini_with_its_signature(pool: Provider
     assert sent(fake_gemini)["tools"] == [{"functionDeclarations": [
         {"name": "get_weather", "parametersJsonSchema": WEATHER["function"]["parameters"]}]}]
     chunks = chunks_of(events)
-    [call] = [d["tool_calls"][0] for c in chunks if c["choices"] for d in [c["choices"][0]["delta"]] if "tool_calls" in d]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    [call] = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert (call["index"], call["function"]["name"]) == (0, "get_weather")
     assert orjson.loads(call["function"]["arguments"]) == TOOL_ARGS
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
@@ -125,8 +128,8 @@ async def test_a_tool_call_goes_back_to_gemini_with_its_signature(pool: Provider
 
 async def test_an_image_and_a_blocked_prompt(pool: ProviderPool, fake_gemini: FakeGemini) -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
-    events, usage = await run_job(pool, job([{"role": "user", "content": [{"type": "text", "text": "block this"}, image]}],
-                                        stream=False))
+    message = {"role": "user", "content": [{"type": "text", "text": "block this"}, image]}
+    events, usage = await run_job(pool, job([message], stream=False))
     assert sent(fake_gemini)["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png",
                                                                            "data": "iVBORw0KGgo="}}
     completion = ChatCompletion.model_validate(events[0]["data"])

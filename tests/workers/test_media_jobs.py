@@ -39,7 +39,8 @@ class ChatOnly:
 
 
 def media_job(kind: JobKind, payload: dict[str, Any]) -> Job:
-    return Job(kind=kind, account_id=1, key_id=1, model=f"mock/{kind}", routes=[Route(provider="mock", upstream_model=kind)],
+    return Job(kind=kind, account_id=1, key_id=1, model=f"mock/{kind}",
+               routes=[Route(provider="mock", upstream_model=kind)],
                payload=payload, deadline=time.time() + 60,
                price=Price(input_per_mtok=Decimal(1), per_image=Decimal("0.01")))
 

@@ -181,7 +181,8 @@ async def test_a_job_that_waited_longer_than_its_client_allowed_never_runs(allow
     if runs:  # a class's default queue deadline only steers admission
         assert [e["kind"] for e in events] == ["response"]
     else:
-        assert [(e["kind"], e["data"]["status"], e["data"]["code"]) for e in events] == [("error", 504, "queue_timeout")]
+        read = [(e["kind"], e["data"]["status"], e["data"]["code"]) for e in events]
+        assert read == [("error", 504, "queue_timeout")]
         assert "x-gatewayz-max-queue-ms of 1000" in events[0]["data"]["message"]
         assert [(u.usage.input_tokens, u.usage.output_tokens) for u in usage] == [(0, 0)]
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import orjson
 
 from schema.catalog import ProviderSpec
 from schema.errors import UpstreamError
+from schema.jobs import DialectObject
+from schema.translate import Dialect
 from workers.adapters.http import ProviderHTTP
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -43,7 +44,7 @@ ERROR_STATUS = {
 
 
 class AnthropicAdapter:
-    dialect = "anthropic"
+    dialect: Dialect = "anthropic"
 
     def __init__(self, provider: ProviderSpec, *, connect_timeout: float = 10.0) -> None:
         configured = {name.lower() for name in provider.headers}
@@ -54,7 +55,7 @@ class AnthropicAdapter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model: str, payload: DialectObject) -> DialectObject:
         message = await self._http.post_json("/messages", {**payload, "model": model})
         if message.get("type") == "error":
             raise self._event_error(message)
@@ -62,7 +63,7 @@ class AnthropicAdapter:
             raise UpstreamError(f"provider {self._name!r} sent a body that is not a message")
         return message
 
-    async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: str, payload: DialectObject) -> AsyncIterator[DialectObject]:
         body = {**payload, "model": model, "stream": True}
         async with aclosing(self._http.events("/messages", body)) as events:
             async for _, data in events:
@@ -75,7 +76,7 @@ class AnthropicAdapter:
                     return
         raise UpstreamError(f"provider {self._name!r} ended the stream without message_stop")
 
-    def _event_error(self, data: dict[str, Any]) -> UpstreamError:
+    def _event_error(self, data: DialectObject) -> UpstreamError:
         """An ``error`` object as the client should see it: mapped like the
         HTTP status the API gives that error type (an unknown type is the
         provider's fault, a 502), with the key redacted. No ``retry-after``

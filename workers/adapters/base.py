@@ -18,30 +18,31 @@ candidate can serve before holding credit.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from schema.jobs import DialectObject
 from schema.translate import Dialect
 
 
 class ProviderAdapter(Protocol):
     dialect: Dialect
 
-    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]: ...
+    async def complete(self, model: str, payload: DialectObject) -> DialectObject: ...
 
-    def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, model: str, payload: DialectObject) -> AsyncIterator[DialectObject]: ...
 
     async def aclose(self) -> None: ...
 
 
 @runtime_checkable
 class EmbeddingsAdapter(Protocol):
-    async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def embed(self, model: str, payload: DialectObject) -> DialectObject:
         """An OpenAI embeddings request (without ``model``) in, its answer out."""
         ...
 
 
 @runtime_checkable
 class ImagesAdapter(Protocol):
-    async def generate_images(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def generate_images(self, model: str, payload: DialectObject) -> DialectObject:
         """An OpenAI image-generation request (without ``model``) in, its answer out."""
         ...

@@ -27,19 +27,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from schema.catalog import ProviderSpec
 from schema.errors import UpstreamError
+from schema.jobs import DialectObject
+from schema.translate import Dialect
 from workers.adapters.http import ProviderHTTP
 
 KEY_REFUSED = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 
 
-def _error_object(content: bytes) -> dict[str, Any] | None:
+def _error_object(content: bytes) -> DialectObject | None:
     """The ``error`` object of a Google error body, bare or in an array."""
     try:
         body = orjson.loads(content)
@@ -51,12 +52,12 @@ def _error_object(content: bytes) -> dict[str, Any] | None:
     return error if isinstance(error, dict) else None
 
 
-def _details(error: dict[str, Any]) -> list[dict[str, Any]]:
+def _details(error: DialectObject) -> list[DialectObject]:
     details = error.get("details")
     return [detail for detail in details if isinstance(detail, dict)] if isinstance(details, list) else []
 
 
-def _retry_delay(error: dict[str, Any]) -> float | None:
+def _retry_delay(error: DialectObject) -> float | None:
     """A ``google.rpc.RetryInfo`` detail's ``retryDelay`` (``"7s"``), in seconds."""
     for detail in _details(error):
         delay = detail.get("retryDelay")
@@ -76,7 +77,9 @@ class GeminiHTTP(ProviderHTTP):
         if any(detail.get("reason") in KEY_REFUSED for detail in _details(error)):
             return UpstreamError(f"provider {self.name!r} refused the gateway's credentials", status=502)
         if error.get("status") == "FAILED_PRECONDITION":
-            message = self.redact(f"provider {self.name!r} will not serve the gateway's account: {error.get('message')}")
+            message = self.redact(
+                f"provider {self.name!r} will not serve the gateway's account: {error.get('message')}"
+            )
             return UpstreamError(message, status=502)
         answer = super().status_error(status, orjson.dumps({"error": error}), headers)
         if answer.retry_after is None and answer.status in (429, 502):
@@ -84,7 +87,7 @@ class GeminiHTTP(ProviderHTTP):
         return answer
 
 
-def _finished(response: dict[str, Any]) -> bool:
+def _finished(response: DialectObject) -> bool:
     """Whether a candidate finished, or the prompt was blocked (no candidate will come)."""
     candidates = response.get("candidates")
     if isinstance(candidates, list) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates):
@@ -94,7 +97,7 @@ def _finished(response: dict[str, Any]) -> bool:
 
 
 class GeminiAdapter:
-    dialect = "gemini"
+    dialect: Dialect = "gemini"
 
     def __init__(self, provider: ProviderSpec, *, connect_timeout: float = 10.0) -> None:
         self._http = GeminiHTTP(provider, connect_timeout=connect_timeout)
@@ -107,13 +110,13 @@ class GeminiAdapter:
     def _path(model: str, method: str) -> str:
         return f"/models/{quote(model.removeprefix('models/'), safe='')}:{method}"
 
-    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model: str, payload: DialectObject) -> DialectObject:
         answer = await self._http.post_json(self._path(model, "generateContent"), payload)
         if not isinstance(answer.get("candidates"), list) and not isinstance(answer.get("promptFeedback"), dict):
             raise UpstreamError(f"provider {self._name!r} sent a body that is not a GenerateContentResponse")
         return answer
 
-    async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: str, payload: DialectObject) -> AsyncIterator[DialectObject]:
         finished = False
         events = self._http.events(self._path(model, "streamGenerateContent"), payload, params={"alt": "sse"})
         async with aclosing(events):
@@ -127,7 +130,7 @@ class GeminiAdapter:
         if not finished:
             raise UpstreamError(f"provider {self._name!r} ended the stream before it finished")
 
-    def _event_error(self, data: dict[str, Any]) -> UpstreamError:
+    def _event_error(self, data: DialectObject) -> UpstreamError:
         """An error sent after the stream's 200: mapped like its HTTP ``code``
         (the provider's fault when it gives none). No ``retry-after`` travels
         with an event, but a ``RetryInfo`` detail may."""

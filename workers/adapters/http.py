@@ -27,7 +27,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import suppress
-from typing import Any
 
 import aiohttp
 import orjson
@@ -36,6 +35,7 @@ from yarl import URL
 
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayTimeout, ProviderUnavailable, UpstreamError
+from schema.jobs import DialectObject
 from workers.adapters.sse import SSEDecoder
 
 # Below the 5 s idle timeout of common servers (uvicorn's, gunicorn's): a
@@ -56,7 +56,8 @@ def auth_headers(provider: ProviderSpec, secret: str | None) -> dict[str, str]:
 
 
 class ProviderHTTP:
-    def __init__(self, provider: ProviderSpec, *, connect_timeout: float, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, provider: ProviderSpec, *, connect_timeout: float,
+                 headers: dict[str, str] | None = None) -> None:
         self.name = provider.name
         self._secret = provider.api_key.get_secret_value() if provider.api_key else None
         self._base = (provider.base_url or "").rstrip("/")
@@ -96,7 +97,7 @@ class ProviderHTTP:
         if self._session is not None:
             await self._session.close()
 
-    async def post_json(self, path: str, body: dict[str, Any], *, params: dict[str, str] | None = None) -> dict[str, Any]:
+    async def post_json(self, path: str, body: DialectObject, *, params: dict[str, str] | None = None) -> DialectObject:
         """POST a JSON body; the answer must be a JSON object."""
         content = await self._send("POST", path, orjson.dumps(body), params)
         try:
@@ -107,7 +108,7 @@ class ProviderHTTP:
             raise UpstreamError(f"provider {self.name!r} sent a body that is not a JSON object")
         return answer
 
-    async def get_json(self, path: str) -> Any:
+    async def get_json(self, path: str) -> object:
         content = await self._send("GET", path, None, None)
         try:
             return orjson.loads(content)
@@ -126,8 +127,8 @@ class ProviderHTTP:
             raise self.status_error(response.status, content, response.headers)
         return content
 
-    async def events(self, path: str, body: dict[str, Any], *, params: dict[str, str] | None = None,
-                     ) -> AsyncGenerator[tuple[str | None, dict[str, Any] | str]]:
+    async def events(self, path: str, body: DialectObject, *, params: dict[str, str] | None = None,
+                     ) -> AsyncGenerator[tuple[str | None, DialectObject | str]]:
         """POST a JSON body and yield its server-sent events as ``(event,
         data)``: ``data`` parsed when it is a JSON object, else the raw text
         (``[DONE]``). Comments and empty events are skipped. Closing (or
@@ -146,7 +147,7 @@ class ProviderHTTP:
         except aiohttp.ClientError as error:
             raise self.transport_error(error) from None
 
-    def _parse(self, data: bytes) -> dict[str, Any] | str:
+    def _parse(self, data: bytes) -> DialectObject | str:
         if data.strip() == b"[DONE]":
             return "[DONE]"
         try:

@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 
 from schema.errors import UpstreamError
+from schema.jobs import DialectObject
+from schema.translate import Dialect
 
 GREETING = "Hello from the GatewayZ mock provider."
 EMBEDDING_DIMENSIONS = 256  # when the request sets no ``dimensions``
@@ -40,7 +42,7 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _reply(payload: dict[str, Any]) -> tuple[str, int]:
+def _reply(payload: DialectObject) -> tuple[str, int]:
     messages = payload.get("messages") or []
     prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
     last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
@@ -53,9 +55,9 @@ def _reply(payload: dict[str, Any]) -> tuple[str, int]:
 
 
 class MockAdapter:
-    dialect = "openai"
+    dialect: Dialect = "openai"
 
-    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model: str, payload: DialectObject) -> DialectObject:
         text, prompt_tokens = _reply(payload)
         completion_tokens = len(text.split())
         return {
@@ -64,18 +66,19 @@ class MockAdapter:
             "created": int(time.time()),
             "model": model,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                 "logprobs": None}
             ],
             "usage": _usage(prompt_tokens, completion_tokens),
         }
 
-    async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: str, payload: DialectObject) -> AsyncIterator[DialectObject]:
         text, prompt_tokens = _reply(payload)
         words = text.split()
         base = {"id": f"chatcmpl-mock{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": model}
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(delta: DialectObject, finish: str | None = None) -> DialectObject:
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
         yield chunk({"role": "assistant", "content": ""})
@@ -84,7 +87,7 @@ class MockAdapter:
         yield chunk({}, "stop")
         yield {**base, "choices": [], "usage": _usage(prompt_tokens, len(words))}
 
-    async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def embed(self, model: str, payload: DialectObject) -> DialectObject:
         dimensions = payload.get("dimensions") or EMBEDDING_DIMENSIONS
         if dimensions > MAX_EMBEDDING_DIMENSIONS:
             raise UpstreamError(f"the mock embeds in at most {MAX_EMBEDDING_DIMENSIONS} dimensions", status=400)
@@ -97,9 +100,10 @@ class MockAdapter:
                                           if as_base64 else vector)
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(text) if isinstance(text, list) else len(text.split()) for text in inputs)
-        return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": model, "usage": usage}
 
-    async def generate_images(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def generate_images(self, model: str, payload: DialectObject) -> DialectObject:
         prompt: str = payload["prompt"]
         images = []
         for index in range(payload.get("n") or 1):

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 import orjson
 
 from schema.catalog import ProviderSpec
 from schema.errors import UpstreamError
+from schema.jobs import DialectObject
+from schema.translate import Dialect
 from workers.adapters.http import ProviderHTTP
 
 
 class OpenAIAdapter:
-    dialect = "openai"
+    dialect: Dialect = "openai"
 
     def __init__(self, provider: ProviderSpec, *, connect_timeout: float = 10.0) -> None:
         self._http = ProviderHTTP(provider, connect_timeout=connect_timeout)
@@ -32,18 +33,18 @@ class OpenAIAdapter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _limited(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _limited(self, payload: DialectObject) -> DialectObject:
         if self._renames_max_tokens and "max_tokens" in payload and "max_completion_tokens" not in payload:
             payload = {**payload, "max_completion_tokens": payload["max_tokens"]}
             del payload["max_tokens"]
         return payload
 
-    async def complete(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, model: str, payload: DialectObject) -> DialectObject:
         body = {**self._limited(payload), "model": model, "stream": False}
         body.pop("stream_options", None)
         return await self._http.post_json("/chat/completions", body)
 
-    async def stream(self, model: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, model: str, payload: DialectObject) -> AsyncIterator[DialectObject]:
         options = payload.get("stream_options")
         body = {
             **self._limited(payload),
@@ -63,13 +64,13 @@ class OpenAIAdapter:
                 yield chunk
         raise UpstreamError(f"provider {self._name!r} ended the stream without [DONE]")
 
-    async def embed(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def embed(self, model: str, payload: DialectObject) -> DialectObject:
         return self._with_data(await self._http.post_json("/embeddings", {**payload, "model": model}))
 
-    async def generate_images(self, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def generate_images(self, model: str, payload: DialectObject) -> DialectObject:
         return self._with_data(await self._http.post_json("/images/generations", {**payload, "model": model}))
 
-    def _with_data(self, answer: dict[str, Any]) -> dict[str, Any]:
+    def _with_data(self, answer: DialectObject) -> DialectObject:
         """What the client gets and is billed for is in ``data``: an answer without it is the provider's fault."""
         if not isinstance(answer.get("data"), list):
             raise UpstreamError(f"provider {self._name!r} sent an answer without a `data` list")

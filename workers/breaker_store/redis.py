@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import redis.asyncio as redis
 
@@ -52,7 +53,9 @@ class RedisBreakerStore:
 
     async def every(self) -> dict[str, CircuitRecord]:
         async with _reaching_redis():
-            names = sorted(name.decode() for name in await self._client.smembers(self._topology.breaker_index))
+            # The client returns bytes (no decode_responses); redis-py types either.
+            members = cast(set[bytes], await self._client.smembers(self._topology.breaker_index))
+            names = sorted(name.decode() for name in members)
         if not names:
             return {}
         records = await self.load(*names)

@@ -23,13 +23,7 @@ from schema.circuits import CircuitRecord
 from schema.errors import GatewayError, GatewayTimeout, InvalidRequest
 from schema.jobs import Usage
 from schema.media import media_usage
-from schema.translate import (
-    response_usage,
-    stream_translator,
-    translate_request,
-    translate_response,
-    usage_meter,
-)
+from schema.translate import response_usage, stream_translator, translate_request, translate_response, usage_meter
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breakers import Breakers
 from workers.health import HealthLog
@@ -106,10 +100,11 @@ class Attempts:
 
     async def _complete(self, run: JobRun) -> Usage | None:
         job, native = run.job, self.adapter.dialect
-        answer = await self.adapter.complete(job.route.upstream_model, translate_request(job.payload, job.dialect, native))
+        payload = translate_request(job.payload, job.dialect, native)
+        answer = await self.adapter.complete(job.route.upstream_model, payload)
         usage = response_usage(answer, native) or estimate(job, len(orjson.dumps(answer)))
         body = translate_response(answer, native, job.dialect, model=job.model)
-        return usage if await run.finish("response", body, usage) else None
+        return usage if await run.answer(body, usage) else None
 
     async def _stream(self, run: JobRun) -> Usage | None:
         job, native = run.job, self.adapter.dialect
@@ -122,14 +117,13 @@ class Attempts:
                                      first=spec.first_token_timeout, idle=spec.idle_timeout):
                 meter.feed(event)
                 for translated in translator.feed(event):
-                    run.emit("chunk", translated)
+                    run.emit(translated)
             for translated in translator.finish():
-                run.emit("chunk", translated)
+                run.emit(translated)
         finally:
             run.output_chars, run.reported = meter.output_chars, meter.usage
         # Charged even if the end event is lost: every chunk reached the client.
-        await run.finish("end", {"usage": meter.usage.model_dump() if meter.usage else None},
-                         meter.usage or estimate(job, meter.output_chars))
+        await run.end(meter.usage, meter.usage or estimate(job, meter.output_chars))
         return meter.usage
 
     async def _media(self, run: JobRun) -> Usage | None:
@@ -143,7 +137,7 @@ class Attempts:
         else:  # the ingress refuses these; a job from an older config may still come
             raise InvalidRequest(f"provider {job.provider!r} cannot serve {job.kind} requests", param="model")
         usage = media_usage(job.kind, job.payload, answer)
-        return usage if await run.finish("response", answer, usage) else None
+        return usage if await run.answer(answer, usage) else None
 
 
 async def paced(events: AsyncIterator[T], provider: str, *, first: float, idle: float) -> AsyncIterator[T]:

@@ -10,19 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from scheduler.result_bus import ResultBus
 from schema.errors import BusUnavailable, GatewayError
-from schema.jobs import (
-    JOB_STATE_GRACE,
-    EventKind,
-    Job,
-    JobMark,
-    StreamEvent,
-    Usage,
-    error_data,
-)
+from schema.jobs import JOB_STATE_GRACE, DialectObject, EndData, Job, JobMark, StreamEvent, Usage, error_data
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +45,30 @@ class JobRun:
         """Whether any event was emitted: from then on the job cannot fail over."""
         return self._seq > 0
 
-    def emit(self, kind: EventKind, data: Any) -> None:
-        self._pending.append(self._next(kind, data))
-        self.produced = self.produced or kind in ("chunk", "response")
-        if self.lost is None and (self._sender is None or self._sender.done()):
-            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+    def emit(self, chunk: DialectObject) -> None:
+        """Send one stream chunk."""
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "chunk", "data": chunk})
+        self.produced = True
 
     def fail(self, error: GatewayError) -> None:
         """End the client's answer with ``error``."""
-        self.emit("error", error_data(error))
+        self._queue({"job": self.job.id, "seq": self._seq, "kind": "error", "data": error_data(error)})
 
-    async def finish(self, kind: EventKind, data: Any, usage: Usage) -> bool:
+    async def answer(self, answer: DialectObject, usage: Usage) -> bool:
+        """Send the whole answer as the job's final event (``_finish``)."""
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "response", "data": answer}, usage)
+
+    async def end(self, reported: Usage | None, usage: Usage) -> bool:
+        """End a stream whose chunks all went out, with the usage the provider reported (``_finish``)."""
+        data: EndData = {"usage": reported.data() if reported else None}
+        return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "end", "data": data}, usage)
+
+    def _queue(self, event: StreamEvent) -> None:
+        self._pending.append(self._numbered(event))
+        if self.lost is None and (self._sender is None or self._sender.done()):
+            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+
+    async def _finish(self, event: StreamEvent, usage: Usage) -> bool:
         """Send the job's final event with its ``answered`` mark (the usage
         to charge) in one atomic step of the bus, after every event before
         it. A worker that dies before that step leaves a job whose client
@@ -78,15 +82,15 @@ class JobRun:
         answered = JobMark(state="answered", usage=usage, attempt=job.attempt)
         try:
             await self._results.mark(job.id, answered, job.deadline - time.time() + JOB_STATE_GRACE,
-                                     publish=[self._next(kind, data)], to=job.reply_to)
+                                     publish=[self._numbered(event)], to=job.reply_to)
         except BusUnavailable as error:
             self.lost = error  # logged by ``flush``
             return False
         self.produced = self.answered = True
         return True
 
-    def _next(self, kind: EventKind, data: Any) -> StreamEvent:
-        event: StreamEvent = {"job": self.job.id, "seq": self._seq, "kind": kind, "data": data}
+    def _numbered(self, event: StreamEvent) -> StreamEvent:
+        """``event``, built with the next ``seq``, which it takes."""
         if self._seq == 0:
             event["provider"] = self.job.provider  # the ingress names who served it
             event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited

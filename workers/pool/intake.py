@@ -21,13 +21,7 @@ from dataclasses import dataclass
 
 from scheduler.result_bus import ResultBus
 from schema.circuits import CircuitRecord
-from schema.errors import (
-    BusUnavailable,
-    GatewayError,
-    GatewayTimeout,
-    QueueTimeout,
-    UpstreamError,
-)
+from schema.errors import BusUnavailable, GatewayError, GatewayTimeout, QueueTimeout, UpstreamError
 from schema.jobs import Job, JobMark
 from workers.breakers import Breakers
 from workers.pool.events import JobRun

@@ -58,8 +58,11 @@ def _carry_over_single_entries() -> None:
     """Each old single-sided entry becomes a balanced transaction: grants
     against system:grants, charges against system:revenue."""
     connection = op.get_bind()
-    system = dict(connection.execute(sa.text("SELECT name, id FROM accounts WHERE kind = 'system'")).all())
-    rows = connection.execute(sa.text("SELECT id, account_id, kind, amount, reference FROM ledger_entries_v1 ORDER BY id")).all()
+    system_accounts = connection.execute(sa.text("SELECT name, id FROM accounts WHERE kind = 'system'"))
+    system: dict[str, int] = {name: account for name, account in system_accounts}
+    rows = connection.execute(
+        sa.text("SELECT id, account_id, kind, amount, reference FROM ledger_entries_v1 ORDER BY id")
+    ).all()
     for old_id, account_id, kind, amount, reference in rows:
         counterpart = system["system:revenue"] if kind == "charge" else system["system:grants"]
         transaction_id = connection.execute(
@@ -72,8 +75,10 @@ def _carry_over_single_entries() -> None:
                         "VALUES (:t, :a, 'available', :v)"),
                 {"t": transaction_id, "a": account, "v": value},
             )
-            connection.execute(sa.text("UPDATE accounts SET available = available + :v WHERE id = :a AND kind = 'system'"),
-                               {"v": value, "a": account})
+            connection.execute(
+                sa.text("UPDATE accounts SET available = available + :v WHERE id = :a AND kind = 'system'"),
+                {"v": value, "a": account},
+            )
 
 
 def downgrade() -> None:

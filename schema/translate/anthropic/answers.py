@@ -29,7 +29,6 @@ from schema.errors import UpstreamError
 from schema.translate.anthropic.checks import JSON, json_text
 from schema.translate.anthropic.usage import Tokens
 
-
 FINISH_FROM_ANTHROPIC = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -110,7 +109,7 @@ def response_from_openai(completion: dict[str, Any], *, model: str) -> dict[str,
     if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
         raise UpstreamError("the provider's answer does not hold exactly one choice")
     choice = choices[0]
-    reply = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    reply = found if isinstance(found := choice.get("message"), dict) else {}
     content: list[JSON] = []
     for text in (reply.get("content"), reply.get("refusal")):
         if isinstance(text, str) and text:

@@ -19,7 +19,7 @@ from schema.translate.anthropic.usage import Tokens
 
 
 def _stream_error(event: JSON) -> UpstreamError:
-    error = event.get("error") if isinstance(event.get("error"), dict) else {}
+    error = found if isinstance(found := event.get("error"), dict) else {}
     message = error.get("message") or "the provider's stream failed"
     return UpstreamError(str(message), status=429 if error.get("type") == "rate_limit_error" else 502)
 
@@ -41,14 +41,15 @@ class StreamToOpenAI:
 
     def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
         assert self._base is not None
-        return {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return {**self._base, "choices": [choice]}
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
         if kind == "error":
             raise _stream_error(event)
         if kind == "message_start":
-            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            message = found if isinstance(found := event.get("message"), dict) else {}
             self._tokens.read_anthropic(message.get("usage"))
             self._base = {"id": message.get("id") or f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                           "created": int(time.time()), "model": self.model}
@@ -95,7 +96,7 @@ class StreamToOpenAI:
             if index not in self._tools:
                 raise UpstreamError("the provider's stream sent tool input outside a tool_use block")
             fragment = delta.get("partial_json") or ""
-            call = {"index": self._tools[index], "function": {"arguments": fragment}}  # type: ignore[index]
+            call = {"index": self._tools[index], "function": {"arguments": fragment}}
             return [self._chunk({"tool_calls": [call]})] if fragment else []
         if kind in ("signature_delta", "citations_delta"):
             return []

@@ -52,9 +52,15 @@ from typing import Any
 
 from schema.translate import DEFAULT_MAX_TOKENS
 from schema.translate.anthropic.checks import (
-    JSON, absent, as_array, as_number, as_object, as_text, check_fields, refuse,
+    JSON,
+    absent,
+    as_array,
+    as_number,
+    as_object,
+    as_text,
+    check_fields,
+    refuse,
 )
-
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
@@ -84,7 +90,8 @@ _OPENAI_IMAGE_FIELDS = frozenset({"type", "image_url", "prompt_cache_breakpoint"
 _OPENAI_REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n": (lambda v: v is None or (type(v) is int and v == 1), "Anthropic models return one choice per request"),
     "logprobs": (lambda v: v is None or v is False, "Anthropic models return no log probabilities"),
-    "top_logprobs": (lambda v: v is None or (type(v) is int and v == 0), "Anthropic models return no log probabilities"),
+    "top_logprobs": (lambda v: v is None or (type(v) is int and v == 0),
+                     "Anthropic models return no log probabilities"),
     "logit_bias": (lambda v: v is None or v == {}, "Anthropic models take no token biases"),
     "presence_penalty": (lambda v: v is None or v == 0, "Anthropic models take no presence penalty"),
     "frequency_penalty": (lambda v: v is None or v == 0, "Anthropic models take no frequency penalty"),
@@ -163,7 +170,7 @@ def _messages_from_openai(messages: list[Any]) -> tuple[str | list[JSON] | None,
         where = f"messages.{position}"
         message = as_object(message, where)
         role = message.get("role")
-        as_object(message, where, _OPENAI_MESSAGE_FIELDS.get(role))
+        as_object(message, where, _OPENAI_MESSAGE_FIELDS.get(role) if isinstance(role, str) else None)
         if role == "function":
             raise refuse(f"{where}.role", "the deprecated `function` role cannot be translated; use `tool`")
         if message.get("name") is not None:
@@ -191,14 +198,15 @@ def _messages_from_openai(messages: list[Any]) -> tuple[str | list[JSON] | None,
 def _compact(blocks: list[JSON]) -> str | list[JSON]:
     """One plain text block is the same message as a string, and reads simpler."""
     if len(blocks) == 1 and blocks[0].keys() == {"type", "text"} and blocks[0]["type"] == "text":
-        return blocks[0]["text"]
+        text: str = blocks[0]["text"]
+        return text
     return blocks
 
 
 def _text_blocks(content: object, where: str) -> list[JSON]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks = []
+    blocks: list[JSON] = []
     for position, part in enumerate(as_array(content, where)):
         part = as_object(part, f"{where}.{position}")
         if part.get("type") != "text":
@@ -213,7 +221,7 @@ def _text_blocks(content: object, where: str) -> list[JSON]:
 def _user_blocks(content: object, where: str) -> list[JSON]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
-    blocks = []
+    blocks: list[JSON] = []
     for position, part in enumerate(as_array(content, where)):
         at = f"{where}.{position}"
         part = as_object(part, at)

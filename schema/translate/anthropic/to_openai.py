@@ -27,9 +27,16 @@ from collections.abc import Callable
 from typing import Any
 
 from schema.translate.anthropic.checks import (
-    JSON, absent, as_array, as_number, as_object, as_text, check_fields, json_text, refuse,
+    JSON,
+    absent,
+    as_array,
+    as_number,
+    as_object,
+    as_text,
+    check_fields,
+    json_text,
+    refuse,
 )
-
 
 _ANTHROPIC_HANDLED = frozenset({
     "messages", "system", "max_tokens", "temperature", "top_p", "stop_sequences", "tools", "tool_choice", "metadata",
@@ -100,7 +107,8 @@ def request_to_openai(payload: dict[str, Any]) -> dict[str, Any]:
 def _openai_content(parts: list[JSON]) -> str | list[JSON]:
     """One text part is sent as a string, which every OpenAI-compatible server reads."""
     if len(parts) == 1 and parts[0]["type"] == "text":
-        return parts[0]["text"]
+        text: str = parts[0]["text"]
+        return text
     return parts
 
 

@@ -68,7 +68,8 @@ class Tokens:
         usage: JSON = {"prompt_tokens": self.prompt, "completion_tokens": self.output,
                        "total_tokens": self.prompt + self.output}
         if self.cache_read or self.cache_creation:
-            usage["prompt_tokens_details"] = {"cached_tokens": self.cache_read, "cache_write_tokens": self.cache_creation}
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cache_read,
+                                              "cache_write_tokens": self.cache_creation}
         if self.thinking:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.thinking}
         return usage
