@@ -104,13 +104,8 @@ class AccountChange:
     released: tuple[Released, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class OpenHold:
-    job_id: str
-    amount: int
-    key_id: int | None
-    periods: tuple[str, ...]
-    expires_at: float
+# A hold a snapshot finds still open: the same facts as one the ledger recorded.
+OpenHold = Held
 
 
 @dataclass(frozen=True, slots=True)

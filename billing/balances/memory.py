@@ -127,24 +127,24 @@ class MemoryBalances:
             if settled.job_id in account.settled:
                 continue
             account.settled[settled.job_id] = now
-            hold = account.holds.pop(settled.job_id, None)
-            if hold is not None:
-                account.available += hold.amount
-                account.held -= hold.amount
-                self._count_key(hold, -hold.amount, seq=change.seq)
+            self._give_back(account, settled.job_id, change.seq)
             account.available -= settled.cost
             self._count_key(_Hold(settled.cost, settled.key_id, settled.periods, 0.0), settled.cost, seq=change.seq)
         for released in change.released:
             if released.job_id in account.released:
                 continue
             account.released[released.job_id] = now
-            hold = account.holds.pop(released.job_id, None)
-            if hold is not None:
-                account.available += hold.amount
-                account.held -= hold.amount
-                self._count_key(hold, -hold.amount, seq=change.seq)
+            self._give_back(account, released.job_id, change.seq)
         if len(account.settled) + len(account.released) > 10_000:
             _forget_old(account, now)
+
+    def _give_back(self, account: _Account, job_id: str, seq: int) -> None:
+        """Close the job's hold, if the mirror has it: its amount back to available."""
+        hold = account.holds.pop(job_id, None)
+        if hold is not None:
+            account.available += hold.amount
+            account.held -= hold.amount
+            self._count_key(hold, -hold.amount, seq=seq)
 
     def _apply_held(self, account: _Account, held: Held, seq: int, now: float) -> None:
         hold = account.holds.get(held.job_id)
