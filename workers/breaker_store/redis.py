@@ -4,8 +4,7 @@ compare-and-set script, and an index of every breaker written."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager
 from typing import cast
 
 import redis.asyncio as redis
@@ -27,10 +26,8 @@ return 1
 """
 
 
-@asynccontextmanager
-async def _reaching_redis() -> AsyncIterator[None]:
-    with reaching_redis(StoreUnavailable, "the circuit breakers' Redis"):
-        yield
+def _reaching_redis() -> AbstractContextManager[None]:
+    return reaching_redis(StoreUnavailable, "the circuit breakers' Redis")
 
 
 class RedisBreakerStore:
@@ -40,19 +37,19 @@ class RedisBreakerStore:
         self._swap = client.register_script(_SWAP)
 
     async def load(self, *breakers: str) -> list[CircuitRecord]:
-        async with _reaching_redis():
+        with _reaching_redis():
             stored = await self._client.mget([self._topology.breaker_key(name) for name in breakers])
         return [CircuitRecord.model_validate_json(raw) if raw is not None else CircuitRecord() for raw in stored]
 
     async def swap(self, breaker: str, record: CircuitRecord) -> bool:
         written = record.model_copy(update={"version": record.version + 1})
-        async with _reaching_redis():
+        with _reaching_redis():
             done = await self._swap(keys=[self._topology.breaker_key(breaker), self._topology.breaker_index],
                                     args=[record.version, written.model_dump_json(), breaker])
         return bool(done)
 
     async def every(self) -> dict[str, CircuitRecord]:
-        async with _reaching_redis():
+        with _reaching_redis():
             # The client returns bytes (no decode_responses); redis-py types either.
             members = cast(set[bytes], await self._client.smembers(self._topology.breaker_index))
             names = sorted(name.decode() for name in members)
@@ -63,7 +60,8 @@ class RedisBreakerStore:
 
     async def reset(self, *breakers: str) -> None:
         if breakers:
-            async with _reaching_redis(), self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(*(self._topology.breaker_key(name) for name in breakers))
-                pipe.srem(self._topology.breaker_index, *breakers)
-                await pipe.execute()
+            with _reaching_redis():
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.delete(*(self._topology.breaker_key(name) for name in breakers))
+                    pipe.srem(self._topology.breaker_index, *breakers)
+                    await pipe.execute()

@@ -5,8 +5,8 @@ source, and a key that hands out the prober's rounds."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
 import redis.asyncio as redis
 
@@ -16,10 +16,8 @@ from schema.health import HEALTH_SOURCES, OUTCOMES_KEPT, OUTCOMES_WINDOW, Outcom
 from workers.health_store import HealthUnavailable, Observed, Recent, fresh
 
 
-@asynccontextmanager
-async def _reaching_redis() -> AsyncIterator[None]:
-    with reaching_redis(HealthUnavailable, "the health store's Redis"):
-        yield
+def _reaching_redis() -> AbstractContextManager[None]:
+    return reaching_redis(HealthUnavailable, "the health store's Redis")
 
 
 class RedisHealthStore:
@@ -33,21 +31,23 @@ class RedisHealthStore:
         lists: dict[str, list[str]] = {}
         for provider, source, outcome in outcomes:
             lists.setdefault(self._topology.health_key(provider, source), []).append(outcome.model_dump_json())
-        async with _reaching_redis(), self._client.pipeline(transaction=True) as pipe:
-            for key, added in lists.items():
-                pipe.lpush(key, *added)
-                pipe.ltrim(key, 0, OUTCOMES_KEPT - 1)
-                pipe.expire(key, int(OUTCOMES_WINDOW))
-            await pipe.execute()
+        with _reaching_redis():
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key, added in lists.items():
+                    pipe.lpush(key, *added)
+                    pipe.ltrim(key, 0, OUTCOMES_KEPT - 1)
+                    pipe.expire(key, int(OUTCOMES_WINDOW))
+                await pipe.execute()
 
     async def recent(self, providers: Iterable[str]) -> Recent:
         pairs = [(provider, source) for provider in providers for source in HEALTH_SOURCES]
         if not pairs:
             return {}
-        async with _reaching_redis(), self._client.pipeline(transaction=False) as pipe:
-            for provider, source in pairs:
-                pipe.lrange(self._topology.health_key(provider, source), 0, OUTCOMES_KEPT - 1)
-            lists = await pipe.execute()
+        with _reaching_redis():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for provider, source in pairs:
+                    pipe.lrange(self._topology.health_key(provider, source), 0, OUTCOMES_KEPT - 1)
+                lists = await pipe.execute()
         now = time.time()
         recent: Recent = {}
         for (provider, source), raw in zip(pairs, lists, strict=True):
@@ -55,7 +55,7 @@ class RedisHealthStore:
         return recent
 
     async def claim_round(self, seconds: float) -> bool:
-        async with _reaching_redis():
+        with _reaching_redis():
             return bool(await self._client.set(self._topology.probe_round_key, "1", nx=True,
                                                px=max(1, int(seconds * 1000))))
 
