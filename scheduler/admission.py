@@ -212,22 +212,25 @@ class PoolWatch:
         self._empty_since: dict[str, tuple[float, dict[int, int]]] = {}
         self._blind_since: float | None = None  # when the pool statistics became unreadable
 
-    async def view(self, provider: str, *, max_age: float | None = None) -> PoolView:
+    async def view(self, provider: str, *, max_age: float | None = None,
+                   read_timeout: float | None = None) -> PoolView:
         """The pool as last read, if at most ``max_age`` seconds old; one read
         at a time per provider, shared by everyone who waits for it until
-        ``read_timeout`` after it began. Raises ``PoolUnreadable``."""
+        ``read_timeout`` (the admission budget unless given) after it began.
+        Raises ``PoolUnreadable``."""
         limit = self._max_age if max_age is None else max_age
         kept = self._views.get(provider)
         if kept is not None and time.monotonic() - kept.read_at <= limit:
             return kept
         reading, began = self._reading.get(provider) or self._start_read(provider)
-        remaining = began + self._read_timeout - time.monotonic()
+        waited = self._read_timeout if read_timeout is None else read_timeout
+        remaining = began + waited - time.monotonic()
         try:
             async with asyncio.timeout(max(0.0, remaining)):
                 return await asyncio.shield(reading)
         except TimeoutError:
             raise PoolUnreadable(f"the pool statistics of {provider!r} did not answer within "
-                                 f"{self._read_timeout:g}s") from None
+                                 f"{waited:g}s") from None
         except TransportUnavailable as error:  # the pool statistics or the broker
             raise PoolUnreadable(f"the pool statistics of {provider!r} cannot be read "
                                  f"({type(error).__name__}: {error.message})") from error

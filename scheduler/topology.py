@@ -74,6 +74,10 @@ class Topology:
         """Redis key held for one probe interval by the prober round that runs in it."""
         return f"{self.namespace}:health:round"
 
+    def probe_successor_key(self, chain: str, number: int) -> str:
+        """Redis key held by the run of a probe chain's round ``number`` that sends the next round."""
+        return f"{self.namespace}:health:round:{chain}:{number}"
+
     @property
     def prober_queue(self) -> str:
         """dramatiq's queue of the active prober (dramatiq adds ``.DQ`` and ``.XQ`` beside it)."""

@@ -23,10 +23,15 @@ with an in-process worker when embedded. Each run re-sends itself with the
 interval as its delay. A start, a restart or the periodic re-seed (every
 ``RESEED_ROUNDS`` intervals, in case a chain was lost with a broker outage)
 adds a chain, and two chains would probe twice as often: so a run first
-claims the interval in the health store (``claim_round``, held for
-``ROUND_HOLD`` of an interval), and a run that finds it claimed ends its
-chain there. Whatever the number of chains and prober processes, one round
-runs per interval.
+claims the interval for its chain in the health store (``claim_round``,
+held for ``ROUND_HOLD`` of an interval), and a run that finds it claimed by
+another chain ends its own there. A round's message stays unacknowledged
+while it runs: if its prober is killed, RabbitMQ hands it to another, which
+finds the claim its chain's and carries the chain on. Each round of a chain
+is numbered, and only one run of a round sends the next (``claim_successor``):
+a round delivered twice (a prober killed between passing a delayed message
+on and acknowledging it) does not split its chain in two. Whatever the
+number of chains and prober processes, one round runs per interval.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -55,6 +61,7 @@ from workers.health_store import HealthStore, HealthUnavailable
 log = logging.getLogger(__name__)
 
 ROUND_HOLD = 0.8  # of an interval: shorter than the gap between one chain's runs, longer than half of it
+SUCCESSOR_HOLD = 10  # intervals a round's successor stays claimed: past any redelivery of that round
 RESEED_ROUNDS = 10
 RESEED_MIN = 60.0  # seconds
 STOP_GRACE = 5.0  # seconds past the probe timeout a stopping worker gives a round in flight
@@ -89,12 +96,14 @@ class Prober:
             return [spec for spec in self.providers if spec.base_url and spec.adapter in LIST_PATHS]
         return [spec for spec in self.providers if spec.models]
 
-    async def run_round(self) -> bool:
+    async def run_round(self, chain: str, number: int) -> bool:
         """Probe every provider once, unless this interval's round is
-        another run's; False when it was (that run's chain ends here)."""
+        another chain's; then whether ``chain`` goes on from round
+        ``number`` (False: another chain has the round, or another run of
+        this same round has already sent the next one)."""
         async with self.open_store() as store:
             try:
-                if not await store.claim_round(self.interval * ROUND_HOLD):
+                if not await store.claim_round(chain, self.interval * ROUND_HOLD):
                     return False
             except HealthUnavailable as error:
                 # Probing anyway: its outcomes are lost too, but the chain
@@ -104,7 +113,11 @@ class Prober:
             outcomes = await asyncio.gather(*(self.probe(spec) for spec in self.probed()))
             for spec, outcome in zip(self.probed(), outcomes, strict=True):
                 await health.record(spec.name, "probe", outcome)
-        return True
+            try:
+                return await store.claim_successor(chain, number, self.interval * SUCCESSOR_HOLD)
+            except HealthUnavailable as error:
+                log.warning("next probe round not claimed: %s", error)
+                return True  # a chain kept twice beats a chain lost
 
     async def probe(self, spec: ProviderSpec) -> Outcome:
         started = time.monotonic()
@@ -139,18 +152,23 @@ class Prober:
             await adapter.aclose()
 
 
-def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramatiq.Actor[[], None]:
+def new_chain() -> str:
+    return uuid.uuid4().hex
+
+
+def declare_actor(broker: dramatiq.Broker, prober: Prober, queue: str) -> dramatiq.Actor[[str | None, int], None]:
     """``probe_providers`` on ``broker``: a round, then itself again after the interval."""
     delay = max(1, round(prober.interval * 1000))
 
-    async def probe_providers() -> None:
+    async def probe_providers(chain: str | None = None, number: int = 0) -> None:
+        chain = chain or new_chain()
         try:
-            ran = await prober.run_round()
+            goes_on = await prober.run_round(chain, number)
         except Exception:
-            ran = True  # a defect in one round must not end the probing
+            goes_on = True  # a defect in one round must not end the probing
             log.exception("probe round failed")
-        if ran:
-            actor.send_with_options(delay=delay)
+        if goes_on:
+            actor.send_with_options(args=(chain, number + 1), delay=delay)
 
     actor = dramatiq.actor(
         broker=broker, actor_name="probe_providers", queue_name=queue,
@@ -170,7 +188,7 @@ async def run_prober(prober: Prober, broker: dramatiq.Broker, queue: str) -> Non
     log.info("prober probing %d providers every %gs (%s)", len(prober.probed()), prober.interval, prober.kind)
     try:
         while True:
-            await asyncio.to_thread(actor.send)
+            await asyncio.to_thread(actor.send, new_chain(), 0)
             await asyncio.sleep(max(RESEED_MIN, prober.interval * RESEED_ROUNDS))
     finally:
         await asyncio.to_thread(worker.stop, round((prober.settings.probe_timeout + STOP_GRACE) * 1000))

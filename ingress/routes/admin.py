@@ -18,7 +18,7 @@ from ingress.auth import authenticate_admin
 from ingress.catalog_refresh import CatalogRefresher, RefreshReport
 from ingress.routes.health import providers_health
 from ingress.runtime import Runtime
-from scheduler.admission import PoolView
+from scheduler.admission import READ_LIMIT, PoolView
 from scheduler.priority import MESSAGE_PRIORITY
 from schema.accounts import MAX_ID, CreditAdjustment, PageQuery
 from schema.coupons import NewCoupon, iso_time, normalize_code
@@ -252,6 +252,9 @@ async def get_pools(request: Request, provider: str | None = None) -> dict[str, 
         if provider not in runtime.catalog.providers:
             raise ProviderNotFound(f"No provider {provider!r}")
         names = [provider]
-    views = await asyncio.gather(*(runtime.pools.view(name, max_age=0) for name in names))
+    # An operator's view waits for a slow read (a loaded broker) as long as the read may last;
+    # only a request's admission is held to the short budget.
+    views = await asyncio.gather(*(runtime.pools.view(name, max_age=0, read_timeout=READ_LIMIT)
+                                   for name in names))
     health = {report.provider: report.circuit.state for report in await runtime.breakers.health(names)}
     return {"object": "list", "data": [_pool_object(runtime, view, health[view.provider]) for view in views]}

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as redis
 
 from scheduler.admission import (
     NoWorkers,
@@ -27,12 +25,11 @@ from scheduler.pool_stats import PoolCounts, PoolStatsStore, WorkerBeat
 from scheduler.pool_stats.memory import MemoryPoolStats
 from scheduler.pool_stats.redis import RedisPoolStats
 from scheduler.queues.memory import MemoryJobQueue
-from scheduler.topology import Topology
 from scheduler.watched_queue import WatchedJobQueue
 from schema.errors import InvalidRequest
 from schema.jobs import Job, Price, Route
 from schema.settings import Settings
-from tests.support.services import REDIS_URL, require_services
+from tests.support.services import redis_namespace
 
 
 def worker(concurrency: int, in_flight: int = 0, rate: float = 0.0, service_time: float | None = None,
@@ -167,16 +164,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[PoolStatsStore]
     if request.param == "memory":
         yield MemoryPoolStats()
         return
-    require_services()
-    client = redis.Redis.from_url(REDIS_URL)
-    topology = Topology(f"test-pools-{uuid.uuid4().hex[:8]}")
-    try:
+    async with redis_namespace("test-pools-") as (client, topology):
         yield RedisPoolStats(client, topology)
-    finally:
-        keys = [key async for key in client.scan_iter(f"{topology.namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_stores_agree(store: PoolStatsStore) -> None:

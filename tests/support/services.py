@@ -8,13 +8,16 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
 import pytest
+import redis.asyncio as redis
+
+from scheduler.topology import Topology
 
 BROKER_URL = os.environ.get("GATEWAYZ_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("GATEWAYZ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -105,12 +108,23 @@ async def delete_namespace(namespace: str, providers: list[str]) -> None:
             await channel.exchange_delete(exchange)
 
 
+@asynccontextmanager
+async def redis_namespace(prefix: str = "gztest") -> AsyncIterator[tuple[redis.Redis, Topology]]:
+    """A client of the real Redis and a namespace of its own, whose keys are deleted afterwards."""
+    require_services()
+    client = redis.Redis.from_url(REDIS_URL)
+    topology = Topology(f"{prefix}{uuid.uuid4().hex[:10]}")
+    try:
+        yield client, topology
+    finally:
+        keys = [key async for key in client.scan_iter(f"{topology.namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
 async def _delete_redis_keys(namespace: str) -> None:
     """Delete the session's Redis keys (saved provider model lists; job marks expire by themselves)."""
-    import redis.asyncio as redis
-
-    from scheduler.topology import Topology
-
     topology = Topology(namespace)
     client = redis.Redis.from_url(REDIS_URL)
     try:

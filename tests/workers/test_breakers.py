@@ -17,7 +17,7 @@ from scheduler.topology import Topology
 from schema.errors import CircuitOpen, GatewayTimeout, ProviderUnavailable, RateLimited, UpstreamError
 from schema.jobs import JobMark
 from tests.support.processes import free_port
-from tests.support.services import REDIS_URL, require_services
+from tests.support.services import REDIS_URL, redis_namespace, require_services
 from workers.breaker_store import BreakerStore
 from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breaker_store.redis import RedisBreakerStore
@@ -37,16 +37,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[BreakerStore]:
     if request.param == "memory":
         yield MemoryBreakerStore()
         return
-    require_services()
-    client = redis.Redis.from_url(REDIS_URL)
-    topology = Topology(f"gztest{uuid.uuid4().hex[:10]}")
-    try:
+    async with redis_namespace() as (client, topology):
         yield RedisBreakerStore(client, topology)
-    finally:
-        keys = [key async for key in client.scan_iter(f"{topology.namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def attempt(breakers: Breakers, error: BaseException | None = None, *, model: str = "small",

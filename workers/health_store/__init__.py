@@ -6,7 +6,8 @@ and ingress (distributed mode, ``workers.health_store.redis``).
 Each provider and source keeps its last ``OUTCOMES_KEPT`` outcomes, none
 older than ``OUTCOMES_WINDOW``. The store also hands out the prober's rounds
 (``claim_round``), so that however many probe chains a restart leaves
-behind, one round runs per interval.
+behind, one round runs per interval, and a round redelivered after its
+prober died carries its chain on.
 """
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ class HealthStore(Protocol):
         """Each provider's recent outcomes per source, newest first."""
         ...
 
-    async def claim_round(self, seconds: float) -> bool:
-        """True for the first caller in ``seconds``: that one probes now."""
+    async def claim_round(self, chain: str, seconds: float) -> bool:
+        """True for the first chain to claim a round in ``seconds`` (that
+        chain probes now), and for that same chain again while its claim
+        holds: a round whose prober died is handed to another prober, and
+        must carry its chain on, not end it."""
+        ...
+
+    async def claim_successor(self, chain: str, number: int, seconds: float) -> bool:
+        """True for the first run of round ``number`` of ``chain`` to ask in
+        ``seconds``: that one sends round ``number + 1``."""
         ...
 
 

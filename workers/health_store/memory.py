@@ -21,6 +21,8 @@ class MemoryHealthStore:
         self._lock = threading.Lock()
         self._outcomes: dict[tuple[str, HealthSource], deque[Outcome]] = {}
         self._round_until = 0.0
+        self._round_chain = ""
+        self._successors: dict[tuple[str, int], float] = {}  # claimed -> until when
 
     async def record(self, outcomes: Iterable[Observed]) -> None:
         with self._lock:
@@ -33,10 +35,19 @@ class MemoryHealthStore:
             return {provider: {source: fresh(self._outcomes.get((provider, source), ()), now)
                                for source in HEALTH_SOURCES} for provider in providers}
 
-    async def claim_round(self, seconds: float) -> bool:
+    async def claim_round(self, chain: str, seconds: float) -> bool:
         now = time.monotonic()
         with self._lock:
             if now < self._round_until:
+                return chain == self._round_chain
+            self._round_until, self._round_chain = now + seconds, chain
+            return True
+
+    async def claim_successor(self, chain: str, number: int, seconds: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            self._successors = {claimed: until for claimed, until in self._successors.items() if until > now}
+            if (chain, number) in self._successors:
                 return False
-            self._round_until = now + seconds
+            self._successors[chain, number] = now + seconds
             return True

@@ -54,8 +54,14 @@ class RedisHealthStore:
             recent.setdefault(provider, {})[source] = fresh((Outcome.model_validate_json(item) for item in raw), now)
         return recent
 
-    async def claim_round(self, seconds: float) -> bool:
+    async def claim_round(self, chain: str, seconds: float) -> bool:
         with _reaching_redis():
-            return bool(await self._client.set(self._topology.probe_round_key, "1", nx=True,
+            holder = await self._client.set(self._topology.probe_round_key, chain, nx=True, get=True,
+                                            px=max(1, int(seconds * 1000)))
+        return holder is None or holder == chain.encode()
+
+    async def claim_successor(self, chain: str, number: int, seconds: float) -> bool:
+        with _reaching_redis():
+            return bool(await self._client.set(self._topology.probe_successor_key(chain, number), "1", nx=True,
                                                px=max(1, int(seconds * 1000))))
 
