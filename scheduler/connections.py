@@ -5,7 +5,9 @@ settings in one place, as arq's ``connections.py`` does.
 process holds only the connections its role uses, and closes them all when
 it closes. Each client's pool size, timeouts and retries say what it is for:
 - ``shared_redis()``: the shared client (result bus, marks, circuits, health,
-  balances, model lists). A blocking pool: a burst waits for a connection
+  balances, model lists). It pipelines on its own
+  (``scheduler.pipelined_redis``): the commands of many jobs and requests
+  share round trips. A blocking pool: a burst waits for a connection
   instead of failing.
 - ``stats_redis()`` and ``limits_redis()``: advice that must not hold a
   request or a job when Redis stalls (pool statistics, rate limits): small
@@ -31,6 +33,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from scheduler.pipelined_redis import PipelinedRedis
 from schema.settings import Settings
 
 SHARED_POOL = 256  # connections of the shared Redis client
@@ -50,7 +53,7 @@ def _retry_once() -> Retry:
 def _shared_client(url: str) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=SHARED_POOL, timeout=SHARED_WAIT,
                                                  retry=_retry_once())
-    return redis.Redis.from_pool(pool)  # which it closes with itself
+    return PipelinedRedis.from_pool(pool)  # which it closes with itself
 
 
 def _advice_client(url: str, *, max_connections: int) -> redis.Redis:

@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
 from scheduler.outages import reaching_redis
@@ -114,21 +114,12 @@ class RedisResultBus:
         return JobMark.model_validate_json(before) if before is not None else None
 
     async def take(self, job_id: str, mark: JobMark, ttl: float) -> tuple[JobMark | None, bool]:
-        # One pipeline. The script goes by its hash: redis-py would check a
-        # Script object's presence with SCRIPT EXISTS on every pipeline,
-        # another round trip; a Redis that lost it (restarted) is given it.
-        key = self._mark_key(job_id)
+        # Both at once: the shared client pipelines them (with whatever
+        # else this process asks in the meantime), one round trip.
         args: list[EncodableT] = [mark.model_dump_json(), mark.attempt, max(1, int(ttl))]
         with _reaching_bus():
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._mark.sha, 1, key, *args)
-                pipe.exists(self._topology.cancel_key(job_id))
-                before, cancelled = await pipe.execute(raise_on_error=False)
-            if isinstance(before, NoScriptError):
-                before = await self._mark(keys=[key], args=args)
-            for reply in (before, cancelled):
-                if isinstance(reply, Exception):
-                    raise reply
+            before, cancelled = await asyncio.gather(self._mark(keys=[self._mark_key(job_id)], args=args),
+                                                     self._client.exists(self._topology.cancel_key(job_id)))
         return (JobMark.model_validate_json(before) if before is not None else None), bool(cancelled)
 
     def _mark_key(self, job_id: str) -> str:
