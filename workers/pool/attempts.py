@@ -143,19 +143,76 @@ class Attempts:
 async def paced(events: AsyncIterator[T], provider: str, *, first: float, idle: float) -> AsyncIterator[T]:
     """The adapter's events, each within its time: the first within
     ``first`` seconds, every later one within ``idle`` of the one before."""
-    limit, phase = first, "first-event"
+    pacer = Pacer(first)
     try:
         while True:
             try:
-                async with asyncio.timeout(limit):
+                with pacer:
                     event = await anext(events)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise GatewayTimeout(f"provider {provider!r} sent nothing for {limit:g}s ({phase} timeout)") from None
+                phase = "first-event" if pacer.limit == first else "idle"
+                raise GatewayTimeout(f"provider {provider!r} sent nothing for {pacer.limit:g}s "
+                                     f"({phase} timeout)") from None
             yield event
-            limit, phase = idle, "idle"
+            pacer.limit = idle
     finally:
+        pacer.close()
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+class Pacer:
+    """A timeout on each wait for the next event, like ``asyncio.timeout``
+    around each one, but with one timer for the whole stream, moved only
+    when it fires: a timeout per event cost a timer set and cancelled per
+    chunk, about a sixth of a streaming worker's CPU. The timer, when it
+    fires, ends the wait in progress if it began ``limit`` ago, and
+    otherwise moves to when it would; a wait moves it only if it would
+    fire too late (the limit has shortened, from the first event's to the
+    idle one)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._began = 0.0  # when the wait in progress began
+        self._waiting = False
+        self._expired = False
+        self._cancelling = 0  # the task's cancellation requests as the wait began
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._cancelling = self._task.cancelling() if self._task is not None else 0
+        self._began, self._waiting = self._loop.time(), True
+        due = self._began + self.limit
+        if self._timer is None or self._timer.when() > due:  # none yet, or the limit has just shortened
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(due, self._check)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        self._waiting = False
+        if self._expired and self._task is not None:
+            self._expired = False
+            # As ``asyncio.timeout``: a timeout only if nothing else cancelled the task too.
+            if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+                raise TimeoutError from error
+
+    def _check(self) -> None:
+        due = self._began + self.limit
+        if self._waiting and self._loop.time() >= due and self._task is not None:
+            self._timer = None
+            self._expired = True
+            self._task.cancel()
+        else:  # an event came since (or none is awaited): wait until this wait's limit
+            self._timer = self._loop.call_at(max(due, self._loop.time() + self.limit * (not self._waiting)),
+                                             self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
