@@ -113,13 +113,14 @@ class _Mirror(pybreaker.CircuitBreakerStorage):
 @dataclass
 class _Passage:
     """One attempt going through one breaker: the record it was admitted
-    on, and pybreaker's ``calling()`` still open around the attempt."""
+    on, and pybreaker's ``calling()`` still open around the attempt (None
+    on a healthy circuit until the attempt fails: see ``Breakers._admit``)."""
 
     name: str
     scope: Scope
     record: CircuitRecord
     admitted: CircuitState  # the state the attempt runs under: closed, or half-open as the probe
-    calling: AbstractContextManager[Any]
+    calling: AbstractContextManager[Any] | None
 
     @property
     def probe(self) -> bool:
@@ -184,6 +185,10 @@ class Breakers:
                 await self._settle(passage, None)
 
     def _admit(self, name: str, scope: Scope, record: CircuitRecord) -> _Passage:
+        if record.state == "closed" and record.failures == 0:
+            # The common case: pybreaker would admit it and, on success,
+            # change nothing. It is called only if the attempt fails.
+            return _Passage(name, scope, record, "closed", None)
         now = self._clock()
         if record.state == "half-open":
             probing_until = (record.probe_at or 0) + self.reset_timeout
@@ -206,6 +211,11 @@ class Breakers:
         """Finish pybreaker's call with the outcome and publish the record if
         it changed; on a lost compare-and-set, replay the outcome on the
         fresh record if it is still in the state the attempt ran under."""
+        if passage.calling is None:  # admitted healthy, without pybreaker
+            if error is None:
+                return  # still healthy: nothing to write
+            passage.calling = self._breaker(passage.record).calling()
+            passage.calling.__enter__()  # a closed circuit admits: as it would have before the attempt
         before = passage.record.model_copy(deep=True)
         self._finish(passage.calling, passage.record, error)
         record = passage.record
