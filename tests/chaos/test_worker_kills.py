@@ -4,8 +4,10 @@ streaming load; a third of the requests fail on the first candidate and are
 handed to the second. Every request ends with a complete answer or a clear
 error; no job runs to completion twice upstream, and every complete answer
 came from exactly one upstream run; every job settles once, completed jobs
-are charged, interrupted ones (whose clients got an error) are not, and
-the ledger reconciles. The figures are printed for the record (``pytest -s``)."""
+are charged, interrupted ones (whose clients got an error) are not, unless
+their deadline cut them after output had reached the client (charged for
+that output, as any stream cut short is), and the ledger reconciles. The
+figures are printed for the record (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ class Answer:
     status: int | None
     outcome: str  # "complete" | "error"
     seconds: float
+    error_code: str | None = None  # the error event's code, for a stream that ended with one
+    produced: bool = False  # content reached the client before the stream ended
+
+    @property
+    def cut_after_output(self) -> bool:
+        """A stream its deadline (or idle timeout) ended after some output:
+        charged for what it delivered, like any stream cut short."""
+        return self.outcome == "error" and self.error_code == "timeout" and self.produced
 
 
 @pytest.fixture
@@ -81,12 +91,18 @@ async def stream(client: httpx.AsyncClient, text: str) -> Answer:
         raise AssertionError(f"the gateway broke the connection instead of answering: {error!r}") from None
     seconds = time.monotonic() - began
     if lines and lines[-1] == "data: [DONE]":
-        said = "".join(chunk["choices"][0]["delta"].get("content") or ""
-                       for chunk in (orjson.loads(line[6:]) for line in lines[:-1]) if chunk.get("choices"))
-        assert said == f"Echo: {text}", f"a stream that ended with [DONE] but was not the whole answer: {said!r}"
+        assert said(lines[:-1]) == f"Echo: {text}", f"a stream that ended with [DONE] but was not the whole " \
+                                                    f"answer: {said(lines[:-1])!r}"
         return Answer(text, job_id, 200, "complete", seconds)
     assert lines and '"error"' in lines[-1], f"a stream that ended without [DONE] nor an error: {lines[-3:]}"
-    return Answer(text, job_id, 200, "error", seconds)
+    return Answer(text, job_id, 200, "error", seconds, error_code=orjson.loads(lines[-1][6:])["error"].get("code"),
+                  produced=bool(said(lines[:-1])))
+
+
+def said(lines: list[str]) -> str:
+    """The content of a stream's chunks."""
+    return "".join(chunk["choices"][0]["delta"].get("content") or ""
+                   for chunk in (orjson.loads(line[6:]) for line in lines) if chunk.get("choices"))
 
 
 async def load(cluster: Cluster, answers: list[Answer]) -> None:
@@ -140,12 +156,13 @@ def test_kill_and_restart_workers_of_both_candidates_under_load(
     upstream_runs = Counter(one.completed + two.completed)
     handed = sum(1 for answer in completed if answer.prompt.startswith("fail:"))
     charged = {job for job, record in records.items() if record["cost"] > 0}
-    charged_errors = [a for a in failed if a.job_id in charged]
+    charged_errors = [a for a in failed if a.job_id in charged and not a.cut_after_output]
     print(f"\nworker kills: {len(answers)} requests, {len(completed)} completed ({handed} after a hand-off), "
           f"{len(failed)} ended with an error (statuses {dict(Counter(a.status for a in failed))}, "
           f"slowest {max((a.seconds for a in failed), default=0):.1f}s); {KILLS} workers SIGKILLed and replaced; "
           f"{sum(upstream_runs.values())} upstream completions; {len(records)} settled, {len(charged)} charged "
-          f"({len(charged_errors)} of them errors to the client), "
+          f"({sum(1 for a in failed if a.job_id in charged)} of them errors to the client, "
+          f"{sum(1 for a in failed if a.cut_after_output)} streams cut by their deadline after output), "
           f"{sum(r['cost'] for r in records.values())} micro-credits")
 
     assert len(answers) == REQUESTS
