@@ -9,8 +9,14 @@ hold always was. The mirror is then told (it has the hold already; after a
 Redis restart it takes it again). A hold whose job settled first (the
 settlement recorded it closed) is not written again.
 
-Nothing waits on the journal but the journal: if the database is down it
-keeps what it has and retries; ``flush`` at shutdown writes what is left.
+A hold cancelled because its job was never queued (the broker refused it)
+is dropped if not written yet, and released in the ledger by the journal
+if it was: a burst of refusals must not queue requests behind the
+database, each waiting for a connection to release its own hold.
+
+Nothing waits on the journal but the journal: if the database is down or
+its pool is exhausted it keeps what it has and retries; ``flush`` at
+shutdown writes what is left.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits
@@ -81,6 +88,7 @@ class HoldJournal:
         self._pending: dict[str, Reservation] = {}
         self._writing: set[str] = set()
         self._cancelled: set[str] = set()  # written meanwhile: released once the write commits
+        self._releasing: set[str] = set()  # written before their cancel: released in the ledger here
         self._unapplied: list[AccountChange] = []  # written, but the mirror could not be told yet
         self._wake = asyncio.Event()
 
@@ -88,14 +96,15 @@ class HoldJournal:
         self._pending[reservation.job_id] = reservation
         self._wake.set()
 
-    def forget(self, job_id: str) -> bool:
-        """Drop a hold not written yet (its job was never queued); False if
-        it was written (release it in the ledger). One being written now is
-        released by the journal once it is."""
+    def forget(self, job_id: str) -> None:
+        """Drop the hold of a job that was never queued: one not written
+        yet is not written; one being written, or written already, is
+        released in the ledger in the background."""
         if job_id in self._writing:
             self._cancelled.add(job_id)
-            return True
-        return self._pending.pop(job_id, None) is not None
+        elif self._pending.pop(job_id, None) is None:
+            self._releasing.add(job_id)
+            self._wake.set()
 
     async def run(self) -> None:
         while True:
@@ -105,8 +114,10 @@ class HoldJournal:
             try:
                 await self._tell_mirror()
                 await self._write()
-            except (DBAPIError, OSError) as error:
-                log.warning("the hold journal could not write %d holds (%s); retrying", len(self._pending), error)
+                await self._release()
+            except (DBAPIError, OSError, PoolTimeout) as error:
+                log.warning("the hold journal could not write %d holds or release %d (%s); retrying",
+                            len(self._pending), len(self._releasing), error)
                 await asyncio.sleep(RETRY_DELAY)
                 self._wake.set()
             except ServiceUnavailable as error:
@@ -123,7 +134,13 @@ class HoldJournal:
     async def flush(self) -> None:
         while self._pending:
             await self._write()
+        await self._release()
         await self._tell_mirror()
+
+    async def _release(self) -> None:
+        for job_id in list(self._releasing):
+            await self._ledger.release(job_id)
+            self._releasing.discard(job_id)
 
     async def _write(self) -> None:
         batch = list(self._pending.values())[:BATCH]
@@ -162,8 +179,7 @@ class JournaledBalances:
 
     async def cancel(self, job_id: str, account_id: int) -> None:
         await self._balances.cancel(job_id, account_id)
-        if not self._journal.forget(job_id):
-            await self._ledger.release(job_id)  # written already: release it there too
+        self._journal.forget(job_id)  # and, if the journal wrote it, released in the ledger too
 
     async def apply(self, changes: Sequence[AccountChange]) -> None:
         await self._balances.apply(changes)

@@ -13,6 +13,7 @@ worker often hands over several at once. Nothing waits to be joined.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -26,6 +27,8 @@ from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamEr
 from schema.jobs import DialectObject, Price, StreamEvent
 from schema.money import MicroCredits, micros_to_credits
 from schema.translate.openai import read_usage
+
+log = logging.getLogger(__name__)
 
 DEADLINE_GRACE = 0.5  # seconds
 
@@ -128,6 +131,7 @@ async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: 
                     yield _joined(batch)
         batch.append(b"data: [DONE]\n\n")
     except GatewayError as error:
+        _ended(reader, error)
         batch.append(sse_error(error))
     finally:
         await reader.subscription.close()
@@ -147,11 +151,19 @@ async def anthropic_sse(first: StreamEvent, reader: EventReader) -> AsyncGenerat
                 if not reader.ready():
                     yield _joined(batch)
     except GatewayError as error:
+        _ended(reader, error)
         batch.append(anthropic_sse_error(error))
     finally:
         await reader.subscription.close()
     if batch:
         yield _joined(batch)
+
+
+def _ended(reader: EventReader, error: GatewayError) -> None:
+    """Say why a stream the ingress broke off ended; a worker's own error
+    event is in the worker's log."""
+    if isinstance(error, (StreamBroken, GatewayTimeout)):
+        log.warning("job %s: stream ended with an error event: %s", reader.subscription.job_id, error.message)
 
 
 def _joined(batch: list[bytes]) -> bytes:

@@ -126,8 +126,12 @@ class StreamCall(asyncio.Protocol):
         except orjson.JSONDecodeError:
             self._end("malformed event")
             return
-        if not isinstance(chunk, dict) or "error" in chunk:
-            self._end("error event")
+        if not isinstance(chunk, dict):
+            self._end("malformed event")
+            return
+        if "error" in chunk:  # by its code, so a report tells one cause from another
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+            self._end(f"error event ({error.get('code') or error.get('type') or 'no code'})")
             return
         if any((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or ()):
             self.tokens.append(time.monotonic())

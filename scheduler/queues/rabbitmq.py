@@ -87,17 +87,36 @@ class RabbitJobQueue:
         self._exchange: AbstractExchange | None = None
         self._declared: dict[str, AbstractQueue] = {}  # strong references for robust reconnects
         self._declaring = asyncio.Lock()
+        self._reading: AbstractChannel | None = None  # depth's own channel
+        self._opening_reader = asyncio.Lock()
 
     async def _publisher(self) -> AbstractExchange:
-        if self._exchange is None:
+        """The jobs exchange on the publishing channel, which is opened
+        again if the broker closed it (a channel error): aio-pika's robust
+        channel reopens after a lost connection, but one closed alone can
+        stay closed, and every publish after it would fail."""
+        if self._exchange is None or self._channel is None or self._channel.is_closed:
             async with self._declaring:
-                if self._exchange is None:
+                if self._exchange is None or self._channel is None or self._channel.is_closed:
+                    if self._channel is not None:
+                        log.warning("the job publishing channel was closed; opening another")
+                    self._exchange, self._declared = None, {}
                     self._channel = await self._connection.channel(publisher_confirms=True)
                     await _declare_dead_letters(self._channel, self._topology)
                     self._exchange = await self._channel.declare_exchange(
                         self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True
                     )
         return self._exchange
+
+    async def _reader(self) -> AbstractChannel:
+        """A channel for reading queue depths, apart from the publishing
+        one: a declare that fails or is given up (admission gives up a slow
+        read) closes its channel, and must not close the one jobs go out on."""
+        if self._reading is None or self._reading.is_closed:
+            async with self._opening_reader:
+                if self._reading is None or self._reading.is_closed:
+                    self._reading = await self._connection.channel()
+        return self._reading
 
     async def _declare(self, channel: AbstractChannel, exchange: AbstractExchange, provider: str) -> AbstractQueue:
         queue = await channel.declare_queue(
@@ -141,13 +160,13 @@ class RabbitJobQueue:
 
     async def depth(self, provider: str) -> int:
         """Jobs waiting in ``provider``'s queue. Asked often (admission), so
-        it redeclares the queue on the publishing channel (one round trip,
-        the same arguments as every declarer) rather than opening a channel
-        for a passive declare, which a missing queue would close."""
+        it redeclares the queue on a reading channel kept open (one round
+        trip, the same arguments as every declarer) rather than opening a
+        channel for a passive declare, which a missing queue would close."""
         with reaching_broker(BrokerUnavailable, "the job broker (RabbitMQ)"):
-            channel = await self._declared_queue(provider)
-            declared = await channel.declare_queue(self._topology.job_queue(provider), durable=True,
-                                                   arguments=self._topology.job_queue_arguments)
+            await self._declared_queue(provider)  # and bound, so a job queued next is routed
+            declared = await (await self._reader()).declare_queue(
+                self._topology.job_queue(provider), durable=True, arguments=self._topology.job_queue_arguments)
         return declared.declaration_result.message_count or 0
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:

@@ -24,6 +24,8 @@ INBOX_SIZE = 4096
 
 
 class Subscription(Protocol):
+    job_id: str
+
     async def next(self, timeout: float) -> StreamEvent:
         """The next event; raises ``TimeoutError`` after ``timeout`` seconds
         of silence and ``StreamBroken`` if the subscription was lost."""

@@ -243,6 +243,20 @@ async def test_revoked_expired_and_foreign_keys_hold_nothing(mirror: Mirror) -> 
     assert (balance.available, balance.held) == (1000, 0)
 
 
+async def test_a_hold_cancelled_before_or_after_the_journal_wrote_it_is_given_back_everywhere(mirror: Mirror) -> None:
+    """A job the broker refused gives its hold back: at once in the mirror,
+    and in the ledger too, by the journal, whether it had written it or not."""
+    account_id, key_id = await mirror.account(1000)
+    unwritten = await mirror.hold(account_id, key_id, 300)
+    await mirror.balances.cancel(unwritten, account_id)  # before the journal's linger is up
+    written = await mirror.hold(account_id, key_id, 200)
+    await mirror.quiet()  # written into the ledger
+    await mirror.balances.cancel(written, account_id)
+    assert (await mirror.balances.balance(account_id)).available == 1000
+    balance = await mirror.agrees(account_id)  # the journal flushed: the ledger gave it back too
+    assert (balance.available, balance.held) == (1000, 0)
+
+
 async def test_a_hold_no_job_reported_is_given_back_after_its_expiry(mirror: Mirror) -> None:
     account_id, key_id = await mirror.account(1000)
     await mirror.hold(account_id, key_id, 300, expires_in=-1)

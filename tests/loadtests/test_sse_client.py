@@ -77,9 +77,13 @@ async def test_an_answer_split_anywhere(size: int) -> None:
     assert call.done.done() and call.error is None and len(call.tokens) == 3
 
 
-async def test_an_error_event_fails_the_stream() -> None:
-    answer = _answer(_event("Echo:"), b'data: {"error": {"message": "upstream gone"}}\n\n', b"data: [DONE]\n\n")
+@pytest.mark.parametrize(("error", "reported"), [
+    (b'{"message": "upstream gone"}', "error event (no code)"),
+    (b'{"message": "silent", "type": "api_error", "code": "stream_broken"}', "error event (stream_broken)"),
+])
+async def test_an_error_event_fails_the_stream_by_its_code(error: bytes, reported: str) -> None:
+    answer = _answer(_event("Echo:"), b'data: {"error": ' + error + b'}\n\n', b"data: [DONE]\n\n")
     call = StreamCall(b"", asyncio.get_running_loop().create_future())
     call.connection_made(_Transport())  # type: ignore[arg-type]
     call.data_received(answer)
-    assert call.error == "error event"
+    assert call.error == reported

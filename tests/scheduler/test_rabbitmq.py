@@ -118,3 +118,40 @@ async def test_usage_events_are_durable_and_acked_after_handling(topology: Topol
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
     assert received == [event]
+
+
+async def test_a_depth_read_the_broker_refuses_leaves_publishing_working(topology: Topology) -> None:
+    """A declare the broker refuses closes its channel; a depth read given
+    up mid-way (admission does, when the broker is slow) does too. Neither
+    may leave the channel jobs are published on closed: under load it was,
+    and every enqueue after it failed."""
+    connection = await amqp_connection(BROKER_URL)
+    async with await aio_pika.connect(BROKER_URL) as other:
+        channel = await other.channel()
+        await channel.declare_queue(topology.job_queue("q"), durable=True)  # no x-max-priority: a conflict
+        try:
+            queue = RabbitJobQueue(connection, topology)
+            await queue.enqueue(job("first"))
+            with pytest.raises(Exception):  # noqa: B017 - refused by the broker: how it says so is aio-pika's
+                await queue.depth("q")
+            await queue.enqueue(job("after a refused depth read"))
+            assert await queue.depth("p") == 2
+            assert [name for name, _ in await take(queue, 2)] == ["first", "after a refused depth read"]
+        finally:
+            await connection.close()
+            await channel.queue_delete(topology.job_queue("q"))
+
+
+async def test_a_publishing_channel_the_broker_closed_is_opened_again(topology: Topology) -> None:
+    connection = await amqp_connection(BROKER_URL)
+    try:
+        queue = RabbitJobQueue(connection, topology)
+        await queue.enqueue(job("first"))
+        async with await aio_pika.connect(BROKER_URL) as other:
+            await (await other.channel()).exchange_delete(topology.jobs_exchange)  # the next publish is refused
+        with pytest.raises(Exception):  # noqa: B017 - refused by the broker: how it says so is aio-pika's
+            await queue.enqueue(job("to a deleted exchange"))
+        await queue.enqueue(job("after the channel closed"))
+        assert [name for name, _ in await take(queue, 2)] == ["first", "after the channel closed"]
+    finally:
+        await connection.close()
