@@ -8,9 +8,13 @@ costs no SUBSCRIBE or UNSUBSCRIBE: its inbox exists before its job is
 queued, which is all "subscribe before publish" asks. (A job without a
 ``reply_to``, from an ingress of an older release, is published on its own
 channel ``job:<id>``, which nobody here reads: upgrade workers first.)
-redis-py does not resubscribe after a lost connection: the reader fails
-every open inbox cleanly (their clients get an error, never a stream that
-looks complete) and subscribes again on a fresh connection.
+A connection error that reaches the reader makes it fail every open inbox
+cleanly (their clients get an error, never a stream that looks complete)
+and subscribe again on a fresh connection. One that redis-py's retry
+absorbs (it reconnects and resubscribes on its own, as when Redis drops a
+subscriber over its output buffer limit) loses the events published
+meanwhile unseen here: the relay's sequence check then ends each stream
+that missed one (``docs/architecture/known-gaps.md``).
 
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
