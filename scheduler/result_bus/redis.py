@@ -8,13 +8,13 @@ costs no SUBSCRIBE or UNSUBSCRIBE: its inbox exists before its job is
 queued, which is all "subscribe before publish" asks. (A job without a
 ``reply_to``, from an ingress of an older release, is published on its own
 channel ``job:<id>``, which nobody here reads: upgrade workers first.)
-A connection error that reaches the reader makes it fail every open inbox
-cleanly (their clients get an error, never a stream that looks complete)
-and subscribe again on a fresh connection. One that redis-py's retry
-absorbs (it reconnects and resubscribes on its own, as when Redis drops a
-subscriber over its output buffer limit) loses the events published
-meanwhile unseen here: the relay's sequence check then ends each stream
-that missed one (``docs/architecture/known-gaps.md``).
+A lost subscription loses what was published meanwhile, so the reader
+fails every open inbox at once (their clients get an error, never a stream
+that looks complete): when a connection error reaches it, and then it
+subscribes again on a fresh connection; and when redis-py's own retry
+reconnected and resubscribed (as when Redis drops a subscriber over its
+output buffer limit), which the reader sees as a second confirmation of
+its subscription.
 
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
@@ -69,6 +69,7 @@ class RedisResultBus:
         self._reader: asyncio.Task[None] | None = None
         self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
         self._subscribed = False  # the home channel is live (lost: jobs are refused until it is back)
+        self._confirmed = False  # Redis confirmed this subscription: another confirmation is a resubscription
         self._mark = client.register_script(_MARK)
 
     @property
@@ -171,7 +172,14 @@ class RedisResultBus:
             except (RedisError, OSError) as error:
                 await self._recover(error)
                 continue
-            if message is None or message["type"] != "message":
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                if self._confirmed:  # redis-py reconnected and resubscribed on its own: events were lost
+                    self._fail_open("the subscription was renewed after a lost connection")
+                self._confirmed = True
+                continue
+            if message["type"] != "message":
                 continue
             events = orjson.loads(message["data"])
             inbox = self._inboxes.get(events[0]["job"]) if events else None
@@ -179,12 +187,15 @@ class RedisResultBus:
                 for event in events:
                     inbox.deliver(event)
 
-    async def _recover(self, error: BaseException) -> None:
-        log.error("lost the Redis result subscription (%s); failing %d open streams", error, len(self._inboxes))
-        self._subscribed = False
+    def _fail_open(self, why: str) -> None:
+        log.error("lost the Redis result subscription (%s); failing %d open streams", why, len(self._inboxes))
         for inbox in list(self._inboxes.values()):
             inbox.fail("lost the connection to the result bus")
         self._inboxes.clear()
+
+    async def _recover(self, error: BaseException) -> None:
+        self._fail_open(str(error))
+        self._subscribed = self._confirmed = False
         old = self._pubsub
         while True:
             try:

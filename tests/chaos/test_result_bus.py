@@ -8,11 +8,14 @@ import uuid
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
 from schema.errors import StreamBroken
 from tests.support.services import REDIS_URL, require_services
+from tests.support.tcp_proxy import tcp_proxy
 
 
 async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
@@ -46,3 +49,34 @@ async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
         await bus.close()
         await client.aclose()
         await admin.aclose()
+
+
+async def test_a_subscription_redis_drops_and_redis_py_renews_unseen_still_fails_open_streams(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Redis drops a subscriber that reads too slowly (its output buffer
+    limit); redis-py's retry then reconnects and resubscribes on its own,
+    and what was published meanwhile is gone. The open streams must fail
+    then, not wait for a gap at their next event (or never see one)."""
+    require_services()
+    name = f"gztest-{uuid.uuid4().hex[:8]}"
+    async with tcp_proxy("127.0.0.1", 6379) as proxy:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}/0", retry=Retry(NoBackoff(), 1))
+        bus = RedisResultBus(client, Topology(name))
+        await bus.start()
+        try:
+            inbox = await bus.subscribe("j1")
+            await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}}, to=bus.reply_to)
+            assert (await inbox.next(5))["data"] == {"n": 0}
+
+            await proxy.cut()  # the server side closes the connection, as Redis does over the limit
+            proxy.restore()  # and takes the next one at once: redis-py's retry gets through
+
+            with pytest.raises(StreamBroken, match="result bus"):
+                await inbox.next(5)
+            fresh = await bus.subscribe("j2")
+            await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
+            assert (await fresh.next(5))["kind"] == "end"
+        finally:
+            await bus.close()
+            await client.aclose()
+    print("\n" + "\n".join(record.getMessage() for record in caplog.records if "subscription" in record.getMessage()))
