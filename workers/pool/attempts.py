@@ -168,7 +168,7 @@ class Pacer:
     """A timeout on each wait for the next event, like ``asyncio.timeout``
     around each one, but with one timer for the whole stream, moved only
     when it fires: a timeout per event cost a timer set and cancelled per
-    chunk, about a sixth of a streaming worker's CPU. The timer, when it
+    chunk, about an eighth of a streaming worker's CPU. The timer, when it
     fires, ends the wait in progress if it began ``limit`` ago, and
     otherwise moves to when it would; a wait moves it only if it would
     fire too late (the limit has shortened, from the first event's to the
