@@ -87,8 +87,7 @@ class HoldJournal:
         self._ledger = ledger
         self._pending: dict[str, Reservation] = {}
         self._writing: set[str] = set()
-        self._cancelled: set[str] = set()  # written meanwhile: released once the write commits
-        self._releasing: set[str] = set()  # written before their cancel: released in the ledger here
+        self._releasing: set[str] = set()  # cancelled once written (or while being written): released here
         self._unapplied: list[AccountChange] = []  # written, but the mirror could not be told yet
         self._wake = asyncio.Event()
 
@@ -100,9 +99,7 @@ class HoldJournal:
         """Drop the hold of a job that was never queued: one not written
         yet is not written; one being written, or written already, is
         released in the ledger in the background."""
-        if job_id in self._writing:
-            self._cancelled.add(job_id)
-        elif self._pending.pop(job_id, None) is None:
+        if job_id in self._writing or self._pending.pop(job_id, None) is None:
             self._releasing.add(job_id)
             self._wake.set()
 
@@ -138,7 +135,9 @@ class HoldJournal:
         await self._tell_mirror()
 
     async def _release(self) -> None:
-        for job_id in list(self._releasing):
+        """Release in the ledger the cancelled holds it has (one still to be
+        written, its write having failed, waits for it)."""
+        for job_id in [job_id for job_id in self._releasing if job_id not in self._pending]:
             await self._ledger.release(job_id)
             self._releasing.discard(job_id)
 
@@ -157,9 +156,6 @@ class HoldJournal:
         if self._pending:
             self._wake.set()
         self._unapplied += changes
-        for job_id in [job_id for job_id in self._cancelled if job_id not in self._pending]:
-            self._cancelled.discard(job_id)
-            await self._ledger.release(job_id)
         await self._tell_mirror()
 
 

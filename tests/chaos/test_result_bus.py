@@ -11,11 +11,20 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from scheduler.result_bus import Inbox
 from scheduler.result_bus.redis import RedisResultBus
 from scheduler.topology import Topology
 from schema.errors import StreamBroken
 from tests.support.services import REDIS_URL, require_services
 from tests.support.tcp_proxy import tcp_proxy
+
+
+async def streaming(bus: RedisResultBus, job_id: str) -> Inbox:
+    """An open stream on ``bus``: its first event has arrived."""
+    inbox = await bus.subscribe(job_id)
+    await bus.publish({"job": job_id, "seq": 0, "kind": "chunk", "data": {"n": 0}}, to=bus.reply_to)
+    assert (await inbox.next(5))["data"] == {"n": 0}
+    return inbox
 
 
 async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
@@ -26,9 +35,7 @@ async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
     bus = RedisResultBus(client, Topology(name))
     await bus.start()
     try:
-        inbox = await bus.subscribe("j1")
-        await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}}, to=bus.reply_to)
-        assert (await inbox.next(5))["data"] == {"n": 0}
+        inbox = await streaming(bus, "j1")
 
         for entry in await admin.client_list():
             if entry.get("name") == name and "subscribe" in entry.get("cmd", ""):
@@ -64,9 +71,7 @@ async def test_a_subscription_redis_drops_and_redis_py_renews_unseen_still_fails
         bus = RedisResultBus(client, Topology(name))
         await bus.start()
         try:
-            inbox = await bus.subscribe("j1")
-            await bus.publish({"job": "j1", "seq": 0, "kind": "chunk", "data": {"n": 0}}, to=bus.reply_to)
-            assert (await inbox.next(5))["data"] == {"n": 0}
+            inbox = await streaming(bus, "j1")
 
             await proxy.cut()  # the server side closes the connection, as Redis does over the limit
             proxy.restore()  # and takes the next one at once: redis-py's retry gets through
