@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from billing.ledger import Discrepancy, Ledger
 from billing.limits import KeyLimits
+from ingress import collector
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
 from ingress.processes import serve_processes
@@ -101,6 +102,7 @@ def serve(host: str, port: int, config_path: Path | None, concurrency: int) -> N
     uvloop.run(_first_start(settings, port))
     app = create_app(settings, config, roles=functools.partial(embedded_roles, concurrency=concurrency),
                      apply_migrations=True)
+    collector.settle()
     _serve_http(app, host, port, settings)
 
 
@@ -114,6 +116,7 @@ def ingress(host: str, port: int, config_path: Path | None, workers: int) -> Non
     """Run the HTTP API only (jobs go to the broker)."""
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
     app = create_app(settings, config)
+    collector.settle()  # before forking: the frozen pages stay shared
     if workers == 1:
         _serve_http(app, host, port, settings)
         return
@@ -138,6 +141,7 @@ def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
         raise click.ClickException(f"provider {provider!r} is disabled: {config.disabled_providers[provider].reason}")
     if provider not in config.providers:
         raise click.ClickException(f"unknown provider {provider!r}; known: {', '.join(sorted(config.providers))}")
+    collector.settle()
     uvloop.run(_run_role(open_workers(settings, config), lambda runtime: runtime.start_pool(provider, concurrency)))
 
 
@@ -149,6 +153,7 @@ def billing(context: click.Context, config_path: Path | None) -> None:
     if context.invoked_subcommand is not None:
         return
     settings, _ = _settings(config_path, needs=("broker_url",))
+    collector.settle()
     uvloop.run(_run_role(open_billing(settings), BillingRuntime.start_billing))
 
 
@@ -159,6 +164,7 @@ def prober(config_path: Path | None) -> None:
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
     if not settings.probe_interval:
         raise click.ClickException("set GATEWAYZ_PROBE_INTERVAL (seconds between probes) to run the prober")
+    collector.settle()
     uvloop.run(_run_role(open_prober(settings, config), ProberRuntime.start_prober))
 
 

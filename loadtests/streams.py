@@ -244,7 +244,7 @@ def _summarise(name: str, calls: list[StreamCall], samples: list[Sample], start:
         inside = [sample for sample in samples if hold[0] <= sample.at <= hold[1]]
         if len(inside) >= 2:
             first, last = inside[0], inside[-1]
-            cpu_cores = {process: round((last.cpu[process] - first.cpu[process]) / (last.at - first.at), 2)
+            cpu_cores = {process: round((last.cpu[process] - first.cpu[process]) / (last.at - first.at), 3)
                          for process in first.cpu if process in last.cpu}
     return StreamsResult(
         target=name, streams=len(calls), ok=sum(call.error is None for call in calls), errors=dict(errors),
@@ -265,6 +265,13 @@ def _lags(running: targets.Running, probes: Path, start: float, opened: float,
     return found
 
 
+def _per_token(result: StreamsResult, process: str) -> float | None:
+    """Microseconds of ``process``'s CPU per token relayed while every
+    stream was open (each stream then gets a token a second)."""
+    cores = result.cpu_cores.get(process)
+    return None if cores is None or not result.peak_open else round(cores * 1e6 / result.peak_open)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -272,8 +279,9 @@ def _round(value: float | None) -> float | None:
 def markdown(results: list[StreamsResult]) -> str:
     lines = [
         "| target | streams | completed | errors | all open after s | held s | process | KB per stream "
-        "| RSS before → peak MB | loop lag p50 / p99 / max ms (all open) | (opening) | CPU cores (all open) |",
-        "|---|--:|--:|---|--:|--:|---|--:|---|---|---|--:|",
+        "| RSS before → peak MB | loop lag p50 / p99 / max ms (all open) | (opening) | CPU cores (all open) "
+        "| CPU µs per token (all open) |",
+        "|---|--:|--:|---|--:|--:|---|--:|---|---|---|--:|--:|",
     ]
     for result in results:
         errors = ", ".join(f"{name}: {count}" for name, count in sorted(result.errors.items())) or "-"
@@ -286,7 +294,8 @@ def markdown(results: list[StreamsResult]) -> str:
             lines.append(
                 f"{head}| {process} | {memory['kb_per_stream']:.1f} "
                 f"| {memory['baseline_mb']:.0f} → {memory['peak_mb']:.0f} | {_lag(lag.get('hold'))} "
-                f"| {_lag(lag.get('ramp'))} | {_figure(result.cpu_cores.get(process))} |")
+                f"| {_lag(lag.get('ramp'))} | {_cores(result.cpu_cores.get(process))} "
+                f"| {_figure(_per_token(result, process))} |")
     lines += ["", "What the client saw (every stream; the upstream sends a word a second):", "",
               "| target | TTFT p50 ms | TTFT p99 ms | gap p50 ms | gap p99 ms | gap max ms "
               "| charged | expected | exact |",
@@ -308,6 +317,10 @@ def _lag(summary: dict[str, Any] | None) -> str:
     if not summary:
         return "-"
     return f"{_figure(summary['p50_ms'])} / {_figure(summary['p99_ms'])} / {_figure(summary['max_ms'])}"
+
+
+def _cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _figure(value: float | None) -> str:
@@ -337,6 +350,11 @@ def run(arguments: argparse.Namespace) -> int:
     limit = targets.raise_fd_limit()
     if limit < arguments.streams + FD_HEADROOM:
         print(f"the file limit is {limit}: too low for {arguments.streams} streams", file=sys.stderr)
+        return 2
+    if "embedded" in arguments.targets and limit < 2 * arguments.streams + FD_HEADROOM:
+        # One process holds each stream's client connection and its upstream one.
+        print(f"the file limit is {limit}: the embedded gateway cannot hold {arguments.streams} streams "
+              f"(two sockets each); at most {(limit - FD_HEADROOM) // 2}", file=sys.stderr)
         return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     measured = git_state()

@@ -16,6 +16,9 @@ it closes. Each client's pool size, timeouts and retries say what it is for:
 - ``amqp()``: one robust RabbitMQ connection for the job, usage and
   dead-letter queues.
 
+``redis_socket`` opens a bare socket to a client's server, for the
+ingress's result subscription, which reads the protocol itself.
+
 Two clients live outside it, because they run on another event loop or
 thread than the role's: ``probe_redis`` (the prober's health store) and
 ``dramatiq_broker`` (the prober's actor).
@@ -23,8 +26,12 @@ thread than the role's: ``probe_redis`` (the prober's health store) and
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
 import redis.asyncio as redis
@@ -83,6 +90,33 @@ async def probe_redis(url: str) -> AsyncIterator[redis.Redis]:
 def dramatiq_broker(url: str) -> RabbitmqBroker:
     """dramatiq's RabbitMQ broker (its own pika connections, per thread)."""
     return RabbitmqBroker(url=url)
+
+
+async def redis_socket(client: redis.Redis, *,
+                       limit: int = 1 << 16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare connection to ``client``'s server (its host or Unix socket, with
+    TLS when it uses it), for a reader that speaks the protocol itself
+    (``scheduler.result_bus.subscriber``); keepalive on."""
+    options = client.connection_pool.connection_kwargs
+    if options.get("path"):
+        return await asyncio.open_unix_connection(options["path"], limit=limit)
+    context = _tls(options) if issubclass(client.connection_pool.connection_class, redis.SSLConnection) else None
+    reader, writer = await asyncio.open_connection(options.get("host", "localhost"), options.get("port", 6379),
+                                                   ssl=context, limit=limit)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:  # a peer gone without a word is noticed in time
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return reader, writer
+
+
+def _tls(options: dict[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Connections:

@@ -13,7 +13,7 @@ cannot keep up fails alone and cleanly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
@@ -49,8 +49,17 @@ class ResultBus(Protocol):
         ...
 
     async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
-        """Publish consecutive events of one job, in order, as one message,
-        to the ingress that queued it (``to``: its job's ``reply_to``)."""
+        """Publish consecutive events of one job, in order, to the ingress
+        that queued it (``to``: its job's ``reply_to``): ``post``, awaited."""
+        ...
+
+    def post(self, events: Sequence[StreamEvent], to: str | None = None) -> asyncio.Future[None]:
+        """Send consecutive events of one job, in order, without waiting:
+        the future is done once they are published (``BusUnavailable`` if
+        they could not be). Events posted by every job of the process in
+        one event-loop turn go out together, one message per ingress, so a
+        busy worker pays a publish per turn rather than per event; posts
+        from one turn never overtake those of an earlier one."""
         ...
 
     async def marked(self, job_id: str) -> JobMark | None:
@@ -94,9 +103,17 @@ class ResultBus(Protocol):
 
 
 class Inbox:
+    """One job's events as they arrive, for the one reader that relays them.
+
+    A deque and, while the reader waits, one future and one timer: a stream
+    of a token a second waits before nearly every event, so ``next`` costs
+    neither a task nor a queue's getter bookkeeping per event (``asyncio.wait_for``
+    on an ``asyncio.Queue`` did both)."""
+
     def __init__(self, job_id: str, on_close: Callable[[Inbox], object]) -> None:
         self.job_id = job_id
-        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue(INBOX_SIZE)
+        self._events: deque[StreamEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._failure: str | None = None
         self._on_close = on_close
         self._closed = False
@@ -104,32 +121,39 @@ class Inbox:
     def deliver(self, event: StreamEvent) -> None:
         if self._failure is not None:
             return
-        try:
-            self._events.put_nowait(event)
-        except asyncio.QueueFull:
-            self._failure = "the client is not reading the stream fast enough"
+        if len(self._events) >= INBOX_SIZE:
+            self.fail("the client is not reading the stream fast enough")
+            return
+        self._events.append(event)
+        self._wake()
 
     def fail(self, reason: str) -> None:
-        """End the stream with ``StreamBroken`` (the bus lost the subscription)."""
+        """End the stream with ``StreamBroken`` (the bus lost the
+        subscription, or the reader fell too far behind)."""
         if self._failure is None:
             self._failure = reason
-        # A full inbox wakes its reader anyway, which then sees the failure.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout: float) -> StreamEvent:
+        if not self._events and self._failure is None:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
         if self._failure is not None:
             raise StreamBroken(f"result stream interrupted: {self._failure}")
-        try:
-            event = self._events.get_nowait()
-        except asyncio.QueueEmpty:
-            event = await asyncio.wait_for(self._events.get(), timeout)
-        if event is None:
-            raise StreamBroken(f"result stream interrupted: {self._failure}")
-        return event
+        return self._events.popleft()
 
     def pending(self) -> int:
-        return self._events.qsize()
+        return len(self._events)
 
     async def close(self) -> None:
         if not self._closed:
@@ -137,3 +161,8 @@ class Inbox:
             result = self._on_close(self)
             if asyncio.iscoroutine(result):
                 await result
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -45,6 +45,7 @@ class MemoryResultBus:
         self._marks: Expiring[JobMark] = Expiring()
         self._cancelled: Expiring[bool] = Expiring()
         self._listeners: set[asyncio.Queue[str]] = set()
+        self._delivered: asyncio.Future[None] | None = None  # what ``post`` returns: always done
 
     async def marked(self, job_id: str) -> JobMark | None:
         return self._marks.get(job_id)
@@ -88,6 +89,13 @@ class MemoryResultBus:
 
     async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
         self._deliver(events)
+
+    def post(self, events: Sequence[StreamEvent], to: str | None = None) -> asyncio.Future[None]:
+        self._deliver(events)  # delivered now: nothing to wait for
+        if self._delivered is None:
+            self._delivered = asyncio.get_running_loop().create_future()
+            self._delivered.set_result(None)
+        return self._delivered
 
     def _deliver(self, events: Sequence[StreamEvent]) -> None:
         inbox = self._inboxes.get(events[0]["job"]) if events else None

@@ -2,19 +2,18 @@
 
 Each ingress process subscribes once, at start, to a channel of its own
 (``reply_to``); the jobs it queues carry that channel, and workers publish
-their events there. One task reads the subscription and dispatches each
-event by its job id to the job's bounded in-process inbox. So a request
-costs no SUBSCRIBE or UNSUBSCRIBE: its inbox exists before its job is
-queued, which is all "subscribe before publish" asks. (A job without a
-``reply_to``, from an ingress of an older release, is published on its own
-channel ``job:<id>``, which nobody here reads: upgrade workers first.)
-A lost subscription loses what was published meanwhile, so the reader
-fails every open inbox at once (their clients get an error, never a stream
-that looks complete): when a connection error reaches it, and then it
-subscribes again on a fresh connection; and when redis-py's own retry
-reconnected and resubscribed (as when Redis drops a subscriber over its
-output buffer limit), which the reader sees as a second confirmation of
-its subscription.
+their events there. One task reads the subscription
+(``scheduler.result_bus.subscriber``, on a connection of its own, every
+message that has arrived at once) and dispatches each event by its job id to
+the job's bounded in-process inbox. So a request costs no SUBSCRIBE or
+UNSUBSCRIBE: its inbox exists before its job is queued, which is all
+"subscribe before publish" asks. (A job without a ``reply_to``, from an
+ingress of an older release, is published on its own channel ``job:<id>``,
+which nobody here reads: upgrade workers first.) A lost subscription
+(Redis restarted, or dropped a subscriber over its output buffer limit)
+loses what was published meanwhile, so the reader fails every open inbox at
+once (their clients get an error, never a stream that looks complete), then
+subscribes again on a fresh connection, refusing new jobs until it has.
 
 Cancellations: a key per cancelled job (with a TTL to its deadline), set
 before its id is published on one channel that each worker process reads
@@ -38,6 +37,7 @@ from redis.typing import EncodableT
 
 from scheduler.outages import reaching_redis
 from scheduler.result_bus import Inbox
+from scheduler.result_bus.subscriber import Subscriber
 from scheduler.topology import Topology
 from schema.errors import BusUnavailable
 from schema.jobs import JobMark, StreamEvent
@@ -65,33 +65,38 @@ class RedisResultBus:
         self._client = client
         self._topology = topology
         self._inboxes: dict[str, Inbox] = {}
-        self._pubsub: redis.client.PubSub | None = None
+        # Events posted in this event-loop turn, by channel, and the future of their publishing.
+        self._outgoing: dict[str, list[StreamEvent]] | None = None
+        self._published: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._subscriber: Subscriber | None = None  # the home channel is live (None: jobs are refused)
         self._reader: asyncio.Task[None] | None = None
         self._home = f"{topology.namespace}:ingress:{uuid.uuid4().hex}"
-        self._subscribed = False  # the home channel is live (lost: jobs are refused until it is back)
-        self._confirmed = False  # Redis confirmed this subscription: another confirmation is a resubscription
         self._mark = client.register_script(_MARK)
 
     @property
     def reply_to(self) -> str | None:
         """The channel this process's jobs are answered on."""
-        return self._home if self._pubsub is not None else None
+        return self._home if self._reader is not None else None
 
     async def start(self) -> None:
-        self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(self._home)
-        self._subscribed = True
+        with _reaching_bus():
+            self._subscriber = await Subscriber.open(self._client, self._home)
         self._reader = asyncio.create_task(self._read(), name="redis result reader")
 
     async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None
 
     async def subscribe(self, job_id: str) -> Inbox:
-        if self._pubsub is None or not self._subscribed:
+        if self._subscriber is None:
             raise BusUnavailable("the result bus is not subscribed (Redis is unreachable)")
         inbox = Inbox(job_id, on_close=lambda box: self._inboxes.pop(box.job_id, None))
         self._inboxes[job_id] = inbox
@@ -102,8 +107,43 @@ class RedisResultBus:
 
     async def publish(self, *events: StreamEvent, to: str | None = None) -> None:
         if events:
-            with _reaching_bus():
-                await self._client.publish(self._channel(events[0]["job"], to), orjson.dumps(events))
+            await asyncio.shield(self.post(events, to))  # shared by the turn's posts: never cancelled by one
+
+    def post(self, events: Sequence[StreamEvent], to: str | None = None) -> asyncio.Future[None]:
+        # Posts wait while a publish is in flight and go out together in the
+        # next, one message per ingress: a batch per round trip, not per event.
+        if self._outgoing is None:
+            self._outgoing, self._published = {}, asyncio.get_running_loop().create_future()
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.create_task(self._send(), name="result events")
+        assert self._published is not None
+        channel = self._channel(events[0]["job"], to)
+        if (queued := self._outgoing.get(channel)) is None:
+            self._outgoing[channel] = list(events)
+        else:
+            queued.extend(events)
+        return self._published
+
+    async def _send(self) -> None:
+        while self._outgoing is not None:
+            outgoing, published = self._outgoing, self._published
+            self._outgoing = self._published = None
+            assert published is not None
+            try:
+                with _reaching_bus():
+                    if len(outgoing) == 1:
+                        ((channel, events),) = outgoing.items()
+                        await self._client.publish(channel, orjson.dumps(events))
+                    else:
+                        await asyncio.gather(*(self._client.publish(channel, orjson.dumps(events))
+                                               for channel, events in outgoing.items()))
+            except BusUnavailable as error:
+                published.set_exception(error)
+            except asyncio.CancelledError:  # the bus is closing
+                published.cancel()
+                raise
+            else:
+                published.set_result(None)
 
     async def marked(self, job_id: str) -> JobMark | None:
         with _reaching_bus():
@@ -166,26 +206,19 @@ class RedisResultBus:
 
     async def _read(self) -> None:
         while True:
-            assert self._pubsub is not None
+            assert self._subscriber is not None
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as error:
+                await self._subscriber.read(self._dispatch)
+            except OSError as error:  # ConnectionError and TimeoutError among them
                 await self._recover(error)
-                continue
-            if message is None:
-                continue
-            if message["type"] == "subscribe":
-                if self._confirmed:  # redis-py reconnected and resubscribed on its own: events were lost
-                    self._fail_open("the subscription was renewed after a lost connection")
-                self._confirmed = True
-                continue
-            if message["type"] != "message":
-                continue
-            events = orjson.loads(message["data"])
-            inbox = self._inboxes.get(events[0]["job"]) if events else None
+
+    def _dispatch(self, message: bytes) -> None:
+        events: list[StreamEvent] = orjson.loads(message)
+        inboxes = self._inboxes
+        for event in events:
+            inbox = inboxes.get(event["job"])
             if inbox is not None:  # like pub/sub: nobody waiting, nothing kept
-                for event in events:
-                    inbox.deliver(event)
+                inbox.deliver(event)
 
     def _fail_open(self, why: str) -> None:
         log.error("lost the Redis result subscription (%s); failing %d open streams", why, len(self._inboxes))
@@ -194,22 +227,18 @@ class RedisResultBus:
         self._inboxes.clear()
 
     async def _recover(self, error: BaseException) -> None:
-        self._fail_open(str(error))
-        self._subscribed = self._confirmed = False
-        old = self._pubsub
+        assert self._subscriber is not None
+        self._subscriber.close()
+        self._subscriber = None  # new jobs are refused until it is back
+        self._fail_open(str(error) or type(error).__name__)
         while True:
             try:
-                if old is not None:
-                    await old.aclose()
-                    old = None
-                self._pubsub = self._client.pubsub()
-                await self._pubsub.subscribe(self._home)
-                self._subscribed = True
+                self._subscriber = await Subscriber.open(self._client, self._home)
                 log.info("result subscription restored")
                 return
-            except (RedisError, OSError) as retry_error:
+            except OSError as retry_error:
                 log.warning("Redis still unreachable: %s", retry_error)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RESUBSCRIBE_DELAY)
 
 
 def _reaching_bus() -> AbstractContextManager[None]:

@@ -185,7 +185,8 @@ class Pacer:
         self._timer: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> None:
-        self._task = asyncio.current_task()
+        if self._task is None:  # a stream is read by one task: look it up once
+            self._task = asyncio.current_task()
         self._cancelling = self._task.cancelling() if self._task is not None else 0
         self._began, self._waiting = self._loop.time(), True
         due = self._began + self.limit

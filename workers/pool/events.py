@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 class JobRun:
     """Publishes one job's events in order, numbering them from 0.
 
-    ``emit`` never waits for the bus: events queue up while a publish is in
-    flight and go out together in the next one, so a fast upstream is not
-    slowed to one bus round trip per chunk, and the first event still leaves
-    at once. ``flush`` waits until everything emitted has been published.
+    ``emit`` never waits for the bus: it posts the event (``ResultBus.post``),
+    and the bus sends what every job of the process posted meanwhile
+    together, so a fast upstream is not slowed to one bus round trip per
+    chunk, nor a busy worker to one per event. ``flush`` waits until
+    everything emitted has been published.
     """
 
     def __init__(self, job: Job, results: ResultBus, *, taken_at: float | None = None) -> None:
@@ -32,8 +33,7 @@ class JobRun:
         self.taken_at = taken_at if taken_at is not None else time.time()
         self._results = results
         self._seq = 0
-        self._pending: list[StreamEvent] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._posted: asyncio.Future[None] | None = None  # the publishing of the last event posted
         self.lost: BaseException | None = None  # the bus failed: the client will see a broken stream
         self.output_chars = 0
         self.reported: Usage | None = None  # the usage the upstream reported so far, mid-stream
@@ -64,9 +64,18 @@ class JobRun:
         return await self._finish({"job": self.job.id, "seq": self._seq, "kind": "end", "data": data}, usage)
 
     def _queue(self, event: StreamEvent) -> None:
-        self._pending.append(self._numbered(event))
-        if self.lost is None and (self._sender is None or self._sender.done()):
-            self._sender = asyncio.create_task(self._send(), name=f"events of {self.job.id}")
+        numbered = self._numbered(event)
+        if self.lost is not None:
+            return  # after a gap the ingress ends the stream anyway
+        posted = self._results.post((numbered,), to=self.job.reply_to)
+        if posted is not self._posted:  # a batch this job was not in yet
+            self._posted = posted
+            posted.add_done_callback(self._published)
+
+    def _published(self, posted: asyncio.Future[None]) -> None:
+        error = posted.exception() if not posted.cancelled() else BusUnavailable("the result bus closed")
+        if error is not None and self.lost is None:
+            self.lost = error
 
     async def _finish(self, event: StreamEvent, usage: Usage) -> bool:
         """Send the job's final event with its ``answered`` mark (the usage
@@ -97,18 +106,11 @@ class JobRun:
         self._seq += 1
         return event
 
-    async def _send(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._results.publish(*batch, to=self.job.reply_to)
-        except BusUnavailable as error:
-            self.lost = error
-            self._pending.clear()
-
     async def flush(self) -> None:
-        if self._sender is not None:
-            await self._sender
+        if self._posted is not None:
+            if not self._posted.done():
+                await asyncio.wait((self._posted,))  # shared with other jobs: never cancel it
+            self._published(self._posted)
         if self.lost is not None:
             # The ingress sees the gap or the silence and ends the client's
             # stream with an error; the job still settles what it used.
