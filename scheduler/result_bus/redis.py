@@ -213,12 +213,17 @@ class RedisResultBus:
                 await self._recover(error)
 
     def _dispatch(self, message: bytes) -> None:
-        events: list[StreamEvent] = orjson.loads(message)
-        inboxes = self._inboxes
-        for event in events:
-            inbox = inboxes.get(event["job"])
-            if inbox is not None:  # like pub/sub: nobody waiting, nothing kept
-                inbox.deliver(event)
+        try:
+            events: list[StreamEvent] = orjson.loads(message)
+            inboxes = self._inboxes
+            for event in events:
+                inbox = inboxes.get(event["job"])
+                if inbox is not None:  # like pub/sub: nobody waiting, nothing kept
+                    inbox.deliver(event)
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            # Not a worker's: dropped, and the reader reads on (a stream it
+            # belonged to sees the gap).
+            log.error("a message on the result channel is not a list of events: %r", message[:200])
 
     def _fail_open(self, why: str) -> None:
         log.error("lost the Redis result subscription (%s); failing %d open streams", why, len(self._inboxes))

@@ -138,3 +138,21 @@ async def test_a_post_redis_refuses_fails_its_future_and_the_job_knows_its_event
         finally:
             await bus.close()
             await client.aclose()
+
+
+async def test_a_message_that_is_not_events_is_dropped_and_the_reader_reads_on() -> None:
+    require_services()
+    topology = Topology(f"gztest{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(REDIS_URL)
+    bus = RedisResultBus(client, topology)
+    await bus.start()
+    try:
+        assert bus.reply_to is not None
+        inbox = await bus.subscribe("j")
+        for stray in (b"not json", b'{"job": "j"}', b"[1]", b'[{"seq": 0}]'):
+            await client.publish(bus.reply_to, stray)
+        await bus.publish({"job": "j", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
+        assert (await inbox.next(2.0))["kind"] == "end"
+    finally:
+        await bus.close()
+        await client.aclose()
