@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aio_pika
 import redis.asyncio as redis
@@ -94,29 +92,22 @@ def dramatiq_broker(url: str) -> RabbitmqBroker:
 
 async def redis_socket(client: redis.Redis, *,
                        limit: int = 1 << 16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A bare connection to ``client``'s server (its host or Unix socket, with
-    TLS when it uses it), for a reader that speaks the protocol itself
+    """A bare connection to ``client``'s server, reached as its own
+    connections reach it (host or Unix socket, its TLS context), for a
+    reader that speaks the protocol itself
     (``scheduler.result_bus.subscriber``); keepalive on."""
-    options = client.connection_pool.connection_kwargs
-    if options.get("path"):
-        return await asyncio.open_unix_connection(options["path"], limit=limit)
-    context = _tls(options) if issubclass(client.connection_pool.connection_class, redis.SSLConnection) else None
-    reader, writer = await asyncio.open_connection(options.get("host", "localhost"), options.get("port", 6379),
-                                                   ssl=context, limit=limit)
+    pool = client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)  # configured, never connected: its address and TLS
+    if isinstance(connection, redis.UnixDomainSocketConnection):
+        return await asyncio.open_unix_connection(connection.path, limit=limit)
+    if not isinstance(connection, redis.Connection):
+        raise TypeError(f"no bare socket for a {type(connection).__name__}")
+    context = connection.ssl_context.get() if isinstance(connection, redis.SSLConnection) else None
+    reader, writer = await asyncio.open_connection(connection.host, connection.port, ssl=context, limit=limit)
     sock = writer.get_extra_info("socket")
     if sock is not None:  # a peer gone without a word is noticed in time
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return reader, writer
-
-
-def _tls(options: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-    if options.get("ssl_certfile"):
-        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-    if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class Connections:

@@ -27,15 +27,22 @@ async def streaming(bus: RedisResultBus, job_id: str) -> Inbox:
     return inbox
 
 
-async def resubscribed(bus: RedisResultBus, job_id: str) -> Inbox:
-    """``job_id``'s inbox, once the bus has its subscription back (it
-    refuses jobs until then, and resubscribes in the background)."""
+async def fails_then_recovers(bus: RedisResultBus, inbox: Inbox) -> None:
+    """``inbox``'s stream ends with the lost subscription, and the bus, once
+    it has its subscription back (it refuses jobs until then, and
+    resubscribes in the background), carries a new job's events."""
+    with pytest.raises(StreamBroken, match="result bus"):
+        await inbox.next(5)
     for _ in range(50):
         try:
-            return await bus.subscribe(job_id)
+            fresh = await bus.subscribe("j2")
+            break
         except BusUnavailable:
             await asyncio.sleep(0.1)
-    raise AssertionError("the result bus did not resubscribe within 5 s")
+    else:
+        raise AssertionError("the result bus did not resubscribe within 5 s")
+    await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
+    assert (await fresh.next(5))["kind"] == "end"
 
 
 async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
@@ -52,12 +59,7 @@ async def test_lost_subscription_fails_open_streams_then_recovers() -> None:
             if entry.get("name") == name and "subscribe" in entry.get("cmd", ""):
                 await admin.client_kill_filter(_id=entry["id"])
 
-        with pytest.raises(StreamBroken, match="result bus"):
-            await inbox.next(5)
-
-        fresh = await resubscribed(bus, "j2")
-        await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
-        assert (await fresh.next(5))["kind"] == "end"
+        await fails_then_recovers(bus, inbox)
     finally:
         await bus.close()
         await client.aclose()
@@ -82,11 +84,7 @@ async def test_a_subscription_redis_drops_fails_open_streams_at_once_then_is_ren
             await proxy.cut()  # the server side closes the connection, as Redis does over the limit
             proxy.restore()  # and takes the next one at once
 
-            with pytest.raises(StreamBroken, match="result bus"):
-                await inbox.next(5)
-            fresh = await resubscribed(bus, "j2")
-            await bus.publish({"job": "j2", "seq": 0, "kind": "end", "data": {}}, to=bus.reply_to)
-            assert (await fresh.next(5))["kind"] == "end"
+            await fails_then_recovers(bus, inbox)
         finally:
             await bus.close()
             await client.aclose()

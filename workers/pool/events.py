@@ -110,7 +110,7 @@ class JobRun:
         if self._posted is not None:
             if not self._posted.done():
                 await asyncio.wait((self._posted,))  # shared with other jobs: never cancel it
-            self._published(self._posted)
+            self._published(self._posted)  # its done-callback may not have run yet
         if self.lost is not None:
             # The ingress sees the gap or the silence and ends the client's
             # stream with an error; the job still settles what it used.
