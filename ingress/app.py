@@ -13,7 +13,19 @@ from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
-from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
+from ingress.routes import (
+    admin,
+    batches,
+    chat,
+    embeddings,
+    images,
+    message_batches,
+    messages,
+    models,
+    providers,
+    user,
+    webhooks,
+)
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
@@ -58,6 +70,8 @@ def create_app(
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
+    app.include_router(batches.router)
+    app.include_router(message_batches.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(provider_health.router)

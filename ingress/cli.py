@@ -2,7 +2,8 @@
 
 ``serve`` runs everything in one process (embedded by default; against the
 real services when their URLs are set). ``ingress``, ``worker``, ``billing``,
-``prober`` and ``migrate`` are the distributed roles; ``keys create`` makes API keys.
+``prober``, ``orchestrator`` (batches) and ``migrate`` are the distributed
+roles; ``keys create`` makes API keys.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from ingress.runtime import (
     BillingRuntime,
     ProberRuntime,
     Role,
+    Runtime,
     embedded_roles,
     open_billing,
     open_prober,
+    open_runtime,
     open_workers,
 )
 from ingress.server import http_config
@@ -189,6 +192,15 @@ def reconcile() -> None:
     if found:
         raise click.ClickException(f"{len(found)} differences")
     click.echo("every account reconciles with the ledger")
+
+
+@main.command()
+@config_option
+def orchestrator(config_path: Path | None) -> None:
+    """Run the batch orchestrator: checks batches' input and releases their lines as jobs."""
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url", "database_url"))
+    collector.settle()
+    uvloop.run(_run_role(open_runtime(settings, config, subscribe=False), Runtime.start_orchestrator))
 
 
 @main.command("migrate")

@@ -45,6 +45,14 @@ class Price(BaseModel):
     per_image: Decimal = Decimal(0)
 
 
+class BatchLine(BaseModel):
+    """Which batch and line a job answers."""
+
+    batch_id: str
+    line: int = Field(ge=0)
+    custom_id: str
+
+
 class Job(BaseModel):
     id: str = Field(default_factory=lambda: f"job_{uuid.uuid4().hex}")
     kind: JobKind = "chat"
@@ -66,6 +74,7 @@ class Job(BaseModel):
     price: Price
     hold: int | None = Field(None, ge=0, description="micro-credits held for it: the most it can be charged")
     reply_to: str | None = Field(None, description="where its events go: the queuing ingress's channel")
+    batch: BatchLine | None = Field(None, description="the batch line it runs: its answer goes on its usage event")
 
     @property
     def route(self) -> Route:
@@ -209,6 +218,22 @@ class JobMark(BaseModel):
     handed_by: int | None = None
 
 
+class LineResult(BaseModel):
+    """What a line's job ended with: the whole answer in its dialect
+    (``response``), or the error its client would have got (``error``)."""
+
+    response: DialectObject | None = None
+    error: dict[str, Any] | None = None  # ``ErrorData`` (a TypedDict pydantic refuses before Python 3.12)
+
+    @property
+    def outcome(self) -> Literal["succeeded", "errored", "expired"]:
+        if self.response is not None:
+            return "succeeded"
+        if self.error is not None and self.error["code"] == "batch_expired":
+            return "expired"
+        return "errored"
+
+
 class UsageEvent(BaseModel):
     """Durable record that a job consumed upstream capacity; settled once by job id."""
 
@@ -222,9 +247,13 @@ class UsageEvent(BaseModel):
     hold: int | None = Field(None, ge=0, description="the job's hold: the most it is charged")
     held_at: float | None = Field(None, description="when its hold was taken (the key periods it counts in)")
     finished_at: float = Field(default_factory=time.time)
+    batch: BatchLine | None = None
+    result: LineResult | None = Field(None, description="a batch line's answer or error, written as it settles")
 
     @classmethod
-    def of(cls, job: Job, usage: Usage) -> UsageEvent:
-        """The usage event that settles ``job`` (whichever role reports it)."""
+    def of(cls, job: Job, usage: Usage, result: LineResult | None = None) -> UsageEvent:
+        """The usage event that settles ``job`` (whichever role reports it);
+        ``result``: what a batch line's job ended with."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
-                   model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at)
+                   model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at,
+                   batch=job.batch, result=result if job.batch is not None else None)

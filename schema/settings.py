@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         None, description="Stripe endpoint signing secret, whsec_… (unset: /webhooks/stripe answers 503)"
     )
+    batch_max_in_flight: int = Field(256, gt=0, description="lines of one batch queued or running at once")
+    batch_account_max_in_flight: int = Field(
+        1024, gt=0, description="lines of one account's batches queued or running at once")
+    batch_step_interval: float = Field(0.2, gt=0, description="seconds between a batch's release steps")
     credits_per_usd: Decimal = Field(Decimal("1"), gt=0, description="credits a top-up of one US dollar buys")
 
     @property

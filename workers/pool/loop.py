@@ -19,7 +19,7 @@ import time
 from scheduler.queues import JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout, UpstreamError
+from schema.errors import GatewayError, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark, Usage
 from workers.adapters.base import ProviderAdapter
 from workers.breaker_store.memory import MemoryBreakerStore
@@ -29,7 +29,7 @@ from workers.health import HealthLog
 from workers.pool.attempts import Attempts, HandOff
 from workers.pool.events import JobRun
 from workers.pool.handoff import HandOffs
-from workers.pool.intake import Intake
+from workers.pool.intake import Intake, deadline_passed
 from workers.pool.usage import UsageReport, cancelled_usage, ended_usage
 from workers.resilience import RetryPolicy
 
@@ -114,14 +114,14 @@ class ProviderPool:
             run.fail(error)
         except TimeoutError:
             log.info("job %s on %s passed its deadline", job.id, job.provider)
-            run.fail(GatewayTimeout("the request's deadline passed before the provider finished"))
+            run.fail(deadline_passed(job, "the request's deadline passed before the provider finished"))
         except Exception:
             # A defect, not an upstream answer: the client still gets a clear
             # error now, and the job still settles, instead of a silent wait.
             log.exception("job %s on %s failed unexpectedly", job.id, job.provider)
             run.fail(UpstreamError("the gateway failed to process the provider's answer"))
         await run.flush()
-        await self._report.settle(job, ended_usage(job, run, usage))
+        await self._report.settle(job, ended_usage(job, run, usage), run.line_result)
         if not run.answered:
             # An answered job needs no ``done`` mark, which would cost a bus
             # round trip per job: a copy redelivered after its usage event
