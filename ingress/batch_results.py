@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ingress.errors import anthropic_error_type
-from scheduler.batches.store import BatchStore, Result
+from scheduler.batches.store import Batch, BatchStore, Result
 
 OUTPUT_SUFFIX = "-output"
 ERRORS_SUFFIX = "-errors"
@@ -79,3 +79,27 @@ async def openai_file(store: BatchStore, batch_id: str, *, output: bool) -> Asyn
 async def anthropic_results(store: BatchStore, batch_id: str) -> AsyncIterator[bytes]:
     async for result in store.results(batch_id):
         yield orjson.dumps(anthropic_line(result), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def generated_file(batch: Batch, *, output: bool, size: int) -> dict[str, Any]:
+    """The file object of a batch's output or error file (purpose ``batch_output``)."""
+    return {"id": output_file_id(batch.id) if output else error_file_id(batch.id), "object": "file", "bytes": size,
+            "created_at": int(batch.created_at), "expires_at": None,
+            "filename": f"{batch.id}_{'output' if output else 'error'}.jsonl", "purpose": "batch_output",
+            "status": "processed", "status_details": None}
+
+
+async def find_generated(store: BatchStore, account_id: int, file_id: str) -> tuple[Batch, bool] | None:
+    """The account's batch whose output (True) or error (False) file
+    ``file_id`` is; None if it names none (or a batch not running yet)."""
+    named = batch_of_file(file_id)
+    if named is None:
+        return None
+    batch = await store.get(named[0], account_id)
+    if batch is None or batch.api != "openai" or batch.status in ("validating", "failed"):
+        return None
+    return batch, named[1]
+
+
+async def generated_size(store: BatchStore, batch_id: str, *, output: bool) -> int:
+    return sum([len(line) async for line in openai_file(store, batch_id, output=output)])
