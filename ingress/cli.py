@@ -3,7 +3,8 @@
 ``serve`` runs everything in one process (embedded by default; against the
 real services when their URLs are set). ``ingress``, ``worker``, ``billing``,
 ``prober``, ``orchestrator`` (batches) and ``migrate`` are the distributed
-roles; ``keys create`` makes API keys.
+roles; ``keys create`` makes API keys; ``batch`` submits and follows batches
+through the HTTP API (``ingress.batch_cli``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from billing.limits import KeyLimits
 from ingress import collector
 from ingress.app import create_app
 from ingress.auth import hash_key, key_secret, new_key
+from ingress.batch_cli import batch
 from ingress.processes import serve_processes
 from ingress.runtime import (
     EMBEDDED_CONCURRENCY,
@@ -91,6 +93,9 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple
 @click.group()
 def main() -> None:
     """GatewayZ: a queue-based LLM inference gateway."""
+
+
+main.add_command(batch)
 
 
 @main.command()

@@ -30,7 +30,7 @@ from schema.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LEASE = 30.0  # seconds a step may hold its batch (a step takes well under one)
+LEASE = 10.0  # seconds a step may hold its batch: a step takes well under one, and a step that died holds it this long
 EXPAND_ROWS = 500  # lines inserted per statement while a file is expanded
 
 
