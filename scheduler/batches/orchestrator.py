@@ -26,6 +26,7 @@ import orjson
 
 from scheduler.batches.store import Batch, BatchStore, Line
 from scheduler.batches.validation import OpenAIFile, split_lines
+from schema.batches import BatchStatus
 from schema.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,14 +151,14 @@ class Orchestrator:
             if not await self.store.released(batch.id, batch.released, cursor):
                 log.warning("batch %s: its release cursor moved under this step", batch.id)
 
-    async def _end_if_done(self, batch_id: str, status: str, *, when: tuple[str, ...]) -> bool:
+    async def _end_if_done(self, batch_id: str, status: BatchStatus, *, when: tuple[BatchStatus, ...]) -> bool:
         batch = await self.store.get(batch_id)
         if batch is None or batch.finished < batch.total:
             return False
         if status == "completed":
             await self.store.move(batch_id, "finalizing", when=when)  # OpenAI shows it; the files are live already
             when = ("finalizing",)
-        moved = await self.store.move(batch_id, status, when=when)  # type: ignore[arg-type]
+        moved = await self.store.move(batch_id, status, when=when)
         if moved:
             log.info("batch %s %s: %d succeeded, %d errored, %d expired, %d cancelled", batch_id, status,
                      batch.succeeded, batch.errored, batch.expired, batch.canceled)
