@@ -13,6 +13,7 @@ rather than failing the batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -57,8 +58,13 @@ class BatchRelease:
         self._runtime = runtime
 
     async def release(self, batch: Batch, lines: list[Line]) -> tuple[int, list[Refused]]:
+        """The lines' jobs are held and queued together (their publisher
+        confirms overlap): a line that could not be queued for an outage
+        ends the release there, and those after it that were queued are
+        queued again next step as the same jobs."""
         refused: list[Refused] = []
-        for done, line in enumerate(lines):
+        jobs: list[tuple[int, Line, Job]] = []
+        for index, line in enumerate(lines):
             try:
                 job = self._job(batch, line)
             except GatewayError as error:
@@ -66,17 +72,22 @@ class BatchRelease:
                 continue
             waits = await self._runtime.circuits.closed_in(job.routes)
             if all(wait > 0 for wait in waits):
-                return done, refused  # every candidate's circuit is open: the line waits for the next step
+                lines = lines[:index]  # every candidate's circuit is open: the line waits for the next step
+                break
             job.attempt = waits.index(min(waits))
-            try:
-                await self._queue(job)
-            except TransportUnavailable as error:
+            jobs.append((index, line, job))
+        outcomes = await asyncio.gather(*(self._queue(job) for _, _, job in jobs), return_exceptions=True)
+        done = len(lines)
+        for (index, line, _), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, TransportUnavailable):
                 log.warning("batch %s: line %d not queued (%s); tried again next step", batch.id, line.line,
-                            error.message)
-                return done, refused
-            except GatewayError as error:
-                refused.append(Refused(line, dict(error_data(error))))
-        return len(lines), refused
+                            outcome.message)
+                done = min(done, index)
+            elif isinstance(outcome, GatewayError):
+                refused.append(Refused(line, dict(error_data(outcome))))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return done, refused
 
     def _job(self, batch: Batch, line: Line) -> Job:
         runtime = self._runtime

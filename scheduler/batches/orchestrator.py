@@ -16,6 +16,7 @@ Results are not collected here: each line's job settles with its answer
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -105,6 +106,16 @@ class Orchestrator:
         moved = await self.store.move(batch_id, "in_progress", when=("validating",), total=checker.count)
         log.info("batch %s: %d requests, in progress", batch_id, checker.count)
         return moved
+
+    async def run(self, batch_id: str, chain: str, *, interval: float, for_seconds: float) -> bool:
+        """Steps of ``chain``, ``interval`` apart, for about ``for_seconds``;
+        whether the chain goes on after them."""
+        ends = time.monotonic() + for_seconds
+        while await self.step(batch_id, chain):
+            if time.monotonic() + interval >= ends:
+                return True
+            await asyncio.sleep(interval)
+        return False
 
     async def step(self, batch_id: str, chain: str) -> bool:
         """One step of ``chain`` on the batch; whether the chain goes on."""
