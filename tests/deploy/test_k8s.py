@@ -11,7 +11,6 @@ find, and the last test proves that each notices a broken file.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from collections.abc import Callable
 from decimal import Decimal
@@ -22,13 +21,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from ingress.cli import _http_config
 from scheduler.topology import Topology
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.settings import Settings
 from tests.deploy import keda
+from tests.deploy.breakage import assert_noticed
 from tests.deploy.manifests import K8S, Container, Resource, containers, load_kustomization, load_resources, of_kind
-from tests.test_compose import ROLE_USES, SHARED, CommandError, is_setting, parse_command
+from tests.test_compose import ROLE_USES, SHARED, CommandError, is_setting, parse_command, shutdown_budget
 
 # The oldest Kubernetes these manifests are meant for, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -196,11 +195,8 @@ def drain_problems(resources: list[Resource]) -> list[str]:
     problems = []
     for container in containers(resources):
         role = _role(container)
-        if role == ("worker",):
-            drain = float(container.env.get("GATEWAYZ_DRAIN_TIMEOUT", Settings.model_fields["drain_timeout"].default))
-        elif role == ("ingress",):
-            drain = float(_http_config(None, "0.0.0.0", 8000, Settings()).timeout_graceful_shutdown or 0)
-        else:
+        drain = shutdown_budget(role, container.env)
+        if drain is None:
             continue
         pre_stop = _pre_stop_seconds(container)
         if pre_stop is None:
@@ -428,10 +424,7 @@ BREAKAGES: dict[str, tuple[Callable[[list[Resource]], list[str]], Callable[[list
 @pytest.mark.parametrize("breakage", BREAKAGES)
 def test_each_check_notices_a_broken_manifest(breakage: str) -> None:
     check, change = BREAKAGES[breakage]
-    resources = copy.deepcopy(load_resources())
-    assert check(resources) == []
-    change(resources)
-    assert check(resources) != []
+    assert_noticed(check, load_resources(), change)
 
 
 def test_an_unlisted_manifest_is_noticed(tmp_path: Path) -> None:
