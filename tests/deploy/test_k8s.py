@@ -11,6 +11,8 @@ find, and the last test proves that each notices a broken file.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from decimal import Decimal
@@ -20,6 +22,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from scheduler.topology import Topology
 from schema.catalog import ConfigError, GatewayConfig, load_config
@@ -329,6 +332,20 @@ CHECKS: dict[str, Callable[[list[Resource]], list[str]]] = {
 @pytest.mark.parametrize("check", CHECKS)
 def test_the_manifests_pass(check: str) -> None:
     assert CHECKS[check](load_resources()) == []
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_builds_the_kustomization() -> None:
+    """What ``kubectl apply -k`` would send: the same resources, its image set."""
+    built = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert built.returncode == 0, built.stderr
+    resources = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    assert sorted((r["kind"], r["metadata"]["name"]) for r in resources) == sorted(
+        (r["kind"], r["metadata"]["name"]) for r in load_resources())
+    image = next(entry for entry in load_kustomization()["images"] if entry["name"] == IMAGE)
+    assert {container.spec["image"] for container in containers(resources)} == {
+        f"{image['newName']}:{image['newTag']}"}
 
 
 # the checks notice a broken file
