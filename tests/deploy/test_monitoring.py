@@ -4,7 +4,8 @@ the scrape jobs and ``docs/operations.md``.
 Every expression (alert rules, dashboard panels and variables) uses only the
 agreed metric names (``metrics.py``) with labels they have; every job an
 alert names is scraped, with the same name in compose and in Kubernetes;
-every alert has a runbook section. The last test proves each check notices
+every alert has a runbook section; every agreed metric (batch progress
+aside, the batch branch's) has a dashboard panel. The last test proves each check notices
 a broken file.
 """
 
@@ -20,12 +21,14 @@ import yaml
 
 from tests.deploy.breakage import assert_noticed
 from tests.deploy.manifests import ROOT, Resource, load_resources, of_kind
-from tests.deploy.metrics import jobs_selected, promql_problems
+from tests.deploy.metrics import AGREED, jobs_selected, promql_problems, series
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 OPERATIONS = ROOT / "docs" / "operations.md"
 SEVERITIES = {"warning", "critical"}
+# Batch progress is the batch branch's to chart, once batches exist.
+NOT_CHARTED = {"gatewayz_batch_lines_total", "gatewayz_batches"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 Files = dict[str, Any]
@@ -145,6 +148,7 @@ def dashboard_problems(files: Files) -> list[str]:
     if len(ids) != len(set(ids)):
         problems.append("panel ids repeat")
     variables = dashboard.get("templating", {}).get("list") or []
+    charted: set[str | None] = set()
     for item in [*dashboard_panels(dashboard), *variables]:
         title = item.get("title") or item.get("name")
         if item.get("type") == "row":
@@ -157,6 +161,8 @@ def dashboard_problems(files: Files) -> list[str]:
         if item.get("type") != "query" and not queries:
             problems.append(f"{title}: no query")
         problems += [f"{title}: {problem}" for query in queries for problem in promql_problems(query)]
+        charted |= {item.family for query in queries for item in series(query)}
+    problems += [f"no panel shows {name}" for name in sorted(set(AGREED) - NOT_CHARTED - charted)]
     return problems
 
 
@@ -208,6 +214,7 @@ BREAKAGES: dict[str, tuple[Callable[[Files], list[str]], Callable[[Files], None]
     "rules not loaded": (job_problems, lambda f: f["compose"].pop("rule_files")),
     "panel with an unknown metric": (dashboard_problems, lambda f: _panel(f, "Consumers")["targets"][0].update(
         expr="max by (pool) (gatewayz_consumers)")),
+    "metric on no panel": (dashboard_problems, lambda f: f["dashboard"]["panels"].remove(_panel(f, "Credits held"))),
     "panel on another datasource": (dashboard_problems, lambda f: _panel(f, "Consumers")["datasource"].update(
         uid="other")),
     "variable on an unknown metric": (dashboard_problems, lambda f: f["dashboard"]["templating"]["list"][0].update(
