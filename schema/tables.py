@@ -149,7 +149,7 @@ usage_records = Table(
 # Upper bounds (milliseconds) of the latency histogram's buckets in
 # ``usage_rollups``; one more bucket counts everything slower. Fixed, so the
 # rows of any two minutes add up.
-LATENCY_BOUNDS_MS = (250, 500, 1000, 2500, 5000, 10000, 30000)
+LATENCY_BOUNDS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 LATENCY_BUCKETS = tuple(f"latency_le_{bound}" for bound in LATENCY_BOUNDS_MS) + ("latency_over",)
 
 # Monitoring's aggregates: what the jobs settled in one minute cost and how

@@ -29,8 +29,8 @@ def event(*, at: float = MINUTE + 5, model: str = "m", account_id: int = ACCOUNT
 
 
 @pytest.mark.parametrize(("latency", "bucket"), [
-    (0, "latency_le_250"), (250, "latency_le_250"), (251, "latency_le_500"), (30000, "latency_le_30000"),
-    (30001, "latency_over")])
+    (0, "latency_le_25"), (26, "latency_le_50"), (250, "latency_le_250"), (251, "latency_le_500"),
+    (30000, "latency_le_30000"), (30001, "latency_over")])
 def test_a_latency_counts_in_the_first_bucket_it_does_not_exceed(latency: int, bucket: str) -> None:
     assert latency_bucket(latency) == bucket
 
@@ -47,7 +47,7 @@ def test_a_batch_adds_one_row_per_minute_provider_model_and_account() -> None:
     assert (first["requests"], first["errors"], first["upstream_errors"]) == (3, 2, 1)
     assert (first["input_tokens"], first["output_tokens"], first["cost"]) == (10, 20, 50)
     assert (first["timed"], first["latency_ms"], first["first_tokens"], first["ttft_ms"]) == (2, 340, 1, 100)
-    assert (first["latency_le_250"], first["latency_le_500"], first["queue_ms"]) == (1, 1, 5)
+    assert (first["latency_le_50"], first["latency_le_500"], first["queue_ms"]) == (1, 1, 5)
     unreported = rows[2]
     assert (unreported["requests"], unreported["errors"], unreported["timed"]) == (1, 0, 0), \
         "an event without its outcome counts as a request, not an error"

@@ -16,8 +16,9 @@ branch_labels = None
 depends_on = None
 
 # As in schema.tables: a migration keeps its own copy, never the live module's.
-LATENCY_BUCKETS = ("latency_le_250", "latency_le_500", "latency_le_1000", "latency_le_2500", "latency_le_5000",
-                   "latency_le_10000", "latency_le_30000", "latency_over")
+LATENCY_BUCKETS = ("latency_le_25", "latency_le_50", "latency_le_100", "latency_le_250", "latency_le_500",
+                   "latency_le_1000", "latency_le_2500", "latency_le_5000", "latency_le_10000", "latency_le_30000",
+                   "latency_over")
 OUTCOME_COLUMNS = ("status", "error_type", "latency_ms", "ttft_ms", "queue_ms")
 
 
