@@ -21,6 +21,7 @@ from ingress.routes import (
     messages,
     models,
     monitoring,
+    operator_ui,
     providers,
     rankings,
     uptime,
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason
     app.include_router(provider_health.router)
     app.include_router(monitoring.router)
+    app.include_router(operator_ui.router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
