@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api
 
 from tests.support.gateway import ADMIN_TOKEN, Gateway, running_gateway
 from tests.support.resilience import Upstreams, resilience_config, two_upstreams
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
