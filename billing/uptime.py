@@ -42,10 +42,11 @@ async def timelines(engine: AsyncEngine, by: Literal["provider", "model"], *, wi
     found: dict[str, dict[int, Totals]] = {}
     for total in await totals(engine, since=first, by=(by, "bucket"), bucket_seconds=bucket):
         found.setdefault(total.group[by], {})[total.group["bucket"]] = total
-    return {name: _timeline(name, seen, starts, bucket, threshold) for name, seen in sorted(found.items())}
+    return {name: timeline_from(name, seen, starts, bucket, threshold) for name, seen in sorted(found.items())}
 
 
-def _timeline(name: str, seen: dict[int, Totals], starts: range, bucket: int, threshold: float) -> Timeline:
+def timeline_from(name: str, seen: dict[int, Totals], starts: range, bucket: int, threshold: float) -> Timeline:
+    """One provider's or model's bars over ``starts``, from its totals per bucket start (``seen``)."""
     timeline = Timeline(name)
     ongoing: Incident | None = None
     for start in starts:

@@ -1,7 +1,7 @@
 """Monitoring's rollups: what a settlement batch adds (once per job, in its
 own transaction, summed per minute, provider, model and account, on both
-databases), and the arithmetic read back from them (error rate, the
-histogram's percentiles)."""
+databases), and what is read back from them: error rate, the histogram's
+percentiles, the anomaly rule, incidents in an uptime timeline."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from decimal import Decimal
 
 import pytest
 
+from billing.anomalies import judge
 from billing.ledger import Ledger
-from billing.rollups import latency_bucket, rollup_rows
+from billing.rollups import COUNTS, latency_bucket, rollup_rows
+from billing.uptime import timeline_from
 from billing.usage_stats import Totals, totals
 from schema.jobs import JobOutcome, Price, Usage, UsageEvent
 from schema.tables import LATENCY_BUCKETS
@@ -85,3 +87,44 @@ async def test_settlement_adds_each_job_once(ledger: Ledger) -> None:
     assert (await ledger.balance(account_id)).available == 10_000 - 50
     assert await totals(ledger.engine, since=MINUTE + 60, where={"account_id": account_id}) == [
         Totals({}, dict.fromkeys(total.counts, 0))], "nothing outside its minute"
+
+
+
+def observed(**counts: int) -> Totals:
+    return Totals({"provider": "p", "model": "m"}, {**dict.fromkeys(COUNTS, 0), **counts})
+
+
+def timed(requests: int, mean_ms: int) -> dict[str, int]:
+    return {"requests": requests, "timed": requests, "latency_ms": requests * mean_ms}
+
+
+@pytest.mark.parametrize(("recent", "baseline", "kinds"), [
+    ({"requests": 10, "errors": 3}, None, ["error_rate"]),  # 0.3 against nothing
+    ({"requests": 10, "errors": 2}, None, []),  # 0.2: under the 0.25 rise
+    ({"requests": 10, "errors": 5}, {"requests": 100, "errors": 30}, []),  # 0.5 against 0.3: not 0.25 above
+    ({"requests": 10, "errors": 6}, {"requests": 100, "errors": 40}, []),  # 0.6 against 0.4: 0.2 above
+    ({"requests": 10, "errors": 7}, {"requests": 100, "errors": 30}, ["error_rate"]),
+    ({"requests": 10, "errors": 9}, {"requests": 100, "errors": 50}, []),  # 0.9 against 0.5: not twice
+    ({"requests": 4, "errors": 4}, None, []),  # too few to judge
+    (timed(5, 1600), timed(5, 500), ["latency"]),
+    (timed(5, 1400), timed(5, 500), []),  # 900 ms above, but 2.8 times
+    (timed(5, 550), timed(5, 100), []),  # 5.5 times, but 450 ms above
+    (timed(5, 1600), timed(4, 500), []),  # too few in the baseline to judge
+    (timed(5, 1600), None, []),
+])
+def test_the_anomaly_rule(recent: dict[str, int], baseline: dict[str, int] | None, kinds: list[str]) -> None:
+    found = judge(observed(**recent), observed(**baseline) if baseline is not None else None, min_requests=5)
+    assert [anomaly.kind for anomaly in found] == kinds
+
+
+def test_an_incident_is_a_run_of_buckets_below_the_threshold() -> None:
+    def bucket(requests: int, failed: int) -> Totals:
+        return Totals({}, {**dict.fromkeys(COUNTS, 0), "requests": requests, "upstream_errors": failed})
+
+    seen = {MINUTE: bucket(10, 0), MINUTE + 60: bucket(10, 5), MINUTE + 120: bucket(10, 10),
+            MINUTE + 240: bucket(4, 1), MINUTE + 300: bucket(10, 0)}  # MINUTE + 180: idle, ends the run
+    timeline = timeline_from("p", seen, range(MINUTE, MINUTE + 360, 60), 60, threshold=0.95)
+    assert [(item.start - MINUTE, item.end - MINUTE, item.requests, item.upstream_errors)
+            for item in timeline.incidents] == [(60, 180, 20, 15), (240, 300, 4, 1)]
+    assert [row["availability"] for row in timeline.buckets] == [1.0, 0.5, 0.0, None, 0.75, 1.0]
+    assert (timeline.requests, timeline.upstream_errors) == (44, 16)

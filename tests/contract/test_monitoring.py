@@ -168,6 +168,7 @@ def test_the_request_log_pages_and_filters(gateway: Gateway, traffic: Traffic) -
     for row in errors:
         assert row["ok"] is False and row["status"] >= 500 and row["error_type"]
         assert (row["provider"], row["model"], row["cost_micros"], row["output_tokens"]) == ("primary", "solo", 0, 0)
+        assert row["ttft_ms"] is None and row["latency_ms"] is not None and row["queue_ms"] is not None
     answered = admin(gateway, "/api/monitoring/chat-requests", account_id=traffic.account_id, outcome="ok")["data"]
     assert len(answered) == 5 and all(row["status"] == 200 and row["latency_ms"] is not None for row in answered)
     assert sum(row["cost_micros"] for row in answered) == traffic.spent
