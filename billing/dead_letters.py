@@ -24,7 +24,7 @@ import time
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
-from schema.jobs import Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
+from schema.jobs import Job, JobMark, JobOutcome, StreamEvent, Usage, UsageEvent, error_data
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class DeadLetterReader:
         duplicate), so that a late copy of it never runs, and tell its client
         with the same step. An error ends the client's stream whatever its
         number (the relay takes one from any worker that took over the job)."""
-        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0)))
+        failed = JobOutcome(status=error.status, error_type=error.type[:64])
+        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), failed))
         event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
         before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
                                           publish=[event], to=job.reply_to)

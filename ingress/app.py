@@ -13,7 +13,21 @@ from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
-from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
+from ingress.routes import (
+    admin,
+    chat,
+    embeddings,
+    images,
+    messages,
+    models,
+    monitoring,
+    operator_ui,
+    providers,
+    rankings,
+    uptime,
+    user,
+    webhooks,
+)
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
@@ -55,12 +69,16 @@ def create_app(
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.include_router(rankings.router)  # before /v1/models/{model_id}, which would take its paths
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
+    app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason
     app.include_router(provider_health.router)
+    app.include_router(monitoring.router)
+    app.include_router(operator_ui.router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:

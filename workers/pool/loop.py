@@ -121,7 +121,7 @@ class ProviderPool:
             log.exception("job %s on %s failed unexpectedly", job.id, job.provider)
             run.fail(UpstreamError("the gateway failed to process the provider's answer"))
         await run.flush()
-        await self._report.settle(job, ended_usage(job, run, usage))
+        await self._report.settle(job, ended_usage(job, run, usage), run)
         if not run.answered:
             # An answered job needs no ``done`` mark, which would cost a bus
             # round trip per job: a copy redelivered after its usage event
