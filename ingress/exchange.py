@@ -1,0 +1,125 @@
+"""One job-submitting request as an operator sees it: its span at the
+ingress, the root of its trace (continuing the client's ``traceparent``),
+with a child span per step (admission, hold, enqueue, relay), and the one
+log line written when it ends (``gatewayz.requests``: job, trace, key,
+account, model, provider, status, tokens, cost, queue wait, latency).
+
+``ingress.edge`` makes an ``Exchange`` for each request to a hot endpoint
+only if the process traces or that log line is enabled; ``submit`` tells
+it the job and its first event, the relay the stream's usage. A step's span
+is made from two clock readings when it ends: no context is entered or left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from starlette.types import Scope
+
+from billing.pricing import charge
+from scheduler.tracing import incoming, now, traceparent
+from schema.jobs import Job, StreamEvent, Usage, UsageData
+from schema.media import media_usage
+from schema.money import micros_to_credits
+from schema.translate import response_usage
+
+REQUEST_LOG = logging.getLogger("gatewayz.requests")
+SCOPE_KEY = "gatewayz.exchange"  # where a handler finds its request's ``Exchange`` in the ASGI scope
+
+
+def observing(tracer: Tracer | None) -> bool:
+    """Whether requests are watched at all: the process traces, or logs a line per request."""
+    return tracer is not None or REQUEST_LOG.isEnabledFor(logging.INFO)
+
+
+class Exchange:
+    __slots__ = ("_tracer", "_context", "_mark", "span", "traceparent", "path", "started", "job", "first",
+                 "stream_usage")
+
+    def __init__(self, tracer: Tracer | None, scope: Scope) -> None:
+        self.path: str = scope["path"]
+        self.started = time.perf_counter()
+        self.job: Job | None = None
+        self.first: StreamEvent | None = None
+        self.stream_usage: UsageData | None = None  # what a stream's ``end`` event reported
+        self._tracer = tracer
+        self.span: Span | None = None
+        self.traceparent: str | None = None  # the parent of the job's spans at the worker and at billing
+        self._context: Context | None = None
+        self._mark = 0
+        if tracer is not None:
+            self._begin(tracer, scope)
+
+    def _begin(self, tracer: Tracer, scope: Scope) -> None:
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+                   if name in (b"traceparent", b"tracestate")}
+        self.span = tracer.start_span(f"{scope['method']} {self.path}", context=incoming(headers),
+                                      kind=SpanKind.SERVER,
+                                      attributes={"http.request.method": scope["method"], "url.path": self.path})
+        self._context = set_span_in_context(self.span)
+        self.traceparent = traceparent(self.span)
+        self._mark = now()
+
+    def restart(self) -> None:
+        """The next step begins now (what came between is not a step of its own)."""
+        if self._tracer is not None:
+            self._mark = now()
+
+    def step(self, name: str) -> None:
+        """A span for the step that began at the last mark and ends now."""
+        if self._tracer is not None:
+            ended = now()
+            self._tracer.start_span(name, context=self._context, start_time=self._mark).end(end_time=ended)
+            self._mark = ended
+
+    def finish(self, status: int) -> None:
+        """The response went out (or the client left) with ``status``: end the trace's root, log the line."""
+        if self.span is not None:
+            if self.first is not None:
+                self.step("relay")
+            self.span.set_attribute("http.response.status_code", status)
+            if self.job is not None:
+                self.span.set_attribute("gatewayz.job_id", self.job.id)
+            if status >= 500:
+                self.span.set_status(Status(StatusCode.ERROR))
+            self.span.end()
+        if REQUEST_LOG.isEnabledFor(logging.INFO):
+            REQUEST_LOG.info(self.fields(status))
+
+    def fields(self, status: int) -> dict[str, Any]:
+        """The request's log line; money as credits, in a decimal string."""
+        job, first = self.job, self.first
+        usage = self._usage()
+        span = self.span.get_span_context() if self.span is not None else None
+        return {
+            "event": "request",
+            "path": self.path,
+            "status": status,
+            "job_id": job.id if job else None,
+            "trace_id": f"{span.trace_id:032x}" if span is not None else None,
+            "key_id": job.key_id if job else None,
+            "account_id": job.account_id if job else None,
+            "model": job.model if job else None,
+            "provider": first.get("provider") if first else None,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "cost": micros_to_credits(charge(usage, job.price, job.hold).cost) if usage and job else None,
+            "queue_ms": first.get("queue_ms") if first else None,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+
+    def _usage(self) -> Usage | None:
+        """What the job is charged for, as the client was told: a stream's
+        ``end``, else the answer's own usage."""
+        if self.stream_usage is not None:
+            return Usage.model_validate(self.stream_usage)
+        job, first = self.job, self.first
+        if job is None or first is None or first["kind"] != "response" or not isinstance(first["data"], dict):
+            return None
+        if job.kind != "chat":
+            return media_usage(job.kind, job.payload, first["data"])
+        return response_usage(first["data"], job.dialect)
