@@ -33,7 +33,9 @@ JOB_ID: ContextVar[str | None] = ContextVar("gatewayz_job_id", default=None)
 REDACTED = "[redacted]"
 # A password in a URL (scheme://user:password@host) and the gateway's own API keys.
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):[^@\s/]+@")
-_FIELDS_SKIPPED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# A record's own attributes, and uvicorn's ``color_message`` (its message with terminal colours).
+_FIELDS_SKIPPED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "color_message"}
 
 
 class Redactor:
