@@ -83,4 +83,4 @@ class Edge:
             await response(scope, receive, send)
         finally:
             if exchange is not None:
-                exchange.finish(response.status_code)
+                exchange.finish(response)

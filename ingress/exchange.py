@@ -18,6 +18,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from starlette.responses import Response
 from starlette.types import Scope
 
 from billing.pricing import charge
@@ -76,8 +77,9 @@ class Exchange:
             self._tracer.start_span(name, context=self._context, start_time=self._mark).end(end_time=ended)
             self._mark = ended
 
-    def finish(self, status: int) -> None:
-        """The response went out (or the client left) with ``status``: end the trace's root, log the line."""
+    def finish(self, response: Response) -> None:
+        """``response`` went out (or the client left): end the trace's root, log the line."""
+        status = response.status_code
         if self.span is not None:
             if self.first is not None:
                 self.step("relay")
@@ -88,12 +90,18 @@ class Exchange:
                 self.span.set_status(Status(StatusCode.ERROR))
             self.span.end()
         if REQUEST_LOG.isEnabledFor(logging.INFO):
-            REQUEST_LOG.info(self.fields(status))
+            # A record made here, not by ``info``: its caller's file and line
+            # (a walk up the stack) would say nothing, at a cost per request.
+            REQUEST_LOG.handle(REQUEST_LOG.makeRecord(REQUEST_LOG.name, logging.INFO, __file__, 0,
+                                                      self.fields(status, _cost_header(response)), (), None))
 
-    def fields(self, status: int) -> dict[str, Any]:
-        """The request's log line; money as credits, in a decimal string."""
+    def fields(self, status: int, cost: str | None = None) -> dict[str, Any]:
+        """The request's log line; money as credits, in a decimal string
+        (``cost``: as the client was told it, if it was)."""
         job, first = self.job, self.first
         usage = self._usage()
+        if cost is None and usage is not None and job is not None:
+            cost = micros_to_credits(charge(usage, job.price, job.hold).cost)
         span = self.span.get_span_context() if self.span is not None else None
         return {
             "event": "request",
@@ -107,7 +115,7 @@ class Exchange:
             "provider": first.get("provider") if first else None,
             "input_tokens": usage.input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
-            "cost": micros_to_credits(charge(usage, job.price, job.hold).cost) if usage and job else None,
+            "cost": cost,
             "queue_ms": first.get("queue_ms") if first else None,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
@@ -123,3 +131,11 @@ class Exchange:
         if job.kind != "chat":
             return media_usage(job.kind, job.payload, first["data"])
         return response_usage(first["data"], job.dialect)
+
+
+def _cost_header(response: Response) -> str | None:
+    """``x-gatewayz-cost``, which a JSON answer's handler priced already."""
+    for name, value in response.raw_headers:
+        if name == b"x-gatewayz-cost":
+            return value.decode()
+    return None
