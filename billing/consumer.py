@@ -13,13 +13,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from opentelemetry.trace import Tracer
-
 from billing.balances import Balances
 from billing.ledger import Ledger
 from billing.sweeps import release_overdue
 from scheduler.queues import UsageQueue
-from scheduler.tracing import now, parent
+from scheduler.tracing import Tracing, now, parent
 from schema.jobs import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -29,9 +27,9 @@ SWEEP_INTERVAL = 10.0
 
 class SettlementConsumer:
     def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
-                 sweep_interval: float = SWEEP_INTERVAL, tracer: Tracer | None = None) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, tracing: Tracing | None = None) -> None:
         self._ledger = ledger
-        self._tracer = tracer
+        self._tracing = tracing
         self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
@@ -43,23 +41,23 @@ class SettlementConsumer:
             group.create_task(self._sweep())
 
     async def settle(self, events: Sequence[UsageEvent]) -> None:
-        began = now() if self._tracer is not None else 0
+        began = now() if self._tracing is not None else 0
         outcome = await self._ledger.settle_many(events)
-        if self._tracer is not None:
-            self._traced(events, began, set(outcome.duplicates))
+        if self._tracing is not None:
+            self._traced(self._tracing, events, began, set(outcome.duplicates))
         if outcome.duplicates:
             log.info("%d jobs were already settled; duplicate usage events ignored (%s …)",
                      len(outcome.duplicates), outcome.duplicates[0], extra={"job_ids": outcome.duplicates})
 
-    def _traced(self, events: Sequence[UsageEvent], began: int, duplicates: set[str]) -> None:
-        assert self._tracer is not None
+    @staticmethod
+    def _traced(tracing: Tracing, events: Sequence[UsageEvent], began: int, duplicates: set[str]) -> None:
         ended = now()
         for event in events:
             if (context := parent(event.traceparent)) is not None:
-                self._tracer.start_span("settle", context=context, start_time=began, attributes={
+                tracing.child("settle", context, began, ended, attributes={
                     "gatewayz.job_id": event.job_id, "gatewayz.batch_size": len(events),
                     "gatewayz.duplicate": event.job_id in duplicates,
-                }).end(end_time=ended)
+                })
 
     async def _sweep(self) -> None:
         sweeps = (

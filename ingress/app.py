@@ -48,7 +48,7 @@ def create_app(
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
-            edge.tracer = runtime.tracer
+            edge.tracing = runtime.tracing
             app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
             async with open_catalog_refresh(runtime) as catalog_refresh:
                 app.state.catalog_refresh = catalog_refresh

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
-from opentelemetry.trace import Tracer
 from starlette.datastructures import URL, State
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -33,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from ingress.body_limits import BodyLimits
 from ingress.errors import answer, plain_error
 from ingress.exchange import SCOPE_KEY, Exchange, observing
+from scheduler.tracing import Tracing
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -46,7 +46,7 @@ class Edge:
         self.api = api
         self.routes = dict(routes)
         self._http = BodyLimits(self._dispatch, max_body_bytes=max_body_bytes)
-        self.tracer: Tracer | None = None  # the runtime's, set by the app's lifespan
+        self.tracing: Tracing | None = None  # the runtime's, set by the app's lifespan
 
     @property
     def state(self) -> State:
@@ -69,7 +69,7 @@ class Edge:
             await self.api(scope, receive, send)
             return
         scope["app"] = self.api  # as Starlette sets it: handlers read ``request.app.state``
-        exchange = Exchange(self.tracer, scope) if observing(self.tracer) else None
+        exchange = Exchange(self.tracing, scope) if observing(self.tracing) else None
         scope[SCOPE_KEY] = exchange
         request = Request(scope, receive, send)
         if scope["method"] != "POST":

@@ -16,13 +16,12 @@ import logging
 import time
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import SpanContext, SpanKind
 from starlette.responses import Response
 from starlette.types import Scope
 
 from billing.pricing import charge
-from scheduler.tracing import incoming, now, traceparent
+from scheduler.tracing import Tracing, incoming, now, traceparent
 from schema.jobs import Job, StreamEvent, Usage, UsageData
 from schema.media import media_usage
 from schema.money import micros_to_credits
@@ -32,68 +31,74 @@ REQUEST_LOG = logging.getLogger("gatewayz.requests")
 SCOPE_KEY = "gatewayz.exchange"  # where a handler finds its request's ``Exchange`` in the ASGI scope
 
 
-def observing(tracer: Tracer | None) -> bool:
+def observing(tracing: Tracing | None) -> bool:
     """Whether requests are watched at all: the process traces, or logs a line per request."""
-    return tracer is not None or REQUEST_LOG.isEnabledFor(logging.INFO)
+    return tracing is not None or REQUEST_LOG.isEnabledFor(logging.INFO)
 
 
 class Exchange:
-    __slots__ = ("_tracer", "_context", "_mark", "span", "traceparent", "path", "started", "job", "first",
-                 "stream_usage")
+    __slots__ = ("_tracing", "_client", "_began", "_mark", "span", "traceparent", "path", "method", "started",
+                 "job", "first", "stream_usage")
 
-    def __init__(self, tracer: Tracer | None, scope: Scope) -> None:
+    def __init__(self, tracing: Tracing | None, scope: Scope) -> None:
         self.path: str = scope["path"]
+        self.method: str = scope["method"]
         self.started = time.perf_counter()
         self.job: Job | None = None
         self.first: StreamEvent | None = None
         self.stream_usage: UsageData | None = None  # what a stream's ``end`` event reported
-        self._tracer = tracer
-        self.span: Span | None = None
+        self._tracing: Tracing | None = None  # set only if the request is traced (sampled)
+        self.span: SpanContext | None = None  # the root span's, recorded when the request ends
         self.traceparent: str | None = None  # the parent of the job's spans at the worker and at billing
-        self._context: Context | None = None
-        self._mark = 0
-        if tracer is not None:
-            self._begin(tracer, scope)
+        self._client: SpanContext | None = None  # the client's span, which the trace continues
+        self._began = self._mark = 0
+        if tracing is not None:
+            self._begin(tracing, scope)
 
-    def _begin(self, tracer: Tracer, scope: Scope) -> None:
+    def _begin(self, tracing: Tracing, scope: Scope) -> None:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
                    if name in (b"traceparent", b"tracestate")}
-        self.span = tracer.start_span(f"{scope['method']} {self.path}", context=incoming(headers),
-                                      kind=SpanKind.SERVER,
-                                      attributes={"http.request.method": scope["method"], "url.path": self.path})
-        self._context = set_span_in_context(self.span)
-        self.traceparent = traceparent(self.span)
-        self._mark = now()
+        self._client = incoming(headers) if headers else None
+        self.span = tracing.root(f"{self.method} {self.path}", self._client)
+        if self.span is not None:
+            self._tracing = tracing
+            self.traceparent = traceparent(self.span)
+            self._began = self._mark = now()
 
     def restart(self) -> None:
         """The next step begins now (what came between is not a step of its own)."""
-        if self._tracer is not None:
+        if self._tracing is not None:
             self._mark = now()
 
     def step(self, name: str) -> None:
         """A span for the step that began at the last mark and ends now."""
-        if self._tracer is not None:
+        if self._tracing is not None:
+            assert self.span is not None
             ended = now()
-            self._tracer.start_span(name, context=self._context, start_time=self._mark).end(end_time=ended)
+            self._tracing.child(name, self.span, self._mark, ended)
             self._mark = ended
 
     def finish(self, response: Response) -> None:
         """``response`` went out (or the client left): end the trace's root, log the line."""
         status = response.status_code
-        if self.span is not None:
-            if self.first is not None:
-                self.step("relay")
-            self.span.set_attribute("http.response.status_code", status)
-            if self.job is not None:
-                self.span.set_attribute("gatewayz.job_id", self.job.id)
-            if status >= 500:
-                self.span.set_status(Status(StatusCode.ERROR))
-            self.span.end()
+        if self._tracing is not None:
+            self._traced(self._tracing, status)
         if REQUEST_LOG.isEnabledFor(logging.INFO):
             # A record made here, not by ``info``: its caller's file and line
             # (a walk up the stack) would say nothing, at a cost per request.
             REQUEST_LOG.handle(REQUEST_LOG.makeRecord(REQUEST_LOG.name, logging.INFO, __file__, 0,
                                                       self.fields(status, _cost_header(response)), (), None))
+
+    def _traced(self, tracing: Tracing, status: int) -> None:
+        assert self.span is not None
+        if self.first is not None:
+            self.step("relay")
+        attributes: dict[str, str | int] = {"http.request.method": self.method, "url.path": self.path,
+                                            "http.response.status_code": status}
+        if self.job is not None:
+            attributes["gatewayz.job_id"] = self.job.id
+        tracing.record(f"{self.method} {self.path}", self.span, self._client, self._began, now(),
+                       attributes=attributes, kind=SpanKind.SERVER, error=str(status) if status >= 500 else None)
 
     def fields(self, status: int, cost: str | None = None) -> dict[str, Any]:
         """The request's log line; money as credits, in a decimal string
@@ -102,7 +107,7 @@ class Exchange:
         usage = self._usage()
         if cost is None and usage is not None and job is not None:
             cost = micros_to_credits(charge(usage, job.price, job.hold).cost)
-        span = self.span.get_span_context() if self.span is not None else None
+        span = self.span
         return {
             "event": "request",
             "path": self.path,

@@ -183,7 +183,7 @@ def test_without_an_exporter_no_span_is_made(upstreams: Upstreams, tmp_path: Pat
             key = gateway.create_key("1")
             ask(gateway.url, key, "fail:500@primary untraced", headers={"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"})
             gateway.wait_until_settled(key)
-            assert gateway.server.app.tracer is None
+            assert gateway.server.app.tracing is None
             gc.collect()  # what earlier tests' tracers left behind is gone
             # No span object was ever made in this process (the SDK's spans are all ``ReadableSpan``s).
             assert not [thing for thing in gc.get_objects() if isinstance(thing, ReadableSpan)]

@@ -16,11 +16,10 @@ import asyncio
 import logging
 import time
 
-from opentelemetry.trace import Tracer
-
 from scheduler.logs import JOB_ID
 from scheduler.queues import JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
+from scheduler.tracing import Tracing
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark, Usage
@@ -33,7 +32,7 @@ from workers.pool.attempts import Attempts, HandOff
 from workers.pool.events import JobRun
 from workers.pool.handoff import HandOffs
 from workers.pool.intake import Intake
-from workers.pool.tracing import end_attempt, start_attempt
+from workers.pool.tracing import AttemptTrace
 from workers.pool.usage import UsageReport, cancelled_usage, ended_usage
 from workers.resilience import RetryPolicy
 
@@ -58,10 +57,10 @@ class ProviderPool:
         retries: RetryPolicy | None = None,
         health: HealthLog | None = None,
         cancels: CancelWatch | None = None,
-        tracer: Tracer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``cancels`` is the process's watch, shared by its pools; without
-        one, the pool runs its own. ``tracer``: None unless the process traces."""
+        one, the pool runs its own. ``tracing``: None unless the process traces."""
         self.provider = provider
         self.adapter = adapter
         self.concurrency = concurrency
@@ -78,7 +77,7 @@ class ProviderPool:
         self._intake = Intake(results=results, breakers=breakers, usage=self._report, handoffs=self._handoffs)
         self._own_cancels = cancels is None
         self._cancels = cancels if cancels is not None else CancelWatch(results)
-        self._tracer = tracer
+        self._tracing = tracing
 
     async def run(self) -> None:
         log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
@@ -107,7 +106,7 @@ class ProviderPool:
         taken = await self._intake.take(run, keep, redelivered)
         if taken is None:
             return
-        span = start_attempt(self._tracer, job, run.taken_at) if self._tracer is not None else None
+        trace = AttemptTrace.begin(self._tracing, job, run.taken_at) if self._tracing is not None else None
         outcome, failure = "answered", None
         usage: Usage | None = None
         try:
@@ -121,8 +120,8 @@ class ProviderPool:
         except HandOff as handoff:
             outcome, failure = "failed", handoff.cause.message
             if await self._handoffs.hand_off(job, handoff.cause, keep, waited=job.queue_wait(run.taken_at)):
-                if span is not None:
-                    end_attempt(span, "handed_off", failure)
+                if trace is not None:
+                    trace.end("handed_off", failure)
                 return
             run.fail(handoff.cause)
         except GatewayError as error:
@@ -139,8 +138,8 @@ class ProviderPool:
             log.exception("job %s on %s failed unexpectedly", job.id, job.provider)
             outcome, failure = "failed", "defect"
             run.fail(UpstreamError("the gateway failed to process the provider's answer"))
-        if span is not None:
-            end_attempt(span, outcome, failure)
+        if trace is not None:
+            trace.end(outcome, failure)
         await run.flush()
         await self._report.settle(job, ended_usage(job, run, usage))
         if not run.answered:
