@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 
+from scheduler.logs import JOB_ID
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
@@ -42,6 +43,13 @@ class DeadLetterReader:
 
     async def read(self, letter: DeadLetter) -> None:
         """Settle the job if nobody else will; returns once that is durable."""
+        named = JOB_ID.set(letter.job.id)  # every line logged meanwhile names it
+        try:
+            await self._read(letter)
+        finally:
+            JOB_ID.reset(named)
+
+    async def _read(self, letter: DeadLetter) -> None:
         job = letter.job
         log.warning("job %s (attempt %d) was dead-lettered from %s: %s", job.id, job.attempt, letter.queue,
                     letter.reason)

@@ -92,7 +92,7 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
     for job in jobs:
         if job.charge.absorbed:
             log.warning("job %s: its usage cost %d micro-credits more than its hold of %d; not charged",
-                        job.event.job_id, job.charge.absorbed, job.event.hold)
+                        job.event.job_id, job.charge.absorbed, job.event.hold, extra={"job_id": job.event.job_id})
     await ledger.followed(changes + await _charged_before(ledger, duplicates))
     return Outcome([job.event.job_id for job in jobs], [event.job_id for event in duplicates])
 

@@ -62,6 +62,7 @@ def create_app(
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
+            edge.tracing = runtime.tracing
             app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
             async with open_catalog_refresh(runtime) as catalog_refresh:
                 app.state.catalog_refresh = catalog_refresh
@@ -87,4 +88,5 @@ def create_app(
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
     install_openapi(app, config)
-    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)
+    edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)
+    return edge

@@ -66,6 +66,8 @@ class Job(BaseModel):
     price: Price
     hold: int | None = Field(None, ge=0, description="micro-credits held for it: the most it can be charged")
     reply_to: str | None = Field(None, description="where its events go: the queuing ingress's channel")
+    traceparent: str | None = Field(None, description="W3C traceparent of its request's span at the ingress "
+                                                      "(only when the ingress traces): the parent of its spans")
 
     @property
     def route(self) -> Route:
@@ -242,10 +244,11 @@ class UsageEvent(BaseModel):
     # reporting role knows it, none where it does not (an event from an
     # older worker, a job skipped before it ran).
     outcome: JobOutcome | None = None
+    traceparent: str | None = Field(None, description="its job's ``traceparent``: settlement joins its trace")
 
     @classmethod
     def of(cls, job: Job, usage: Usage, outcome: JobOutcome | None = None) -> UsageEvent:
         """The usage event that settles ``job`` (whichever role reports it)."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
                    model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at,
-                   outcome=outcome)
+                   outcome=outcome, traceparent=job.traceparent)
