@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from billing.balances import Balances
 from billing.ledger import Ledger
+from billing.metrics import BillingMetrics
 from billing.sweeps import release_overdue
 from scheduler.queues import UsageQueue
 from schema.jobs import UsageEvent
+from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,9 @@ SWEEP_INTERVAL = 10.0
 
 class SettlementConsumer:
     def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
-                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, metrics: BillingMetrics | None = None) -> None:
         self._ledger = ledger
+        self._metrics = metrics if metrics is not None else BillingMetrics(MetricsRegistry())
         self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
@@ -36,6 +39,7 @@ class SettlementConsumer:
 
     async def settle(self, events: Sequence[UsageEvent]) -> None:
         outcome = await self._ledger.settle_many(events)
+        self._metrics.settled(events, outcome.settled)
         if outcome.duplicates:
             log.info("%d jobs were already settled; duplicate usage events ignored (%s …)",
                      len(outcome.duplicates), outcome.duplicates[0])
