@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,3 +203,14 @@ def test_the_pool_and_hold_gauges_are_read_at_scrape_time(gateway: Gateway) -> N
         assert ("gatewayz_pool_service_rate", frozenset({"pool": pool}.items())) in samples
     assert ("gatewayz_holds_outstanding", frozenset()) in samples
     assert ("gatewayz_credits_held", frozenset()) in samples
+
+
+def test_a_metrics_token_guards_the_endpoint(tmp_path: Path) -> None:
+    with (two_upstreams() as upstreams,
+          gateway_in_mode("embedded", metrics_config(upstreams), tmp_path, metrics_token="scrape-secret") as gateway):
+        for headers in ({}, {"authorization": "Bearer wrong"}):
+            refused = httpx.get(f"{gateway.url}/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["type"] == "authentication_error"
+        allowed = httpx.get(f"{gateway.url}/metrics", headers={"authorization": "Bearer scrape-secret"})
+        assert allowed.status_code == 200 and "gatewayz_queue_depth" in allowed.text
