@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -214,3 +215,20 @@ def test_a_metrics_token_guards_the_endpoint(tmp_path: Path) -> None:
             assert refused.json()["error"]["type"] == "authentication_error"
         allowed = httpx.get(f"{gateway.url}/metrics", headers={"authorization": "Bearer scrape-secret"})
         assert allowed.status_code == 200 and "gatewayz_queue_depth" in allowed.text
+
+
+def test_a_request_in_flight_shows_as_an_open_hold(gateway: Gateway) -> None:
+    key = gateway.create_key("10")
+    before = scrape(gateway)
+    with ThreadPoolExecutor(1) as pool:
+        # The fake streams one word each 50 ms: about two seconds in flight.
+        slow = pool.submit(chat, gateway, key, "slow " + " ".join(["word"] * 40), stream=True)
+        during = eventually(gateway, lambda now: grown(before, now, "gatewayz_holds_outstanding") >= 1)
+        assert grown(before, during, "gatewayz_holds_outstanding") >= 1
+        assert grown(before, during, "gatewayz_credits_held") > 0
+        assert slow.result().status_code == 200
+    gateway.wait_until_settled(key)
+    after = eventually(gateway, lambda now: value(now, "gatewayz_holds_outstanding")
+                       <= value(before, "gatewayz_holds_outstanding"))
+    assert value(after, "gatewayz_holds_outstanding") == value(before, "gatewayz_holds_outstanding")
+    assert value(after, "gatewayz_credits_held") == value(before, "gatewayz_credits_held")
