@@ -10,6 +10,7 @@ not answer leaves its gauges out of that scrape rather than failing it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 
@@ -54,12 +55,14 @@ class LiveGauges(Collector):
         wait = GaugeMetricFamily("gatewayz_estimated_wait_seconds",
                                  "The queue wait admission control estimates for a new job, by class",
                                  labels=["pool", "priority"])
-        for provider in self._providers:
-            try:
-                view = await self._pools.view(provider)
-            except PoolUnreadable as error:
-                log.warning("metrics: %s", error.message)
+        views = await asyncio.gather(*(self._pools.view(provider) for provider in self._providers),
+                                     return_exceptions=True)
+        for provider, view in zip(self._providers, views, strict=True):
+            if isinstance(view, PoolUnreadable):
+                log.warning("metrics: %s", view.message)
                 continue
+            if isinstance(view, BaseException):
+                raise view
             for level, name in PRIORITY_NAMES.items():
                 depth.add_metric([provider, name], view.depth.get(level, 0))
             in_flight.add_metric([provider], view.in_flight)

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, values
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-M = TypeVar("M")
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class MetricsRegistry:
@@ -60,5 +61,5 @@ class Series(Generic[M]):
     def __call__(self, *labels: str) -> M:
         child = self._children.get(labels)
         if child is None:
-            child = self._children[labels] = self._family.labels(*labels)  # type: ignore[attr-defined]
+            child = self._children[labels] = self._family.labels(*labels)
         return child
