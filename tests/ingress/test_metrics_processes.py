@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ingress.test_cli import HELLO, distributed_key
@@ -64,7 +65,14 @@ def test_every_role_process_serves_its_metrics_and_ingress_processes_add_up(tmp_
             # Whichever process answers the scrape, it counts every request.
             for _ in range(8):
                 assert totals(url)["gatewayz_requests_total"] == REQUESTS
-            assert totals(url)["gatewayz_request_duration_seconds_count"] == REQUESTS
+            scraped = totals(url)
+            assert scraped["gatewayz_request_duration_seconds_count"] == REQUESTS
+            assert scraped["gatewayz_pool_consumers"] == 1  # read at scrape time from the shared pool statistics
+
+            # A process that dies takes none of the counts it made with it.
+            psutil.Process(ingress.pid).children()[0].kill()
+            for _ in range(8):
+                assert totals(url)["gatewayz_requests_total"] == REQUESTS
 
             worker_metrics = totals(f"http://127.0.0.1:{worker_port}")
             assert worker_metrics["gatewayz_queue_wait_seconds_count"] == REQUESTS
