@@ -44,15 +44,12 @@ ROLE_USES: dict[tuple[str, ...], tuple[str, ...]] = {
 NEEDS_SCHEMA = {("ingress",), ("billing",), ("serve",)}
 SERVICE_URLS = ("broker_url", "redis_url", "database_url")
 SHARED = (*SERVICE_URLS, "key_secret")
-# Settings that other branches of issue 13 add (metrics, logs), already used
-# by the deployment files; schema/settings.py has them once those merge.
-PENDING_SETTINGS = frozenset({"metrics_port", "log_format"})
 
 
 def is_setting(variable: str) -> bool:
     """Whether ``GATEWAYZ_…`` ``variable`` is one the gateway reads."""
     name = variable.removeprefix("GATEWAYZ_").lower()
-    return name in Settings.model_fields or name in PENDING_SETTINGS
+    return name in Settings.model_fields
 
 
 def shutdown_budget(role: tuple[str, ...], env: Mapping[str, str | None]) -> float | None:
