@@ -1,7 +1,7 @@
 """The settlement consumer: usage events in, in batches (``billing.settlement``),
 one committed charge per job;
-and the sweeper that releases holds whose job never reported and takes back
-expired trial credits."""
+and the sweeper that releases holds whose job never reported, takes back
+expired trial credits and removes expired files (``scheduler.files``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from billing.balances import Balances
 from billing.ledger import Ledger
 from billing.sweeps import release_overdue
+from scheduler.files import FileStore
 from scheduler.queues import UsageQueue
 from schema.jobs import UsageEvent
 
@@ -46,6 +47,8 @@ class SettlementConsumer:
              "released %d holds whose jobs never reported before their deadline"),
             (self._release_overdue, logging.WARNING, "gave back %d holds of jobs the ledger never heard of"),
             (self._ledger.expire_grants, logging.INFO, "expired %d credit grants"),
+            (FileStore(self._ledger.engine).remove_expired, logging.INFO,
+             "removed %d expired (or abandoned) files"),
         )
         while True:
             await asyncio.sleep(self._sweep_interval)
