@@ -13,11 +13,13 @@ from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
-from ingress.routes import admin, chat, embeddings, images, messages, models, providers, user, webhooks
+from ingress.routes import admin, chat, embeddings, files, images, messages, models, providers, user, webhooks
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
+
+MULTIPART_OVERHEAD = 64 * 1024
 
 # The job-submitting endpoints, served ahead of FastAPI (``ingress.edge``);
 # the OpenAPI document describes the ``/v1`` ones (``ingress.openapi``).
@@ -61,6 +63,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(provider_health.router)
+    app.include_router(files.router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
@@ -69,4 +72,10 @@ def create_app(
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
     install_openapi(app, config)
-    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)
+    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
+
+
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """The upload paths and the largest body each takes: the largest file
+    plus room for the multipart framing and the form's other fields."""
+    return {"/v1/files": max(settings.max_file_bytes, settings.max_batch_file_bytes) + MULTIPART_OVERHEAD}

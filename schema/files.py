@@ -14,6 +14,12 @@ Purpose = Literal["batch", "batch_output", "user_data", "assistants", "assistant
 PURPOSES = frozenset(get_args(Purpose))
 UPLOAD_PURPOSES = frozenset({"batch", "user_data", "assistants", "vision", "fine-tune", "evals"})
 
+# A file id as the store makes them (``scheduler.files.new_file_id``): any
+# other names no file, and is never looked up.
+FILE_ID_PATTERN = r"^file-[0-9a-f]{24}$"
+# The longest file name kept (``files.filename``).
+MAX_FILENAME = 512
+
 # OpenAI's bounds on ``expires_after.seconds``: one hour to thirty days.
 MIN_EXPIRY = 3600
 MAX_EXPIRY = 30 * 86_400
