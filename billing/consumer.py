@@ -1,7 +1,11 @@
 """The settlement consumer: usage events in, in batches (``billing.settlement``),
 one committed charge per job;
 and the sweeper that releases holds whose job never reported, takes back
-expired trial credits and removes expired files (``scheduler.files``)."""
+expired trial credits and removes expired files (``scheduler.files``).
+
+Each traced job (``UsageEvent.traceparent``) gets a ``settle`` span in its
+request's trace, as long as its batch took: the batch is one transaction.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from billing.ledger import Ledger
 from billing.sweeps import release_overdue
 from scheduler.files import FileStore
 from scheduler.queues import UsageQueue
+from scheduler.tracing import Tracing, now, parent
 from schema.jobs import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -23,8 +28,9 @@ SWEEP_INTERVAL = 10.0
 
 class SettlementConsumer:
     def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
-                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, tracing: Tracing | None = None) -> None:
         self._ledger = ledger
+        self._tracing = tracing
         self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
@@ -36,10 +42,23 @@ class SettlementConsumer:
             group.create_task(self._sweep())
 
     async def settle(self, events: Sequence[UsageEvent]) -> None:
+        began = now() if self._tracing is not None else 0
         outcome = await self._ledger.settle_many(events)
+        if self._tracing is not None:
+            self._traced(self._tracing, events, began, set(outcome.duplicates))
         if outcome.duplicates:
             log.info("%d jobs were already settled; duplicate usage events ignored (%s …)",
-                     len(outcome.duplicates), outcome.duplicates[0])
+                     len(outcome.duplicates), outcome.duplicates[0], extra={"job_ids": outcome.duplicates})
+
+    @staticmethod
+    def _traced(tracing: Tracing, events: Sequence[UsageEvent], began: int, duplicates: set[str]) -> None:
+        ended = now()
+        for event in events:
+            if (context := parent(event.traceparent)) is not None:
+                tracing.child("settle", context, began, ended, attributes={
+                    "gatewayz.job_id": event.job_id, "gatewayz.batch_size": len(events),
+                    "gatewayz.duplicate": event.job_id in duplicates,
+                })
 
     async def _sweep(self) -> None:
         sweeps = (

@@ -21,10 +21,11 @@ import asyncio
 import logging
 import time
 
+from scheduler.logs import JOB_ID
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
-from schema.jobs import Job, JobMark, StreamEvent, Usage, UsageEvent, error_data
+from schema.jobs import Job, JobMark, JobOutcome, StreamEvent, Usage, UsageEvent, error_data
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ class DeadLetterReader:
 
     async def read(self, letter: DeadLetter) -> None:
         """Settle the job if nobody else will; returns once that is durable."""
+        named = JOB_ID.set(letter.job.id)  # every line logged meanwhile names it
+        try:
+            await self._read(letter)
+        finally:
+            JOB_ID.reset(named)
+
+    async def _read(self, letter: DeadLetter) -> None:
         job = letter.job
         log.warning("job %s (attempt %d) was dead-lettered from %s: %s", job.id, job.attempt, letter.queue,
                     letter.reason)
@@ -68,7 +76,8 @@ class DeadLetterReader:
         duplicate), so that a late copy of it never runs, and tell its client
         with the same step. An error ends the client's stream whatever its
         number (the relay takes one from any worker that took over the job)."""
-        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0)))
+        failed = JobOutcome(status=error.status, error_type=error.type[:64])
+        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), failed))
         event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
         before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
                                           publish=[event], to=job.reply_to)

@@ -13,7 +13,22 @@ from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
 from ingress.openapi import install_openapi
-from ingress.routes import admin, chat, embeddings, files, images, messages, models, providers, user, webhooks
+from ingress.routes import (
+    admin,
+    chat,
+    embeddings,
+    files,
+    images,
+    messages,
+    models,
+    monitoring,
+    operator_ui,
+    providers,
+    rankings,
+    uptime,
+    user,
+    webhooks,
+)
 from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
@@ -50,6 +65,7 @@ def create_app(
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
+            edge.tracing = runtime.tracing
             app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
             async with open_catalog_refresh(runtime) as catalog_refresh:
                 app.state.catalog_refresh = catalog_refresh
@@ -57,13 +73,17 @@ def create_app(
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.include_router(rankings.router)  # before /v1/models/{model_id}, which would take its paths
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
+    app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason
     app.include_router(provider_health.router)
     app.include_router(files.router)
+    app.include_router(monitoring.router)
+    app.include_router(operator_ui.router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
@@ -72,7 +92,8 @@ def create_app(
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
     install_openapi(app, config)
-    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
+    edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
+    return edge
 
 
 def upload_limits(settings: Settings) -> dict[str, int]:

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from billing.ledger import Discrepancy, Ledger
 from billing.limits import KeyLimits
 from ingress import collector
 from ingress.app import create_app
-from ingress.auth import hash_key, key_secret, new_key
+from ingress.auth import KEY_PREFIX, hash_key, key_secret, new_key
 from ingress.processes import serve_processes
 from ingress.runtime import (
     EMBEDDED_CONCURRENCY,
@@ -42,6 +43,7 @@ from ingress.runtime import (
     open_workers,
 )
 from ingress.server import http_config
+from scheduler.logs import configure_logging
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.coupons import iso_time
 from schema.database import create_engine, migrate
@@ -56,6 +58,9 @@ R = TypeVar("R", bound=Role)
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="providers and models (TOML)"
 )
+# Anything shaped like a GatewayZ API key is taken out of every log line.
+API_KEY_PATTERN = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True)
 port_option = click.option("--port", default=8000, show_default=True, type=int)
 
@@ -63,8 +68,7 @@ port_option = click.option("--port", default=8000, show_default=True, type=int)
 def _plain_settings() -> Settings:
     """Settings for commands that do not route requests (no catalog needed)."""
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings, patterns=[API_KEY_PATTERN])
     return settings
 
 
@@ -82,6 +86,9 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple
                              secrets_file=settings.secrets_file)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    # Again, now that the providers' keys are known: they are secrets too.
+    provider_keys = [spec.api_key.get_secret_value() for spec in config.providers.values() if spec.api_key]
+    configure_logging(settings, secrets=provider_keys, patterns=[API_KEY_PATTERN])
     return settings, config
 
 
@@ -316,8 +323,10 @@ def _serve_http(app: object, host: str, port: int, settings: Settings) -> None:
 
 
 def _http_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    # ``log_config=None``: uvicorn's lines go through the process's own handler
+    # (``scheduler.logs``: its format, the secrets redacted), not uvicorn's.
     return http_config(app, settings, host=host, port=port, log_level=settings.log_level.lower(),
-                       timeout_graceful_shutdown=10)
+                       log_config=None, timeout_graceful_shutdown=10)
 
 
 async def _run_role(opening: AbstractAsyncContextManager[R], start: Callable[[R], object]) -> None:

@@ -13,6 +13,10 @@ sees ``http.disconnect`` (``ingress.cancellation``). What a handler raises
 is answered as FastAPI's handlers answer it (``ingress.errors.answer``);
 another method on a hot path is a 405 that allows ``POST``, in the path's
 dialect, and one with a trailing slash is redirected to the path without it.
+
+Each hot request is watched (``ingress.exchange``: its trace's root span,
+its log line) only if the process traces or logs a line per request, and
+ends being watched when its response has gone out, streams included.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.body_limits import BodyLimits
 from ingress.errors import answer, plain_error
+from ingress.exchange import SCOPE_KEY, Exchange, observing
+from scheduler.tracing import Tracing
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -41,6 +47,7 @@ class Edge:
         self.api = api
         self.routes = dict(routes)
         self._http = BodyLimits(self._dispatch, max_body_bytes=max_body_bytes, uploads=uploads)
+        self.tracing: Tracing | None = None  # the runtime's, set by the app's lifespan
 
     @property
     def state(self) -> State:
@@ -63,6 +70,8 @@ class Edge:
             await self.api(scope, receive, send)
             return
         scope["app"] = self.api  # as Starlette sets it: handlers read ``request.app.state``
+        exchange = Exchange(self.tracing, scope) if observing(self.tracing) else None
+        scope[SCOPE_KEY] = exchange
         request = Request(scope, receive, send)
         if scope["method"] != "POST":
             response = plain_error(request, "Method Not Allowed", 405, headers={"Allow": "POST"})
@@ -71,4 +80,8 @@ class Edge:
                 response = await handler(request)
             except Exception as error:  # answered as FastAPI's handlers answer it; a 500 is logged there
                 response = answer(request, error)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            if exchange is not None:
+                exchange.finish(response)

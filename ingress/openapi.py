@@ -172,6 +172,10 @@ def _describe_search(operation: dict[str, Any], providers: list[str]) -> None:
             parameter["schema"] = described[parameter["name"]]
 
 
+# Behind the admin token (the operator page, /admin/ui, is left out of the document).
+ADMIN_PATHS = ("/admin/", "/api/monitoring/")
+
+
 def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     responses.pop("422", None)
@@ -184,7 +188,7 @@ def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
         statuses.update((400, *_JSON_BODY, *_USER, *_JOB))
     elif "requestBody" in operation:
         statuses.update((400, *_JSON_BODY))
-    if path.startswith("/admin/"):
+    if path.startswith(ADMIN_PATHS):
         operation["security"] = [{"AdminToken": []}]
         statuses.update(_ADMIN)
     elif path in _JOB_PATHS or path.startswith(_USER_PATHS):

@@ -44,6 +44,7 @@ from scheduler.listing_store import ListingStore
 from scheduler.queues import DeadLetters, JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
 from scheduler.topology import Topology
+from scheduler.tracing import Tracing, open_tracing
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
 from workers.adapters import build_adapter
@@ -65,6 +66,7 @@ class Role:
 
     settings: Settings
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracing: Tracing | None = None  # None unless an OTEL_* exporter is configured (``scheduler.tracing``)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -101,6 +103,7 @@ class WorkerRuntime(Role):
             retries=RetryPolicy.from_settings(self.settings),
             health=self.health,
             cancels=self.cancels,
+            tracing=self.tracing,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
@@ -117,7 +120,7 @@ class BillingRuntime(Role):
     dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_billing(self) -> None:
-        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage).run(), "billing")
+        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage, tracing=self.tracing).run(), "billing")
         if self.dead_letters is None:
             log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
             return
@@ -165,12 +168,14 @@ def _report_exit(task: asyncio.Task[None]) -> None:
 
 
 @asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[Parts]:
-    """The parts of a role, closed (then their connections) when it ends."""
+async def _opened(settings: Settings, role: str) -> AsyncIterator[tuple[Parts, Tracing | None]]:
+    """The parts of a role, closed (then their connections) when it ends,
+    and its tracing, whose spans are flushed after everything else closed."""
     async with AsyncExitStack() as stack:
+        tracing = stack.enter_context(open_tracing(settings, role))
         connections = Connections(settings)
-        stack.push_async_callback(connections.aclose)  # last: every part that uses them closes first
-        yield Parts(settings, connections, stack)
+        stack.push_async_callback(connections.aclose)  # every part that uses them closes first
+        yield Parts(settings, connections, stack), tracing
 
 
 @asynccontextmanager
@@ -185,7 +190,7 @@ async def open_runtime(
 
     ``subscribe`` opens the shared result subscription.
     """
-    async with _opened(settings) as parts:
+    async with _opened(settings, "ingress") as (parts, tracing):
         jobs = await parts.jobs()
         results = await parts.results(subscribe=subscribe)
         engine, ledger, balances, journal = await parts.accounts(apply_migrations=apply_migrations)
@@ -197,7 +202,7 @@ async def open_runtime(
             rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
             pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
             listings=parts.listings(), files=FileStore(engine), probe_store=parts.probe_store(),
-            probe_broker=parts.probe_broker(),
+            probe_broker=parts.probe_broker(), tracing=tracing,
         )
         async with _running(runtime, journal):
             yield runtime
@@ -206,10 +211,10 @@ async def open_runtime(
 @asynccontextmanager
 async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterator[WorkerRuntime]:
     """What ``gatewayz worker`` needs: no database, no HTTP app."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "worker") as (parts, tracing):
         runtime = WorkerRuntime(settings=settings, catalog=Catalog(config), jobs=await parts.jobs(),
                                 results=await parts.results(subscribe=False), usage=await parts.usage(),
-                                breakers=parts.breakers, health=parts.health)
+                                breakers=parts.breakers, health=parts.health, tracing=tracing)
         async with _running(runtime, None):
             yield runtime
 
@@ -217,11 +222,11 @@ async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterat
 @asynccontextmanager
 async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
     """What ``gatewayz billing`` needs: the ledger and the queues it settles from."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "billing") as (parts, tracing):
         _engine, ledger, balances, journal = await parts.accounts(apply_migrations=False)
         runtime = BillingRuntime(settings=settings, ledger=ledger, balances=balances, usage=await parts.usage(),
                                  results=await parts.results(subscribe=False),
-                                 dead_letters=await parts.dead_letters())
+                                 dead_letters=await parts.dead_letters(), tracing=tracing)
         async with _running(runtime, journal):
             yield runtime
 
@@ -229,7 +234,7 @@ async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
 @asynccontextmanager
 async def open_prober(settings: Settings, config: GatewayConfig) -> AsyncIterator[ProberRuntime]:
     """What ``gatewayz prober`` needs: the health store and dramatiq's broker."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "prober") as (parts, _tracing):
         runtime = ProberRuntime(settings=settings, catalog=Catalog(config), health=parts.health,
                                 probe_store=parts.probe_store(), probe_broker=parts.probe_broker())
         async with _running(runtime, None):

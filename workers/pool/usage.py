@@ -36,9 +36,10 @@ class UsageReport:
     def __init__(self, usage: UsageQueue) -> None:
         self._usage = usage
 
-    async def settle(self, job: Job, usage: Usage) -> None:
-        """Report the job's usage; the job is acknowledged only after this returns."""
-        await self.record(UsageEvent.of(job, usage))
+    async def settle(self, job: Job, usage: Usage, run: JobRun | None = None) -> None:
+        """Report the job's usage, and how ``run`` ended when it ran here;
+        the job is acknowledged only after this returns."""
+        await self.record(UsageEvent.of(job, usage, run.outcome() if run is not None else None))
 
     async def record(self, event: UsageEvent) -> None:
         """Publish the usage event, retrying through a broker hiccup."""
