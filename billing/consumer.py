@@ -15,11 +15,13 @@ from collections.abc import Sequence
 
 from billing.balances import Balances
 from billing.ledger import Ledger
+from billing.metrics import BillingMetrics
 from billing.sweeps import release_overdue
 from scheduler.files import FileStore
 from scheduler.queues import UsageQueue
 from scheduler.tracing import Tracing, now, parent
 from schema.jobs import UsageEvent
+from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,11 @@ SWEEP_INTERVAL = 10.0
 
 class SettlementConsumer:
     def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
-                 sweep_interval: float = SWEEP_INTERVAL, tracing: Tracing | None = None) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, tracing: Tracing | None = None,
+                 metrics: BillingMetrics | None = None) -> None:
         self._ledger = ledger
         self._tracing = tracing
+        self._metrics = metrics if metrics is not None else BillingMetrics(MetricsRegistry())
         self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
@@ -44,6 +48,7 @@ class SettlementConsumer:
     async def settle(self, events: Sequence[UsageEvent]) -> None:
         began = now() if self._tracing is not None else 0
         outcome = await self._ledger.settle_many(events)
+        self._metrics.settled(events, outcome.settled)
         if self._tracing is not None:
             self._traced(self._tracing, events, began, set(outcome.duplicates))
         if outcome.duplicates:

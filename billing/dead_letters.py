@@ -21,11 +21,13 @@ import asyncio
 import logging
 import time
 
+from billing.metrics import BillingMetrics
 from scheduler.logs import JOB_ID
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import Job, JobMark, JobOutcome, StreamEvent, Usage, UsageEvent, error_data
+from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,10 @@ ABANDONED_AFTER = 30.0
 
 
 class DeadLetterReader:
-    def __init__(self, results: ResultBus, usage: UsageQueue, *, abandoned_after: float = ABANDONED_AFTER) -> None:
+    def __init__(self, results: ResultBus, usage: UsageQueue, *, abandoned_after: float = ABANDONED_AFTER,
+                 metrics: BillingMetrics | None = None) -> None:
         self._results = results
+        self._metrics = metrics if metrics is not None else BillingMetrics(MetricsRegistry())
         self._usage = usage
         self._abandoned_after = abandoned_after
 
@@ -53,6 +57,7 @@ class DeadLetterReader:
         job = letter.job
         log.warning("job %s (attempt %d) was dead-lettered from %s: %s", job.id, job.attempt, letter.queue,
                     letter.reason)
+        self._metrics.dead_lettered(letter.reason)
         mark = await self._results.marked(job.id)
         if mark is not None and mark.attempt == job.attempt and mark.state == "started" and letter.reason == "expired":
             mark = await self._once_abandoned(job, mark)

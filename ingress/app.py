@@ -12,6 +12,9 @@ from ingress.auth import Authenticator, key_secret
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
+from ingress.exposition import Exposition
+from ingress.gauges import LiveGauges
+from ingress.metrics import IngressMetrics
 from ingress.openapi import install_openapi
 from ingress.routes import (
     admin,
@@ -20,6 +23,7 @@ from ingress.routes import (
     files,
     images,
     messages,
+    metrics,
     models,
     monitoring,
     operator_ui,
@@ -62,6 +66,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_runtime(settings, config, apply_migrations=apply_migrations) as runtime:
+            # Built before the roles start: ``serve``'s pools and billing count on the same registry.
+            edge.metrics = IngressMetrics(runtime.metrics)
+            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances)
+            runtime.metrics.add(gauges)
+            app.state.exposition = Exposition(runtime.metrics, gauges, token=settings.metrics_token)
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
@@ -91,6 +100,7 @@ def create_app(
         # or "degraded: per-process" while the limiter's Redis is unreachable.
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
+    app.include_router(metrics.router)
     install_openapi(app, config)
     edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
     return edge

@@ -33,6 +33,8 @@ from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
 from billing.journal import HoldJournal
 from billing.ledger import Ledger
+from billing.metrics import BillingMetrics
+from ingress.exposition import Exposition, serve_metrics
 from ingress.parts import Parts
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
@@ -46,11 +48,13 @@ from scheduler.result_bus import ResultBus
 from scheduler.topology import Topology
 from scheduler.tracing import Tracing, open_tracing
 from schema.catalog import GatewayConfig
+from schema.metrics import MetricsRegistry
 from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch
 from workers.health import HealthLog
+from workers.metrics import WorkerMetrics
 from workers.pool import ProviderPool
 from workers.prober import Prober, StoreOpener, run_prober
 from workers.resilience import RetryPolicy
@@ -67,6 +71,17 @@ class Role:
     settings: Settings
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracing: Tracing | None = None  # None unless an OTEL_* exporter is configured (``scheduler.tracing``)
+    metrics: MetricsRegistry = field(init=False)  # this role's own: never prometheus_client's global one
+
+    def __post_init__(self) -> None:
+        self.metrics = MetricsRegistry(multiprocess_dir=self.settings.metrics_dir)
+
+    def serve_metrics(self) -> None:
+        """``GET /metrics`` on ``GATEWAYZ_METRICS_PORT``, if set (a role without the HTTP API)."""
+        if self.settings.metrics_port is not None:
+            exposition = Exposition(self.metrics, token=self.settings.metrics_token)
+            self._spawn(serve_metrics(exposition, self.settings.metrics_host, self.settings.metrics_port),
+                        "metrics")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -85,12 +100,15 @@ class WorkerRuntime(Role):
     breakers: Breakers
     health: HealthLog
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
+    worker_metrics: WorkerMetrics | None = None  # shared by this process's pools
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
         if self.cancels is None:
             self.cancels = CancelWatch(self.results)
             self._spawn(self.cancels.run(), "cancellations")
+        if self.worker_metrics is None:
+            self.worker_metrics = WorkerMetrics(self.metrics)
         pool = ProviderPool(
             spec,
             build_adapter(spec, self.settings),
@@ -104,6 +122,7 @@ class WorkerRuntime(Role):
             health=self.health,
             cancels=self.cancels,
             tracing=self.tracing,
+            metrics=self.worker_metrics,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
@@ -120,11 +139,13 @@ class BillingRuntime(Role):
     dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_billing(self) -> None:
-        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage, tracing=self.tracing).run(), "billing")
+        metrics = BillingMetrics(self.metrics)
+        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage, tracing=self.tracing,
+                                       metrics=metrics).run(), "billing")
         if self.dead_letters is None:
             log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
             return
-        reader = DeadLetterReader(self.results, self.usage)
+        reader = DeadLetterReader(self.results, self.usage, metrics=metrics)
         self._spawn(self.dead_letters.serve(reader.read), "dead letters")
 
 

@@ -31,6 +31,7 @@ from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
 from ingress.exchange import Exchange
+from ingress.metrics import SUBMITTED, RequestFacts
 from ingress.placement import place
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
@@ -183,8 +184,11 @@ async def submit(
     )
     if exchange is not None:
         exchange.job = job
+    facts = RequestFacts(job.model, job.provider, priority_class, stream)
+    SUBMITTED.set(facts)
     # Before rate limits and the hold: a job refused here takes nothing from either.
     job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)
+    facts.pool = job.provider
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
     if exchange is not None:
         exchange.step("admission")
@@ -214,13 +218,14 @@ async def submit(
         # The job is queued: any error now, the worker's or the wait's, is its answer and names it.
         with answering(headers):
             first = await unless_gone(reader.next(first=True), receive)
+            facts.first_at = time.perf_counter()
             if exchange is not None:  # the relay begins: the wait before it is the worker's to trace
                 exchange.first = first
                 exchange.restart()
             # Failover may have served it from another candidate than the one
             # it started at; a job no worker took (dead-lettered) names none.
             if "provider" in first:
-                headers["x-gatewayz-provider"] = first["provider"]
+                headers["x-gatewayz-provider"] = facts.provider = first["provider"]
             if "queue_ms" in first:
                 headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
             if first["kind"] == "error" or first.get("provider") != job.provider:

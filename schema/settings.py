@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         None, description="Stripe endpoint signing secret, whsec_… (unset: /webhooks/stripe answers 503)"
     )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="port this process serves GET /metrics on (worker, billing, prober; the ingress has it anyway)")
+    metrics_host: str = Field("0.0.0.0", description="address GATEWAYZ_METRICS_PORT listens on")
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token GET /metrics asks for (unset: open, as Prometheus expects)")
+    metrics_dir: Path | None = Field(
+        None, description="where the processes of `gatewayz ingress --workers N` keep their metrics (set by it)")
     credits_per_usd: Decimal = Field(Decimal("1"), gt=0, description="credits a top-up of one US dollar buys")
 
     # OpenTelemetry's own variables, unprefixed as every OTel SDK reads them.

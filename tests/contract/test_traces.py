@@ -78,10 +78,14 @@ def ask(url: str, key: str, message: str, *, stream: bool = False,
     return response
 
 
-def settled_trace(collector: Collector, job_id: str) -> list[ReceivedSpan]:
-    """The whole trace of ``job_id``'s request, once billing's span arrived."""
+def settled_trace(collector: Collector, job_id: str, *, attempts: int = 1) -> list[ReceivedSpan]:
+    """The whole trace of ``job_id``'s request, once every role's spans
+    arrived (each role exports on its own schedule: billing's may come first)."""
     def settled(spans: list[ReceivedSpan]) -> bool:
-        return any(span.name == "settle" and span.attributes.get("gatewayz.job_id") == job_id for span in spans)
+        roots = [span for span in spans if span.attributes.get("gatewayz.job_id") == job_id
+                 and span.service.endswith("ingress") and span.name.startswith("POST ")]
+        names = [span.name for span in spans if roots and span.trace_id == roots[0].trace_id]
+        return "settle" in names and names.count("attempt") >= attempts and names.count("queue wait") >= attempts
 
     spans = collector.wait_for(settled)
     root = next(span for span in spans if span.attributes.get("gatewayz.job_id") == job_id
@@ -132,7 +136,7 @@ def test_a_failover_shows_as_two_attempts_in_one_trace(cluster: Cluster, collect
     response = ask(cluster.url, cluster.key, "fail:500@primary trace me")
     assert response.headers["x-gatewayz-provider"] == "backup"
 
-    spans = settled_trace(collector[0], response.headers["x-gatewayz-job-id"])
+    spans = settled_trace(collector[0], response.headers["x-gatewayz-job-id"], attempts=2)
 
     _, attempts = tree(spans, ingress="gatewayz-ingress", worker="gatewayz-worker", billing="gatewayz-billing")
     assert [(span.attributes["gatewayz.provider"], span.attributes["gatewayz.outcome"], span.error)

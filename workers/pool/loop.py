@@ -23,11 +23,13 @@ from scheduler.tracing import Tracing
 from schema.catalog import ProviderSpec
 from schema.errors import GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark, Usage
+from schema.metrics import MetricsRegistry
 from workers.adapters.base import ProviderAdapter
 from workers.breaker_store.memory import MemoryBreakerStore
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch, JobCancelled, Watch
 from workers.health import HealthLog
+from workers.metrics import WorkerMetrics
 from workers.pool.attempts import Attempts, HandOff
 from workers.pool.events import JobRun
 from workers.pool.handoff import HandOffs
@@ -58,6 +60,7 @@ class ProviderPool:
         health: HealthLog | None = None,
         cancels: CancelWatch | None = None,
         tracing: Tracing | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         """``cancels`` is the process's watch, shared by its pools; without
         one, the pool runs its own. ``tracing``: None unless the process traces."""
@@ -70,10 +73,12 @@ class ProviderPool:
         self._usage = usage
         breakers = breakers if breakers is not None else Breakers(MemoryBreakerStore())
         self._report = UsageReport(usage)
+        self._metrics = metrics if metrics is not None else WorkerMetrics(MetricsRegistry())
         self._attempts = Attempts(provider, adapter, breakers=breakers,
                                   health=health if health is not None else HealthLog(),
-                                  retries=retries if retries is not None else RetryPolicy())
-        self._handoffs = HandOffs(jobs=jobs, results=results, breakers=breakers, usage=self._report)
+                                  retries=retries if retries is not None else RetryPolicy(), metrics=self._metrics)
+        self._handoffs = HandOffs(jobs=jobs, results=results, breakers=breakers, usage=self._report,
+                                  metrics=self._metrics)
         self._intake = Intake(results=results, breakers=breakers, usage=self._report, handoffs=self._handoffs)
         self._own_cancels = cancels is None
         self._cancels = cancels if cancels is not None else CancelWatch(results)
@@ -106,6 +111,7 @@ class ProviderPool:
         taken = await self._intake.take(run, keep, redelivered)
         if taken is None:
             return
+        self._metrics.waited(job.provider, job.priority, job.queue_wait(run.taken_at) - job.queued_before)
         trace = AttemptTrace.begin(self._tracing, job, run.taken_at) if self._tracing is not None else None
         outcome, failure = "answered", None
         usage: Usage | None = None
