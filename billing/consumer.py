@@ -1,7 +1,7 @@
 """The settlement consumer: usage events in, in batches (``billing.settlement``),
 one committed charge per job;
-and the sweeper that releases holds whose job never reported and takes back
-expired trial credits.
+and the sweeper that releases holds whose job never reported, takes back
+expired trial credits and removes expired files (``scheduler.files``).
 
 Each traced job (``UsageEvent.traceparent``) gets a ``settle`` span in its
 request's trace, as long as its batch took: the batch is one transaction.
@@ -17,6 +17,7 @@ from billing.balances import Balances
 from billing.ledger import Ledger
 from billing.metrics import BillingMetrics
 from billing.sweeps import release_overdue
+from scheduler.files import FileStore
 from scheduler.queues import UsageQueue
 from scheduler.tracing import Tracing, now, parent
 from schema.jobs import UsageEvent
@@ -70,6 +71,8 @@ class SettlementConsumer:
              "released %d holds whose jobs never reported before their deadline"),
             (self._release_overdue, logging.WARNING, "gave back %d holds of jobs the ledger never heard of"),
             (self._ledger.expire_grants, logging.INFO, "expired %d credit grants"),
+            (FileStore(self._ledger.engine).remove_expired, logging.INFO,
+             "removed %d expired (or abandoned) files"),
         )
         while True:
             await asyncio.sleep(self._sweep_interval)

@@ -20,6 +20,7 @@ from ingress.routes import (
     admin,
     chat,
     embeddings,
+    files,
     images,
     messages,
     metrics,
@@ -36,6 +37,8 @@ from ingress.routes import health as provider_health
 from ingress.runtime import Runtime, open_runtime
 from schema.catalog import GatewayConfig
 from schema.settings import Settings
+
+MULTIPART_OVERHEAD = 64 * 1024
 
 # The job-submitting endpoints, served ahead of FastAPI (``ingress.edge``);
 # the OpenAPI document describes the ``/v1`` ones (``ingress.openapi``).
@@ -87,6 +90,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason
     app.include_router(provider_health.router)
+    app.include_router(files.router)
     app.include_router(monitoring.router)
     app.include_router(operator_ui.router)
 
@@ -98,5 +102,11 @@ def create_app(
 
     app.include_router(metrics.router)
     install_openapi(app, config)
-    edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes)
+    edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
     return edge
+
+
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """The upload paths and the largest body each takes: the largest file
+    plus room for the multipart framing and the form's other fields."""
+    return {"/v1/files": max(settings.max_file_bytes, settings.max_batch_file_bytes) + MULTIPART_OVERHEAD}

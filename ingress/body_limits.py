@@ -1,6 +1,6 @@
 """What a request body may be, checked before any route reads it: at most
 ``GATEWAYZ_MAX_BODY_BYTES`` (413), and JSON (415), the only bodies the API
-takes.
+takes but uploads (below).
 
 Pure ASGI middleware around the whole app, so every route goes through it
 (FastAPI's and plain Starlette handlers alike) and none loses sight of
@@ -14,6 +14,11 @@ so the rest is never read (``ingress.errors.refusal``).
 A request with a ``Content-Length`` within the limit costs one look at its
 headers; its route reads its body as before.
 
+Upload paths (``uploads``: ``POST /v1/files``) take ``multipart/form-data``
+instead, up to a limit of their own, and their body is never held here: a
+chunked one is counted as the route reads it, and the read that passes the
+limit raises ``RequestTooLarge``, which the route answers as any error.
+
 ``Content-Type`` must be ``application/json`` (any parameters, any case) or
 an ``application/…+json`` type, or be missing or empty (a client that sends none, such as httpx given
 bytes, means JSON). curl's ``-d`` alone sends
@@ -22,6 +27,8 @@ bytes, means JSON). curl's ``-d`` alone sends
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.errors import refusal
@@ -29,9 +36,12 @@ from schema.errors import GatewayError, RequestTooLarge, UnsupportedMediaType
 
 
 class BodyLimits:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    """``uploads`` maps each upload path to the largest body it takes."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, uploads: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.uploads = dict(uploads or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,6 +61,10 @@ class BodyLimits:
         if size == 0 or size is None and not chunked:
             await self.app(scope, receive, send)  # no body
             return
+        upload_limit = self.uploads.get(scope["path"])
+        if upload_limit is not None:
+            await self._upload(scope, receive, send, size, media_type, upload_limit)
+            return
         if size is not None and size > self.max_body_bytes:
             await _refuse(scope, send, RequestTooLarge(
                 f"The request body ({size} bytes) is larger than {self.max_body_bytes} bytes, "
@@ -66,6 +80,21 @@ class BodyLimits:
             if replay is None:
                 return
             receive = replay
+        await self.app(scope, receive, send)
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send, size: int | None,
+                      media_type: bytes | None, limit: int) -> None:
+        if size is not None and size > limit:
+            await _refuse(scope, send, RequestTooLarge(
+                f"The upload ({size} bytes) is larger than {limit} bytes, the most this gateway takes"))
+            return
+        if media_type is None or media_type.split(b";", 1)[0].strip().lower() != b"multipart/form-data":
+            await _refuse(scope, send, UnsupportedMediaType(
+                "An upload must be multipart/form-data (curl: -F file=@FILE -F purpose=batch); got "
+                f"{(media_type or b'none').decode('latin-1')!r}"))
+            return
+        if size is None:
+            receive = _counted(receive, limit)
         await self.app(scope, receive, send)
 
     async def _read_chunked(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -96,6 +125,21 @@ class BodyLimits:
             return message
 
         return replay
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises ``RequestTooLarge`` on the read that passes ``limit``."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise RequestTooLarge(f"The upload is larger than {limit} bytes, the most this gateway takes")
+        return message
+
+    return counted
 
 
 def is_json(media_type: bytes) -> bool:

@@ -45,10 +45,11 @@ class Edge:
     ``state`` is the app's state that handlers and FastAPI's routes read
     (``request.app.state``), which its lifespan fills."""
 
-    def __init__(self, api: FastAPI, routes: Mapping[str, Handler], *, max_body_bytes: int) -> None:
+    def __init__(self, api: FastAPI, routes: Mapping[str, Handler], *, max_body_bytes: int,
+                 uploads: Mapping[str, int] | None = None) -> None:
         self.api = api
         self.routes = dict(routes)
-        self._http = BodyLimits(self._dispatch, max_body_bytes=max_body_bytes)
+        self._http = BodyLimits(self._dispatch, max_body_bytes=max_body_bytes, uploads=uploads)
         self.tracing: Tracing | None = None  # the runtime's, set by the app's lifespan
         self.metrics: IngressMetrics | None = None  # set by the lifespan that builds them
 

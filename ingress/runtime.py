@@ -41,6 +41,7 @@ from ingress.ratelimit import RateLimits
 from scheduler.admission import PoolWatch
 from scheduler.catalog import Catalog
 from scheduler.connections import Connections
+from scheduler.files import FileStore
 from scheduler.listing_store import ListingStore
 from scheduler.queues import DeadLetters, JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
@@ -179,6 +180,7 @@ class Runtime(WorkerRuntime, BillingRuntime, ProberRuntime):
     pools: PoolWatch
     circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
     listings: ListingStore  # providers' last good model lists (``ingress.catalog_refresh``)
+    files: FileStore  # uploaded files (``/v1/files``), in the database
 
 
 def _report_exit(task: asyncio.Task[None]) -> None:
@@ -220,8 +222,8 @@ async def open_runtime(
             ledger=ledger, balances=balances, coupons=CouponBook(ledger),
             rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
             pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
-            listings=parts.listings(), probe_store=parts.probe_store(), probe_broker=parts.probe_broker(),
-            tracing=tracing,
+            listings=parts.listings(), files=FileStore(engine), probe_store=parts.probe_store(),
+            probe_broker=parts.probe_broker(), tracing=tracing,
         )
         async with _running(runtime, journal):
             yield runtime

@@ -166,6 +166,16 @@ class UnknownPlan(InvalidRequest):
     code = "unknown_plan"
 
 
+class FileNotFound(NotFound):
+    """No such file for this account: absent, deleted, expired or another's."""
+
+    code = "file_not_found"
+
+
+class FileTooLarge(RequestTooLarge):
+    code = "file_too_large"
+
+
 class ModelNotFound(NotFound):
     code = "model_not_found"
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(120.0, gt=0, description="longest silence between two stream events, seconds")
     max_body_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="largest request body, bytes; a larger one gets 413 before it is read")
+    max_file_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="largest file uploaded to /v1/files, bytes (413); OpenAI's limit")
+    max_batch_file_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="largest file uploaded for purpose batch, bytes (413); OpenAI's limit")
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="largest request line and header fields together, bytes; more gets 431")
     read_timeout: float = Field(

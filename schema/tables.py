@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -211,4 +212,32 @@ credit_grants = Table(
     Column("source", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_credit_grants_remaining"),
+)
+
+# Uploaded files (the OpenAI Files API; batch input), owned by an account.
+# The id sorts by creation (``scheduler.files.new_file_id``), so a page can
+# start after a file that is gone. ``complete`` is set once every chunk is
+# written: until then the file is invisible, and the sweeper removes an
+# upload abandoned half-way.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
+    Column("chunks", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),  # unix seconds
+    Column("expires_at", BigInteger, index=True),  # unix seconds; none: never
+    Column("complete", Boolean, nullable=False, server_default="0"),
+)
+
+# A file's content, in order: chunk ``seq`` holds bytes ``seq * size`` on.
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", String(64), ForeignKey("files.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
