@@ -1,7 +1,11 @@
 """The settlement consumer: usage events in, in batches (``billing.settlement``),
 one committed charge per job;
 and the sweeper that releases holds whose job never reported, takes back
-expired trial credits and removes expired files (``scheduler.files``)."""
+expired trial credits and removes expired files (``scheduler.files``).
+
+Each traced job (``UsageEvent.traceparent``) gets a ``settle`` span in its
+request's trace, as long as its batch took: the batch is one transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ from collections.abc import Sequence
 
 from billing.balances import Balances
 from billing.ledger import Ledger
+from billing.metrics import BillingMetrics
 from billing.sweeps import release_overdue
 from scheduler.files import FileStore
 from scheduler.queues import UsageQueue
+from scheduler.tracing import Tracing, now, parent
 from schema.jobs import UsageEvent
+from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +30,11 @@ SWEEP_INTERVAL = 10.0
 
 class SettlementConsumer:
     def __init__(self, ledger: Ledger, balances: Balances, usage: UsageQueue, *,
-                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, tracing: Tracing | None = None,
+                 metrics: BillingMetrics | None = None) -> None:
         self._ledger = ledger
+        self._tracing = tracing
+        self._metrics = metrics if metrics is not None else BillingMetrics(MetricsRegistry())
         self._balances = balances
         self._usage = usage
         self._sweep_interval = sweep_interval
@@ -36,10 +46,24 @@ class SettlementConsumer:
             group.create_task(self._sweep())
 
     async def settle(self, events: Sequence[UsageEvent]) -> None:
+        began = now() if self._tracing is not None else 0
         outcome = await self._ledger.settle_many(events)
+        self._metrics.settled(events, outcome.settled)
+        if self._tracing is not None:
+            self._traced(self._tracing, events, began, set(outcome.duplicates))
         if outcome.duplicates:
             log.info("%d jobs were already settled; duplicate usage events ignored (%s …)",
-                     len(outcome.duplicates), outcome.duplicates[0])
+                     len(outcome.duplicates), outcome.duplicates[0], extra={"job_ids": outcome.duplicates})
+
+    @staticmethod
+    def _traced(tracing: Tracing, events: Sequence[UsageEvent], began: int, duplicates: set[str]) -> None:
+        ended = now()
+        for event in events:
+            if (context := parent(event.traceparent)) is not None:
+                tracing.child("settle", context, began, ended, attributes={
+                    "gatewayz.job_id": event.job_id, "gatewayz.batch_size": len(events),
+                    "gatewayz.duplicate": event.job_id in duplicates,
+                })
 
     async def _sweep(self) -> None:
         sweeps = (

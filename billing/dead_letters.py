@@ -21,10 +21,13 @@ import asyncio
 import logging
 import time
 
+from billing.metrics import BillingMetrics
+from scheduler.logs import JOB_ID
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
 from schema.errors import BatchExpired, GatewayError, GatewayTimeout, UpstreamError
-from schema.jobs import Job, JobMark, LineResult, StreamEvent, Usage, UsageEvent, error_data
+from schema.jobs import Job, JobMark, JobOutcome, LineResult, StreamEvent, Usage, UsageEvent, error_data
+from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +38,26 @@ ABANDONED_AFTER = 30.0
 
 
 class DeadLetterReader:
-    def __init__(self, results: ResultBus, usage: UsageQueue, *, abandoned_after: float = ABANDONED_AFTER) -> None:
+    def __init__(self, results: ResultBus, usage: UsageQueue, *, abandoned_after: float = ABANDONED_AFTER,
+                 metrics: BillingMetrics | None = None) -> None:
         self._results = results
+        self._metrics = metrics if metrics is not None else BillingMetrics(MetricsRegistry())
         self._usage = usage
         self._abandoned_after = abandoned_after
 
     async def read(self, letter: DeadLetter) -> None:
         """Settle the job if nobody else will; returns once that is durable."""
+        named = JOB_ID.set(letter.job.id)  # every line logged meanwhile names it
+        try:
+            await self._read(letter)
+        finally:
+            JOB_ID.reset(named)
+
+    async def _read(self, letter: DeadLetter) -> None:
         job = letter.job
         log.warning("job %s (attempt %d) was dead-lettered from %s: %s", job.id, job.attempt, letter.queue,
                     letter.reason)
+        self._metrics.dead_lettered(letter.reason)
         mark = await self._results.marked(job.id)
         if mark is not None and mark.attempt == job.attempt and mark.state == "started" and letter.reason == "expired":
             mark = await self._once_abandoned(job, mark)
@@ -68,8 +81,9 @@ class DeadLetterReader:
         duplicate), so that a late copy of it never runs, and tell its client
         with the same step. An error ends the client's stream whatever its
         number (the relay takes one from any worker that took over the job)."""
+        failed = JobOutcome(status=error.status, error_type=error.type[:64])
         line = LineResult(error=dict(error_data(BatchExpired(error.message) if job.expired() else error)))
-        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), line))
+        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), failed, result=line))
         event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
         before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
                                           publish=[event], to=job.reply_to)

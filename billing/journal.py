@@ -37,6 +37,7 @@ from billing.ledger import Ledger
 from billing.postings import AVAILABLE, HELD, Entry, move_many, record_many
 from billing.statements import ignoring_duplicates, per_dialect
 from schema.errors import ServiceUnavailable
+from schema.money import MicroCredits
 from schema.tables import holds
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ class JournaledBalances:
 
     async def forget_key(self, key_id: int) -> None:
         await self._balances.forget_key(key_id)
+
+    async def outstanding(self) -> tuple[int, MicroCredits]:
+        return await self._balances.outstanding()
 
     async def aclose(self) -> None:
         await self._journal.flush()

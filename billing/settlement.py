@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningInsert
 
-from billing import limits
+from billing import limits, rollups
 from billing.balances import AccountChange, Settled
 from billing.batch_results import record_lines
 from billing.postings import AVAILABLE, HELD, REVENUE, Entry, NewTransaction, draw_down_grants, move_many, record_many
@@ -86,6 +86,8 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
     charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
     async with ledger.engine.begin() as connection:
         fresh = await _record_usage(connection, events, charges)
+        await rollups.add(connection, ((event, charges[event.job_id].cost) for event in events
+                                       if event.job_id in fresh))
         jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges, now)
         changes = await _charge(ledger, connection, jobs, now)
         await record_lines(connection, [event for event in events if event.job_id in fresh])
@@ -93,7 +95,7 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
     for job in jobs:
         if job.charge.absorbed:
             log.warning("job %s: its usage cost %d micro-credits more than its hold of %d; not charged",
-                        job.event.job_id, job.charge.absorbed, job.event.hold)
+                        job.event.job_id, job.charge.absorbed, job.event.hold, extra={"job_id": job.event.job_id})
     await ledger.followed(changes + await _charged_before(ledger, duplicates))
     return Outcome([job.event.job_id for job in jobs], [event.job_id for event in duplicates])
 
@@ -109,9 +111,17 @@ async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], c
         "job_id": event.job_id, "account_id": event.account_id, "key_id": event.key_id, "provider": event.provider,
         "model": event.model, "input_tokens": event.usage.input_tokens, "output_tokens": event.usage.output_tokens,
         "images": event.usage.images, "reported": event.usage.reported, "cost": charges[event.job_id].cost,
-        "uncharged": charges[event.job_id].absorbed, "batch_id": event.batch.batch_id if event.batch else None,
+        "uncharged": charges[event.job_id].absorbed, "finished_at": event.finished_at,
+        "batch_id": event.batch.batch_id if event.batch else None, **_outcome_columns(event),
     } for event in events]
     return set((await connection.execute(_insert_usage(connection), rows)).scalars())
+
+
+def _outcome_columns(event: UsageEvent) -> dict[str, Any]:
+    outcome = event.outcome
+    if outcome is None:
+        return dict.fromkeys(("status", "error_type", "latency_ms", "ttft_ms", "queue_ms"))
+    return outcome.model_dump()
 
 
 @per_dialect

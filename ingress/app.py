@@ -12,6 +12,9 @@ from ingress.auth import Authenticator, key_secret
 from ingress.catalog_refresh import open_catalog_refresh
 from ingress.edge import Edge, Handler
 from ingress.errors import install_error_handlers
+from ingress.exposition import Exposition
+from ingress.gauges import LiveGauges
+from ingress.metrics import IngressMetrics
 from ingress.openapi import install_openapi
 from ingress.routes import (
     admin,
@@ -22,8 +25,13 @@ from ingress.routes import (
     images,
     message_batches,
     messages,
+    metrics,
     models,
+    monitoring,
+    operator_ui,
     providers,
+    rankings,
+    uptime,
     user,
     webhooks,
 )
@@ -60,9 +68,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_runtime(settings, config, apply_migrations=apply_migrations) as runtime:
+            # Built before the roles start: ``serve``'s pools and billing count on the same registry.
+            edge.metrics = IngressMetrics(runtime.metrics)
+            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances)
+            runtime.metrics.add(gauges)
+            app.state.exposition = Exposition(runtime.metrics, gauges, token=settings.metrics_token)
             if roles is not None:
                 roles(runtime)
             app.state.runtime = runtime
+            edge.tracing = runtime.tracing
             app.state.authenticate = Authenticator(runtime.ledger, key_secret(settings))
             async with open_catalog_refresh(runtime) as catalog_refresh:
                 app.state.catalog_refresh = catalog_refresh
@@ -70,6 +84,7 @@ def create_app(
 
     app = FastAPI(title="GatewayZ", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.include_router(rankings.router)  # before /v1/models/{model_id}, which would take its paths
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
@@ -77,8 +92,11 @@ def create_app(
     app.include_router(message_batches.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
+    app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason
     app.include_router(provider_health.router)
     app.include_router(files.router)
+    app.include_router(monitoring.router)
+    app.include_router(operator_ui.router)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:
@@ -86,8 +104,10 @@ def create_app(
         # or "degraded: per-process" while the limiter's Redis is unreachable.
         return {"status": "ok", "rate_limits": request.app.state.runtime.rate_limits.mode}
 
+    app.include_router(metrics.router)
     install_openapi(app, config)
-    return Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
+    edge = Edge(app, HOT_ROUTES, max_body_bytes=settings.max_body_bytes, uploads=upload_limits(settings))
+    return edge
 
 
 def upload_limits(settings: Settings) -> dict[str, int]:

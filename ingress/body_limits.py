@@ -1,6 +1,6 @@
 """What a request body may be, checked before any route reads it: at most
 ``GATEWAYZ_MAX_BODY_BYTES`` (413), and JSON (415), the only bodies the API
-takes.
+takes but uploads (below).
 
 Pure ASGI middleware around the whole app, so every route goes through it
 (FastAPI's and plain Starlette handlers alike) and none loses sight of

@@ -13,8 +13,11 @@ import asyncio
 import functools
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,13 +28,14 @@ from typing import TypeVar
 import click
 import uvicorn
 import uvloop
+from prometheus_client.multiprocess import mark_process_dead
 from pydantic import ValidationError
 
 from billing.ledger import Discrepancy, Ledger
 from billing.limits import KeyLimits
 from ingress import collector
 from ingress.app import create_app
-from ingress.auth import hash_key, key_secret, new_key
+from ingress.auth import KEY_PREFIX, hash_key, key_secret, new_key
 from ingress.batch_cli import batch
 from ingress.processes import serve_processes
 from ingress.runtime import (
@@ -47,6 +51,7 @@ from ingress.runtime import (
     open_workers,
 )
 from ingress.server import http_config
+from scheduler.logs import configure_logging
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.coupons import iso_time
 from schema.database import create_engine, migrate
@@ -61,22 +66,30 @@ R = TypeVar("R", bound=Role)
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="providers and models (TOML)"
 )
+# Anything shaped like a GatewayZ API key is taken out of every log line.
+API_KEY_PATTERN = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+
 host_option = click.option("--host", default="127.0.0.1", show_default=True)
 port_option = click.option("--port", default=8000, show_default=True, type=int)
+metrics_port_option = click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=None,
+    help="serve GET /metrics on this port (default: GATEWAYZ_METRICS_PORT; neither: no metrics endpoint)")
 
 
 def _plain_settings() -> Settings:
     """Settings for commands that do not route requests (no catalog needed)."""
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings, patterns=[API_KEY_PATTERN])
     return settings
 
 
-def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple[Settings, GatewayConfig]:
+def _settings(config_path: Path | None, *, needs: tuple[str, ...] = (),
+              metrics_port: int | None = None) -> tuple[Settings, GatewayConfig]:
     settings = _plain_settings()
     if config_path is not None:
         settings = settings.model_copy(update={"config": config_path})
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": metrics_port})
     missing = [f"GATEWAYZ_{name.upper()}" for name in needs if not getattr(settings, name)]
     if missing:
         # A distributed role without its services would serve an in-process
@@ -87,6 +100,9 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = ()) -> tuple
                              secrets_file=settings.secrets_file)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    # Again, now that the providers' keys are known: they are secrets too.
+    provider_keys = [spec.api_key.get_secret_value() for spec in config.providers.values() if spec.api_key]
+    configure_logging(settings, secrets=provider_keys, patterns=[API_KEY_PATTERN])
     return settings, config
 
 
@@ -123,16 +139,25 @@ def serve(host: str, port: int, config_path: Path | None, concurrency: int) -> N
 def ingress(host: str, port: int, config_path: Path | None, workers: int) -> None:
     """Run the HTTP API only (jobs go to the broker)."""
     settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
-    app = create_app(settings, config)
-    collector.settle()  # before forking: the frozen pages stay shared
     if workers == 1:
+        app = create_app(settings, config)
+        collector.settle()
         _serve_http(app, host, port, settings)
         return
+    # A scrape reaches any one of the processes: each counts into a file of
+    # this directory, and each /metrics reads them all (``schema.metrics``).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="gatewayz-metrics-"))
+    settings = settings.model_copy(update={"metrics_dir": metrics_dir})
+    app = create_app(settings, config)
+    collector.settle()  # before forking: the frozen pages stay shared
     key_secret(settings)  # made now if it is to be made, not by several processes at once
     try:
-        status = serve_processes(_http_config(app, host, port, settings), workers)
+        status = serve_processes(_http_config(app, host, port, settings), workers,
+                                 ended=functools.partial(mark_process_dead, path=str(metrics_dir)))
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if status:
         click.echo("Error: an ingress process could not start; see its log above", err=True)
         sys.exit(status)
@@ -142,9 +167,10 @@ def ingress(host: str, port: int, config_path: Path | None, workers: int) -> Non
 @click.option("--provider", required=True, help="the provider whose queue this pool serves")
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 10_000))
 @config_option
-def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
+@metrics_port_option
+def worker(provider: str, concurrency: int, config_path: Path | None, metrics_port: int | None) -> None:
     """Run one provider's worker pool."""
-    settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url"), metrics_port=metrics_port)
     if provider in config.disabled_providers:
         raise click.ClickException(f"provider {provider!r} is disabled: {config.disabled_providers[provider].reason}")
     if provider not in config.providers:
@@ -155,21 +181,23 @@ def worker(provider: str, concurrency: int, config_path: Path | None) -> None:
 
 @main.group(invoke_without_command=True)
 @config_option
+@metrics_port_option
 @click.pass_context
-def billing(context: click.Context, config_path: Path | None) -> None:
+def billing(context: click.Context, config_path: Path | None, metrics_port: int | None) -> None:
     """Run the settlement consumer, the dead-letter reader, and the sweeper of expired holds and trial credits."""
     if context.invoked_subcommand is not None:
         return
-    settings, _ = _settings(config_path, needs=("broker_url",))
+    settings, _ = _settings(config_path, needs=("broker_url",), metrics_port=metrics_port)
     collector.settle()
     uvloop.run(_run_role(open_billing(settings), BillingRuntime.start_billing))
 
 
 @main.command()
 @config_option
-def prober(config_path: Path | None) -> None:
+@metrics_port_option
+def prober(config_path: Path | None, metrics_port: int | None) -> None:
     """Run the active health prober: every provider probed each GATEWAYZ_PROBE_INTERVAL seconds."""
-    settings, config = _settings(config_path, needs=("broker_url", "redis_url"))
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url"), metrics_port=metrics_port)
     if not settings.probe_interval:
         raise click.ClickException("set GATEWAYZ_PROBE_INTERVAL (seconds between probes) to run the prober")
     collector.settle()
@@ -333,8 +361,10 @@ def _serve_http(app: object, host: str, port: int, settings: Settings) -> None:
 
 
 def _http_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    # ``log_config=None``: uvicorn's lines go through the process's own handler
+    # (``scheduler.logs``: its format, the secrets redacted), not uvicorn's.
     return http_config(app, settings, host=host, port=port, log_level=settings.log_level.lower(),
-                       timeout_graceful_shutdown=10)
+                       log_config=None, timeout_graceful_shutdown=10)
 
 
 async def _run_role(opening: AbstractAsyncContextManager[R], start: Callable[[R], object]) -> None:
@@ -345,6 +375,7 @@ async def _run_role(opening: AbstractAsyncContextManager[R], start: Callable[[R]
         loop.add_signal_handler(signum, stop.set)
     async with opening as runtime:
         start(runtime)
+        runtime.serve_metrics()
         await _first_of(stop.wait(), *runtime.tasks)
     log.info("stopped")
 

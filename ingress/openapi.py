@@ -44,7 +44,7 @@ _WHY = {
     409: "It conflicts with what exists (the coupon exists or was redeemed; the idempotency key was used "
          "for another request).",
     413: "The request body is too large.",
-    415: "The body is not `application/json`.",
+    415: "The body is not `application/json` (an upload's: not `multipart/form-data`).",
     429: "Over a rate limit; `retry-after` says when to retry.",
     431: "The request's headers are too large.",
     502: "The provider failed, or its answer broke off.",
@@ -76,7 +76,7 @@ _HOT_OPERATIONS = {
     "/v1/embeddings": ("embeddings_v1_embeddings_post", "Embeddings"),
     "/v1/images/generations": ("generate_images_v1_images_generations_post", "Generate Images"),
 }
-_USER_PATHS = ("/v1/provider", "/v1/providers", "/user/")
+_USER_PATHS = ("/v1/provider", "/v1/providers", "/user/", "/v1/files")
 # Statuses beyond the ones every operation of its kind answers.
 _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/models/{model_id}"): (404,),
@@ -90,6 +90,9 @@ _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/admin/refresh-providers"): (404,),
     ("post", "/admin/providers/{provider}/reset"): (404,),
     ("get", "/admin/pools"): (404,),
+    ("get", "/v1/files/{file_id}"): (404,),
+    ("delete", "/v1/files/{file_id}"): (404,),
+    ("get", "/v1/files/{file_id}/content"): (404,),
 }
 
 # Successes beyond the route's own status: the adjustment an idempotency key replays.
@@ -169,6 +172,10 @@ def _describe_search(operation: dict[str, Any], providers: list[str]) -> None:
             parameter["schema"] = described[parameter["name"]]
 
 
+# Behind the admin token (the operator page, /admin/ui, is left out of the document).
+ADMIN_PATHS = ("/admin/", "/api/monitoring/")
+
+
 def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     responses.pop("422", None)
@@ -181,7 +188,7 @@ def _complete(method: str, path: str, operation: dict[str, Any]) -> None:
         statuses.update((400, *_JSON_BODY, *_USER, *_JOB))
     elif "requestBody" in operation:
         statuses.update((400, *_JSON_BODY))
-    if path.startswith("/admin/"):
+    if path.startswith(ADMIN_PATHS):
         operation["security"] = [{"AdminToken": []}]
         statuses.update(_ADMIN)
     elif path in _JOB_PATHS or path.startswith(_USER_PATHS):

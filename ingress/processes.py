@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -43,10 +44,11 @@ log = logging.getLogger("gatewayz.ingress")
 _WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 
 
-def serve_processes(config: uvicorn.Config, count: int) -> int:
+def serve_processes(config: uvicorn.Config, count: int, *, ended: Callable[[int], None] | None = None) -> int:
     """Serve ``config``'s app from ``count`` processes on its host and port
     until SIGTERM or SIGINT; the exit status to end with. ``OSError`` when
-    the address cannot be bound."""
+    the address cannot be bound. ``ended`` is told the id of each process
+    that ends (its metrics' files are let go)."""
     address = _reserve(config.host, config.port)
     config.port = address.getsockname()[1]  # port 0: the one the kernel chose, for every process
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
@@ -66,6 +68,8 @@ def serve_processes(config: uvicorn.Config, count: int) -> int:
             continue
         for pid, code in _reaped():
             children.discard(pid)
+            if ended is not None:
+                ended(pid)
             if stopping:
                 continue
             if code == STARTUP_FAILURE:

@@ -122,11 +122,12 @@ def _refusal(applied: Sequence[AppliedLimit], decision: Decision, plan: PlanSpec
     if math.isinf(decision.retry_after):
         message = (f"Request too large for {what}: Limit {refused.limit.capacity}, Requested {refused.limit.cost}. "
                    f"Lower max_tokens or shorten the prompt: a request counts its prompt plus its maximum output.")
-        return RateLimited(message, type_=refused.unit, headers=headers)
+        return RateLimited(message, type_=refused.unit, headers=headers, scope=refused.scope)
     message = (f"Rate limit reached for {what}: Limit {refused.limit.capacity}, "
                f"Used {refused.limit.capacity - state.remaining}, Requested {refused.limit.cost}. "
                f"Please try again in {duration(decision.retry_after)}.")
-    return RateLimited(message, retry_after=decision.retry_after, type_=refused.unit, headers=headers)
+    return RateLimited(message, retry_after=decision.retry_after, type_=refused.unit, headers=headers,
+                       scope=refused.scope)
 
 
 def limit_headers(applied: Sequence[AppliedLimit], states: Sequence[BucketState],

@@ -22,6 +22,7 @@ import orjson
 
 from billing.pricing import charge
 from ingress.errors import anthropic_error_type
+from ingress.exchange import Exchange
 from scheduler.result_bus import Subscription
 from schema.errors import GatewayError, GatewayTimeout, StreamBroken, UpstreamError
 from schema.jobs import DialectObject, Price, StreamEvent
@@ -34,8 +35,10 @@ DEADLINE_GRACE = 0.5  # seconds
 
 
 class EventReader:
-    def __init__(self, subscription: Subscription, *, deadline: float, idle_timeout: float) -> None:
+    def __init__(self, subscription: Subscription, *, deadline: float, idle_timeout: float,
+                 exchange: Exchange | None = None) -> None:
         self.subscription = subscription
+        self.exchange = exchange  # told a stream's usage, for its request's log line
         self._deadline = deadline
         self._idle_timeout = idle_timeout
         self._expected = 0
@@ -109,6 +112,8 @@ async def _chunks(first: StreamEvent, reader: EventReader) -> AsyncGenerator[Dia
             raise StreamBroken(f"unexpected {event['kind']!r} event in a stream")
         yield event["data"]
         event = await reader.next()
+    if event["kind"] == "end" and reader.exchange is not None:
+        reader.exchange.stream_usage = event["data"]["usage"]
 
 
 async def openai_sse(first: StreamEvent, reader: EventReader, *, include_usage: bool, price: Price,

@@ -36,6 +36,8 @@ from billing.coupons import CouponBook
 from billing.dead_letters import DeadLetterReader
 from billing.journal import HoldJournal
 from billing.ledger import Ledger
+from billing.metrics import BillingMetrics
+from ingress.exposition import Exposition, serve_metrics
 from ingress.parts import Parts
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
@@ -50,12 +52,15 @@ from scheduler.listing_store import ListingStore
 from scheduler.queues import DeadLetters, JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
 from scheduler.topology import Topology
+from scheduler.tracing import Tracing, open_tracing
 from schema.catalog import GatewayConfig
+from schema.metrics import MetricsRegistry
 from schema.settings import Settings
 from workers.adapters import build_adapter
 from workers.breakers import Breakers
 from workers.cancels import CancelWatch
 from workers.health import HealthLog
+from workers.metrics import WorkerMetrics
 from workers.pool import ProviderPool
 from workers.prober import Prober, StoreOpener, run_prober
 from workers.resilience import RetryPolicy
@@ -71,6 +76,18 @@ class Role:
 
     settings: Settings
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracing: Tracing | None = None  # None unless an OTEL_* exporter is configured (``scheduler.tracing``)
+    metrics: MetricsRegistry = field(init=False)  # this role's own: never prometheus_client's global one
+
+    def __post_init__(self) -> None:
+        self.metrics = MetricsRegistry(multiprocess_dir=self.settings.metrics_dir)
+
+    def serve_metrics(self) -> None:
+        """``GET /metrics`` on ``GATEWAYZ_METRICS_PORT``, if set (a role without the HTTP API)."""
+        if self.settings.metrics_port is not None:
+            exposition = Exposition(self.metrics, token=self.settings.metrics_token)
+            self._spawn(serve_metrics(exposition, self.settings.metrics_host, self.settings.metrics_port),
+                        "metrics")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -89,12 +106,15 @@ class WorkerRuntime(Role):
     breakers: Breakers
     health: HealthLog
     cancels: CancelWatch | None = None  # one subscription to cancellations for all this process's pools
+    worker_metrics: WorkerMetrics | None = None  # shared by this process's pools
 
     def start_pool(self, provider: str, concurrency: int) -> ProviderPool:
         spec = self.catalog.provider(provider)
         if self.cancels is None:
             self.cancels = CancelWatch(self.results)
             self._spawn(self.cancels.run(), "cancellations")
+        if self.worker_metrics is None:
+            self.worker_metrics = WorkerMetrics(self.metrics)
         pool = ProviderPool(
             spec,
             build_adapter(spec, self.settings),
@@ -107,6 +127,8 @@ class WorkerRuntime(Role):
             retries=RetryPolicy.from_settings(self.settings),
             health=self.health,
             cancels=self.cancels,
+            tracing=self.tracing,
+            metrics=self.worker_metrics,
         )
         self._spawn(pool.run(), f"pool {provider}")
         return pool
@@ -123,11 +145,13 @@ class BillingRuntime(Role):
     dead_letters: DeadLetters | None = None  # none on RabbitMQ without Redis: the job marks are out of sight
 
     def start_billing(self) -> None:
-        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage).run(), "billing")
+        metrics = BillingMetrics(self.metrics)
+        self._spawn(SettlementConsumer(self.ledger, self.balances, self.usage, tracing=self.tracing,
+                                       metrics=metrics).run(), "billing")
         if self.dead_letters is None:
             log.warning("dead letters are not read: this billing process has no GATEWAYZ_REDIS_URL (job marks)")
             return
-        reader = DeadLetterReader(self.results, self.usage)
+        reader = DeadLetterReader(self.results, self.usage, metrics=metrics)
         self._spawn(self.dead_letters.serve(reader.read), "dead letters")
 
 
@@ -192,12 +216,14 @@ def _report_exit(task: asyncio.Task[None]) -> None:
 
 
 @asynccontextmanager
-async def _opened(settings: Settings) -> AsyncIterator[Parts]:
-    """The parts of a role, closed (then their connections) when it ends."""
+async def _opened(settings: Settings, role: str) -> AsyncIterator[tuple[Parts, Tracing | None]]:
+    """The parts of a role, closed (then their connections) when it ends,
+    and its tracing, whose spans are flushed after everything else closed."""
     async with AsyncExitStack() as stack:
+        tracing = stack.enter_context(open_tracing(settings, role))
         connections = Connections(settings)
-        stack.push_async_callback(connections.aclose)  # last: every part that uses them closes first
-        yield Parts(settings, connections, stack)
+        stack.push_async_callback(connections.aclose)  # every part that uses them closes first
+        yield Parts(settings, connections, stack), tracing
 
 
 @asynccontextmanager
@@ -212,7 +238,7 @@ async def open_runtime(
 
     ``subscribe`` opens the shared result subscription.
     """
-    async with _opened(settings) as parts:
+    async with _opened(settings, "ingress") as (parts, tracing):
         jobs = await parts.jobs()
         results = await parts.results(subscribe=subscribe)
         engine, ledger, balances, journal = await parts.accounts(apply_migrations=apply_migrations)
@@ -223,7 +249,8 @@ async def open_runtime(
             ledger=ledger, balances=balances, coupons=CouponBook(ledger),
             rate_limits=RateLimits(config.plans, config.rate_limits, limiter),
             pools=PoolWatch(jobs, parts.pool_stats, settings), circuits=CircuitWatch(parts.breakers),
-            listings=parts.listings(), files=FileStore(engine), probe_store=parts.probe_store(), probe_broker=parts.probe_broker(),
+            listings=parts.listings(), files=FileStore(engine), probe_store=parts.probe_store(),
+            probe_broker=parts.probe_broker(), tracing=tracing,
         )
         from ingress.batch_release import BatchRelease  # it submits through the runtime built here
 
@@ -238,10 +265,10 @@ async def open_runtime(
 @asynccontextmanager
 async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterator[WorkerRuntime]:
     """What ``gatewayz worker`` needs: no database, no HTTP app."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "worker") as (parts, tracing):
         runtime = WorkerRuntime(settings=settings, catalog=Catalog(config), jobs=await parts.jobs(),
                                 results=await parts.results(subscribe=False), usage=await parts.usage(),
-                                breakers=parts.breakers, health=parts.health)
+                                breakers=parts.breakers, health=parts.health, tracing=tracing)
         async with _running(runtime, None):
             yield runtime
 
@@ -249,11 +276,11 @@ async def open_workers(settings: Settings, config: GatewayConfig) -> AsyncIterat
 @asynccontextmanager
 async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
     """What ``gatewayz billing`` needs: the ledger and the queues it settles from."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "billing") as (parts, tracing):
         _engine, ledger, balances, journal = await parts.accounts(apply_migrations=False)
         runtime = BillingRuntime(settings=settings, ledger=ledger, balances=balances, usage=await parts.usage(),
                                  results=await parts.results(subscribe=False),
-                                 dead_letters=await parts.dead_letters())
+                                 dead_letters=await parts.dead_letters(), tracing=tracing)
         async with _running(runtime, journal):
             yield runtime
 
@@ -261,7 +288,7 @@ async def open_billing(settings: Settings) -> AsyncIterator[BillingRuntime]:
 @asynccontextmanager
 async def open_prober(settings: Settings, config: GatewayConfig) -> AsyncIterator[ProberRuntime]:
     """What ``gatewayz prober`` needs: the health store and dramatiq's broker."""
-    async with _opened(settings) as parts:
+    async with _opened(settings, "prober") as (parts, _tracing):
         runtime = ProberRuntime(settings=settings, catalog=Catalog(config), health=parts.health,
                                 probe_store=parts.probe_store(), probe_broker=parts.probe_broker())
         async with _running(runtime, None):

@@ -30,6 +30,8 @@ from billing.balances import Reservation
 from billing.ledger import KeyOwner
 from billing.pricing import cost_of
 from ingress.cancellation import cancel_job, unless_gone
+from ingress.exchange import Exchange
+from ingress.metrics import SUBMITTED, RequestFacts
 from ingress.placement import place
 from ingress.ratelimit import estimated_tokens
 from ingress.relay import EventReader, raise_for_error
@@ -142,11 +144,15 @@ async def submit(
     priority: str | None = None,
     receive: Receive | None = None,
     max_queue_ms: str | None = None,
+    exchange: Exchange | None = None,
 ) -> Submitted:
     """``priority`` is the class the client asked for (``PRIORITY_HEADER``);
     ``receive`` is the request's, its body read: a client that leaves before
     the first event cancels the job (``ClientDisconnect``); ``max_queue_ms``
-    the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``)."""
+    the queue deadline it set (``scheduler.admission.MAX_QUEUE_HEADER``);
+    ``exchange`` watches the request (its trace, its log line), if anything does."""
+    if exchange is not None:
+        exchange.restart()
     now = time.time()
     model_limit = route.spec.max_output_tokens if route.spec else None
     if kind == "chat" and dialect == "openai":
@@ -174,13 +180,23 @@ async def submit(
         max_queue_wait=may_wait if max_queue_ms is not None else None,
         hold=worst_case,
         reply_to=runtime.results.reply_to,
+        traceparent=exchange.traceparent if exchange is not None else None,
     )
+    if exchange is not None:
+        exchange.job = job
+    facts = RequestFacts(job.model, job.provider, priority_class, stream)
+    SUBMITTED.set(facts)
     # Before rate limits and the hold: a job refused here takes nothing from either.
     job.attempt = await place(job, runtime.circuits, runtime.pools, may_wait)
+    facts.pool = job.provider
     limit_headers = await runtime.rate_limits.admit(owner, plan, estimated_tokens(bound), dialect=dialect)
+    if exchange is not None:
+        exchange.step("admission")
     with answering(limit_headers):  # a refusal from here on still says where the rate limits stand
         await runtime.balances.reserve(Reservation(job.id, owner.account_id, owner.key_id, worst_case, now,
                                                    expires_at=job.deadline + HOLD_GRACE))
+        if exchange is not None:
+            exchange.step("hold")
         try:
             # Subscribe before enqueueing: pub/sub keeps nothing for late listeners.
             subscription = await runtime.results.subscribe(job.id)
@@ -193,16 +209,23 @@ async def submit(
             await subscription.close()
             await runtime.balances.cancel(job.id, owner.account_id)  # never queued: nothing will settle it
             raise
-    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout)
+    if exchange is not None:
+        exchange.step("enqueue")
+    reader = EventReader(subscription, deadline=job.deadline, idle_timeout=runtime.settings.stream_idle_timeout,
+                         exchange=exchange)
     headers = {"x-gatewayz-job-id": job.id, PRIORITY_HEADER: priority_class, **limit_headers}
     try:
         # The job is queued: any error now, the worker's or the wait's, is its answer and names it.
         with answering(headers):
             first = await unless_gone(reader.next(first=True), receive)
+            facts.first_at = time.perf_counter()
+            if exchange is not None:  # the relay begins: the wait before it is the worker's to trace
+                exchange.first = first
+                exchange.restart()
             # Failover may have served it from another candidate than the one
             # it started at; a job no worker took (dead-lettered) names none.
             if "provider" in first:
-                headers["x-gatewayz-provider"] = first["provider"]
+                headers["x-gatewayz-provider"] = facts.provider = first["provider"]
             if "queue_ms" in first:
                 headers[QUEUE_MS_HEADER] = str(first["queue_ms"])
             if first["kind"] == "error" or first.get("provider") != job.provider:

@@ -194,10 +194,11 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float | None = None, type_: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, scope: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.type = type_ or self.type
+        self.scope = scope  # whose limit refused it (key, account, system): a metric's label
         self._headers = dict(headers or {})
 
     def headers(self) -> dict[str, str]:

@@ -74,6 +74,8 @@ class Job(BaseModel):
     price: Price
     hold: int | None = Field(None, ge=0, description="micro-credits held for it: the most it can be charged")
     reply_to: str | None = Field(None, description="where its events go: the queuing ingress's channel")
+    traceparent: str | None = Field(None, description="W3C traceparent of its request's span at the ingress "
+                                                      "(only when the ingress traces): the parent of its spans")
     batch: BatchLine | None = Field(None, description="the batch line it runs: its answer goes on its usage event")
 
     @property
@@ -218,6 +220,22 @@ class JobMark(BaseModel):
     handed_by: int | None = None
 
 
+class JobOutcome(BaseModel):
+    """What the client saw of a job and how long it took, measured by the
+    worker from what it keeps anyway (no clock read on the request path
+    beyond the ones it already makes)."""
+
+    status: int = Field(200, ge=100, le=599, description="the HTTP status the client's answer carries")
+    error_type: str | None = Field(None, max_length=64, description="the error's type, when it failed")
+    latency_ms: int | None = Field(None, ge=0, description="from a worker taking the job to its last event")
+    ttft_ms: int | None = Field(None, ge=0, description="from a worker taking the job to its first event")
+    queue_ms: int | None = Field(None, ge=0, description="time spent waiting in queues, every attempt's")
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400
+
+
 class LineResult(BaseModel):
     """What a line's job ended with: the whole answer in its dialect
     (``response``), or the error its client would have got (``error``)."""
@@ -247,13 +265,20 @@ class UsageEvent(BaseModel):
     hold: int | None = Field(None, ge=0, description="the job's hold: the most it is charged")
     held_at: float | None = Field(None, description="when its hold was taken (the key periods it counts in)")
     finished_at: float = Field(default_factory=time.time)
+    # How the job ended, for monitoring (``billing.rollups``); set where the
+    # reporting role knows it, none where it does not (an event from an
+    # older worker, a job skipped before it ran).
+    outcome: JobOutcome | None = None
+    traceparent: str | None = Field(None, description="its job's ``traceparent``: settlement joins its trace")
     batch: BatchLine | None = None
     result: LineResult | None = Field(None, description="a batch line's answer or error, written as it settles")
 
     @classmethod
-    def of(cls, job: Job, usage: Usage, result: LineResult | None = None) -> UsageEvent:
+    def of(cls, job: Job, usage: Usage, outcome: JobOutcome | None = None, *,
+           result: LineResult | None = None) -> UsageEvent:
         """The usage event that settles ``job`` (whichever role reports it);
         ``result``: what a batch line's job ended with."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
                    model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at,
-                   batch=job.batch, result=result if job.batch is not None else None)
+                   outcome=outcome, traceparent=job.traceparent, batch=job.batch,
+                   result=result if job.batch is not None else None)

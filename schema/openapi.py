@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from schema import anthropic, openai
+from schema.files import MAX_EXPIRY, MAX_FORM_FIELDS, MIN_EXPIRY, PURPOSES, UPLOAD_PURPOSES
 from schema.media import ENCODING_FORMATS, MAX_EMBEDDING_INPUTS, MAX_IMAGES, RESPONSE_FORMATS, SIZE
 
 JSONSchema = dict[str, Any]
@@ -229,6 +230,41 @@ ANTHROPIC_ERROR: JSONSchema = {
     },
 }
 
+# The Files API (``ingress.routes.files``): the upload's form as the SDK sends
+# it (``expires_after`` as two bracketed fields), and OpenAI's objects.
+FILE_UPLOAD: JSONSchema = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "purpose": {"enum": sorted(UPLOAD_PURPOSES)},
+        "expires_after[anchor]": {"const": "created_at"},
+        "expires_after[seconds]": {"type": "integer", "minimum": MIN_EXPIRY, "maximum": MAX_EXPIRY},
+    },
+    "maxProperties": MAX_FORM_FIELDS,
+}
+FILE_OBJECT: JSONSchema = {
+    "type": "object",
+    "required": ["id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status"],
+    "properties": {
+        "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer", "minimum": 0},
+        "created_at": {"type": "integer"}, "expires_at": {"type": ["integer", "null"]},
+        "filename": {"type": "string"}, "purpose": {"enum": sorted(PURPOSES)}, "status": {"const": "processed"},
+    },
+}
+FILE_LIST: JSONSchema = {
+    "type": "object",
+    "required": ["object", "data", "first_id", "last_id", "has_more"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": ref("FileObject")},
+                   "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]},
+                   "has_more": {"type": "boolean"}},
+}
+FILE_DELETED: JSONSchema = {
+    "type": "object",
+    "required": ["id", "object", "deleted"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"const": True}},
+}
+
 SCHEMAS: dict[str, JSONSchema] = {
     "ChatMessage": CHAT_MESSAGE,
     "ChatCompletionRequest": CHAT_REQUEST,
@@ -242,6 +278,10 @@ SCHEMAS: dict[str, JSONSchema] = {
     "Images": IMAGES,
     "OpenAIError": OPENAI_ERROR,
     "AnthropicError": ANTHROPIC_ERROR,
+    "FileUpload": FILE_UPLOAD,
+    "FileObject": FILE_OBJECT,
+    "FileList": FILE_LIST,
+    "FileDeleted": FILE_DELETED,
 }
 
 SECURITY_SCHEMES: dict[str, JSONSchema] = {

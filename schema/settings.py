@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schema.health import ProbeKind
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore", env_ignore_empty=True)
+    # ``populate_by_name``: the OTEL_* fields are read under OTel's names, and built under their own.
+    model_config = SettingsConfigDict(env_prefix="GATEWAYZ_", extra="ignore", env_ignore_empty=True,
+                                      populate_by_name=True)
 
     broker_url: str | None = Field(None, description="amqp://… selects RabbitMQ for jobs and usage events")
     redis_url: str | None = Field(None, description="redis://… selects Redis pub/sub for result streams")
@@ -71,17 +74,69 @@ class Settings(BaseSettings):
         30.0, ge=0, description="seconds a pool that had workers may have none before its requests get 503")
     persistent_jobs: bool = Field(True, description="job messages survive a broker restart")
     log_level: str = Field("info")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line, with the job id")
     admin_token: SecretStr | None = Field(
         None, description="bearer token of the admin API (unset: the admin API answers 503)"
     )
     stripe_webhook_secret: SecretStr | None = Field(
         None, description="Stripe endpoint signing secret, whsec_… (unset: /webhooks/stripe answers 503)"
     )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="port this process serves GET /metrics on (worker, billing, prober; the ingress has it anyway)")
+    metrics_host: str = Field("0.0.0.0", description="address GATEWAYZ_METRICS_PORT listens on")
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token GET /metrics asks for (unset: open, as Prometheus expects)")
+    metrics_dir: Path | None = Field(
+        None, description="where the processes of `gatewayz ingress --workers N` keep their metrics (set by it)")
     batch_max_in_flight: int = Field(256, gt=0, description="lines of one batch queued or running at once")
     batch_account_max_in_flight: int = Field(
         1024, gt=0, description="lines of one account's batches queued or running at once")
     batch_step_interval: float = Field(0.2, gt=0, description="seconds between a batch's release steps")
     credits_per_usd: Decimal = Field(Decimal("1"), gt=0, description="credits a top-up of one US dollar buys")
+
+    # OpenTelemetry's own variables, unprefixed as every OTel SDK reads them.
+    # Only these four decide whether this process traces at all; the
+    # exporter's other settings (headers, protocol, timeouts) and the sampler
+    # (OTEL_TRACES_SAMPLER) are read by the SDK itself when tracing is on.
+    otel_traces_exporter: str | None = Field(
+        default=None, validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, console, or both comma-separated; none (or unset, with no OTLP endpoint): no tracing")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/HTTP collector, http://host:4318; setting it alone turns tracing on")
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="the collector's full traces URL, http://host:4318/v1/traces")
+    otel_service_name: str | None = Field(
+        default=None, validation_alias="OTEL_SERVICE_NAME",
+        description="service.name of this process's spans (default: gatewayz-<role>)")
+    otel_sdk_disabled: bool = Field(
+        default=False, validation_alias="OTEL_SDK_DISABLED")
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        unknown = set(trace_exporters(value)) - {"otlp", "console", "none"}
+        if unknown:
+            raise ValueError(f"unknown trace exporter {', '.join(sorted(unknown))}: use otlp, console or none")
+        return value
+
+    @property
+    def span_exporters(self) -> tuple[str, ...]:
+        """The span exporters this process uses; empty: it makes no spans.
+        Off unless configured (the OTel default of ``otlp`` is not assumed:
+        a gateway with no collector must not pay for spans)."""
+        if self.otel_sdk_disabled:
+            return ()
+        if self.otel_traces_exporter is not None:
+            return tuple(name for name in trace_exporters(self.otel_traces_exporter) if name != "none")
+        if self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint:
+            return ("otlp",)
+        return ()
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -92,3 +147,8 @@ class Settings(BaseSettings):
     @property
     def embedded_database(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
+
+
+def trace_exporters(value: str) -> list[str]:
+    """``OTEL_TRACES_EXPORTER``'s names: comma-separated, case and spaces ignored."""
+    return [name.strip().lower() for name in value.split(",") if name.strip()]

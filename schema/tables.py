@@ -139,6 +139,49 @@ usage_records = Table(
     Column("uncharged", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("batch_id", String(64), index=True),  # the batch whose line this job ran (none: a request)
+    # How the job ended (``schema.jobs.JobOutcome``; none: not reported, before revision 0010),
+    # for the request log; ``finished_at`` in unix seconds, which the log filters and pages by.
+    Column("finished_at", Float, index=True),
+    Column("status", Integer),
+    Column("error_type", String(64)),
+    Column("latency_ms", Integer),
+    Column("ttft_ms", Integer),
+    Column("queue_ms", Integer),
+)
+
+# Upper bounds (milliseconds) of the latency histogram's buckets in
+# ``usage_rollups``; one more bucket counts everything slower. Fixed, so the
+# rows of any two minutes add up.
+LATENCY_BOUNDS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+LATENCY_BUCKETS = tuple(f"latency_le_{bound}" for bound in LATENCY_BOUNDS_MS) + ("latency_over",)
+
+# Monitoring's aggregates: what the jobs settled in one minute cost and how
+# they went, per provider, model and account, added to by each settlement
+# batch in its own transaction (``billing.rollups``), so the monitoring API
+# reads minutes, never usage rows. ``errors``: any job that ended in an error
+# (status >= 400); ``upstream_errors``: those that were the provider's or the
+# gateway's fault (>= 500), which availability counts. Latency sums and the
+# histogram cover the jobs that reported one; ``ttft`` only those with a
+# first token.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("minute", BigInteger, primary_key=True),  # unix seconds, a multiple of 60
+    Column("provider", String(100), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("account_id", Integer, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("upstream_errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("timed", BigInteger, nullable=False),  # jobs with a latency
+    Column("latency_ms", BigInteger, nullable=False),  # their sum
+    Column("first_tokens", BigInteger, nullable=False),  # jobs with a time to first token
+    Column("ttft_ms", BigInteger, nullable=False),
+    Column("queue_ms", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in LATENCY_BUCKETS),
 )
 
 # Codes an operator hands out; redeeming one grants credits once per account.

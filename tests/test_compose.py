@@ -12,7 +12,8 @@ tests can prove that each one notices a broken file.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -24,7 +25,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ingress.cli import main
+from ingress.cli import _http_config, main
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.settings import Settings
 
@@ -43,6 +44,22 @@ ROLE_USES: dict[tuple[str, ...], tuple[str, ...]] = {
 NEEDS_SCHEMA = {("ingress",), ("billing",), ("serve",)}
 SERVICE_URLS = ("broker_url", "redis_url", "database_url")
 SHARED = (*SERVICE_URLS, "key_secret")
+
+
+def is_setting(variable: str) -> bool:
+    """Whether ``GATEWAYZ_…`` ``variable`` is one the gateway reads."""
+    name = variable.removeprefix("GATEWAYZ_").lower()
+    return name in Settings.model_fields
+
+
+def shutdown_budget(role: tuple[str, ...], env: Mapping[str, str | None]) -> float | None:
+    """Seconds a role may take after SIGTERM before it has let go of its work:
+    a worker's drain, the ingress's graceful shutdown; None for the others."""
+    if role == ("worker",):
+        return float(env.get("GATEWAYZ_DRAIN_TIMEOUT") or Settings.model_fields["drain_timeout"].default)
+    if role == ("ingress",):
+        return float(_http_config(None, "0.0.0.0", 8000, Settings()).timeout_graceful_shutdown or 0)
+    return None
 
 
 @dataclass(frozen=True)
@@ -181,12 +198,11 @@ def command_problems(compose: dict[str, Any]) -> list[str]:
 
 
 def settings_problems(compose: dict[str, Any]) -> list[str]:
-    fields = Settings.model_fields
     return [
         f"{name}: {variable} is not a setting"
         for name, service in (compose.get("services") or {}).items()
         for variable in environment(service)
-        if variable.startswith("GATEWAYZ_") and variable.removeprefix("GATEWAYZ_").lower() not in fields
+        if variable.startswith("GATEWAYZ_") and not is_setting(variable)
     ]
 
 
@@ -262,6 +278,27 @@ def _has_healthcheck(service: dict[str, Any]) -> bool:
     return bool(check.get("test")) and not check.get("disable") and check.get("test") != ["NONE"]
 
 
+def _seconds(duration: str) -> float:
+    """A Compose duration (``45s``, ``1m30s``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    return sum(float(amount) * units[unit] for amount, unit in re.findall(r"([0-9.]+)(h|ms|us|m|s)", duration))
+
+
+def grace_problems(compose: dict[str, Any]) -> list[str]:
+    """`docker compose stop` waits for a role's drain before its SIGKILL (10 s unless set)."""
+    problems = []
+    for name, service in gateway_services(compose).items():
+        try:
+            role = parse_command(command_of(service)).path
+        except CommandError:
+            continue
+        budget = shutdown_budget(role, environment(service))
+        grace = _seconds(str(service.get("stop_grace_period", "10s")))
+        if budget is not None and grace < budget + 5:
+            problems.append(f"{name}: stop_grace_period {grace:g} s kills it during its {budget:g} s shutdown")
+    return problems
+
+
 def port_problems(compose: dict[str, Any]) -> list[str]:
     problems = []
     for name, service in gateway_services(compose).items():
@@ -297,6 +334,10 @@ def test_roles_wait_for_the_infrastructure_they_use() -> None:
 
 def test_ingress_publishes_its_port() -> None:
     assert port_problems(load_compose()) == []
+
+
+def test_stop_waits_for_the_drain() -> None:
+    assert grace_problems(load_compose()) == []
 
 
 # the checks notice a broken file
@@ -336,6 +377,12 @@ def _drop_healthcheck(service: str):  # type: ignore[no-untyped-def]
     return change
 
 
+def _set_service(service: str, key: str, value: Any):  # type: ignore[no-untyped-def]
+    def change(compose: dict[str, Any]) -> None:
+        compose["services"][service][key] = value
+    return change
+
+
 def _remove_service(service: str):  # type: ignore[no-untyped-def]
     def change(compose: dict[str, Any]) -> None:
         del compose["services"][service]
@@ -359,6 +406,8 @@ BREAKAGES = {
     "started is not healthy": (dependency_problems, _set_condition("billing", "postgres", "service_started")),
     "healthy without a healthcheck": (dependency_problems, _drop_healthcheck("redis")),
     "different key secret": (dependency_problems, _set_env("GATEWAYZ_KEY_SECRET", "another")),
+    "worker killed mid-drain": (grace_problems, _set_service("worker-mock", "stop_grace_period", "20s")),
+    "ingress killed mid-shutdown": (grace_problems, _set_service("ingress", "stop_grace_period", "10s")),
 }
 
 

@@ -99,6 +99,10 @@ class MemoryBalances:
         account = self._accounts.get(account_id) or await self._load_account(account_id)
         return Balance(MicroCredits(account.available), MicroCredits(account.held))
 
+    async def outstanding(self) -> tuple[int, MicroCredits]:
+        count = sum(len(account.holds) for account in self._accounts.values())
+        return count, MicroCredits(sum(account.held for account in self._accounts.values()))
+
     async def overdue(self, now: float, *, limit: int = 500) -> list[tuple[str, int]]:
         found = [(job, account_id) for account_id, account in self._accounts.items()
                  for job, hold in account.holds.items() if hold.expires_at < now]

@@ -242,6 +242,16 @@ if hold.state == 'open' then close(ARGV[1], KEYS[1], ARGV[2], hold, 'released', 
 return 1
 """
 
+# The open holds and their sum: a scrape's read, O(open holds), off the request path.
+_OUTSTANDING = """
+local jobs = redis.call('ZRANGE', ARGV[1] .. 'holds', 0, -1)
+local total = 0
+for _, job in ipairs(jobs) do
+  total = total + (tonumber(redis.call('HGET', ARGV[1] .. 'hold:' .. job, 'amount')) or 0)
+end
+return {#jobs, string.format('%.0f', total)}
+"""
+
 
 def _script(body: str) -> str:
     return body.replace("CLOSED_TTL", str(CLOSED_TTL)).replace("LOAD_TTL", str(LOAD_TTL))
@@ -257,6 +267,7 @@ class RedisBalances:
         self._load_account = client.register_script(_script(_LOAD_ACCOUNT))
         self._load_key = client.register_script(_script(_LOAD_KEY))
         self._cancel = client.register_script(_script(_CANCEL))
+        self._outstanding = client.register_script(_OUTSTANDING)
         self._loading: dict[int, asyncio.Future[None]] = {}
 
     async def aclose(self) -> None:
@@ -296,6 +307,10 @@ class RedisBalances:
                 return Balance(MicroCredits(int(available)), MicroCredits(int(held)))
             await self._read_account(account_id)
         raise ServiceUnavailable("the balances could not be loaded; please retry")
+
+    async def outstanding(self) -> tuple[int, MicroCredits]:
+        count, total = await self._call(self._outstanding, [], [self._ns])
+        return int(count), MicroCredits(int(total))
 
     async def overdue(self, now: float, *, limit: int = 500) -> list[tuple[str, int]]:
         with _reaching_balances():

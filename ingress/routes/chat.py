@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ingress.cancellation import RelayStream, cancel_job
+from ingress.exchange import SCOPE_KEY
 from ingress.relay import add_cost, openai_sse
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, json_body, submit
@@ -29,7 +30,8 @@ async def chat_completions(request: Request) -> Response:
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream,
                              priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
-                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER),
+                             exchange=request.scope[SCOPE_KEY])
     first, reader, headers, job = submitted.first, submitted.reader, submitted.headers, submitted.job
 
     if stream:

@@ -1,7 +1,8 @@
 """OpenAI's Files API: ``POST /v1/files`` (upload), ``GET /v1/files``
 (list, paged), ``GET /v1/files/{id}``, ``DELETE /v1/files/{id}`` and
 ``GET /v1/files/{id}/content``, on the caller's account's files only
-(``scheduler.files``).
+(``scheduler.files``), and on its batches' output and error files, made
+from their results as they are read (``ingress.batch_results``).
 
 An upload is parsed by Starlette, which spools a file part to disk past
 1 MB, and stored from there chunk by chunk; a download streams one chunk
@@ -11,6 +12,7 @@ at a time. The body's size was bounded below the app
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -24,21 +26,41 @@ from ingress.runtime import Runtime
 from scheduler.batches.store import Batch
 from scheduler.files import StoredFile
 from schema.errors import FileNotFound, InvalidRequest
-from schema.files import PURPOSES, UPLOAD_PURPOSES, ExpiresAfter
+from schema.files import (
+    FILE_ID_PATTERN,
+    MAX_FILENAME,
+    MAX_FORM_FIELDS,
+    PURPOSES,
+    UPLOAD_PURPOSES,
+    ExpiresAfter,
+    Purpose,
+)
+from schema.openapi import ref
 
 router = APIRouter()
+
+# What the routes answer, for the OpenAPI document (``schema.openapi``).
+_UPLOAD = {"requestBody": {"required": True,
+                           "content": {"multipart/form-data": {"schema": ref("FileUpload")}}}}
+
+
+def _answers(schema: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"schema": ref(schema)}}}}
+
 
 # OpenAI's own default: batch input expires after 30 days, other files never.
 BATCH_EXPIRY = 30 * 86_400
 READ_BYTES = 256 * 1024  # what is read from the spooled upload at a time
 MAX_LIST = 10_000
+_FILE_ID = re.compile(FILE_ID_PATTERN)
 
 
-@router.post("/v1/files")
+@router.post("/v1/files", openapi_extra=_UPLOAD, responses=_answers("FileObject"))
 async def upload_file(request: Request) -> dict[str, Any]:
     owner = await request.app.state.authenticate(request)
     runtime: Runtime = request.app.state.runtime
-    async with request.form(max_files=1, max_fields=8) as form:
+    # The file is one of the form's fields, counted by ``max_files``.
+    async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS - 1) as form:
         purpose = _purpose(form)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -47,25 +69,22 @@ async def upload_file(request: Request) -> dict[str, Any]:
         expires_after = _expires_after(form, purpose)
         limit = runtime.settings.max_batch_file_bytes if purpose == "batch" else runtime.settings.max_file_bytes
         stored = await runtime.files.save(
-            account_id=owner.account_id, purpose=purpose, filename=upload.filename or "upload",
+            account_id=owner.account_id, purpose=purpose, filename=_filename(upload),
             content=_chunks(upload), max_bytes=limit,
             expires_at=int(runtime.files.clock()) + expires_after if expires_after is not None else None)
     return stored.openai_object()
 
 
-@router.get("/v1/files")
+@router.get("/v1/files", responses=_answers("FileList"))
 async def list_files(
     request: Request,
-    after: str | None = None,
+    after: Annotated[str | None, Query(pattern=FILE_ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST,
     order: Literal["asc", "desc"] = "desc",
-    purpose: str | None = None,
+    purpose: Purpose | None = None,
 ) -> dict[str, Any]:
     owner = await request.app.state.authenticate(request)
     runtime: Runtime = request.app.state.runtime
-    if purpose is not None and purpose not in PURPOSES:
-        raise InvalidRequest(f"Unknown purpose {purpose!r}; one of {', '.join(sorted(PURPOSES))}",
-                             param="purpose")
     page, has_more = await runtime.files.page(owner.account_id, purpose=purpose, after=after, limit=limit,
                                               order=order)
     return {"object": "list", "data": [stored.openai_object() for stored in page],
@@ -73,7 +92,7 @@ async def list_files(
             "has_more": has_more}
 
 
-@router.get("/v1/files/{file_id}")
+@router.get("/v1/files/{file_id}", responses=_answers("FileObject"))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
     if (generated := await _generated(request, file_id)) is not None:
         runtime: Runtime = request.app.state.runtime
@@ -83,16 +102,18 @@ async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
     return (await _owned(request, file_id)).openai_object()
 
 
-@router.delete("/v1/files/{file_id}")
+@router.delete("/v1/files/{file_id}", responses=_answers("FileDeleted"))
 async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
     owner = await request.app.state.authenticate(request)
     runtime: Runtime = request.app.state.runtime
-    if not await runtime.files.delete(owner.account_id, file_id):
+    if not _FILE_ID.match(file_id) or not await runtime.files.delete(owner.account_id, file_id):
         raise _not_found(file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
-@router.get("/v1/files/{file_id}/content")
+@router.get("/v1/files/{file_id}/content", response_class=StreamingResponse, responses={
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "The file's content, as uploaded."}})
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
     runtime: Runtime = request.app.state.runtime
     if (generated := await _generated(request, file_id)) is not None:
@@ -106,6 +127,8 @@ async def file_content(request: Request, file_id: str) -> StreamingResponse:
 
 
 async def _generated(request: Request, file_id: str) -> tuple[Batch, bool] | None:
+    """The batch and whether it is the output (else the error) file, for a
+    batch's results file (purpose ``batch_output``, made from its results)."""
     owner = await request.app.state.authenticate(request)
     runtime: Runtime = request.app.state.runtime
     return await find_generated(runtime.batches.store, owner.account_id, file_id)
@@ -114,7 +137,7 @@ async def _generated(request: Request, file_id: str) -> tuple[Batch, bool] | Non
 async def _owned(request: Request, file_id: str) -> StoredFile:
     owner = await request.app.state.authenticate(request)
     runtime: Runtime = request.app.state.runtime
-    stored = await runtime.files.find(owner.account_id, file_id)
+    stored = await runtime.files.find(owner.account_id, file_id) if _FILE_ID.match(file_id) else None
     if stored is None:
         raise _not_found(file_id)
     return stored
@@ -137,18 +160,30 @@ def _purpose(form: FormData) -> str:
     return purpose
 
 
+def _filename(upload: UploadFile) -> str:
+    name = upload.filename or "upload"
+    # A NUL is no character PostgreSQL's text can hold.
+    if len(name) > MAX_FILENAME or "\x00" in name:
+        raise InvalidRequest(f"The file's name must be at most {MAX_FILENAME} characters, without NUL",
+                             param="file")
+    return name
+
+
 def _expires_after(form: FormData, purpose: str) -> int | None:
-    """Seconds from creation to expiry: ``expires_after[anchor]`` and
-    ``expires_after[seconds]``, as the SDK sends it, or OpenAI's default."""
-    anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
-    if anchor is None and seconds is None:
-        return BATCH_EXPIRY if purpose == "batch" else None
+    """Seconds from creation to expiry: ``expires_after[seconds]`` (after
+    ``expires_after[anchor]``, which can only be ``created_at``), as the SDK
+    sends it; without it, OpenAI's default for the purpose."""
+    fields = {name: form[f"expires_after[{name}]"] for name in ("anchor", "seconds")
+              if f"expires_after[{name}]" in form}
     try:
-        return ExpiresAfter.model_validate({"anchor": anchor, "seconds": seconds}).seconds
+        seconds = ExpiresAfter.model_validate(fields).seconds
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise InvalidRequest(f"expires_after.{field}: {first['msg']}", param=f"expires_after.{field}") from None
+    if seconds is None:
+        return BATCH_EXPIRY if purpose == "batch" else None
+    return seconds
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from billing.ledger import KeyOwner
 from billing.pricing import charge
+from ingress.exchange import SCOPE_KEY
 from ingress.runtime import Runtime
 from ingress.submit import PRIORITY_HEADER, submit
 from scheduler.admission import MAX_QUEUE_HEADER
@@ -26,7 +27,8 @@ async def media_response(request: Request, owner: KeyOwner, body: DialectObject,
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=False, kind=kind,
                              priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
-                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER),
+                             exchange=request.scope[SCOPE_KEY])
     await submitted.reader.subscription.close()
     first = submitted.first
     if first["kind"] != "response" or not isinstance(first["data"], dict):

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from billing.pricing import charge
 from ingress.cancellation import RelayStream, cancel_job
+from ingress.exchange import SCOPE_KEY
 from ingress.relay import anthropic_sse
 from ingress.routes.chat import SSE_HEADERS
 from ingress.runtime import Runtime
@@ -34,7 +35,8 @@ async def messages(request: Request) -> Response:
     payload = {name: value for name, value in body.items() if name not in ("model", "stream")}
     submitted = await submit(runtime, owner, route, payload, stream=stream, dialect="anthropic",
                              priority=request.headers.get(PRIORITY_HEADER), receive=request.receive,
-                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER))
+                             max_queue_ms=request.headers.get(MAX_QUEUE_HEADER),
+                             exchange=request.scope[SCOPE_KEY])
     first, reader, headers = submitted.first, submitted.reader, submitted.headers
 
     if stream:

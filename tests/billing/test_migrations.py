@@ -1,9 +1,11 @@
 """Revision 0004 (key limits) on both databases: it upgrades a 0003 database
-with open holds, and goes down and up again while no adjustment uses it."""
+with open holds, and goes down and up again while no adjustment uses it.
+Revision 0008 (files) goes down and up."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from alembic import command
@@ -13,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from billing.adjustments import adjust_credits
 from billing.ledger import Ledger
+from scheduler.files import FileStore
 from schema.database import create_engine
 from schema.jobs import Price, Usage, UsageEvent
 from schema.settings import Settings
@@ -89,5 +92,31 @@ async def test_0004_upgrades_open_holds_and_goes_down_and_up(empty_database_sett
             async with engine.begin() as connection:
                 await connection.run_sync(_to("0003", down=True))
         assert await ledger.reconcile() == []
+    finally:
+        await engine.dispose()
+
+
+async def _content(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_0008_adds_the_file_tables_and_goes_down_and_up(empty_database_settings: Settings) -> None:
+    engine = create_engine(empty_database_settings)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_to("0008"))
+            assert {"files", "file_chunks"} <= await connection.run_sync(_tables)
+            await connection.run_sync(_to("0007", down=True))
+            assert not {"files", "file_chunks"} & await connection.run_sync(_tables)
+            await connection.run_sync(_to("head"))
+        account_id = await Ledger(engine).create_account("files", 0)
+        stored = await FileStore(engine).save(account_id=account_id, purpose="batch", filename="a",
+                                              content=_content(b"{}\n"), max_bytes=10)
+        assert [piece async for piece in FileStore(engine).read(stored.id)] == [b"{}\n"]
     finally:
         await engine.dispose()

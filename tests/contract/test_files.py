@@ -97,13 +97,14 @@ def test_files_are_listed_in_pages_by_purpose_and_order(gateway: Gateway) -> Non
     assert (empty["data"], empty["first_id"], empty["last_id"], empty["has_more"]) == ([], None, None, False)
 
     for query, param in (({"limit": 0}, "limit"), ({"limit": 10_001}, "limit"), ({"order": "up"}, "order"),
-                         ({"purpose": "nonsense"}, "purpose")):
+                         ({"purpose": "nonsense"}, "purpose"), ({"after": "file-\x00"}, "after")):
         response = httpx.get(f"{gateway.base_url}/files", params=query, headers={"authorization": f"Bearer {key}"})
         assert (response.status_code, response.json()["error"]["param"]) == (400, param), query
 
 
 def test_another_account_cannot_see_read_or_delete_a_file(gateway: Gateway) -> None:
-    owner = client(gateway, gateway.create_key("1"))
+    key = gateway.create_key("1")
+    owner = client(gateway, key)
     other = client(gateway, gateway.create_key("1"))
     created = owner.files.create(file=("mine.jsonl", b"secret"), purpose="batch")
     for call in (other.files.retrieve, other.files.content, other.files.delete):
@@ -115,6 +116,9 @@ def test_another_account_cannot_see_read_or_delete_a_file(gateway: Gateway) -> N
     assert owner.files.content(created.id).content == b"secret", "untouched by the other account's delete"
     unauthenticated = httpx.get(f"{gateway.base_url}/files/{created.id}")
     assert unauthenticated.status_code == 401
+    for malformed in ("file-%00", "x" * 500, created.id.upper()):  # never looked up: no database error either
+        answer = httpx.get(f"{gateway.base_url}/files/{malformed}", headers={"authorization": f"Bearer {key}"})
+        assert error_of(answer) == (404, "file_not_found", "id"), malformed
 
 
 def test_an_upload_needs_a_known_purpose_and_a_file(gateway: Gateway) -> None:
@@ -125,13 +129,15 @@ def test_an_upload_needs_a_known_purpose_and_a_file(gateway: Gateway) -> None:
     assert error_of(upload(gateway, key, b"{}", purpose="batch_output")) == (400, None, "purpose")
     assert "the gateway makes" in upload(gateway, key, b"{}", purpose="batch_output").json()["error"]["message"]
     assert error_of(upload(gateway, key, b"{}", purpose="")) == (400, None, "purpose")
+    assert error_of(upload(gateway, key, b"{}", name="n" * 513)) == (400, None, "file")
     no_file = httpx.post(f"{gateway.base_url}/files", headers={"authorization": f"Bearer {key}"},
-                         data={"purpose": "batch", "file": "not a file part"}, files={"other": ("x", b"")})
+                         files={"purpose": (None, "batch"), "file": (None, "a field, not a file part")})
     assert error_of(no_file) == (400, None, "file")
+    assert upload(gateway, key, b"{}", purpose="batch", model="gpt-4o").status_code == 200, "other fields ignored"
     as_json = httpx.post(f"{gateway.base_url}/files", headers={"authorization": f"Bearer {key}"},
                          json={"purpose": "batch"})
     assert error_of(as_json)[:2] == (415, "unsupported_media_type")
-    assert list(client(gateway, key).files.list()) == [], "nothing refused was kept"
+    assert [f.purpose for f in client(gateway, key).files.list()] == ["batch"], "nothing refused was kept"
 
 
 def test_a_file_expires_when_asked_and_the_sweep_removes_it(gateway: Gateway) -> None:

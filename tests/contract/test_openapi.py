@@ -57,10 +57,10 @@ def test_security_schemes_and_who_needs_what(document: dict[str, Any]) -> None:
     assert schemes["ApiKeyHeader"] == {**schemes["ApiKeyHeader"], "type": "apiKey", "in": "header", "name": "x-api-key"}
     assert schemes["AdminToken"]["scheme"] == "bearer"
     for method, path, operation in operations(document):
-        if path.startswith("/admin/"):
+        if path.startswith(("/admin/", "/api/monitoring/")):
             assert operation["security"] == [{"AdminToken": []}], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
-        elif path.startswith(("/v1/models", "/health")):
+        elif path.startswith(("/v1/models", "/health", "/v1/gateways/")):
             assert "security" not in operation, (method, path)
         else:
             assert operation["security"] == [{"ApiKey": []}, {"ApiKeyHeader": []}], (method, path)

@@ -27,6 +27,7 @@ from schema.translate import response_usage, stream_translator, translate_reques
 from workers.adapters.base import EmbeddingsAdapter, ImagesAdapter, ProviderAdapter
 from workers.breakers import Breakers
 from workers.health import HealthLog
+from workers.metrics import WorkerMetrics
 from workers.pool.events import JobRun
 from workers.pool.usage import estimate
 from workers.resilience import FailOver, Retry, RetryPolicy
@@ -50,12 +51,13 @@ class Attempts:
     log and retry policy."""
 
     def __init__(self, provider: ProviderSpec, adapter: ProviderAdapter, *, breakers: Breakers,
-                 health: HealthLog, retries: RetryPolicy) -> None:
+                 health: HealthLog, retries: RetryPolicy, metrics: WorkerMetrics) -> None:
         self.provider = provider
         self.adapter = adapter
         self._breakers = breakers
         self._health = health
         self._retries = retries
+        self._metrics = metrics
 
     async def serve(self, run: JobRun, circuits: list[CircuitRecord] | None = None) -> Usage | None:
         """Attempts on this provider under its breakers, retried by the
@@ -73,6 +75,7 @@ class Attempts:
                     return await self._attempt(run)
             except GatewayError as error:
                 circuits = None
+                self._metrics.upstream_failed(job.provider, error)
                 if run.sent:
                     raise
                 step = self._retries.next_step(error, retried=retried, remaining=job.deadline - time.time(),
@@ -81,6 +84,7 @@ class Attempts:
                     log.info("job %s on %s failed (%s); retry %d in %.2fs", job.id, job.provider, error.message,
                              retried + 1, step.delay)
                     await asyncio.sleep(step.delay)
+                    self._metrics.retried(job.provider)
                     retried += 1
                     continue
                 if isinstance(step, FailOver):

@@ -23,6 +23,7 @@ from schema.jobs import (
     EndData,
     Job,
     JobMark,
+    JobOutcome,
     LineResult,
     StreamEvent,
     Usage,
@@ -53,6 +54,8 @@ class JobRun:
         self.reported: Usage | None = None  # the usage the upstream reported so far, mid-stream
         self.produced = False  # output reached the client: from here on it is billable
         self.answered = False  # the final event went out with the ``answered`` mark
+        self.first_at: float | None = None  # when its first event was emitted (time to first token)
+        self.failure: GatewayError | None = None  # the error its client was answered with
         self.line_result: LineResult | None = None  # a batch line's answer or error, for its usage event
 
     @property
@@ -67,6 +70,7 @@ class JobRun:
 
     def fail(self, error: GatewayError) -> None:
         """End the client's answer with ``error``."""
+        self.failure = error
         self._queue({"job": self.job.id, "seq": self._seq, "kind": "error", "data": error_data(error)})
 
     async def answer(self, answer: DialectObject, usage: Usage) -> bool:
@@ -131,10 +135,26 @@ class JobRun:
     def _numbered(self, event: StreamEvent) -> StreamEvent:
         """``event``, built with the next ``seq``, which it takes."""
         if self._seq == 0:
+            self.first_at = time.time()
             event["provider"] = self.job.provider  # the ingress names who served it
             event["queue_ms"] = round(self.job.queue_wait(self.taken_at) * 1000)  # and how long it waited
         self._seq += 1
         return event
+
+    def outcome(self) -> JobOutcome:
+        """How the job ended, as monitoring records it: measured from the
+        moment a worker took it, with the clock reads the run makes anyway
+        plus this one."""
+        taken, failure = self.taken_at, self.failure
+        # An error event is the first event of a job that failed at once: no token came.
+        first = self.first_at if failure is None or self.produced else None
+        return JobOutcome(
+            status=failure.status if failure is not None else 200,
+            error_type=failure.type[:64] if failure is not None else None,
+            latency_ms=_milliseconds(time.time() - taken),
+            ttft_ms=_milliseconds(first - taken) if first is not None else None,
+            queue_ms=_milliseconds(self.job.queue_wait(taken)),
+        )
 
     async def flush(self) -> None:
         if self._posted is not None:
@@ -145,3 +165,7 @@ class JobRun:
             # The ingress sees the gap or the silence and ends the client's
             # stream with an error; the job still settles what it used.
             log.error("job %s: result events lost (%s)", self.job.id, self.lost)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(0, round(seconds * 1000))

@@ -21,6 +21,7 @@ from scheduler.result_bus import ResultBus
 from schema.errors import BrokerUnavailable, GatewayError, GatewayTimeout, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark
 from workers.breakers import Breakers
+from workers.metrics import WorkerMetrics
 from workers.pool.events import JobRun
 from workers.pool.usage import UsageReport, no_usage
 
@@ -30,11 +31,13 @@ log = logging.getLogger(__name__)
 class HandOffs:
     """Moves one pool's failed jobs on to their next candidates."""
 
-    def __init__(self, *, jobs: JobQueue, results: ResultBus, breakers: Breakers, usage: UsageReport) -> None:
+    def __init__(self, *, jobs: JobQueue, results: ResultBus, breakers: Breakers, usage: UsageReport,
+                 metrics: WorkerMetrics) -> None:
         self._jobs = jobs
         self._results = results
         self._breakers = breakers
         self._usage = usage
+        self._metrics = metrics
 
     async def hand_off(self, job: Job, cause: GatewayError, keep: float, *, waited: float | None = None,
                        to: int | None = None) -> bool:
@@ -62,6 +65,7 @@ class HandOffs:
             return False
         log.info("job %s: %s failed before answering (%s); handed to %s", job.id, job.provider, cause.message,
                  onward.provider)
+        self._metrics.failed_over(job.provider, onward.provider)
         return True
 
     async def _next_candidate(self, job: Job) -> int | None:
@@ -86,6 +90,6 @@ class HandOffs:
                 run = JobRun(job.model_copy(update={"attempt": mark.attempt}), self._results)
                 run.fail(GatewayTimeout("the request could not be handed to another provider in time"))
                 await run.flush()
-                await self._usage.settle(run.job, no_usage(), run.line_result)
+                await self._usage.settle(run.job, no_usage(), run)
             return
         log.info("job %s: attempt %d is stale (attempt %d has it); acknowledged", job.id, job.attempt, mark.attempt)

@@ -82,7 +82,7 @@ class Intake:
             log.warning("job %s: %s; skipped", job.id, reason.message)
             run.fail(reason)
             await run.flush()
-            await self._usage.settle(job, no_usage(), run.line_result)
+            await self._usage.settle(job, no_usage(), run)
             return None
         if rerun:
             log.warning("job %s (a batch line) was interrupted mid-way; running it again", job.id)
@@ -107,7 +107,7 @@ class Intake:
             log.warning("job %s was interrupted mid-way (its worker stopped); ending it with an error", job.id)
             run.fail(UpstreamError("the worker serving this request stopped; please retry", status=502))
             await run.flush()
-            await self._usage.settle(job, no_usage())
+            await self._usage.settle(job, no_usage(), run)
         await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), keep)
 
 

@@ -18,7 +18,7 @@ import orjson
 
 from scheduler.queues import UsageQueue
 from schema.errors import BrokerUnavailable
-from schema.jobs import Job, LineResult, Usage, UsageEvent
+from schema.jobs import Job, Usage, UsageEvent
 from workers.pool.events import JobRun
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ class UsageReport:
     def __init__(self, usage: UsageQueue) -> None:
         self._usage = usage
 
-    async def settle(self, job: Job, usage: Usage, result: LineResult | None = None) -> None:
-        """Report the job's usage (and a batch line's ``result``); the job is
-        acknowledged only after this returns."""
-        await self.record(UsageEvent.of(job, usage, result))
+    async def settle(self, job: Job, usage: Usage, run: JobRun | None = None) -> None:
+        """Report the job's usage, how ``run`` ended when it ran here, and a
+        batch line's answer; the job is acknowledged only after this returns."""
+        await self.record(UsageEvent.of(job, usage, run.outcome() if run is not None else None,
+                                        result=run.line_result if run is not None else None))
 
     async def record(self, event: UsageEvent) -> None:
         """Publish the usage event, retrying through a broker hiccup."""
