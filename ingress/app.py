@@ -70,7 +70,8 @@ def create_app(
         async with open_runtime(settings, config, apply_migrations=apply_migrations) as runtime:
             # Built before the roles start: ``serve``'s pools and billing count on the same registry.
             edge.metrics = IngressMetrics(runtime.metrics)
-            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances)
+            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances,
+                                runtime.batches.store)
             runtime.metrics.add(gauges)
             app.state.exposition = Exposition(runtime.metrics, gauges, token=settings.metrics_token)
             if roles is not None:

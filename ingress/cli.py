@@ -229,9 +229,11 @@ def reconcile() -> None:
 
 @main.command()
 @config_option
-def orchestrator(config_path: Path | None) -> None:
+@metrics_port_option
+def orchestrator(config_path: Path | None, metrics_port: int | None) -> None:
     """Run the batch orchestrator: checks batches' input and releases their lines as jobs."""
-    settings, config = _settings(config_path, needs=("broker_url", "redis_url", "database_url"))
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url", "database_url"),
+                                 metrics_port=metrics_port)
     collector.settle()
     uvloop.run(_run_role(open_runtime(settings, config, subscribe=False), Runtime.start_orchestrator))
 

@@ -258,6 +258,15 @@ class BatchStore:
         async with self.engine.begin() as connection:
             await connection.execute(update(batches).where(batches.c.id == batch_id).values(lease_until=0))
 
+    async def census(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Batches by status, and every batch's lines by outcome."""
+        async with self.engine.connect() as connection:
+            statuses = (await connection.execute(
+                select(batches.c.status, func.count()).group_by(batches.c.status))).all()
+            sums = (await connection.execute(
+                select(*(func.coalesce(func.sum(batches.c[name]), 0) for name in OUTCOMES)))).one()
+        return {status: int(count) for status, count in statuses}, dict(zip(OUTCOMES, map(int, sums), strict=True))
+
     async def active(self) -> list[str]:
         """Every batch not yet ended, oldest first."""
         async with self.engine.connect() as connection:

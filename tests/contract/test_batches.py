@@ -22,6 +22,7 @@ import pytest
 from loadtests.fake_upstream import FakeUpstream
 from tests.conftest import MODES, gateway_config
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.contract.test_metrics import grown, scrape, value
 from tests.support.gateway import Gateway, gateway_in_mode
 
 POLL = 0.1
@@ -77,6 +78,7 @@ def usage_rows(gateway: Gateway, key: str) -> list[dict[str, Any]]:
 def test_an_openai_batch_answers_every_line_once_at_the_discount(gateway: Gateway, upstream: FakeUpstream) -> None:
     key = gateway.create_key("10")
     sdk = client(gateway, key)
+    before = scrape(gateway)
     requests = [line("first", "hello batch"), line("second", "two words", model="fake/fake-large"),
                 line("third", "a line for claude", model="claude-fake-small"), line("bad", "fail:400")]
     batch = sdk.batches.create(input_file_id=upload(sdk, jsonl(requests)), endpoint="/v1/chat/completions",
@@ -106,6 +108,11 @@ def test_an_openai_batch_answers_every_line_once_at_the_discount(gateway: Gatewa
     assert gateway.wait_for_balance(key, 10_000_000 - charged) == 10_000_000 - charged
     assert gateway.held(key) == 0
     assert gateway.reconcile(key) == []
+
+    after = scrape(gateway)  # the batches' own counters, read at scrape time
+    assert grown(before, after, "gatewayz_batch_lines_total", outcome="succeeded") >= 3
+    assert grown(before, after, "gatewayz_batch_lines_total", outcome="errored") >= 1
+    assert value(after, "gatewayz_batches", status="completed") >= 1
 
 
 def test_a_bad_file_fails_the_batch_naming_each_bad_line(gateway: Gateway) -> None:
