@@ -21,8 +21,8 @@ import pytest
 
 from loadtests.fake_upstream import FakeUpstream
 from tests.conftest import MODES, gateway_config
-from tests.support.fake_anthropic import FakeAnthropic
 from tests.contract.test_metrics import grown, scrape, value
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import Gateway, gateway_in_mode
 
 POLL = 0.1
