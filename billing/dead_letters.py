@@ -25,8 +25,8 @@ from billing.metrics import BillingMetrics
 from scheduler.logs import JOB_ID
 from scheduler.queues import DeadLetter, UsageQueue
 from scheduler.result_bus import ResultBus
-from schema.errors import GatewayError, GatewayTimeout, UpstreamError
-from schema.jobs import Job, JobMark, JobOutcome, StreamEvent, Usage, UsageEvent, error_data
+from schema.errors import BatchExpired, GatewayError, GatewayTimeout, UpstreamError
+from schema.jobs import Job, JobMark, JobOutcome, LineResult, StreamEvent, Usage, UsageEvent, error_data
 from schema.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class DeadLetterReader:
         with the same step. An error ends the client's stream whatever its
         number (the relay takes one from any worker that took over the job)."""
         failed = JobOutcome(status=error.status, error_type=error.type[:64])
-        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), failed))
+        line = LineResult(error=dict(error_data(BatchExpired(error.message) if job.expired() else error)))
+        await self._usage.publish(UsageEvent.of(job, Usage(input_tokens=0, output_tokens=0), failed, result=line))
         event: StreamEvent = {"job": job.id, "seq": 0, "kind": "error", "data": error_data(error)}
         before = await self._results.mark(job.id, JobMark(state="done", attempt=job.attempt), job.state_ttl(),
                                           publish=[event], to=job.reply_to)

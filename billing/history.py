@@ -33,6 +33,7 @@ class UsageFilter:
     end: datetime | None = None  # exclusive
     model: str | None = None
     key_id: int | None = None
+    batch_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class UsageRow:
     images: int
     reported: bool
     cost: int
+    batch_id: str | None  # the batch whose line it was (none: a request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ async def usage_report(engine: AsyncEngine, account_id: int, where: UsageFilter,
             conditions.append(usage_records.c.model == where.model)
         if where.key_id is not None:
             conditions.append(usage_records.c.key_id == where.key_id)
+        if where.batch_id is not None:
+            conditions.append(usage_records.c.batch_id == where.batch_id)
 
         listed = select(usage_records).where(*conditions)
         if page.cursor is not None:
@@ -150,7 +154,7 @@ def _utc_day(connection: AsyncConnection, column: ColumnElement[Any]) -> Label[A
 
 def _usage_row(row: Row[*tuple[Any, ...]]) -> UsageRow:
     return UsageRow(row.job_id, as_utc(row.created_at), row.key_id, row.provider, row.model, row.input_tokens,
-                    row.output_tokens, row.images, row.reported, int(row.cost))
+                    row.output_tokens, row.images, row.reported, int(row.cost), row.batch_id)
 
 
 def _total(group: str | None, requests: int, input_tokens: int, output_tokens: int, images: int,

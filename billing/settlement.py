@@ -6,10 +6,11 @@ duplicate inserts nothing and is left out of the rest), the jobs' holds
 closed (a hold the ledger never had, because the balances mirror took it,
 gets a closed row, so a late hold journal cannot open it again), expiring
 credit drawn down, one ``charge`` transaction per job, one update of all
-the batch's accounts (raising each one's ``seq``), and the key spend
-counters moved; each a statement built once (``billing.statements``) and
-run with the whole batch's rows. Then the
-mirror is told (``Ledger.followed``), duplicates included: a batch whose
+the batch's accounts (raising each one's ``seq``), the key spend
+counters moved, and the results of the batch-API lines among the jobs
+written, with their batches' counters (``billing.batch_results``); each a
+statement built once (``billing.statements``) and run with the whole
+batch's rows. Then the mirror is told (``Ledger.followed``), duplicates included: a batch whose
 consumer died between its commit and the mirror is sent again, and the
 mirror applies each job once.
 
@@ -33,6 +34,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from billing import limits, rollups
 from billing.balances import AccountChange, Settled
+from billing.batch_results import record_lines
 from billing.postings import AVAILABLE, HELD, REVENUE, Entry, NewTransaction, draw_down_grants, move_many, record_many
 from billing.pricing import Charge, charge
 from billing.statements import among, ignoring_duplicates, insert_for, per_dialect
@@ -88,6 +90,7 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
                                        if event.job_id in fresh))
         jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges, now)
         changes = await _charge(ledger, connection, jobs, now)
+        await record_lines(connection, [event for event in events if event.job_id in fresh])
     duplicates = [event for event in events if event.job_id not in fresh]
     for job in jobs:
         if job.charge.absorbed:
@@ -109,7 +112,7 @@ async def _record_usage(connection: AsyncConnection, events: list[UsageEvent], c
         "model": event.model, "input_tokens": event.usage.input_tokens, "output_tokens": event.usage.output_tokens,
         "images": event.usage.images, "reported": event.usage.reported, "cost": charges[event.job_id].cost,
         "uncharged": charges[event.job_id].absorbed, "finished_at": event.finished_at,
-        **_outcome_columns(event),
+        "batch_id": event.batch.batch_id if event.batch else None, **_outcome_columns(event),
     } for event in events]
     return set((await connection.execute(_insert_usage(connection), rows)).scalars())
 

@@ -18,10 +18,12 @@ from ingress.metrics import IngressMetrics
 from ingress.openapi import install_openapi
 from ingress.routes import (
     admin,
+    batches,
     chat,
     embeddings,
     files,
     images,
+    message_batches,
     messages,
     metrics,
     models,
@@ -68,7 +70,8 @@ def create_app(
         async with open_runtime(settings, config, apply_migrations=apply_migrations) as runtime:
             # Built before the roles start: ``serve``'s pools and billing count on the same registry.
             edge.metrics = IngressMetrics(runtime.metrics)
-            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances)
+            gauges = LiveGauges(runtime.catalog.providers, runtime.pools, runtime.breakers, runtime.balances,
+                                runtime.batches.store)
             runtime.metrics.add(gauges)
             app.state.exposition = Exposition(runtime.metrics, gauges, token=settings.metrics_token)
             if roles is not None:
@@ -86,6 +89,8 @@ def create_app(
     app.include_router(models.router)
     app.include_router(providers.router)
     app.include_router(user.router)
+    app.include_router(batches.router)
+    app.include_router(message_batches.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(uptime.router)  # before /health/providers' siblings, for the same reason

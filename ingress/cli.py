@@ -2,7 +2,9 @@
 
 ``serve`` runs everything in one process (embedded by default; against the
 real services when their URLs are set). ``ingress``, ``worker``, ``billing``,
-``prober`` and ``migrate`` are the distributed roles; ``keys create`` makes API keys.
+``prober``, ``orchestrator`` (batches) and ``migrate`` are the distributed
+roles; ``keys create`` makes API keys; ``batch`` submits and follows batches
+through the HTTP API (``ingress.batch_cli``).
 """
 
 from __future__ import annotations
@@ -34,15 +36,18 @@ from billing.limits import KeyLimits
 from ingress import collector
 from ingress.app import create_app
 from ingress.auth import KEY_PREFIX, hash_key, key_secret, new_key
+from ingress.batch_cli import batch
 from ingress.processes import serve_processes
 from ingress.runtime import (
     EMBEDDED_CONCURRENCY,
     BillingRuntime,
     ProberRuntime,
     Role,
+    Runtime,
     embedded_roles,
     open_billing,
     open_prober,
+    open_runtime,
     open_workers,
 )
 from ingress.server import http_config
@@ -104,6 +109,9 @@ def _settings(config_path: Path | None, *, needs: tuple[str, ...] = (),
 @click.group()
 def main() -> None:
     """GatewayZ: a queue-based LLM inference gateway."""
+
+
+main.add_command(batch)
 
 
 @main.command()
@@ -217,6 +225,17 @@ def reconcile() -> None:
     if found:
         raise click.ClickException(f"{len(found)} differences")
     click.echo("every account reconciles with the ledger")
+
+
+@main.command()
+@config_option
+@metrics_port_option
+def orchestrator(config_path: Path | None, metrics_port: int | None) -> None:
+    """Run the batch orchestrator: checks batches' input and releases their lines as jobs."""
+    settings, config = _settings(config_path, needs=("broker_url", "redis_url", "database_url"),
+                                 metrics_port=metrics_port)
+    collector.settle()
+    uvloop.run(_run_role(open_runtime(settings, config, subscribe=False), Runtime.start_orchestrator))
 
 
 @main.command("migrate")

@@ -1,7 +1,10 @@
 """The gauges read at scrape time from what the process keeps already:
 each pool's queue depth by class, jobs in flight, consumers, service rate
 and estimated wait (``scheduler.admission.PoolWatch``), every circuit's
-state (``workers.breakers``), and the open holds (the balances mirror).
+state (``workers.breakers``), the open holds (the balances mirror), and the
+batches by status with their lines by outcome (the database's counters,
+which only grow: ``gatewayz_batch_lines_total`` is a counter read there,
+exact across every process that records results).
 
 Nothing on the request path feeds them. A scrape reads them (``refresh``,
 awaited by ``/metrics`` before it writes the exposition); a store that does
@@ -14,11 +17,13 @@ import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import DBAPIError
 
 from billing.balances import Balances
 from scheduler.admission import PoolUnreadable, PoolWatch
+from scheduler.batches.store import BatchStore
 from scheduler.priority import BATCH_PRIORITY, MESSAGE_PRIORITY
 from schema.errors import TransportUnavailable
 from schema.money import micros_to_credits
@@ -32,8 +37,10 @@ PRIORITY_NAMES = {**{level: name for name, level in MESSAGE_PRIORITY.items()}, B
 
 
 class LiveGauges(Collector):
-    def __init__(self, providers: Iterable[str], pools: PoolWatch, breakers: Breakers, balances: Balances) -> None:
+    def __init__(self, providers: Iterable[str], pools: PoolWatch, breakers: Breakers, balances: Balances,
+                 batches: BatchStore | None = None) -> None:
         self._providers = tuple(providers)
+        self._batches = batches
         self._pools = pools
         self._breakers = breakers
         self._balances = balances
@@ -41,7 +48,8 @@ class LiveGauges(Collector):
 
     async def refresh(self) -> None:
         """Read every gauge now, for the next ``collect``."""
-        self._read = [*await self._pool_gauges(), *await self._circuit_gauges(), *await self._hold_gauges()]
+        self._read = [*await self._pool_gauges(), *await self._circuit_gauges(), *await self._hold_gauges(),
+                      *await self._batch_gauges()]
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._read)
@@ -98,3 +106,20 @@ class LiveGauges(Collector):
                                   value=count),
                 GaugeMetricFamily("gatewayz_credits_held", "Credits the open holds set aside",
                                   value=float(micros_to_credits(held)))]
+
+    async def _batch_gauges(self) -> list[Metric]:
+        if self._batches is None:
+            return []
+        try:
+            statuses, outcomes = await self._batches.census()
+        except (DBAPIError, OSError) as error:
+            log.warning("metrics: the batches cannot be read: %s", error)
+            return []
+        batches = GaugeMetricFamily("gatewayz_batches", "Batches by status", labels=["status"])
+        for status, count in statuses.items():
+            batches.add_metric([status], count)
+        lines = CounterMetricFamily("gatewayz_batch_lines", "Batch lines given a result, by outcome",
+                                    labels=["outcome"])
+        for outcome, count in outcomes.items():
+            lines.add_metric([outcome], count)
+        return [batches, lines]

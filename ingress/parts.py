@@ -153,6 +153,10 @@ class Parts:
 
         return open_store
 
+    def on_close(self, close: Callable[[], object]) -> None:
+        """Call ``close`` when the role's parts close (before its connections)."""
+        self._stack.callback(close)
+
     def probe_broker(self) -> Callable[[], dramatiq.Broker]:
         url = self.settings.broker_url
         return (lambda: dramatiq_broker(url)) if url else StubBroker

@@ -11,6 +11,9 @@ uses. Each role builds only its part:
 - billing (``open_billing``): the ledger, the balances mirror, the usage
   queue and the dead letters; no HTTP app, no rate limits;
 - the prober (``open_prober``): the health store and dramatiq's broker;
+- the batch orchestrator (``gatewayz orchestrator``, ``open_runtime``
+  without a subscription): dramatiq's broker for its steps, and every part
+  a batch line's release uses;
 - the HTTP API (``open_runtime``: ``gatewayz ingress`` and ``serve``): all
   of these, and ``serve`` runs every role beside it (``embedded_roles``).
 """
@@ -39,6 +42,9 @@ from ingress.parts import Parts
 from ingress.placement import CircuitWatch
 from ingress.ratelimit import RateLimits
 from scheduler.admission import PoolWatch
+from scheduler.batches.actors import run_orchestrator
+from scheduler.batches.orchestrator import Orchestrator
+from scheduler.batches.store import BatchStore
 from scheduler.catalog import Catalog
 from scheduler.connections import Connections
 from scheduler.files import FileStore
@@ -169,6 +175,19 @@ class ProberRuntime(Role):
         self._spawn(run_prober(prober, self.probe_broker(), queue), "prober")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchParts:
+    """What the batch API and its orchestrator share: the batches' store,
+    the orchestrator's steps (cancelling is one), and the dramatiq broker
+    and queue its steps run on (an in-process stub embedded: the API's
+    process then runs them too)."""
+
+    store: BatchStore
+    orchestrator: Orchestrator
+    broker: dramatiq.Broker
+    queue: str
+
+
 @dataclass(kw_only=True)
 class Runtime(WorkerRuntime, BillingRuntime, ProberRuntime):
     """The HTTP API's process: every part, so that ``gatewayz serve`` can run
@@ -181,6 +200,14 @@ class Runtime(WorkerRuntime, BillingRuntime, ProberRuntime):
     circuits: CircuitWatch  # this process's copy of the shared circuits, for choosing where jobs start
     listings: ListingStore  # providers' last good model lists (``ingress.catalog_refresh``)
     files: FileStore  # uploaded files (``/v1/files``), in the database
+    batches: BatchParts = field(init=False)
+
+    def start_orchestrator(self) -> None:
+        """Run the batches' steps in this process (``scheduler.batches.actors``);
+        one per process (its dramatiq worker is the broker's)."""
+        self._spawn(run_orchestrator(self.batches.orchestrator, self.batches.broker, self.batches.queue,
+                                     step_interval=self.settings.batch_step_interval,
+                                     rewind=not self.settings.broker_url), "batch orchestrator")
 
 
 def _report_exit(task: asyncio.Task[None]) -> None:
@@ -225,6 +252,12 @@ async def open_runtime(
             listings=parts.listings(), files=FileStore(engine), probe_store=parts.probe_store(),
             probe_broker=parts.probe_broker(), tracing=tracing,
         )
+        from ingress.batch_release import BatchRelease  # it submits through the runtime built here
+
+        store, broker = BatchStore(engine), parts.probe_broker()()
+        parts.on_close(broker.close)
+        runtime.batches = BatchParts(store, Orchestrator(store, BatchRelease(runtime), runtime.files.read, settings),
+                                     broker, Topology(settings.namespace).batch_queue)
         async with _running(runtime, journal):
             yield runtime
 
@@ -287,3 +320,4 @@ def embedded_roles(runtime: Runtime, *, concurrency: int = EMBEDDED_CONCURRENCY)
         runtime.start_pool(name, concurrency)
     runtime.start_billing()
     runtime.start_prober()
+    runtime.start_orchestrator()

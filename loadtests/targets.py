@@ -2,7 +2,7 @@
 
 Every target is built from the gateway's public surface only: the
 ``gatewayz`` CLI (``serve``, ``ingress``, ``worker``, ``billing``,
-``migrate``, ``keys create``) and its HTTP API. Each start function is a
+``orchestrator``, ``migrate``, ``keys create``) and its HTTP API. Each start function is a
 context manager that undoes everything it did (processes, the PostgreSQL
 database, the RabbitMQ queues of its namespace) however the ``with`` block
 ends, Ctrl-C included.
@@ -68,6 +68,7 @@ class GatewayOptions:
     settings: Mapping[str, str] = field(default_factory=dict)  # extra GATEWAYZ_ variables, for every role
     ingress_workers: int = 1  # `gatewayz ingress --workers`: processes on the ingress port
     worker_processes: int = 1  # `gatewayz worker` processes for the provider
+    orchestrator: bool = False  # run `gatewayz orchestrator` too (batches), distributed
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,7 @@ def distributed(
         workers = ({"worker": worker} if options.worker_processes == 1 else
                    {f"worker-{number}": worker for number in range(1, options.worker_processes + 1)})
         roles = {"billing": ["billing"], **workers,
+                 **({"orchestrator": ["orchestrator"]} if options.orchestrator else {}),
                  "ingress": ["ingress", "--port", str(port), "--workers", str(options.ingress_workers)]}
         launch = launcher or (lambda role, argv: [*gatewayz_command(), *argv])
         environ = role_environ or (lambda role, shared: shared)

@@ -79,6 +79,11 @@ class Topology:
         return f"{self.namespace}:health:round:{chain}:{number}"
 
     @property
+    def batch_queue(self) -> str:
+        """dramatiq's queue of the batch orchestrator's steps (``scheduler.batches.actors``)."""
+        return f"{self.namespace}.batches"
+
+    @property
     def prober_queue(self) -> str:
         """dramatiq's queue of the active prober (dramatiq adds ``.DQ`` and ``.XQ`` beside it)."""
         return f"{self.namespace}.prober"

@@ -44,6 +44,7 @@ class UsageQuery(PageQuery):
     end: UtcTime | None = Field(None, description="exclusive; ISO 8601 or unix seconds")
     model: str | None = Field(None, min_length=1, max_length=200)
     key_id: int | None = Field(None, ge=1, le=MAX_ID)
+    batch_id: str | None = Field(None, min_length=1, max_length=64, description="only this batch's lines")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

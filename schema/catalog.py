@@ -161,6 +161,8 @@ class PricingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     markup_percent: Decimal = Field(Decimal(0), ge=0, description="added to every list price")
+    batch_discount_percent: Decimal = Field(
+        Decimal(50), ge=0, le=100, description="taken off every price for the batch API's lines")
     unpriced: Literal["error", "free"] = Field(
         "error", description="a model without a price: refuse the config, or serve it free (with a warning)")
 

@@ -230,6 +230,12 @@ class GatewayTimeout(GatewayError):
     code = "timeout"
 
 
+class BatchExpired(GatewayTimeout):
+    """A batch line that did not run within its batch's completion window."""
+
+    code = "batch_expired"
+
+
 class QueueTimeout(GatewayTimeout):
     """The job waited in its queue longer than its client allowed."""
 

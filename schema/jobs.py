@@ -45,6 +45,14 @@ class Price(BaseModel):
     per_image: Decimal = Decimal(0)
 
 
+class BatchLine(BaseModel):
+    """Which batch and line a job answers."""
+
+    batch_id: str
+    line: int = Field(ge=0)
+    custom_id: str
+
+
 class Job(BaseModel):
     id: str = Field(default_factory=lambda: f"job_{uuid.uuid4().hex}")
     kind: JobKind = "chat"
@@ -68,6 +76,7 @@ class Job(BaseModel):
     reply_to: str | None = Field(None, description="where its events go: the queuing ingress's channel")
     traceparent: str | None = Field(None, description="W3C traceparent of its request's span at the ingress "
                                                       "(only when the ingress traces): the parent of its spans")
+    batch: BatchLine | None = Field(None, description="the batch line it runs: its answer goes on its usage event")
 
     @property
     def route(self) -> Route:
@@ -227,6 +236,22 @@ class JobOutcome(BaseModel):
         return self.status >= 400
 
 
+class LineResult(BaseModel):
+    """What a line's job ended with: the whole answer in its dialect
+    (``response``), or the error its client would have got (``error``)."""
+
+    response: DialectObject | None = None
+    error: dict[str, Any] | None = None  # ``ErrorData`` (a TypedDict pydantic refuses before Python 3.12)
+
+    @property
+    def outcome(self) -> Literal["succeeded", "errored", "expired"]:
+        if self.response is not None:
+            return "succeeded"
+        if self.error is not None and self.error["code"] == "batch_expired":
+            return "expired"
+        return "errored"
+
+
 class UsageEvent(BaseModel):
     """Durable record that a job consumed upstream capacity; settled once by job id."""
 
@@ -245,10 +270,15 @@ class UsageEvent(BaseModel):
     # older worker, a job skipped before it ran).
     outcome: JobOutcome | None = None
     traceparent: str | None = Field(None, description="its job's ``traceparent``: settlement joins its trace")
+    batch: BatchLine | None = None
+    result: LineResult | None = Field(None, description="a batch line's answer or error, written as it settles")
 
     @classmethod
-    def of(cls, job: Job, usage: Usage, outcome: JobOutcome | None = None) -> UsageEvent:
-        """The usage event that settles ``job`` (whichever role reports it)."""
+    def of(cls, job: Job, usage: Usage, outcome: JobOutcome | None = None, *,
+           result: LineResult | None = None) -> UsageEvent:
+        """The usage event that settles ``job`` (whichever role reports it);
+        ``result``: what a batch line's job ended with."""
         return cls(job_id=job.id, account_id=job.account_id, key_id=job.key_id, provider=job.provider,
                    model=job.model, usage=usage, price=job.price, hold=job.hold, held_at=job.created_at,
-                   outcome=outcome, traceparent=job.traceparent)
+                   outcome=outcome, traceparent=job.traceparent, batch=job.batch,
+                   result=result if job.batch is not None else None)

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         None, description="bearer token GET /metrics asks for (unset: open, as Prometheus expects)")
     metrics_dir: Path | None = Field(
         None, description="where the processes of `gatewayz ingress --workers N` keep their metrics (set by it)")
+    batch_max_in_flight: int = Field(256, gt=0, description="lines of one batch queued or running at once")
+    batch_account_max_in_flight: int = Field(
+        1024, gt=0, description="lines of one account's batches queued or running at once")
+    batch_step_interval: float = Field(0.2, gt=0, description="seconds between a batch's release steps")
     credits_per_usd: Decimal = Field(Decimal("1"), gt=0, description="credits a top-up of one US dollar buys")
 
     # OpenTelemetry's own variables, unprefixed as every OTel SDK reads them.

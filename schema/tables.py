@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -137,6 +138,7 @@ usage_records = Table(
     # What the usage cost beyond the job's hold: never charged, absorbed by the gateway.
     Column("uncharged", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("batch_id", String(64), index=True),  # the batch whose line this job ran (none: a request)
     # How the job ended (``schema.jobs.JobOutcome``; none: not reported, before revision 0010),
     # for the request log; ``finished_at`` in unix seconds, which the log filters and pages by.
     Column("finished_at", Float, index=True),
@@ -212,6 +214,67 @@ credit_grants = Table(
     Column("source", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_credit_grants_remaining"),
+)
+
+# A batch of requests (OpenAI's ``batch_…`` or Anthropic's ``msgbatch_…``).
+# Its lines are released in order: ``released`` counts those queued so far,
+# and the outcome counters move in the transaction that writes each line's
+# result (``batch_results``), so they are exact.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("api", String(16), nullable=False),  # openai | anthropic
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64)),
+    Column("status", String(16), nullable=False, index=True),
+    Column("metadata", Text),  # JSON object
+    Column("errors", Text),  # JSON list: why validation failed
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("released", Integer, nullable=False, server_default="0"),
+    Column("succeeded", Integer, nullable=False, server_default="0"),
+    Column("errored", Integer, nullable=False, server_default="0"),
+    Column("expired", Integer, nullable=False, server_default="0"),
+    Column("canceled", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),  # unix seconds, as are the others
+    Column("expires_at", Float, nullable=False),
+    Column("in_progress_at", Float),
+    Column("finalizing_at", Float),
+    Column("completed_at", Float),
+    Column("failed_at", Float),
+    Column("expired_at", Float),
+    Column("cancelling_at", Float),
+    Column("cancelled_at", Float),
+    # The orchestrator advancing it holds it until then (two never release at
+    # once); ``chain`` names the one chain of steps that may advance it.
+    Column("lease_until", Float, nullable=False, server_default="0"),
+    Column("chain", String(32)),
+    Column("stepped_at", Float),
+)
+
+# A batch's requests, one row per line of its input, in order.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("body", Text, nullable=False),  # the request, JSON
+)
+
+# What each line ended with: written once (by settlement, or by the
+# orchestrator for a line it never released), never changed.
+batch_results = Table(
+    "batch_results",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(512), nullable=False),
+    Column("job_id", String(64)),  # none: the line never ran
+    Column("outcome", String(16), nullable=False),  # succeeded | errored | canceled | expired
+    Column("body", Text),  # JSON: the answer, or the error
 )
 
 # Uploaded files (the OpenAI Files API; batch input), owned by an account.

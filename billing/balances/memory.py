@@ -73,6 +73,8 @@ class MemoryBalances:
         key = self._keys.get(reservation.key_id) or await self._load_key(reservation.key_id, reservation.now)
         if key.account_id != reservation.account_id:
             raise Unauthenticated("Incorrect API key provided")
+        if reservation.job_id in account.holds:  # a job holds once (a batch line released twice)
+            return Balance(MicroCredits(account.available), MicroCredits(account.held))
         periods = reservation.periods
         check_hold(reservation, account.available, revoked=key.revoked, expires_at=key.expires_at,
                    limits=key.limits, spend=key.spend)

@@ -155,6 +155,8 @@ if key[2] == '1' then return {'revoked'} end
 if key[3] ~= '' and tonumber(key[3]) <= tonumber(ARGV[5]) then return {'expired', key[3]} end
 local amount = tonumber(ARGV[4])
 local available = num(redis.call('HGET', KEYS[1], 'available'))
+-- A job holds once: a second hold for it (a batch line released twice) takes nothing.
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'ok', available, num(redis.call('HGET', KEYS[1], 'held'))} end
 if available < amount then return {'insufficient', available} end
 local periods = {ARGV[7], ARGV[8], ARGV[9]}
 if key[7] == '1' then

@@ -1,7 +1,8 @@
 """OpenAI's Files API: ``POST /v1/files`` (upload), ``GET /v1/files``
 (list, paged), ``GET /v1/files/{id}``, ``DELETE /v1/files/{id}`` and
 ``GET /v1/files/{id}/content``, on the caller's account's files only
-(``scheduler.files``).
+(``scheduler.files``), and on its batches' output and error files, made
+from their results as they are read (``ingress.batch_results``).
 
 An upload is parsed by Starlette, which spools a file part to disk past
 1 MB, and stored from there chunk by chunk; a download streams one chunk
@@ -20,7 +21,9 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import StreamingResponse
 
+from ingress.batch_results import find_generated, generated_file, generated_size, openai_file
 from ingress.runtime import Runtime
+from scheduler.batches.store import Batch
 from scheduler.files import StoredFile
 from schema.errors import FileNotFound, InvalidRequest
 from schema.files import (
@@ -91,6 +94,11 @@ async def list_files(
 
 @router.get("/v1/files/{file_id}", responses=_answers("FileObject"))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
+    if (generated := await _generated(request, file_id)) is not None:
+        runtime: Runtime = request.app.state.runtime
+        batch, output = generated
+        return generated_file(batch, output=output,
+                              size=await generated_size(runtime.batches.store, batch.id, output=output))
     return (await _owned(request, file_id)).openai_object()
 
 
@@ -107,10 +115,23 @@ async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
     200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
           "description": "The file's content, as uploaded."}})
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
-    stored = await _owned(request, file_id)
     runtime: Runtime = request.app.state.runtime
+    if (generated := await _generated(request, file_id)) is not None:
+        # A batch's output or error file: its results so far, in line order.
+        batch, output = generated
+        return StreamingResponse(openai_file(runtime.batches.store, batch.id, output=output),
+                                 media_type="application/octet-stream")
+    stored = await _owned(request, file_id)
     return StreamingResponse(runtime.files.read(stored.id), media_type="application/octet-stream",
                              headers={"content-length": str(stored.bytes)})
+
+
+async def _generated(request: Request, file_id: str) -> tuple[Batch, bool] | None:
+    """The batch and whether it is the output (else the error) file, for a
+    batch's results file (purpose ``batch_output``, made from its results)."""
+    owner = await request.app.state.authenticate(request)
+    runtime: Runtime = request.app.state.runtime
+    return await find_generated(runtime.batches.store, owner.account_id, file_id)
 
 
 async def _owned(request: Request, file_id: str) -> StoredFile:

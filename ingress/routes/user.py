@@ -67,7 +67,8 @@ async def user_usage(
     report = await usage_report(
         runtime.engine,
         owner.account_id,
-        UsageFilter(start=query.start, end=query.end, model=query.model, key_id=query.key_id),
+        UsageFilter(start=query.start, end=query.end, model=query.model, key_id=query.key_id,
+                    batch_id=query.batch_id),
         Page(query.limit, query.cursor_id, query.offset),
     )
     rows = [
@@ -83,6 +84,7 @@ async def user_usage(
             "reported": row.reported,
             "cost": micros_to_credits(row.cost),
             "cost_micros": row.cost,
+            "batch_id": row.batch_id,
         }
         for row in report.rows
     ]

@@ -59,7 +59,7 @@ def _metrics_ports(compose: dict[str, Any]) -> dict[str, str | None]:
             continue
         if invocation.path == ("ingress",):
             ports[name] = str(invocation.params["port"])
-        elif invocation.path in (("worker",), ("billing",), ("prober",)):
+        elif invocation.path in (("worker",), ("billing",), ("orchestrator",), ("prober",)):
             ports[name] = setting(service, "metrics_port")
     return ports
 

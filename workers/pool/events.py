@@ -1,6 +1,10 @@
 """One job's result events: numbered from 0, sent in order on the result
 bus, the final one together with the job's ``answered`` mark.
 
+A batch line's job has no client listening: its final event is kept
+(``line_result``) for its usage event, which settles the line and writes
+its result in one step (``schema.batches``), and no event is sent.
+
 ``JobRun`` also keeps what the job's usage is settled from when the
 upstream's own report is missing: how much output reached the client.
 """
@@ -20,6 +24,7 @@ from schema.jobs import (
     Job,
     JobMark,
     JobOutcome,
+    LineResult,
     StreamEvent,
     Usage,
     error_data,
@@ -51,6 +56,7 @@ class JobRun:
         self.answered = False  # the final event went out with the ``answered`` mark
         self.first_at: float | None = None  # when its first event was emitted (time to first token)
         self.failure: GatewayError | None = None  # the error its client was answered with
+        self.line_result: LineResult | None = None  # a batch line's answer or error, for its usage event
 
     @property
     def sent(self) -> bool:
@@ -78,6 +84,9 @@ class JobRun:
 
     def _queue(self, event: StreamEvent) -> None:
         numbered = self._numbered(event)
+        if self.job.batch is not None:
+            self._keep(numbered)
+            return
         if self.lost is not None:
             return  # after a gap the ingress ends the stream anyway
         posted = self._results.post((numbered,), to=self.job.reply_to)
@@ -97,6 +106,12 @@ class JobRun:
         never got its answer (its redelivered copy ends it with an error and
         charges nothing); after it, one whose client has it (the copy charges
         the usage). False if the bus failed: the client lacks its final event."""
+        if self.job.batch is not None:
+            # No client has part of it: a copy redelivered before its usage
+            # event went out runs again, so it needs no ``answered`` mark.
+            self._keep(self._numbered(event))
+            self.produced = True
+            return True
         await self.flush()
         if self.lost is not None:
             return False
@@ -110,6 +125,12 @@ class JobRun:
             return False
         self.produced = self.answered = True
         return True
+
+    def _keep(self, event: StreamEvent) -> None:
+        if event["kind"] == "response":
+            self.line_result = LineResult(response=event["data"])
+        elif event["kind"] == "error":
+            self.line_result = LineResult(error=dict(event["data"]))
 
     def _numbered(self, event: StreamEvent) -> StreamEvent:
         """``event``, built with the next ``seq``, which it takes."""

@@ -90,6 +90,6 @@ class HandOffs:
                 run = JobRun(job.model_copy(update={"attempt": mark.attempt}), self._results)
                 run.fail(GatewayTimeout("the request could not be handed to another provider in time"))
                 await run.flush()
-                await self._usage.settle(run.job, no_usage())
+                await self._usage.settle(run.job, no_usage(), run)
             return
         log.info("job %s: attempt %d is stale (attempt %d has it); acknowledged", job.id, job.attempt, mark.attempt)

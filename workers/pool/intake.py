@@ -8,7 +8,9 @@ A job does not run when:
 - it is a duplicate of an attempt another copy runs;
 - it is a redelivered copy of an attempt a worker already started (that
   worker died or lost its channel): it is never run again, since the client
-  may already have part or all of an answer;
+  may already have part or all of an answer (a batch line, which has no
+  client, does run again: its usage event, which carries its answer, was
+  not sent, or settles once if it was);
 - it is stale: its deadline passed while it waited, or it waited longer than
   its client allowed (RabbitMQ expires messages only at a queue's head).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from scheduler.result_bus import ResultBus
 from schema.circuits import CircuitRecord
-from schema.errors import BusUnavailable, GatewayError, GatewayTimeout, QueueTimeout, UpstreamError
+from schema.errors import BatchExpired, BusUnavailable, GatewayError, GatewayTimeout, QueueTimeout, UpstreamError
 from schema.jobs import Job, JobMark
 from workers.breakers import Breakers
 from workers.pool.events import JobRun
@@ -66,7 +68,8 @@ class Intake:
         if before is not None and before.attempt > job.attempt:
             await self._handoffs.handed_on(job, before, redelivered)
             return None
-        if before is not None and before.attempt == job.attempt and before.state != "handed_off":
+        rerun = redelivered and job.batch is not None and before is not None and before.state == "started"
+        if before is not None and before.attempt == job.attempt and before.state != "handed_off" and not rerun:
             if redelivered:
                 await self._resume(run, before, keep)
             else:
@@ -81,6 +84,8 @@ class Intake:
             await run.flush()
             await self._usage.settle(job, no_usage(), run)
             return None
+        if rerun:
+            log.warning("job %s (a batch line) was interrupted mid-way; running it again", job.id)
         return Taken(cancelled=cancelled, circuits=circuits)
 
     async def _resume(self, run: JobRun, before: JobMark, keep: float) -> None:
@@ -110,9 +115,17 @@ def stale(job: Job, taken_at: float) -> GatewayError | None:
     """Why a job taken now must not run: its deadline passed while it was
     queued, or it waited longer than its client allowed."""
     if job.expired(taken_at):
-        return GatewayTimeout("the request's deadline passed while it was queued")
+        return deadline_passed(job, "the request's deadline passed while it was queued")
     waited = job.queue_wait(taken_at)
     if job.max_queue_wait is not None and waited > job.max_queue_wait:
         return QueueTimeout(f"the request waited {waited:.1f}s in the queue, longer than its "
                             f"x-gatewayz-max-queue-ms of {job.max_queue_wait * 1000:.0f}")
     return None
+
+
+def deadline_passed(job: Job, message: str) -> GatewayTimeout:
+    """The error a job past its deadline ends with: a batch line's deadline
+    is its batch's completion window, and it ends ``batch_expired``."""
+    if job.batch is not None:
+        return BatchExpired("the batch's completion window ended before this request ran")
+    return GatewayTimeout(message)

@@ -21,7 +21,7 @@ from scheduler.queues import JobQueue, UsageQueue
 from scheduler.result_bus import ResultBus
 from scheduler.tracing import Tracing
 from schema.catalog import ProviderSpec
-from schema.errors import GatewayError, GatewayTimeout, UpstreamError
+from schema.errors import GatewayError, UpstreamError
 from schema.jobs import JOB_STATE_GRACE, Job, JobMark, Usage
 from schema.metrics import MetricsRegistry
 from workers.adapters.base import ProviderAdapter
@@ -33,7 +33,7 @@ from workers.metrics import WorkerMetrics
 from workers.pool.attempts import Attempts, HandOff
 from workers.pool.events import JobRun
 from workers.pool.handoff import HandOffs
-from workers.pool.intake import Intake
+from workers.pool.intake import Intake, deadline_passed
 from workers.pool.tracing import AttemptTrace
 from workers.pool.usage import UsageReport, cancelled_usage, ended_usage
 from workers.resilience import RetryPolicy
@@ -137,7 +137,7 @@ class ProviderPool:
         except TimeoutError:
             log.info("job %s on %s passed its deadline", job.id, job.provider)
             outcome, failure = "failed", "deadline passed"
-            run.fail(GatewayTimeout("the request's deadline passed before the provider finished"))
+            run.fail(deadline_passed(job, "the request's deadline passed before the provider finished"))
         except Exception:
             # A defect, not an upstream answer: the client still gets a clear
             # error now, and the job still settles, instead of a silent wait.

@@ -37,9 +37,10 @@ class UsageReport:
         self._usage = usage
 
     async def settle(self, job: Job, usage: Usage, run: JobRun | None = None) -> None:
-        """Report the job's usage, and how ``run`` ended when it ran here;
-        the job is acknowledged only after this returns."""
-        await self.record(UsageEvent.of(job, usage, run.outcome() if run is not None else None))
+        """Report the job's usage, how ``run`` ended when it ran here, and a
+        batch line's answer; the job is acknowledged only after this returns."""
+        await self.record(UsageEvent.of(job, usage, run.outcome() if run is not None else None,
+                                        result=run.line_result if run is not None else None))
 
     async def record(self, event: UsageEvent) -> None:
         """Publish the usage event, retrying through a broker hiccup."""

@@ -4,14 +4,14 @@ API; ``usage_records`` gains each job's outcome (status, error type,
 latency, time to first token, queue wait) and when it finished
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
