@@ -207,7 +207,7 @@ class RabbitJobQueue:
         in_hand: set[asyncio.Task[object]] = set()
 
         async def run(message: AbstractIncomingMessage, low: bool, queue_name: str) -> None:
-            if not await slots.take(low):
+            if not await slots.take(low, message.priority or 0):
                 return  # draining: left unacknowledged, so it is redelivered once its channel closes
             task = asyncio.current_task()
             if task is not None:

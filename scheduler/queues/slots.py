@@ -13,6 +13,8 @@ queue applies it as it pulls (``scheduler.queues.memory``).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import deque
 
 # Seconds a freed slot is kept from low work when interactive jobs may be
@@ -40,8 +42,10 @@ def low_share(concurrency: int, reserved: int) -> int:
 class Slots:
     """``capacity`` slots, at most ``capacity - reserved`` of them held by
     low work. ``take`` waits for a slot; interactive waiters are served
-    before low ones, each in arrival order. The fast path (a free slot,
-    nobody waiting) is a few attribute operations: this is on every job.
+    before low ones, interactive ones by priority (a realtime job pushed
+    while standard ones wait passes them), each class in arrival order.
+    The fast path (a free slot, nobody waiting) is a few attribute
+    operations: this is on every job.
 
     Interactive jobs are pushed by the broker up to ``capacity`` in hand
     (taken or waiting here); while that many are in hand, more may wait in
@@ -51,25 +55,28 @@ class Slots:
     gets the slot then. Without this, low work would win every slot freed
     while interactive traffic fills the pool."""
 
-    __slots__ = ("_free", "_low_free", "_interactive", "_low", "_in_hand", "_capacity", "_closed")
+    __slots__ = ("_free", "_low_free", "_interactive", "_low", "_in_hand", "_capacity", "_closed", "_order", "_kept")
 
     def __init__(self, capacity: int, reserved: int = 0) -> None:
         self._capacity = capacity
         self._free = capacity
         self._low_free = low_share(capacity, reserved)
-        self._interactive: deque[asyncio.Future[bool]] = deque()
-        self._low: deque[asyncio.Future[bool]] = deque()
+        self._interactive: list[tuple[int, int, asyncio.Future[bool]]] = []  # a heap: highest priority first
+        self._low: deque[asyncio.Future[bool]] = deque()  # the low queue already gives them in priority order
+        self._order = itertools.count()
         self._in_hand = 0  # interactive jobs taken or waiting
+        self._kept = 0  # free slots kept from low work for INTERACTIVE_GRACE
         self._closed = False
 
-    async def take(self, low: bool) -> bool:
+    async def take(self, low: bool, priority: int = 0) -> bool:
         """True once the caller holds a slot (give it back with ``release``,
         and only then); False if the slots were closed first (the pool
-        drains: the job must not start)."""
+        drains: the job must not start). ``priority`` is the job's message
+        priority, which orders interactive waiters."""
         if self._closed:
             return False
         if low:
-            if self._free and self._low_free and not self._low:
+            if self._free > self._kept and self._low_free and not self._low:
                 self._free -= 1
                 self._low_free -= 1
                 return True
@@ -77,20 +84,27 @@ class Slots:
             self._in_hand += 1
             if self._free and not self._interactive:
                 self._free -= 1
+                if self._kept:
+                    self._kept -= 1
                 return True
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        waiters = self._low if low else self._interactive
-        waiters.append(waiter)
+        if low:
+            self._low.append(waiter)
+        else:
+            heapq.heappush(self._interactive, (-priority, next(self._order), waiter))
         try:
             granted = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.result():
                 self.release(low)  # granted just as it was cancelled: hand it on
+            elif low:
+                if waiter in self._low:
+                    self._low.remove(waiter)
             else:
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not low:
-                    self._in_hand -= 1
+                self._in_hand -= 1
+                # Rare (a pool stopping, a lost channel): a linear removal is fine.
+                self._interactive = [entry for entry in self._interactive if entry[2] is not waiter]
+                heapq.heapify(self._interactive)
             raise
         if not granted and not low:
             self._in_hand -= 1
@@ -100,24 +114,27 @@ class Slots:
         self._free += 1
         if low:
             self._low_free += 1
-        elif self._in_hand == self._capacity:
-            self._in_hand -= 1
-            if self._low and not self._interactive:
-                asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._grant)
-                return
         else:
+            if self._in_hand == self._capacity and self._low_free and not self._interactive:
+                self._kept += 1
+                asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._unkeep)
             self._in_hand -= 1
         if self._interactive or self._low:
             self._grant()
 
+    def _unkeep(self) -> None:
+        if self._kept:
+            self._kept -= 1
+        self._grant()
+
     def _grant(self) -> None:
         while self._free and not self._closed:
             if self._interactive:
-                waiter = self._interactive.popleft()
+                _, _, waiter = heapq.heappop(self._interactive)
                 if waiter.cancelled():  # its task is being cancelled and no longer waits
                     continue
                 self._free -= 1
-            elif self._low and self._low_free:
+            elif self._low and self._low_free and self._free > self._kept:
                 waiter = self._low.popleft()
                 if waiter.cancelled():
                     continue
@@ -130,7 +147,7 @@ class Slots:
     def close(self) -> None:
         """Take no more: every waiter, and every later ``take``, gets False."""
         self._closed = True
-        for waiter in (*self._interactive, *self._low):
+        for waiter in (*(waiter for _, _, waiter in self._interactive), *self._low):
             if not waiter.cancelled():
                 waiter.set_result(False)
         self._interactive.clear()

@@ -113,3 +113,27 @@ async def test_a_cancelled_waiter_leaves_its_turn_to_the_next() -> None:
     assert await asyncio.wait_for(second, 1)
     assert first.cancelled()
     assert not await taken(slots, low=False), "the one slot is held by the second waiter"
+
+
+async def test_interactive_waiters_are_served_by_priority_then_in_order() -> None:
+    slots = Slots(1, reserved=0)
+    assert await slots.take(low=False, priority=2)
+    waiters = {name: asyncio.create_task(slots.take(low=False, priority=priority))
+               for name, priority in (("standard", 2), ("realtime", 4), ("standard-2", 2))}
+    await asyncio.sleep(0)
+    served = []
+    for _ in range(3):
+        slots.release(low=False)
+        await asyncio.sleep(0)
+        served += [name for name, task in waiters.items() if task.done() and name not in served]
+    assert served == ["realtime", "standard", "standard-2"]
+
+
+async def test_a_low_job_arriving_during_the_grace_waits_for_it() -> None:
+    slots = Slots(1, reserved=0)
+    assert await slots.take(low=False)
+    slots.release(low=False)  # the only interactive job in hand ended: the next may be on its way
+    assert not await taken(slots, low=True), "kept for the interactive job"
+    late = asyncio.create_task(slots.take(low=True))
+    await asyncio.sleep(INTERACTIVE_GRACE * 2)
+    assert late.done() and late.result(), "none came: low work gets the slot"
