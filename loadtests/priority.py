@@ -99,6 +99,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-users", type=int, default=2, help="users measuring each class (default 2)")
     parser.add_argument("--load-users", type=int, default=24,
                         help="standard users, and as many bulk users, saturating the pool (default 24)")
+    parser.add_argument("--standard-load-users", type=int, default=None,
+                        help="standard users of the saturating load, if not as many as --load-users (0: the "
+                             "load is bulk alone, with the batch the issue's target is stated for)")
     parser.add_argument("--batch-lines", type=int, nargs="?", const=10_000, default=0,
                         help="run the saturated phase again beside a batch of this many lines (10,000 if no "
                              "number follows; default: no batch)")
@@ -211,10 +214,14 @@ async def _measure(keys: dict[str, str], origin: str, arguments: argparse.Namesp
     for priority in CLASSES:
         print(f"alone: {priority}", flush=True)
         results += await _phase("alone", {priority: probes[priority]}, arguments.duration, {priority})
-    print("saturated: standard and bulk load, with every class probed", flush=True)
-    load = {"standard:load": targets_of("standard", arguments.load_users),
+    standard_users = _standard_users(arguments)
+    print(f"saturated: {standard_users} standard and {arguments.load_users} bulk users, with every class probed",
+          flush=True)
+    load = {"standard:load": targets_of("standard", standard_users),
             "bulk:load": targets_of("bulk", arguments.load_users)}
-    measured = {*CLASSES, "standard:load", "bulk:load"}
+    if not standard_users:
+        del load["standard:load"]
+    measured = {*CLASSES, *load}
     results += await _phase("saturated", {**load, **probes}, arguments.duration, measured)
     if batch is not None:
         print(f"saturated + batch: the same, beside a batch of {batch.lines} lines", flush=True)
@@ -223,14 +230,18 @@ async def _measure(keys: dict[str, str], origin: str, arguments: argparse.Namesp
     return results
 
 
+def _standard_users(arguments: argparse.Namespace) -> int:
+    return arguments.load_users if arguments.standard_load_users is None else arguments.standard_load_users
+
+
 def _figure(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
 
 def markdown(results: list[ClassResult], arguments: argparse.Namespace, batch: BatchProgress | None = None) -> str:
     lines = [f"Queue wait (x-gatewayz-queue-ms) per class; one worker, --concurrency {arguments.worker_concurrency}; "
-             f"{arguments.duration:g} s per phase; saturating load: {arguments.load_users} standard + "
-             f"{arguments.load_users} bulk users (closed loop).", "",
+             f"{arguments.duration:g} s per phase; saturating load: "
+             f"{_standard_users(arguments)} standard + {arguments.load_users} bulk users (closed loop).", "",
              "| phase | class | users | answered | refused (503) | errors | p50 ms | p99 ms |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for result in results:
