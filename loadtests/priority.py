@@ -231,7 +231,8 @@ async def _measure(keys: dict[str, str], origin: str, arguments: argparse.Namesp
 
 
 def _standard_users(arguments: argparse.Namespace) -> int:
-    return arguments.load_users if arguments.standard_load_users is None else arguments.standard_load_users
+    users = arguments.load_users if arguments.standard_load_users is None else arguments.standard_load_users
+    return int(users)
 
 
 def _figure(value: float | None) -> str:
