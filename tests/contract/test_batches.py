@@ -30,6 +30,7 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import Gateway, gateway_in_mode
 
 POLL = 0.1
+HELLO = [{"role": "user", "content": "hello"}]
 WAIT = 30.0
 # tests/conftest.py: fake-small costs 1 micro-credit an input token and 2 an
 # output token; batch lines pay half (the default batch_discount_percent).
@@ -235,10 +236,20 @@ def test_an_anthropic_batch_with_a_bad_request_is_refused_naming_it(gateway: Gat
     sdk = claude(gateway, gateway.create_key("10"))
     with pytest.raises(anthropic.BadRequestError) as refused:
         sdk.messages.batches.create(requests=[
-            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": []}},
-            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": []}},
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
         ])
     assert "requests.1.custom_id" in str(refused.value)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.batches.create(requests=[
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
+            {"custom_id": "no", "params": {"model": "claude-fake-small", "max_tokens": 0, "messages": HELLO}},
+        ])
+    assert "requests.1.params.max_tokens" in str(refused.value)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.batches.create(requests=[{"custom_id": "s", "params": {
+            "model": "claude-fake-small", "max_tokens": 5, "messages": HELLO, "stream": True}}])
+    assert "requests.0.params.stream" in str(refused.value)
 
 
 @pytest.fixture(scope="module", params=MODES)
