@@ -43,7 +43,9 @@ def batch_of_file(file_id: str) -> tuple[str, bool] | None:
 
 
 def openai_line(result: Result) -> dict[str, Any]:
-    request_id = result.job_id or f"{result.custom_id}"
+    """One line of the output or error file, as OpenAI writes it; a line
+    refused before it ran has no job, so no ``request_id``."""
+    request_id = result.job_id
     line_id = f"batch_req_{result.job_id or result.line}"
     if result.outcome == "succeeded":
         return {"id": line_id, "custom_id": result.custom_id,

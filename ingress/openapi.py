@@ -76,7 +76,7 @@ _HOT_OPERATIONS = {
     "/v1/embeddings": ("embeddings_v1_embeddings_post", "Embeddings"),
     "/v1/images/generations": ("generate_images_v1_images_generations_post", "Generate Images"),
 }
-_USER_PATHS = ("/v1/provider", "/v1/providers", "/user/", "/v1/files")
+_USER_PATHS = ("/v1/provider", "/v1/providers", "/user/", "/v1/files", "/v1/batches", "/v1/messages/batches")
 # Statuses beyond the ones every operation of its kind answers.
 _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/models/{model_id}"): (404,),
@@ -93,6 +93,12 @@ _EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/files/{file_id}"): (404,),
     ("delete", "/v1/files/{file_id}"): (404,),
     ("get", "/v1/files/{file_id}/content"): (404,),
+    ("post", "/v1/batches"): (404,),
+    ("get", "/v1/batches/{batch_id}"): (404,),
+    ("post", "/v1/batches/{batch_id}/cancel"): (404,),
+    ("get", "/v1/messages/batches/{batch_id}"): (404,),
+    ("post", "/v1/messages/batches/{batch_id}/cancel"): (404,),
+    ("get", "/v1/messages/batches/{batch_id}/results"): (404,),
 }
 
 # Successes beyond the route's own status: the adjustment an idempotency key replays.

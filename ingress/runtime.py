@@ -50,6 +50,7 @@ from scheduler.connections import Connections
 from scheduler.files import FileStore
 from scheduler.listing_store import ListingStore
 from scheduler.queues import DeadLetters, JobQueue, UsageQueue
+from scheduler.queues.slots import reserved_slots
 from scheduler.result_bus import ResultBus
 from scheduler.topology import Topology
 from scheduler.tracing import Tracing, open_tracing
@@ -122,6 +123,7 @@ class WorkerRuntime(Role):
             results=self.results,
             usage=self.usage,
             concurrency=concurrency,
+            reserved=reserved_slots(concurrency, self.settings.reserved_slots),
             drain_timeout=self.settings.drain_timeout,
             breakers=self.breakers,
             retries=RetryPolicy.from_settings(self.settings),

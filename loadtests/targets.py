@@ -339,13 +339,14 @@ async def _delete_namespace(broker_url: str, namespace: str) -> None:
 
     The broker has no "list by prefix" over AMQP, so the names follow the
     gateway's documented topology: ``<ns>.jobs`` (exchange) routing to
-    ``<ns>.jobs.<provider>``, ``<ns>.dead`` to ``<ns>.dead-letters`` (and
+    ``<ns>.jobs.<provider>`` and ``<ns>.jobs.<provider>.low``, ``<ns>.dead`` to ``<ns>.dead-letters`` (and
     ``<ns>.dead-letters.parked``), and ``<ns>.usage``. Deleting a name that does not exist is not an error."""
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (f"{namespace}.jobs.{PROVIDER}", f"{namespace}.jobs.mock", f"{namespace}.dead-letters",
-                      f"{namespace}.dead-letters.parked", f"{namespace}.usage"):
+        for queue in (f"{namespace}.jobs.{PROVIDER}", f"{namespace}.jobs.{PROVIDER}.low", f"{namespace}.jobs.mock",
+                      f"{namespace}.jobs.mock.low", f"{namespace}.dead-letters", f"{namespace}.dead-letters.parked",
+                      f"{namespace}.usage"):
             await channel.queue_delete(queue)
         for exchange in (f"{namespace}.jobs", f"{namespace}.dead"):
             await channel.exchange_delete(exchange)

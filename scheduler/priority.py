@@ -21,6 +21,14 @@ from schema.plans import PRIORITY_CLASSES, PriorityClass
 
 MESSAGE_PRIORITY: dict[PriorityClass, int] = {"realtime": MAX_PRIORITY, "standard": 2, "bulk": 1}
 BATCH_PRIORITY = 0
+# Bulk and batch jobs are low work: a pool keeps some slots from them for
+# realtime and standard jobs (``scheduler.queues.slots``).
+LOW_PRIORITY_MAX = MESSAGE_PRIORITY["bulk"]
+
+
+def is_low(priority: int) -> bool:
+    """Whether a job at this message priority is low work (bulk or batch)."""
+    return priority <= LOW_PRIORITY_MAX
 
 
 def requested_class(value: str | None) -> PriorityClass | None:

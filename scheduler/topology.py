@@ -24,7 +24,18 @@ class Topology:
         return f"{self.namespace}.jobs"
 
     def job_queue(self, provider: str) -> str:
+        """``provider``'s realtime and standard jobs (routing key: the provider's name)."""
         return f"{self.namespace}.jobs.{provider}"
+
+    def low_job_queue(self, provider: str) -> str:
+        """``provider``'s bulk and batch jobs, consumed apart so that they
+        never hold a pool's reserved slots (``scheduler.queues.slots``)."""
+        return f"{self.namespace}.jobs.{provider}.low"
+
+    @staticmethod
+    def low_routing_key(provider: str) -> str:
+        """Routes a job to ``low_job_queue`` on the jobs exchange."""
+        return f"{provider}.low"
 
     @property
     def dead_exchange(self) -> str:

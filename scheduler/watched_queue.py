@@ -91,7 +91,8 @@ class WatchedJobQueue:
     async def depth(self, provider: str) -> int:
         return await self._jobs.depth(provider)
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
+                    reserved: int = 0) -> None:
         meter = ServiceMeter(concurrency)
         worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -107,7 +108,7 @@ class WatchedJobQueue:
         await self._beat(provider, worker, meter)  # seen before the first job is taken
         beating = asyncio.create_task(self._beating(provider, worker, meter), name=f"beats of {provider}")
         try:
-            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout)
+            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout, reserved=reserved)
         finally:
             beating.cancel()
             await self.flush()

@@ -24,8 +24,14 @@ LineOutcome = Literal["succeeded", "errored", "canceled", "expired"]
 ACTIVE_STATUSES: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing", "cancelling")
 ENDED_STATUSES: tuple[BatchStatus, ...] = ("failed", "completed", "expired", "cancelled")
 
-__all__ = ["ACTIVE_STATUSES", "ENDED_STATUSES", "BatchApi", "BatchLine", "BatchStatus", "LineOutcome", "LineResult",
-           "line_job_id"]
+__all__ = ["ACTIVE_STATUSES", "BATCH_ID_PATTERN", "ENDED_STATUSES", "MESSAGE_BATCH_ID_PATTERN", "BatchApi",
+           "BatchLine", "BatchStatus", "LineOutcome", "LineResult", "line_job_id"]
+
+
+# A batch id as the gateway makes them (``scheduler.batches.store.new_batch_id``):
+# anything else is no batch, answered without a database lookup.
+BATCH_ID_PATTERN = r"^batch_[0-9a-f]{32}$"
+MESSAGE_BATCH_ID_PATTERN = r"^msgbatch_[0-9a-f]{32}$"
 
 
 def line_job_id(batch_id: str, line: int) -> str:

@@ -265,6 +265,18 @@ FILE_DELETED: JSONSchema = {
     "properties": {"id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"const": True}},
 }
 
+MESSAGE_BATCH_CREATE: JSONSchema = {
+    "type": "object",
+    "required": ["requests"],
+    "properties": {"requests": {
+        "type": "array", "minItems": 1, "maxItems": 100_000,
+        "items": {"type": "object", "required": ["custom_id", "params"],
+                  "properties": {"custom_id": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                                 # A request of /v1/messages that does not stream.
+                                 "params": {"allOf": [ref("MessagesRequest"),
+                                                      {"properties": {"stream": {"const": False}}}]}}}}},
+}
+
 SCHEMAS: dict[str, JSONSchema] = {
     "ChatMessage": CHAT_MESSAGE,
     "ChatCompletionRequest": CHAT_REQUEST,
@@ -282,6 +294,7 @@ SCHEMAS: dict[str, JSONSchema] = {
     "FileObject": FILE_OBJECT,
     "FileList": FILE_LIST,
     "FileDeleted": FILE_DELETED,
+    "MessageBatchCreate": MESSAGE_BATCH_CREATE,
 }
 
 SECURITY_SCHEMES: dict[str, JSONSchema] = {

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     dev_credits: str = Field("5", description="credits granted to the development key made on first start")
     drain_timeout: float = Field(30.0, ge=0,
                                  description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
+    reserved_slots: int | None = Field(
+        None, ge=0, description="slots of each pool bulk and batch jobs may not take, kept for realtime and "
+        "standard ones (unset: a quarter of the pool, at least 1; never all of it)")
     queue_deadline_realtime: float = Field(10.0, gt=0,
                                            description="longest queue wait a realtime job is admitted for, s")
     queue_deadline_standard: float = Field(60.0, gt=0,

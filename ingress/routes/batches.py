@@ -12,7 +12,8 @@ own ``model``.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -21,20 +22,22 @@ from ingress.batch_results import error_file_id, output_file_id
 from ingress.runtime import Runtime
 from scheduler.batches.actors import send_validate
 from scheduler.batches.store import Batch
-from scheduler.batches.validation import ENDPOINTS
+from schema.batches import BATCH_ID_PATTERN
 from schema.errors import InvalidRequest, NotFound
+from schema.files import FILE_ID_PATTERN
 
 router = APIRouter()
 
 COMPLETION_WINDOWS = {"24h": 24 * 3600.0}
+_BATCH_ID = re.compile(BATCH_ID_PATTERN)
 MAX_METADATA = 16  # pairs, as OpenAI allows
 
 
 class NewBatch(BaseModel):
     input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None = None
+    endpoint: Literal["/v1/chat/completions", "/v1/embeddings"]
+    completion_window: Literal["24h"]
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
 
 
 def _seconds(value: float | None) -> int | None:
@@ -64,13 +67,10 @@ def batch_object(batch: Batch) -> dict[str, Any]:
 async def create_batch(request: Request, body: NewBatch) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
-    if body.endpoint not in ENDPOINTS:
-        raise InvalidRequest(f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint")
-    if body.completion_window not in COMPLETION_WINDOWS:
-        raise InvalidRequest("completion_window must be \"24h\"", param="completion_window")
     if body.metadata is not None and len(body.metadata) > MAX_METADATA:
         raise InvalidRequest(f"metadata may hold at most {MAX_METADATA} pairs", param="metadata")
-    stored = await runtime.files.find(owner.account_id, body.input_file_id)
+    stored = (await runtime.files.find(owner.account_id, body.input_file_id)
+              if re.match(FILE_ID_PATTERN, body.input_file_id) else None)
     if stored is None:
         raise NotFound(f"No such file: {body.input_file_id!r}", param="input_file_id")
     if stored.purpose != "batch":
@@ -85,16 +85,11 @@ async def create_batch(request: Request, body: NewBatch) -> dict[str, Any]:
 
 @router.get("/v1/batches/{batch_id}")
 async def retrieve_batch(request: Request, batch_id: str) -> dict[str, Any]:
-    runtime: Runtime = request.app.state.runtime
-    owner = await request.app.state.authenticate(request)
-    batch = await runtime.batches.store.get(batch_id, owner.account_id)
-    if batch is None or batch.api != "openai":
-        raise NotFound(f"No such batch: {batch_id!r}")
-    return batch_object(batch)
+    return batch_object(await _own(request, batch_id))
 
 
 @router.get("/v1/batches")
-async def list_batches(request: Request, after: str | None = None,
+async def list_batches(request: Request, after: Annotated[str | None, Query(pattern=BATCH_ID_PATTERN)] = None,
                        limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
@@ -106,11 +101,18 @@ async def list_batches(request: Request, after: str | None = None,
 
 @router.post("/v1/batches/{batch_id}/cancel")
 async def cancel_batch(request: Request, batch_id: str) -> dict[str, Any]:
+    batch = await _own(request, batch_id)
     runtime: Runtime = request.app.state.runtime
-    owner = await request.app.state.authenticate(request)
-    batch = await runtime.batches.store.get(batch_id, owner.account_id)
-    if batch is None or batch.api != "openai":
-        raise NotFound(f"No such batch: {batch_id!r}")
-    cancelled = await runtime.batches.orchestrator.cancel(batch_id, owner.account_id)
+    cancelled = await runtime.batches.orchestrator.cancel(batch_id, batch.account_id)
     assert cancelled is not None
     return batch_object(cancelled)
+
+
+async def _own(request: Request, batch_id: str) -> Batch:
+    """The caller's account's OpenAI batch, else 404 (whoever else's it is)."""
+    runtime: Runtime = request.app.state.runtime
+    owner = await request.app.state.authenticate(request)
+    batch = await runtime.batches.store.get(batch_id, owner.account_id) if _BATCH_ID.match(batch_id) else None
+    if batch is None or batch.api != "openai":
+        raise NotFound(f"No such batch: {batch_id!r}")
+    return batch

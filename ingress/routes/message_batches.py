@@ -11,6 +11,7 @@ OpenAI batch do (``scheduler.batches``).
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,11 +24,14 @@ from ingress.submit import json_body
 from scheduler.batches.actors import send_validate
 from scheduler.batches.store import Batch
 from scheduler.batches.validation import anthropic_requests
+from schema.batches import MESSAGE_BATCH_ID_PATTERN
 from schema.errors import InvalidRequest, NotFound
+from schema.openapi import ref
 
 router = APIRouter()
 
 WINDOW = 24 * 3600.0
+_BATCH_ID = re.compile(MESSAGE_BATCH_ID_PATTERN)
 ENDED = ("completed", "expired", "cancelled", "failed")
 
 
@@ -54,13 +58,14 @@ def message_batch_object(batch: Batch, base_url: str) -> dict[str, Any]:
 async def _own(request: Request, batch_id: str) -> tuple[Runtime, Batch]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
-    batch = await runtime.batches.store.get(batch_id, owner.account_id)
+    batch = await runtime.batches.store.get(batch_id, owner.account_id) if _BATCH_ID.match(batch_id) else None
     if batch is None or batch.api != "anthropic":
         raise NotFound(f"No such message batch: {batch_id!r}")
     return runtime, batch
 
 
-@router.post("/v1/messages/batches")
+@router.post("/v1/messages/batches", openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": ref("MessageBatchCreate")}}}})
 async def create_message_batch(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)
@@ -88,7 +93,9 @@ async def retrieve_message_batch(request: Request, batch_id: str) -> dict[str, A
 
 
 @router.get("/v1/messages/batches")
-async def list_message_batches(request: Request, before_id: str | None = None, after_id: str | None = None,
+async def list_message_batches(request: Request,
+                               before_id: Annotated[str | None, Query(pattern=MESSAGE_BATCH_ID_PATTERN)] = None,
+                               after_id: Annotated[str | None, Query(pattern=MESSAGE_BATCH_ID_PATTERN)] = None,
                                limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     owner = await request.app.state.authenticate(request)

@@ -8,6 +8,7 @@ any orchestrator, after any restart, carries on where the last one left.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schema.batches import ACTIVE_STATUSES, BatchApi, BatchStatus
@@ -112,9 +114,9 @@ async def record_results(connection: AsyncConnection, rows: list[dict[str, Any]]
     return len(new)
 
 
+@functools.cache
 def _insert_results(dialect: str) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
+    """Built once per dialect: the insert that keeps a line's first result."""
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (build(batch_results).on_conflict_do_nothing(index_elements=["batch_id", "line"])
             .returning(batch_results.c.batch_id, batch_results.c.outcome))

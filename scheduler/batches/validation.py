@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 
 from scheduler.batches.store import Line
+from schema.anthropic import check_messages_request
+from schema.errors import InvalidRequest
 
 MAX_LINES = 50_000  # OpenAI's limit per batch
 MAX_ANTHROPIC_REQUESTS = 100_000  # Anthropic's
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one request; a line past this is not read whole
 MAX_ERRORS = 50  # a file's errors reported, at most
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -100,9 +101,9 @@ class OpenAIFile:
             self.findings.add(f"Line {number} is not a JSON object", line=number)
             return None
         custom_id = request.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
-            self.findings.add(f"Line {number}: `custom_id` must be a string of 1 to 512 characters", line=number,
-                              param="custom_id")
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512 or "\x00" in custom_id:
+            self.findings.add(f"Line {number}: `custom_id` must be a string of 1 to 512 characters, without NUL",
+                              line=number, param="custom_id")
             return None
         if custom_id in self._ids:
             self.findings.add(f"Line {number}: `custom_id` {custom_id!r} is not unique in the file", line=number,
@@ -159,12 +160,11 @@ def anthropic_requests(requests: object) -> list[Line]:
         params = request.get("params")
         if not isinstance(params, dict):
             raise ValueError(f"{where}.params: must be an object")
-        problem = request_problem(params)
-        if problem is not None:
-            raise ValueError(f"{where}.params.{problem[0]}: {problem[1]}")
-        if not isinstance(params.get("max_tokens"), int) or isinstance(params.get("max_tokens"), bool):
-            raise ValueError(f"{where}.params.max_tokens: must be an integer")
-        if not isinstance(params.get("messages"), list):
-            raise ValueError(f"{where}.params.messages: must be a list")
+        try:
+            check_messages_request(params)  # what /v1/messages checks
+        except InvalidRequest as error:
+            raise ValueError(f"{where}.params.{error.message}") from None
+        if params.get("stream") is True:
+            raise ValueError(f"{where}.params.stream: batch requests cannot stream")
         lines.append(Line(index, custom_id, params))
     return lines

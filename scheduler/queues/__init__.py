@@ -46,10 +46,14 @@ DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
 class JobQueue(Protocol):
     async def enqueue(self, job: Job) -> None: ...
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
+                    reserved: int = 0) -> None:
         """Consume ``provider``'s jobs until cancelled; then take no more and
         give the jobs in hand up to ``drain_timeout`` seconds to finish (those
-        still running are redelivered, or dropped in memory)."""
+        still running are redelivered, or dropped in memory). Low work (bulk
+        and batch) holds at most ``concurrency - reserved`` slots at once,
+        and a slot that frees goes to a realtime or standard job first
+        (``scheduler.queues.slots``)."""
         ...
 
     async def depth(self, provider: str) -> int: ...

@@ -1,6 +1,8 @@
 """In-process queues for the embedded mode: priority queues per provider
 with their dead letters, and a usage queue. Same contracts as the RabbitMQ
-ones."""
+ones: like there, a provider's low work (bulk and batch) waits in a queue of
+its own, so a pool can take interactive jobs past it when low work holds
+all the slots it may (``scheduler.queues.slots``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import itertools
 import logging
 import time
 
+from scheduler.priority import is_low
 from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from scheduler.queues.slots import low_share
 from schema.errors import TransportUnavailable
 from schema.jobs import Job, UsageEvent
 
@@ -23,12 +27,22 @@ class MemoryJobQueue:
 
     def __init__(self) -> None:
         self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
+        self._low: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
+        self._arrived: dict[str, asyncio.Event] = {}  # set by every enqueue, and when a slot frees
         self._waiting: dict[str, dict[int, asyncio.TimerHandle]] = {}  # provider -> order -> its expiry
         self._order = itertools.count()
         self.dead_letters = MemoryDeadLetters()
 
     def _queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
+        """``provider``'s realtime and standard jobs."""
         return self._queues.setdefault(provider, asyncio.PriorityQueue())
+
+    def _low_queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
+        """``provider``'s bulk and batch jobs."""
+        return self._low.setdefault(provider, asyncio.PriorityQueue())
+
+    def _arrival(self, provider: str) -> asyncio.Event:
+        return self._arrived.setdefault(provider, asyncio.Event())
 
     async def enqueue(self, job: Job) -> None:
         order = next(self._order)
@@ -36,7 +50,9 @@ class MemoryJobQueue:
         waiting[order] = asyncio.get_running_loop().call_later(
             max(0.0, job.deadline - time.time()), self._expire, job, order)
         # Highest priority first, then first come first served.
-        self._queue(job.provider).put_nowait((-job.priority, order, job))
+        queue = self._low_queue(job.provider) if is_low(job.priority) else self._queue(job.provider)
+        queue.put_nowait((-job.priority, order, job))
+        self._arrival(job.provider).set()
 
     def _expire(self, job: Job, order: int) -> None:
         if self._waiting[job.provider].pop(order, None) is not None:
@@ -45,13 +61,16 @@ class MemoryJobQueue:
     async def depth(self, provider: str) -> int:
         return len(self._waiting.get(provider, {}))
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
-        queue = self._queue(provider)
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
+                    reserved: int = 0) -> None:
+        interactive, low = self._queue(provider), self._low_queue(provider)
+        arrived = self._arrival(provider)
         waiting = self._waiting.setdefault(provider, {})
-        slots = asyncio.Semaphore(concurrency)
+        free, low_free = concurrency, low_share(concurrency, reserved)  # slots, and those low work may still take
         running: set[asyncio.Task[None]] = set()
 
-        async def run(job: Job) -> None:
+        async def run(job: Job, is_low_work: bool) -> None:
+            nonlocal free, low_free
             try:
                 await handle(job, False)
             except TransportUnavailable as error:
@@ -63,18 +82,32 @@ class MemoryJobQueue:
                 log.exception("job %s failed in its handler; dead-lettered", job.id)
                 self.dead_letters.put(DeadLetter(job, "rejected", provider))
             finally:
-                slots.release()
+                free += 1
+                low_free += is_low_work
+                arrived.set()
 
         try:
             while True:
-                await slots.acquire()
-                _, order, job = await queue.get()
+                # An interactive job takes any free slot; a low one only while
+                # low work holds fewer than its share, else it waits at the
+                # head of its queue and interactive jobs pass it.
+                if free and not interactive.empty():
+                    is_low_work = False
+                    _, order, job = interactive.get_nowait()
+                elif free and low_free and not low.empty():
+                    is_low_work = True
+                    _, order, job = low.get_nowait()
+                else:
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
                 expiry = waiting.pop(order, None)
                 if expiry is None:  # it expired while it waited: dead-lettered already
-                    slots.release()
                     continue
                 expiry.cancel()
-                task = asyncio.create_task(run(job), name=f"job {job.id}")
+                free -= 1
+                low_free -= is_low_work
+                task = asyncio.create_task(run(job, is_low_work), name=f"job {job.id}")
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:

@@ -7,6 +7,13 @@ rejected jobs are dead-lettered, and billing reads them back
 many requests publishing at once share the channel, so confirms pipeline.
 Consumers take at most ``concurrency`` unacknowledged jobs, so priorities
 reorder what is still waiting in the queue.
+
+Each provider has two job queues: realtime and standard jobs in one, bulk
+and batch jobs (low work) in the other, so that a pool can keep slots for
+the first: priority alone cannot, since a consumer takes whatever is at the
+head of its queue. A pool consumes both, at most ``concurrency`` jobs from
+the first and ``concurrency - reserved`` from the second, and runs at most
+``concurrency`` at once (``scheduler.queues.slots``).
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.outages import AMQP_OUTAGES, reaching_broker
+from scheduler.priority import is_low
 from scheduler.queues import USAGE_BATCH, USAGE_LINGER, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
+from scheduler.queues.slots import Slots, low_share
 from scheduler.topology import Topology
 from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
@@ -85,7 +94,7 @@ class RabbitJobQueue:
         self._delivery_mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._declared: dict[str, AbstractQueue] = {}  # strong references for robust reconnects
+        self._declared: dict[str, tuple[AbstractQueue, AbstractQueue]] = {}  # strong references for robust reconnects
         self._declaring = asyncio.Lock()
         self._reading: AbstractChannel | None = None  # depth's own channel
         self._opening_reader = asyncio.Lock()
@@ -118,12 +127,15 @@ class RabbitJobQueue:
                     self._reading = await self._connection.channel()
         return self._reading
 
-    async def _declare(self, channel: AbstractChannel, exchange: AbstractExchange, provider: str) -> AbstractQueue:
-        queue = await channel.declare_queue(
-            self._topology.job_queue(provider), durable=True, arguments=self._topology.job_queue_arguments
-        )
+    async def _declare(self, channel: AbstractChannel, exchange: AbstractExchange,
+                       provider: str) -> tuple[AbstractQueue, AbstractQueue]:
+        """``provider``'s two queues, declared and bound: interactive, then low."""
+        arguments = self._topology.job_queue_arguments
+        queue = await channel.declare_queue(self._topology.job_queue(provider), durable=True, arguments=arguments)
         await queue.bind(exchange, routing_key=provider)
-        return queue
+        low = await channel.declare_queue(self._topology.low_job_queue(provider), durable=True, arguments=arguments)
+        await low.bind(exchange, routing_key=self._topology.low_routing_key(provider))
+        return queue, low
 
     async def _declared_queue(self, provider: str) -> AbstractChannel:
         """The publishing channel, once ``provider``'s queue is declared and bound."""
@@ -156,49 +168,77 @@ class RabbitJobQueue:
             expiration=max(0.001, remaining),
             delivery_mode=self._delivery_mode,
         )
-        await exchange.publish(message, routing_key=job.provider)
+        # A hand-off enqueues here too, so it follows the same rule.
+        routing_key = self._topology.low_routing_key(job.provider) if is_low(job.priority) else job.provider
+        await exchange.publish(message, routing_key=routing_key)
 
     async def depth(self, provider: str) -> int:
-        """Jobs waiting in ``provider``'s queue. Asked often (admission), so
-        it redeclares the queue on a reading channel kept open (one round
-        trip, the same arguments as every declarer) rather than opening a
-        channel for a passive declare, which a missing queue would close."""
+        """Jobs waiting in ``provider``'s two queues. Asked often (admission),
+        so it redeclares the queues on a reading channel kept open (a round
+        trip each, the same arguments as every declarer) rather than opening
+        a channel for a passive declare, which a missing queue would close."""
+        total = 0
         with reaching_broker(BrokerUnavailable, "the job broker (RabbitMQ)"):
             await self._declared_queue(provider)  # and bound, so a job queued next is routed
-            declared = await (await self._reader()).declare_queue(
-                self._topology.job_queue(provider), durable=True, arguments=self._topology.job_queue_arguments)
-        return declared.declaration_result.message_count or 0
+            reader = await self._reader()
+            for name in (self._topology.job_queue(provider), self._topology.low_job_queue(provider)):
+                declared = await reader.declare_queue(name, durable=True,
+                                                      arguments=self._topology.job_queue_arguments)
+                total += declared.declaration_result.message_count or 0
+        return total
 
-    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0) -> None:
+    async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
+                    reserved: int = 0) -> None:
+        # A channel per queue: each has its own prefetch, which aio-pika's
+        # robust channel sets again after a reconnect (one channel would
+        # restore only the prefetch set last, for both consumers).
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=concurrency)
+        low_channel = await self._connection.channel()
+        await low_channel.set_qos(prefetch_count=low_share(concurrency, reserved))
         await _declare_dead_letters(channel, self._topology)
         exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
                                                   durable=True)
-        queue = await self._declare(channel, exchange, provider)
+        queue, _ = await self._declare(channel, exchange, provider)
+        low_queue = await low_channel.declare_queue(self._topology.low_job_queue(provider), durable=True,
+                                                    arguments=self._topology.job_queue_arguments)
 
+        slots = Slots(concurrency, reserved)
         in_hand: set[asyncio.Task[object]] = set()
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def run(message: AbstractIncomingMessage, low: bool, queue_name: str) -> None:
+            if not await slots.take(low, message.priority or 0):
+                return  # draining: left unacknowledged, so it is redelivered once its channel closes
             task = asyncio.current_task()
             if task is not None:
                 in_hand.add(task)
             try:
-                await self._handle(message, handle, queue.name)
+                await self._handle(message, handle, queue_name)
             finally:
+                slots.release(low)
                 if task is not None:
                     in_hand.discard(task)
 
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await run(message, False, queue.name)
+
+        async def on_low_message(message: AbstractIncomingMessage) -> None:
+            await run(message, True, low_queue.name)
+
         tag = await queue.consume(on_message)
+        low_tag = await low_queue.consume(on_low_message)
         try:
             await asyncio.Future()  # serve until cancelled
         finally:
+            slots.close()  # start none of the jobs still waiting for a slot
             try:
                 await queue.cancel(tag)  # take no more
+                await low_queue.cancel(low_tag)
                 await _drain(in_hand, drain_timeout, provider)
                 await channel.close()  # jobs still unacknowledged are redelivered
+                await low_channel.close()
             except AMQP_OUTAGES as error:  # the connection may already be gone
-                log.debug("closing the consumer of %s: %s", queue.name, error)
+                log.debug("closing the consumers of %s: %s", queue.name, error)
 
     @staticmethod
     async def _handle(message: AbstractIncomingMessage, handle: JobHandler, queue_name: str) -> None:

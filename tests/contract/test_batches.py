@@ -1,12 +1,13 @@
 """Batches through the official SDKs, unchanged, in both run modes: OpenAI's
 Batch API (a file of requests, its output and error files) and Anthropic's
 Message Batches; every line answered once and charged once at the batch
-discount; a bad file refused naming its lines; a cancelled batch; an
-account that runs out of credit mid-batch; and batches kept to their
-account."""
+discount; a bad file refused naming its lines; a cancelled batch; a batch
+whose window ends; an account that runs out of credit mid-batch; and
+batches kept to their account."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import time
@@ -18,14 +19,18 @@ import httpx
 import openai
 import orjson
 import pytest
+from sqlalchemy import update
 
 from loadtests.fake_upstream import FakeUpstream
+from schema.database import create_engine
+from schema.tables import batches
 from tests.conftest import MODES, gateway_config
 from tests.contract.test_metrics import grown, scrape, value
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import Gateway, gateway_in_mode
 
 POLL = 0.1
+HELLO = [{"role": "user", "content": "hello"}]
 WAIT = 30.0
 # tests/conftest.py: fake-small costs 1 micro-credit an input token and 2 an
 # output token; batch lines pay half (the default batch_discount_percent).
@@ -231,10 +236,20 @@ def test_an_anthropic_batch_with_a_bad_request_is_refused_naming_it(gateway: Gat
     sdk = claude(gateway, gateway.create_key("10"))
     with pytest.raises(anthropic.BadRequestError) as refused:
         sdk.messages.batches.create(requests=[
-            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": []}},
-            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": []}},
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
         ])
     assert "requests.1.custom_id" in str(refused.value)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.batches.create(requests=[
+            {"custom_id": "ok", "params": {"model": "claude-fake-small", "max_tokens": 5, "messages": HELLO}},
+            {"custom_id": "no", "params": {"model": "claude-fake-small", "max_tokens": 0, "messages": HELLO}},
+        ])
+    assert "requests.1.params.max_tokens" in str(refused.value)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.batches.create(requests=[{"custom_id": "s", "params": {
+            "model": "claude-fake-small", "max_tokens": 5, "messages": HELLO, "stream": True}}])
+    assert "requests.0.params.stream" in str(refused.value)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -268,3 +283,31 @@ def test_a_cancelled_batch_finishes_what_runs_and_cancels_the_rest(one_at_a_time
     charged = sum(row["cost_micros"] for row in usage_rows(one_at_a_time, key))
     assert len(usage_rows(one_at_a_time, key)) == len(answered)
     assert one_at_a_time.wait_for_balance(key, 10_000_000 - charged) == 10_000_000 - charged
+
+
+def test_a_batch_whose_window_ends_expires_the_lines_it_did_not_run(one_at_a_time: Gateway) -> None:
+    key = one_at_a_time.create_key("10")
+    sdk = client(one_at_a_time, key)
+    requests = [line(f"n{index}", "pace:2:0:300") for index in range(20)]
+    batch = sdk.batches.create(input_file_id=upload(sdk, jsonl(requests)), endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    wait_for(sdk, batch.id, "in_progress")
+    asyncio.run(end_window(one_at_a_time, batch.id))  # as if 24 hours had passed
+
+    done = wait_for(sdk, batch.id, "expired")
+    assert done.expired_at is not None
+    counts = done.request_counts
+    assert counts.total == 20 and counts.completed + counts.failed == 20 and counts.failed >= 15
+    errors = file_lines(sdk, done.error_file_id)
+    assert {item["error"]["code"] for item in errors} == {"batch_expired"}
+    assert len(usage_rows(one_at_a_time, key)) == counts.completed  # only the lines that ran are charged
+    assert one_at_a_time.held(key) == 0
+
+
+async def end_window(gateway: Gateway, batch_id: str) -> None:
+    engine = create_engine(gateway.settings)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(update(batches).where(batches.c.id == batch_id).values(expires_at=time.time()))
+    finally:
+        await engine.dispose()

@@ -27,7 +27,7 @@ async def topology() -> AsyncIterator[Topology]:
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
         channel = await connection.channel()
-        for queue in (topology.job_queue("p"), topology.dead_queue, topology.usage_queue):
+        for queue in (topology.job_queue("p"), topology.low_job_queue("p"), topology.dead_queue, topology.usage_queue):
             await channel.queue_delete(queue)
         for exchange in (topology.jobs_exchange, topology.dead_exchange):
             await channel.exchange_delete(exchange)

@@ -79,11 +79,31 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
         case.body = _whole_numbers_as_integers(case.body)
     if case.headers:
         _promise_keepable(case.headers)
+    if context.operation is not None and context.operation.path == "/v1/messages/batches":
+        _unique_custom_ids(case.body)
     model = MODELS.get(context.operation.path) if context.operation is not None else None
     if model is not None and isinstance(case.body, dict) and isinstance(case.body.get("model"), str) \
             and case.body["model"]:
         case.body["model"] = model  # a model id the document allows stays one; an invalid one is kept
     return case
+
+
+def _unique_custom_ids(body: object) -> None:
+    """A message batch's ``custom_id``s must differ (refused 400 naming the
+    repeat, as Anthropic does); JSON Schema cannot say a property is unique
+    across an array's items. A repeated one gets its index added (within
+    its 64 characters)."""
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list):
+        return
+    seen: set[str] = set()
+    for index, request in enumerate(requests):
+        if isinstance(request, dict) and isinstance(request.get("custom_id"), str):
+            custom_id = request["custom_id"]
+            if custom_id in seen:
+                suffix = f"_{index}"
+                custom_id = request["custom_id"] = custom_id[:64 - len(suffix)] + suffix
+            seen.add(custom_id)
 
 
 def _finer_than_a_micro_credit(body: object) -> bool:

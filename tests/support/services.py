@@ -99,6 +99,7 @@ async def delete_namespace(namespace: str, providers: list[str]) -> None:
         for provider in providers:
             channel = await connection.channel()
             await channel.queue_delete(topology.job_queue(provider))
+            await channel.queue_delete(topology.low_job_queue(provider))
         channel = await connection.channel()
         prober = topology.prober_queue  # dramatiq's, with its delay (.XQ) and dead-letter (.DQ) queues
         for queue in (topology.usage_queue, topology.dead_queue, topology.parked_queue, prober, f"{prober}.DQ",

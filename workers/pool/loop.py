@@ -54,6 +54,7 @@ class ProviderPool:
         results: ResultBus,
         usage: UsageQueue,
         concurrency: int,
+        reserved: int = 0,
         drain_timeout: float = 0,
         breakers: Breakers | None = None,
         retries: RetryPolicy | None = None,
@@ -62,11 +63,14 @@ class ProviderPool:
         tracing: Tracing | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        """``cancels`` is the process's watch, shared by its pools; without
-        one, the pool runs its own. ``tracing``: None unless the process traces."""
+        """``reserved`` of the ``concurrency`` slots are kept from bulk and
+        batch jobs (``scheduler.queues.slots``). ``cancels`` is the process's
+        watch, shared by its pools; without one, the pool runs its own.
+        ``tracing``: None unless the process traces."""
         self.provider = provider
         self.adapter = adapter
         self.concurrency = concurrency
+        self.reserved = reserved
         self.drain_timeout = drain_timeout
         self._jobs = jobs
         self._results = results
@@ -85,10 +89,12 @@ class ProviderPool:
         self._tracing = tracing
 
     async def run(self) -> None:
-        log.info("pool %s serving with concurrency %d", self.provider.name, self.concurrency)
+        log.info("pool %s serving with concurrency %d (%d kept from bulk and batch jobs)", self.provider.name,
+                 self.concurrency, self.reserved)
         watch = asyncio.create_task(self._cancels.run(), name="cancellations") if self._own_cancels else None
         try:
-            await self._jobs.serve(self.provider.name, self.concurrency, self.handle, drain_timeout=self.drain_timeout)
+            await self._jobs.serve(self.provider.name, self.concurrency, self.handle, drain_timeout=self.drain_timeout,
+                                   reserved=self.reserved)
         finally:
             if watch is not None:
                 watch.cancel()
