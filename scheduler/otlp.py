@@ -23,8 +23,12 @@ from opentelemetry.util.types import AttributeValue
 # Proto's SpanKind is the SDK's enum value plus one (0 is UNSPECIFIED there).
 KIND_INTERNAL, KIND_SERVER = 1, 2
 _STATUS_ERROR = 2
-_CACHE_LIMIT = 512  # names and keys kept encoded; a root's name holds a client's path, so it is bounded
-_FIXED64 = struct.Struct("<Q")
+_CACHE_LIMIT = 1024  # encoded names and attributes kept; emptied when full (a root's name holds a client's path)
+_LOW = (1 << 64) - 1
+_IDS = struct.Struct(">2sQQ2sQ")  # trace_id (1, two big-endian halves), span_id (2), each with its tag and length
+_PARENT = struct.Struct(">2sQ")  # parent_span_id (4)
+_TIMES = struct.Struct("<BQBQ")  # start (7) and end (8), fixed64 with their tags
+_KINDS = {kind: bytes((0x30, kind)) for kind in range(6)}  # kind (6)
 _DOUBLE = struct.Struct("<d")
 
 
@@ -83,8 +87,11 @@ class Encoder:
 
     def __init__(self, resource: Mapping[str, AttributeValue], scope: str) -> None:
         self._names: dict[str, bytes] = {}
-        self._keys: dict[str, bytes] = {}
+        # (key, value) -> its KeyValue field; the tag differs between the resource and a span, so one encoder
+        # keeps a span's pairs only (the resource is written once, below, before any span).
+        self._pairs: dict[tuple[str, AttributeValue], bytes] = {}
         self._resource = _field(b"\x0a", self._attributes(resource))  # ResourceSpans.resource
+        self._pairs.clear()
         self._scope = _field(b"\x0a", _text(b"\x0a", scope))  # ScopeSpans.scope
 
     def request(self, spans: Iterable[FinishedSpan]) -> bytes:
@@ -94,13 +101,14 @@ class Encoder:
         return _field(b"\x0a", resource_spans)
 
     def _span(self, span: FinishedSpan) -> bytes:
-        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
+        trace_id = span.trace_id
+        parts = [_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW, b"\x12\x08", span.span_id)]
         if span.trace_state:
             parts.append(_text(b"\x1a", span.trace_state))
         if span.parent_id:
-            parts += (b"\x22\x08", span.parent_id.to_bytes(8, "big"))
-        parts += (self._cached(self._names, b"\x2a", span.name), b"\x30", bytes((span.kind,)),
-                  b"\x39", _FIXED64.pack(span.start), b"\x41", _FIXED64.pack(span.end))
+            parts.append(_PARENT.pack(b"\x22\x08", span.parent_id))
+        parts += (self._cached(self._names, span.name, b"\x2a", span.name), _KINDS[span.kind],
+                  _TIMES.pack(0x39, span.start, 0x41, span.end))
         if span.attributes:
             parts.append(self._attributes(span.attributes, b"\x4a"))
         if span.error is not None:
@@ -108,16 +116,30 @@ class Encoder:
         return b"".join(parts)
 
     def _attributes(self, attributes: Mapping[str, AttributeValue], tag: bytes = b"\x0a") -> bytes:
-        """Repeated ``KeyValue`` fields under ``tag``."""
-        return b"".join([_field(tag, self._cached(self._keys, b"\x0a", key) + _field(b"\x12", _any_value(value)))
-                         for key, value in attributes.items()])
+        """Repeated ``KeyValue`` fields under ``tag``; most pairs (a provider,
+        an outcome, a status) recur, so each is encoded once while it does."""
+        pairs = self._pairs
+        encoded = []
+        for pair in attributes.items():
+            try:
+                field = pairs.get(pair)
+            except TypeError:  # a list value: not kept (none of our spans has one)
+                encoded.append(_field(tag, _text(b"\x0a", pair[0]) + _field(b"\x12", _any_value(pair[1]))))
+                continue
+            if field is None:
+                field = _field(tag, _text(b"\x0a", pair[0]) + _field(b"\x12", _any_value(pair[1])))
+                if len(pairs) >= _CACHE_LIMIT:
+                    pairs.clear()  # the unique values (job ids) have filled it: the recurring ones come back at once
+                pairs[pair] = field
+            encoded.append(field)
+        return b"".join(encoded)
 
     @staticmethod
-    def _cached(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
+    def _cached(cache: dict[str, bytes], text: str, tag: bytes, value: str) -> bytes:
         encoded = cache.get(text)
         if encoded is None:
-            encoded = _text(tag, text)
-            if len(cache) < _CACHE_LIMIT:
-                cache[text] = encoded
+            encoded = _text(tag, value)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[text] = encoded
         return encoded
-

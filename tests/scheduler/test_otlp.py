@@ -60,15 +60,26 @@ def test_a_root_and_a_failed_child_read_back_as_recorded() -> None:
     assert (second.status.code, second.status.message) == (Status.STATUS_CODE_ERROR, child.error)
 
 
-def test_a_span_without_attributes_and_names_beyond_the_cache_encode_alike() -> None:
-    spans = [FinishedSpan(f"GET /{number}", TRACE, number + 1, ROOT, "", KIND_INTERNAL, number, number + 1, None,
-                          None) for number in range(600)]  # more names than the encoder keeps encoded
+def test_names_and_attributes_beyond_what_the_encoder_keeps_encode_alike() -> None:
+    spans = [FinishedSpan(f"GET /{number}", TRACE, number + 1, ROOT, "", KIND_INTERNAL, number, number + 1,
+                          {"gatewayz.job_id": f"job-{number}", "gatewayz.provider": "fake"} if number % 2 else None,
+                          None) for number in range(1500)]  # more names and pairs than the encoder keeps encoded
 
     _, read = decoded(spans * 2)
 
-    assert [span.name for span in read] == [f"GET /{number}" for number in range(600)] * 2
-    assert [span.span_id for span in read] == [(number + 1).to_bytes(8, "big") for number in range(600)] * 2
-    assert all(not span.attributes and span.status.code == Status.STATUS_CODE_UNSET for span in read)
+    assert [span.name for span in read] == [f"GET /{number}" for number in range(1500)] * 2
+    assert [span.span_id for span in read] == [(number + 1).to_bytes(8, "big") for number in range(1500)] * 2
+    assert [values(list(span.attributes)) for span in read] == [
+        {"gatewayz.job_id": f"job-{number}", "gatewayz.provider": "fake"} if number % 2 else {}
+        for number in range(1500)] * 2
+
+
+def test_a_list_value_is_written_as_its_text() -> None:
+    span = FinishedSpan("x", TRACE, ROOT, 0, "", KIND_INTERNAL, 1, 2, {"tags": ["a", "b"]}, None)
+
+    _, read = decoded([span, span])
+
+    assert [values(list(one.attributes)) for one in read] == [{"tags": "['a', 'b']"}] * 2
 
 
 def test_an_empty_batch_is_a_valid_request() -> None:
