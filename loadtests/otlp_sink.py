@@ -76,11 +76,6 @@ class Sink:
         self.exports = self.spans = self.bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         if scope["method"] == "POST" and scope["path"] == "/v1/traces":
             body = await _body(receive)
             encoding = dict(scope["headers"]).get(b"content-encoding", b"")
@@ -117,7 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Count OTLP/HTTP spans and discard them.")
     parser.add_argument("--port", type=int, default=4318)
     arguments = parser.parse_args()
-    uvicorn.run(Sink(), host="127.0.0.1", port=arguments.port, log_level="warning", access_log=False)
+    uvicorn.run(Sink(), host="127.0.0.1", port=arguments.port, log_level="warning", access_log=False,
+                lifespan="off")
 
 
 if __name__ == "__main__":
