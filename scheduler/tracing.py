@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
     NonRecordingSpan,
     SpanContext,
     SpanKind,
@@ -78,6 +79,7 @@ class Tracing:
     def __init__(self, provider: TracerProvider, settings: Settings) -> None:
         self._sampler = provider.sampler
         self._ids = provider.id_generator
+        self._span_id = provider.id_generator.generate_span_id
         self._batch = settings.otel_bsp_max_export_batch_size
         # Full, it drops the oldest span: a collector that cannot keep up costs spans, never memory or latency.
         self._queue: deque[FinishedSpan] = deque(maxlen=settings.otel_bsp_max_queue_size)
@@ -105,9 +107,13 @@ class Tracing:
     def child(self, name: str, parent: SpanContext, start: int, end: int, *,
               attributes: Attributes | None = None, error: str | None = None) -> None:
         """Records a finished span under ``parent`` (in its trace, sampled as it is)."""
-        if parent.trace_flags.sampled:
-            self._add(FinishedSpan(name, parent.trace_id, self._ids.generate_span_id(), parent.span_id,
-                                   _state(parent), KIND_INTERNAL, start, end, attributes, error))
+        # The most frequent call of all (seven of a request's eight spans), so written out in full.
+        if parent.trace_flags & TraceFlags.SAMPLED:
+            queue = self._queue
+            queue.append(FinishedSpan(name, parent.trace_id, self._span_id(), parent.span_id, _state(parent),
+                                      KIND_INTERNAL, start, end, attributes, error))
+            if len(queue) >= self._batch:
+                self._wake.set()
 
     def _add(self, span: FinishedSpan) -> None:
         queue = self._queue
@@ -141,7 +147,9 @@ class Tracing:
 
 
 def _state(context: SpanContext) -> str:
-    return context.trace_state.to_header() if context.trace_state else ""
+    # A context made without one holds this very object: the usual case, told apart without a call.
+    state = context.trace_state
+    return "" if state is DEFAULT_TRACE_STATE or not state else state.to_header()
 
 
 def _send(sink: SpanSink, batch: Sequence[FinishedSpan]) -> None:
