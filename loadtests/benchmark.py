@@ -263,13 +263,6 @@ def _runs(arguments: argparse.Namespace) -> Iterator[tuple[str, bool]]:
             yield name, tracing
 
 
-def _sink_stats(sink: targets.Upstream | None) -> dict[str, int]:
-    if sink is None:
-        return {"exports": 0, "spans": 0, "bytes": 0}
-    stats: dict[str, int] = httpx.get(f"http://127.0.0.1:{sink.port}/stats", timeout=10).json()
-    return stats
-
-
 def _meter(name: str, running: targets.Running, upstream: targets.Upstream,
            sink: targets.Upstream | None = None) -> CpuMeter:
     pids = {"loadgen": os.getpid(), "upstream": upstream.pid, **running.pids}
@@ -307,7 +300,7 @@ def run(arguments: argparse.Namespace) -> int:
             label = f"{name}+tracing" if tracing else name
             print(f"{label}: starting", flush=True)
             starting = time.monotonic()
-            exported = _sink_stats(sink)
+            exported = targets.sink_stats(sink)
             try:
                 with _started(name, upstream, workdir, logs, arguments,
                               targets.tracing_environ(tracing, sink)) as running:
@@ -322,7 +315,7 @@ def run(arguments: argparse.Namespace) -> int:
             results += cells
             billing += [bill] if bill is not None else []
             if tracing:  # read once the gateway stopped: it flushes its last spans on the way out
-                spans[label] = {key: value - exported[key] for key, value in _sink_stats(sink).items()}
+                spans[label] = {key: value - exported[key] for key, value in targets.sink_stats(sink).items()}
                 print(f"{label}: the sink received {spans[label]['spans']} spans in {spans[label]['exports']} "
                       "exports", flush=True)
     problems = report.log_problems(logs)

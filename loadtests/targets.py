@@ -232,6 +232,14 @@ def otlp_sink(logs: Path) -> Iterator[Upstream]:
         yield Upstream(port, process.pid)
 
 
+def sink_stats(sink: Upstream | None) -> dict[str, int]:
+    """What the OTLP sink received so far: exports, spans and bytes (all 0 with no sink)."""
+    if sink is None:
+        return {"exports": 0, "spans": 0, "bytes": 0}
+    stats: dict[str, int] = httpx.get(f"http://127.0.0.1:{sink.port}/stats", timeout=10).json()
+    return stats
+
+
 def tracing_environ(tracing: bool, sink: Upstream | None) -> dict[str, str]:
     """The OTEL_* variables of a run with tracing on (exporting everything
     to ``sink``) or off (whatever the benchmark's own environment says)."""

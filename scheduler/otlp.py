@@ -87,6 +87,7 @@ class Encoder:
 
     def __init__(self, resource: Mapping[str, AttributeValue], scope: str) -> None:
         self._names: dict[str, bytes] = {}
+        self._keys: dict[str, bytes] = {}
         # (key, value) -> its KeyValue field; the tag differs between the resource and a span, so one encoder
         # keeps a span's pairs only (the resource is written once, below, before any span).
         self._pairs: dict[tuple[str, AttributeValue], bytes] = {}
@@ -127,12 +128,23 @@ class Encoder:
                 encoded.append(_field(tag, _text(b"\x0a", pair[0]) + _field(b"\x12", _any_value(pair[1]))))
                 continue
             if field is None:
-                field = _field(tag, _text(b"\x0a", pair[0]) + _field(b"\x12", _any_value(pair[1])))
+                field = self._pair(tag, *pair)
                 if len(pairs) >= _CACHE_LIMIT:
                     pairs.clear()  # the unique values (job ids) have filled it: the recurring ones come back at once
                 pairs[pair] = field
             encoded.append(field)
         return b"".join(encoded)
+
+    def _pair(self, tag: bytes, key: str, value: AttributeValue) -> bytes:
+        """A ``KeyValue`` field; a short string (a job id: the pair that
+        never recurs) written in one piece, its lengths each one byte."""
+        name = self._cached(self._keys, key, b"\x0a", key)
+        if isinstance(value, str) and len(value) < 120 and len(name) < 120:
+            text = value.encode()
+            if len(text) < 120:
+                size = len(text)
+                return tag + bytes((len(name) + size + 4,)) + name + bytes((0x12, size + 2, 0x0a, size)) + text
+        return _field(tag, name + _field(b"\x12", _any_value(value)))
 
     @staticmethod
     def _cached(cache: dict[str, bytes], text: str, tag: bytes, value: str) -> bytes:

@@ -34,7 +34,7 @@ def test_a_root_and_a_failed_child_read_back_as_recorded() -> None:
     root = FinishedSpan("POST /v1/chat/completions", TRACE, ROOT, 0, "vendor=value,other=1", KIND_SERVER,
                         1_700_000_000_123_456_789, 1_700_000_000_223_456_789,
                         {"http.response.status_code": 200, "gatewayz.job_id": "job-é", "gatewayz.duplicate": True,
-                         "ratio": 0.25, "negative": -3, "off": False}, None)
+                         "ratio": 0.25, "negative": -3, "off": False, "long": "y" * 300}, None)
     child = FinishedSpan("attempt", TRACE, CHILD, ROOT, "", KIND_INTERNAL, 2**64 - 1, 2**64 - 1,
                          {"gatewayz.outcome": "handed_off"}, "upstream said 500 " + "x" * 300)
 
@@ -50,7 +50,7 @@ def test_a_root_and_a_failed_child_read_back_as_recorded() -> None:
     assert (first.start_time_unix_nano, first.end_time_unix_nano) == (root.start, root.end)
     assert values(list(first.attributes)) == {"http.response.status_code": 200, "gatewayz.job_id": "job-é",
                                               "gatewayz.duplicate": True, "ratio": 0.25, "negative": -3,
-                                              "off": False}
+                                              "off": False, "long": "y" * 300}
     assert first.status.code == Status.STATUS_CODE_UNSET
     assert (second.trace_id, second.parent_span_id.hex(), second.span_id.hex()) == (first.trace_id, f"{ROOT:016x}",
                                                                                     "f" * 16)
