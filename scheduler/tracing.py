@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -186,7 +187,7 @@ class ConsoleSink:
     """The SDK's console exporter (for a look at the spans, not for speed)."""
 
     def __init__(self, resource: Resource) -> None:
-        self._exporter = ConsoleSpanExporter()
+        self._exporter = ConsoleSpanExporter(out=sys.stdout)  # the stream of now: its default is the one at import
         self._resource = resource
 
     def export(self, spans: Sequence[FinishedSpan]) -> None:

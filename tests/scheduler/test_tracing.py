@@ -4,14 +4,17 @@ queue, written and read back, and how recorded spans reach the exporters."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from scheduler.otlp import FinishedSpan
-from scheduler.tracing import Tracing, parent, traceparent
+from scheduler.tracing import ConsoleSink, Tracing, parent, traceparent
 from schema.settings import Settings
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -116,3 +119,25 @@ def test_a_full_queue_drops_the_oldest_and_a_failed_export_is_logged(caplog: pyt
 
     assert [span.name for batch in kept.batches for span in batch] == ["step 2", "step 3", "step 4"]
     assert failing.batches == [] and "exporting 3 spans failed" in caplog.text
+
+
+def test_the_console_exporter_prints_the_spans_as_recorded(capfd: pytest.CaptureFixture[str]) -> None:
+    tracing = tracing_with()
+    client = parent(f"00-{TRACE}-{SPAN}-01", "vendor=value")
+    assert client is not None
+    root = tracing.root("POST /v1/chat/completions", client)
+    assert root is not None
+    tracing.child("attempt", root, 1, 2, attributes={"gatewayz.attempt": 1}, error="upstream said 500")
+    tracing.record("POST /v1/chat/completions", root, client, 0, 3, kind=SpanKind.SERVER)
+
+    tracing.stop(tracing.exporting([ConsoleSink(Resource.create({"service.name": "gatewayz-test"}))], delay=60.0))
+
+    printed = [json.loads(document) for document in re.findall(r"^\{.*?^\}", capfd.readouterr().out, re.M | re.S)]
+    assert [(span["name"], span["kind"], span["parent_id"]) for span in printed] == [
+        ("attempt", "SpanKind.INTERNAL", f"0x{root.span_id:016x}"),
+        ("POST /v1/chat/completions", "SpanKind.SERVER", f"0x{SPAN}")]
+    assert {span["context"]["trace_id"] for span in printed} == {f"0x{TRACE}"}
+    assert all("key=vendor, value=value" in span["context"]["trace_state"] for span in printed)
+    assert printed[0]["status"] == {"status_code": "ERROR", "description": "upstream said 500"}
+    assert printed[0]["attributes"] == {"gatewayz.attempt": 1}
+    assert printed[1]["resource"]["attributes"]["service.name"] == "gatewayz-test"
