@@ -68,7 +68,7 @@ def main() -> None:
     requests = parser.parse_args().requests
     with tempfile.TemporaryDirectory(prefix="gatewayz-tracecost-") as logs, targets.otlp_sink(Path(logs)) as sink:
         # A queue that holds the whole run: nothing is dropped, every span is encoded and posted.
-        settings = Settings.model_validate({"otel_bsp_max_queue_size": requests * 8})
+        settings = Settings.model_validate({"otel_bsp_max_queue_size": requests * 8 + 1})
         resource = Resource.create({"service.name": "gatewayz-ingress"})
         tracing = Tracing(TracerProvider(resource=resource), settings)
         exporter = OtlpSink(f"http://127.0.0.1:{sink.port}/v1/traces", resource)

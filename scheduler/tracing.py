@@ -81,11 +81,12 @@ class Tracing:
         self._sampler = provider.sampler
         self._ids = provider.id_generator
         self._span_id = provider.id_generator.generate_span_id
-        self._batch = settings.otel_bsp_max_export_batch_size
+        self._batch = min(settings.otel_bsp_max_export_batch_size, settings.otel_bsp_max_queue_size)
         # Full, it drops the oldest span: a collector that cannot keep up costs spans, never memory or latency.
         self._queue: deque[FinishedSpan] = deque(maxlen=settings.otel_bsp_max_queue_size)
         self._wake = threading.Event()
         self._stopping = False
+        self._full = False  # set when the queue filled up, so that the export thread says so
 
     def root(self, name: str, parent: SpanContext | None = None) -> SpanContext | None:
         """The context of a new trace's root span (under ``parent``, a
@@ -114,13 +115,20 @@ class Tracing:
             queue.append(FinishedSpan(name, parent.trace_id, self._span_id(), parent.span_id, _state(parent),
                                       KIND_INTERNAL, start, end, attributes, error))
             if len(queue) >= self._batch:
-                self._wake.set()
+                self._ready()
 
     def _add(self, span: FinishedSpan) -> None:
         queue = self._queue
         queue.append(span)
         if len(queue) >= self._batch:
-            self._wake.set()
+            self._ready()
+
+    def _ready(self) -> None:
+        """A batch is ready: wake the export thread. Only on the append that
+        fills a batch (or the queue) is it checked whether the queue is full."""
+        if len(self._queue) == self._queue.maxlen:
+            self._full = True
+        self._wake.set()
 
     def exporting(self, sinks: Sequence[SpanSink], delay: float) -> threading.Thread:
         """The thread that sends what is queued to ``sinks`` every ``delay``
@@ -130,6 +138,10 @@ class Tracing:
             while True:
                 self._wake.wait(delay)
                 self._wake.clear()
+                if self._full:
+                    self._full = False
+                    _LOG.warning("the span queue is full (OTEL_BSP_MAX_QUEUE_SIZE=%d): the oldest spans are "
+                                 "dropped until the collector keeps up", self._queue.maxlen)
                 while self._queue:
                     batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
                     for sink in sinks:

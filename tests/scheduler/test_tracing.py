@@ -106,7 +106,7 @@ def test_spans_are_sent_in_batches_of_at_most_the_batch_size_and_flushed_on_stop
     assert len({span.span_id for span in spans}) == 10
 
 
-def test_a_full_queue_drops_the_oldest_and_a_failed_export_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_full_queue_drops_the_oldest_and_says_so_a_failed_export_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     tracing = tracing_with(otel_bsp_max_export_batch_size=100, otel_bsp_max_queue_size=3)
     unsampled = SpanContext(int(TRACE, 16), int(SPAN, 16), is_remote=True, trace_flags=TraceFlags(0))
     sampled = SpanContext(int(TRACE, 16), int(SPAN, 16), is_remote=True, trace_flags=TraceFlags(1))
@@ -119,6 +119,7 @@ def test_a_full_queue_drops_the_oldest_and_a_failed_export_is_logged(caplog: pyt
 
     assert [span.name for batch in kept.batches for span in batch] == ["step 2", "step 3", "step 4"]
     assert failing.batches == [] and "exporting 3 spans failed" in caplog.text
+    assert "the span queue is full (OTEL_BSP_MAX_QUEUE_SIZE=3)" in caplog.text
 
 
 def test_the_console_exporter_prints_the_spans_as_recorded(capfd: pytest.CaptureFixture[str]) -> None:
