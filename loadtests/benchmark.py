@@ -6,7 +6,13 @@ and ``--worker-processes`` to scale it out) and, when asked, the LiteLLM proxy
 same concurrency levels, JSON and streaming, then streams from a slow
 upstream at high concurrency.
 
-    python -m loadtests.benchmark [--requests 500] [--duration 10] [--concurrency 1,16,64]
+    python -m loadtests.benchmark [--requests 500] [--duration 10] [--concurrency 1,16,64] [--tracing off,on]
+
+``--tracing on`` runs each gateway with every span of every request
+exported over OTLP/HTTP to a loopback sink (``loadtests/otlp_sink.py``,
+which counts and discards them; its CPU is reported apart, as a collector's
+would be elsewhere); ``off,on`` runs each gateway twice, named
+``embedded`` and ``embedded+tracing``.
 
 It prints markdown tables and writes the figures as JSON to
 ``loadtests/results/``. The targets run one after another, so they do not
@@ -85,6 +91,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="GATEWAYZ_NAME=VALUE",
                         help="an extra setting for every gateway process, e.g. GATEWAYZ_PERSISTENT_JOBS=false "
                              "(repeatable)")
+    parser.add_argument("--tracing", type=_tracing, default=(False,), metavar="off,on",
+                        help="run each gateway with tracing off, on (every span exported to a loopback OTLP sink), "
+                             "or both in turn (default off)")
     parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -118,6 +127,14 @@ def _setting(text: str) -> tuple[str, str]:
     if not equals or not name.startswith("GATEWAYZ_"):
         raise argparse.ArgumentTypeError("settings look like GATEWAYZ_NAME=VALUE")
     return name, value
+
+
+def _tracing(text: str) -> tuple[bool, ...]:
+    modes = {"off": False, "on": True}
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen or set(chosen) - set(modes):
+        raise argparse.ArgumentTypeError("--tracing is off, on or off,on")
+    return tuple(dict.fromkeys(modes[part] for part in chosen))
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -214,19 +231,19 @@ def _cell_line(result: LevelResult) -> str:
 
 @contextmanager
 def _started(name: str, upstream: targets.Upstream, workdir: Path, logs: Path,
-             arguments: argparse.Namespace) -> Iterator[targets.Running]:
+             arguments: argparse.Namespace, environ: dict[str, str]) -> Iterator[targets.Running]:
     """One target, running for the ``with`` block."""
     if name == "direct":
         with targets.direct(upstream.port) as running:
             yield running
         return
-    target_dir = workdir / name
-    target_dir.mkdir()
+    target_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
     if name == "litellm":
         with litellm_proxy.litellm(upstream.port, target_dir, logs, arguments.litellm_venv) as running:
             yield running
         return
-    options = targets.GatewayOptions(arguments.credits, arguments.worker_concurrency, dict(arguments.gateway_settings),
+    options = targets.GatewayOptions(arguments.credits, arguments.worker_concurrency,
+                                     {**dict(arguments.gateway_settings), **environ},
                                      ingress_workers=arguments.ingress_workers,
                                      worker_processes=arguments.worker_processes)
     if name == "embedded":
@@ -238,8 +255,19 @@ def _started(name: str, upstream: targets.Upstream, workdir: Path, logs: Path,
         yield running
 
 
-def _meter(name: str, running: targets.Running, upstream: targets.Upstream) -> CpuMeter:
+def _runs(arguments: argparse.Namespace) -> Iterator[tuple[str, bool]]:
+    """(target, tracing) in the order they run: a gateway with tracing off,
+    then on; the upstream alone and LiteLLM have no tracing of ours."""
+    for name in arguments.targets:
+        for tracing in arguments.tracing if name in ("embedded", "distributed") else (False,):
+            yield name, tracing
+
+
+def _meter(name: str, running: targets.Running, upstream: targets.Upstream,
+           sink: targets.Upstream | None = None) -> CpuMeter:
     pids = {"loadgen": os.getpid(), "upstream": upstream.pid, **running.pids}
+    if sink is not None:
+        pids["otlp-sink"] = sink.pid
     if name == "distributed":
         pids |= listening_pids(SERVICE_PORTS)
     return CpuMeter(pids, with_children=WITH_CHILDREN)
@@ -258,6 +286,7 @@ def run(arguments: argparse.Namespace) -> int:
     results: list[LevelResult] = []
     billing: list[report.Billing] = []
     failures: dict[str, str] = {}
+    spans: dict[str, dict[str, int]] = {}  # what the OTLP sink received from each tracing run
     started = time.monotonic()
     targets.raise_fd_limit()
     load_before = os.getloadavg()
@@ -266,20 +295,29 @@ def run(arguments: argparse.Namespace) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayz-bench-")))
         upstream = stack.enter_context(targets.fake_upstream(logs))
-        for name in arguments.targets:
-            print(f"{name}: starting", flush=True)
+        sink = stack.enter_context(targets.otlp_sink(logs)) if True in arguments.tracing else None
+        for name, tracing in _runs(arguments):
+            label = f"{name}+tracing" if tracing else name
+            print(f"{label}: starting", flush=True)
             starting = time.monotonic()
+            exported = targets.sink_stats(sink)
             try:
-                with _started(name, upstream, workdir, logs, arguments) as running:
-                    print(f"{name}: ready after {time.monotonic() - starting:.1f}s", flush=True)
-                    meter = _meter(name, running, upstream)
-                    cells, bill = _run(bench_target(running.target, meter, arguments))
+                with _started(name, upstream, workdir, logs, arguments,
+                              targets.tracing_environ(tracing, sink)) as running:
+                    print(f"{label}: ready after {time.monotonic() - starting:.1f}s", flush=True)
+                    meter = _meter(name, running, upstream, sink if tracing else None)
+                    target = dataclasses.replace(running.target, name=label)
+                    cells, bill = _run(bench_target(target, meter, arguments))
             except RuntimeError as error:  # a target that cannot start or serve: report it, measure the rest
-                print(f"{name}: FAILED: {error}", flush=True)
-                failures[name] = str(error)
+                print(f"{label}: FAILED: {error}", flush=True)
+                failures[label] = str(error)
                 continue
             results += cells
             billing += [bill] if bill is not None else []
+            if tracing:  # read once the gateway stopped: it flushes its last spans on the way out
+                spans[label] = {key: value - exported[key] for key, value in targets.sink_stats(sink).items()}
+                print(f"{label}: the sink received {spans[label]['spans']} spans in {spans[label]['exports']} "
+                      "exports", flush=True)
     problems = report.log_problems(logs)
     document = {
         "started_at": stamp,
@@ -294,6 +332,7 @@ def run(arguments: argparse.Namespace) -> int:
         "billing": [{**dataclasses.asdict(bill), "exact": bill.exact} for bill in billing],
         "log_problems": problems,
         "failures": failures,
+        "tracing": spans,
     }
     output.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     print("\n" + report.markdown(results, billing))

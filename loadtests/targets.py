@@ -65,7 +65,7 @@ class GatewayOptions:
 
     credits: int  # of the benchmark's API key
     worker_concurrency: int  # jobs a pool runs at once: each distributed worker's, the embedded pool's --concurrency
-    settings: Mapping[str, str] = field(default_factory=dict)  # extra GATEWAYZ_ variables, for every role
+    settings: Mapping[str, str] = field(default_factory=dict)  # extra GATEWAYZ_ (and OTEL_) variables, every role
     ingress_workers: int = 1  # `gatewayz ingress --workers`: processes on the ingress port
     worker_processes: int = 1  # `gatewayz worker` processes for the provider
     orchestrator: bool = False  # run `gatewayz orchestrator` too (batches), distributed
@@ -220,6 +220,36 @@ def fake_upstream(logs: Path) -> Iterator[Upstream]:
     with background("fake_upstream", command, clean_environ({}), logs) as process:
         wait_healthy(f"http://127.0.0.1:{port}", [process], logs, path="/v1/models")
         yield Upstream(port, process.pid)
+
+
+@contextmanager
+def otlp_sink(logs: Path) -> Iterator[Upstream]:
+    """``python -m loadtests.otlp_sink`` on a free port: where a tracing
+    run's gateway exports its spans (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtests.otlp_sink", "--port", str(port)]
+    with background("otlp_sink", command, clean_environ({}), logs) as process:
+        wait_healthy(f"http://127.0.0.1:{port}", [process], logs, path="/stats")
+        yield Upstream(port, process.pid)
+
+
+def sink_stats(sink: Upstream | None) -> dict[str, int]:
+    """What the OTLP sink received so far: exports, spans and bytes (all 0 with no sink)."""
+    if sink is None:
+        return {"exports": 0, "spans": 0, "bytes": 0}
+    stats: dict[str, int] = httpx.get(f"http://127.0.0.1:{sink.port}/stats", timeout=10).json()
+    return stats
+
+
+def tracing_environ(tracing: bool, sink: Upstream | None) -> dict[str, str]:
+    """The OTEL_* variables of a run with tracing on (exporting everything
+    to ``sink``) or off (whatever the benchmark's own environment says)."""
+    if not tracing:
+        return {"OTEL_TRACES_EXPORTER": "none"}
+    if sink is None:
+        raise ValueError("a tracing run needs the OTLP sink")
+    return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
 
 
 @contextmanager
