@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.batches.store import record_results
-from schema.jobs import UsageEvent
+from scheduler.batches.store import record_results, result_row
+from schema.jobs import LineResult, UsageEvent
 
 # A line whose job settled with no answer or error to show (its worker could
 # not record its start, for one): what its result says.
@@ -27,13 +26,8 @@ async def record_lines(connection: AsyncConnection, events: Sequence[UsageEvent]
     for event in events:
         if event.batch is None:
             continue
-        result = event.result
-        if result is not None and result.response is not None:
-            outcome, body = "succeeded", result.response
-        elif result is not None and result.error is not None:
-            outcome, body = result.outcome, result.error
-        else:
-            outcome, body = "errored", NOT_RUN
-        rows.append({"batch_id": event.batch.batch_id, "line": event.batch.line, "custom_id": event.batch.custom_id,
-                     "job_id": event.job_id, "outcome": outcome, "body": orjson.dumps(body).decode()})
+        result = event.result if event.result is not None else LineResult(error=NOT_RUN)
+        body = result.response if result.response is not None else result.error or NOT_RUN
+        rows.append(result_row(event.batch.batch_id, event.batch.line, event.batch.custom_id, event.job_id,
+                               result.outcome, body))
     await record_results(connection, rows)

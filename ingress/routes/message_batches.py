@@ -24,7 +24,7 @@ from ingress.submit import json_body
 from scheduler.batches.actors import send_validate
 from scheduler.batches.store import Batch
 from scheduler.batches.validation import anthropic_requests
-from schema.batches import MESSAGE_BATCH_ID_PATTERN
+from schema.batches import ENDED_STATUSES, MESSAGE_BATCH_ID_PATTERN
 from schema.errors import InvalidRequest, NotFound
 from schema.openapi import ref
 
@@ -32,7 +32,6 @@ router = APIRouter()
 
 WINDOW = 24 * 3600.0
 _BATCH_ID = re.compile(MESSAGE_BATCH_ID_PATTERN)
-ENDED = ("completed", "expired", "cancelled", "failed")
 
 
 def _iso(value: float | None) -> str | None:
@@ -42,7 +41,7 @@ def _iso(value: float | None) -> str | None:
 
 
 def message_batch_object(batch: Batch, base_url: str) -> dict[str, Any]:
-    ended = batch.status in ENDED
+    ended = batch.status in ENDED_STATUSES
     ended_at = batch.completed_at or batch.expired_at or batch.cancelled_at or batch.failed_at
     return {
         "id": batch.id, "type": "message_batch",
@@ -117,6 +116,6 @@ async def cancel_message_batch(request: Request, batch_id: str) -> dict[str, Any
 @router.get("/v1/messages/batches/{batch_id}/results")
 async def message_batch_results(request: Request, batch_id: str) -> StreamingResponse:
     runtime, batch = await _own(request, batch_id)
-    if batch.status not in ENDED:
+    if batch.status not in ENDED_STATUSES:
         raise InvalidRequest(f"Message batch {batch_id!r} has not ended yet; its results are not ready")
     return StreamingResponse(anthropic_results(runtime.batches.store, batch_id), media_type="application/binary")

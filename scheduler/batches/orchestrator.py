@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from scheduler.batches.store import Batch, BatchStore, Line
+from scheduler.batches.store import Batch, BatchStore, Line, result_row
 from scheduler.batches.validation import OpenAIFile, split_lines
 from schema.batches import BatchStatus
 from schema.settings import Settings
@@ -156,7 +156,8 @@ class Orchestrator:
             return
         done, refused = await self._release.release(batch, lines)
         if refused:
-            await self.store.record([_result_row(batch.id, item.line, "errored", item.error) for item in refused])
+            await self.store.record([result_row(batch.id, item.line.line, item.line.custom_id, None, "errored",
+                                                item.error) for item in refused])
         if done:
             cursor = lines[done - 1].line + 1
             if not await self.store.released(batch.id, batch.released, cursor):
@@ -186,11 +187,6 @@ class Orchestrator:
         else:
             await self.store.move(batch_id, "cancelling", when=("in_progress",))
         return await self.store.get(batch_id, account_id)
-
-
-def _result_row(batch_id: str, line: Line, outcome: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"batch_id": batch_id, "line": line.line, "custom_id": line.custom_id, "job_id": None,
-            "outcome": outcome, "body": orjson.dumps(body).decode()}
 
 
 def _errors_text(errors: list[dict[str, Any]]) -> str:

@@ -94,6 +94,13 @@ class Result:
     body: dict[str, Any]
 
 
+def result_row(batch_id: str, line: int, custom_id: str, job_id: str | None, outcome: str,
+               body: dict[str, Any]) -> dict[str, Any]:
+    """A line's result as ``record_results`` takes it."""
+    return {"batch_id": batch_id, "line": line, "custom_id": custom_id, "job_id": job_id, "outcome": outcome,
+            "body": orjson.dumps(body).decode()}
+
+
 def new_batch_id(api: BatchApi) -> str:
     return f"{'batch' if api == 'openai' else 'msgbatch'}_{uuid.uuid4().hex}"
 
@@ -292,13 +299,12 @@ class BatchStore:
     async def close_unreleased(self, batch: Batch, outcome: str, body: dict[str, Any]) -> int:
         """Give every line not yet released the result ``outcome``, a page at
         a time, moving the release cursor past each page; how many."""
-        total, start, text = 0, batch.released, orjson.dumps(body).decode()
+        total, start = 0, batch.released
         while lines := await self.lines(batch.id, start, RESULT_PAGE):
             after = lines[-1].line + 1
             async with self.engine.begin() as connection:
                 total += await record_results(connection, [
-                    {"batch_id": batch.id, "line": line.line, "custom_id": line.custom_id, "job_id": None,
-                     "outcome": outcome, "body": text} for line in lines])
+                    result_row(batch.id, line.line, line.custom_id, None, outcome, body) for line in lines])
                 await connection.execute(update(batches).where(batches.c.id == batch.id).values(released=after))
             start = after
         return total
