@@ -50,7 +50,7 @@ from scheduler.connections import Connections
 from scheduler.files import FileStore
 from scheduler.listing_store import ListingStore
 from scheduler.queues import DeadLetters, JobQueue, UsageQueue
-from scheduler.queues.slots import reserved_slots
+from scheduler.queues.slots import Reserve
 from scheduler.result_bus import ResultBus
 from scheduler.topology import Topology
 from scheduler.tracing import Tracing, open_tracing
@@ -123,7 +123,7 @@ class WorkerRuntime(Role):
             results=self.results,
             usage=self.usage,
             concurrency=concurrency,
-            reserved=reserved_slots(concurrency, self.settings.reserved_slots),
+            reserve=Reserve.of_pool(concurrency, self.settings.reserved_slots, self.settings.realtime_slots),
             drain_timeout=self.settings.drain_timeout,
             breakers=self.breakers,
             retries=RetryPolicy.from_settings(self.settings),

@@ -2,7 +2,7 @@
 while standard and bulk traffic saturate its pool?
 
     python -m loadtests.priority [--worker-concurrency 4] [--duration 15] [--load-users 24]
-                                 [--batch-lines [10000]]
+                                 [--batch-lines [10000]] [--reserved-slots N] [--realtime-slots N]
 
 It starts the distributed gateway (``ingress``, one ``worker`` of limited
 concurrency, ``billing``) in front of the fake upstream, with one key per
@@ -20,6 +20,11 @@ slot for a while). Two phases, each ``--duration`` seconds:
    API (``/v1/files``, ``/v1/batches``, with ``gatewayz orchestrator``
    running) and polled; its lines done per second during the phase are
    reported, and it is cancelled after the phase.
+
+The worker's reserve is the product's default for its concurrency unless
+``--reserved-slots`` (kept from bulk and batch work) or ``--realtime-slots``
+(of those, kept from standard work too) say otherwise; the table's heading
+gives the reserve it ran with.
 
 Every user is a closed loop (one request at a time). The figure is the
 gateway's own ``x-gatewayz-queue-ms`` of each answered request: the time
@@ -49,6 +54,7 @@ import uvloop
 
 from loadtests import targets
 from loadtests.load import Target, percentile
+from scheduler.queues.slots import Reserve
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "slow one two three four"  # five words streamed 50 ms apart: each job holds its slot ~0.25 s
@@ -105,6 +111,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-lines", type=int, nargs="?", const=10_000, default=0,
                         help="run the saturated phase again beside a batch of this many lines (10,000 if no "
                              "number follows; default: no batch)")
+    parser.add_argument("--reserved-slots", type=int, default=None,
+                        help="the worker's GATEWAYZ_RESERVED_SLOTS (default: the product's, a quarter of the pool)")
+    parser.add_argument("--realtime-slots", type=int, default=None,
+                        help="the worker's GATEWAYZ_REALTIME_SLOTS (default: the product's, none)")
     parser.add_argument("--broker-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -235,13 +245,19 @@ def _standard_users(arguments: argparse.Namespace) -> int:
     return int(users)
 
 
+def _reserve(arguments: argparse.Namespace) -> Reserve:
+    return Reserve.of_pool(arguments.worker_concurrency, arguments.reserved_slots, arguments.realtime_slots)
+
+
 def _figure(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
 
 def markdown(results: list[ClassResult], arguments: argparse.Namespace, batch: BatchProgress | None = None) -> str:
-    lines = [f"Queue wait (x-gatewayz-queue-ms) per class; one worker, --concurrency {arguments.worker_concurrency}; "
-             f"{arguments.duration:g} s per phase; saturating load: "
+    reserve = _reserve(arguments)
+    lines = [f"Queue wait (x-gatewayz-queue-ms) per class; one worker, --concurrency {arguments.worker_concurrency}, "
+             f"{reserve.interactive} slots kept from bulk and batch work, {reserve.realtime} of them for realtime "
+             f"work alone; {arguments.duration:g} s per phase; saturating load: "
              f"{_standard_users(arguments)} standard + {arguments.load_users} bulk users (closed loop).", "",
              "| phase | class | users | answered | refused (503) | errors | p50 ms | p99 ms |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -261,8 +277,11 @@ def run(arguments: argparse.Namespace) -> int:
     logs.mkdir(parents=True)
     output = arguments.output or RESULTS / f"priority-{stamp}.json"
     services = targets.Services(arguments.broker_url, arguments.redis_url, arguments.postgres_dsn)
+    reserve = _reserve(arguments)
     options = targets.GatewayOptions(credits=1_000_000, worker_concurrency=arguments.worker_concurrency,
-                                     orchestrator=arguments.batch_lines > 0)
+                                     orchestrator=arguments.batch_lines > 0,
+                                     settings={"GATEWAYZ_RESERVED_SLOTS": str(reserve.interactive),
+                                               "GATEWAYZ_REALTIME_SLOTS": str(reserve.realtime)})
     batch = BatchProgress(arguments.batch_lines) if arguments.batch_lines else None
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayz-priority-")))

@@ -15,6 +15,8 @@ wait behind all interactive traffic.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 from schema.errors import InvalidRequest
 from schema.jobs import MAX_PRIORITY
 from schema.plans import PRIORITY_CLASSES, PriorityClass
@@ -24,11 +26,25 @@ BATCH_PRIORITY = 0
 # Bulk and batch jobs are low work: a pool keeps some slots from them for
 # realtime and standard jobs (``scheduler.queues.slots``).
 LOW_PRIORITY_MAX = MESSAGE_PRIORITY["bulk"]
+_STANDARD = MESSAGE_PRIORITY["standard"]
 
 
-def is_low(priority: int) -> bool:
-    """Whether a job at this message priority is low work (bulk or batch)."""
-    return priority <= LOW_PRIORITY_MAX
+class Work(IntEnum):
+    """A pool's kinds of work, highest first. Each waits in a queue of its
+    own, and a pool keeps slots of its reserve from the kinds below
+    (``scheduler.queues.slots``)."""
+
+    REALTIME = 0
+    STANDARD = 1
+    LOW = 2  # bulk and batch
+
+
+def work_of(priority: int) -> Work:
+    """The kind of work of a job at this message priority: above standard's
+    priority (realtime, and the free level 3) is realtime work."""
+    if priority > _STANDARD:
+        return Work.REALTIME
+    return Work.LOW if priority <= LOW_PRIORITY_MAX else Work.STANDARD
 
 
 def requested_class(value: str | None) -> PriorityClass | None:

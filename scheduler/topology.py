@@ -7,12 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from scheduler.priority import Work
 from schema.jobs import DEFAULT_PRIORITY, MAX_PRIORITY
 
 if TYPE_CHECKING:  # the embedded mode never loads the AMQP libraries
     from pamqp.common import FieldTable
 
 __all__ = ["DEFAULT_PRIORITY", "MAX_PRIORITY", "Topology"]
+
+_QUEUE_SUFFIX = {Work.REALTIME: ".realtime", Work.STANDARD: "", Work.LOW: ".low"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,19 +26,17 @@ class Topology:
     def jobs_exchange(self) -> str:
         return f"{self.namespace}.jobs"
 
-    def job_queue(self, provider: str) -> str:
-        """``provider``'s realtime and standard jobs (routing key: the provider's name)."""
-        return f"{self.namespace}.jobs.{provider}"
-
-    def low_job_queue(self, provider: str) -> str:
-        """``provider``'s bulk and batch jobs, consumed apart so that they
-        never hold a pool's reserved slots (``scheduler.queues.slots``)."""
-        return f"{self.namespace}.jobs.{provider}.low"
+    def job_queue(self, provider: str, work: Work = Work.STANDARD) -> str:
+        """``provider``'s queue of one kind of work: standard jobs in
+        ``<namespace>.jobs.<provider>``, realtime ones in ``….realtime``, bulk
+        and batch ones in ``….low``. Each is consumed apart, so that a pool
+        can keep slots from the kinds below (``scheduler.queues.slots``)."""
+        return f"{self.namespace}.jobs.{self.job_routing_key(provider, work)}"
 
     @staticmethod
-    def low_routing_key(provider: str) -> str:
-        """Routes a job to ``low_job_queue`` on the jobs exchange."""
-        return f"{provider}.low"
+    def job_routing_key(provider: str, work: Work) -> str:
+        """Routes a job to ``job_queue(provider, work)`` on the jobs exchange."""
+        return provider + _QUEUE_SUFFIX[work]
 
     @property
     def dead_exchange(self) -> str:

@@ -25,6 +25,7 @@ from collections import deque
 
 from scheduler.pool_stats import PoolStatsStore, WorkerBeat
 from scheduler.queues import JobHandler, JobQueue
+from scheduler.queues.slots import NO_RESERVE, Reserve
 from schema.errors import TransportUnavailable
 from schema.jobs import Job
 
@@ -92,7 +93,7 @@ class WatchedJobQueue:
         return await self._jobs.depth(provider)
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserved: int = 0) -> None:
+                    reserve: Reserve = NO_RESERVE) -> None:
         meter = ServiceMeter(concurrency)
         worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -108,7 +109,7 @@ class WatchedJobQueue:
         await self._beat(provider, worker, meter)  # seen before the first job is taken
         beating = asyncio.create_task(self._beating(provider, worker, meter), name=f"beats of {provider}")
         try:
-            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout, reserved=reserved)
+            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout, reserve=reserve)
         finally:
             beating.cancel()
             await self.flush()

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
                                  description="on SIGTERM, seconds a worker gives its jobs in hand to finish")
     reserved_slots: int | None = Field(
         None, ge=0, description="slots of each pool bulk and batch jobs may not take, kept for realtime and "
-        "standard ones (unset: a quarter of the pool, at least 1; never all of it)")
+        "standard ones (unset: a quarter of the pool, at least 1, and at least realtime_slots; never all of it)")
+    realtime_slots: int | None = Field(
+        None, ge=0, description="of the reserved slots, those standard jobs may not take either, kept for realtime "
+        "ones (unset: none)")
     queue_deadline_realtime: float = Field(10.0, gt=0,
                                            description="longest queue wait a realtime job is admitted for, s")
     queue_deadline_standard: float = Field(60.0, gt=0,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.queues.slots import NO_RESERVE, Reserve
 from schema.jobs import Job, UsageEvent
 
 JobHandler = Callable[[Job, bool], Awaitable[None]]
@@ -47,12 +48,12 @@ class JobQueue(Protocol):
     async def enqueue(self, job: Job) -> None: ...
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserved: int = 0) -> None:
+                    reserve: Reserve = NO_RESERVE) -> None:
         """Consume ``provider``'s jobs until cancelled; then take no more and
         give the jobs in hand up to ``drain_timeout`` seconds to finish (those
-        still running are redelivered, or dropped in memory). Low work (bulk
-        and batch) holds at most ``concurrency - reserved`` slots at once,
-        and a slot that frees goes to a realtime or standard job first
+        still running are redelivered, or dropped in memory). The lower kinds
+        of work leave ``reserve``'s slots to the higher ones, and a slot that
+        frees goes to a realtime job first, then a standard one
         (``scheduler.queues.slots``)."""
         ...
 

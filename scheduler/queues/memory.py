@@ -1,8 +1,8 @@
 """In-process queues for the embedded mode: priority queues per provider
 with their dead letters, and a usage queue. Same contracts as the RabbitMQ
-ones: like there, a provider's low work (bulk and batch) waits in a queue of
-its own, so a pool can take interactive jobs past it when low work holds
-all the slots it may (``scheduler.queues.slots``)."""
+ones: like there, each kind of a provider's work (realtime, standard, low)
+waits in a queue of its own, so a pool can take a higher kind past a lower
+one that holds all the slots it may (``scheduler.queues.slots``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import itertools
 import logging
 import time
 
-from scheduler.priority import is_low
+from scheduler.priority import Work, work_of
 from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
-from scheduler.queues.slots import low_share
+from scheduler.queues.slots import NO_RESERVE, Reserve
 from schema.errors import TransportUnavailable
 from schema.jobs import Job, UsageEvent
 
@@ -26,20 +26,18 @@ class MemoryJobQueue:
     so does a job its handler fails on (``rejected``)."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
-        self._low: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
+        # Per provider, a priority queue for each kind of work (``Work``).
+        self._queues: dict[str, tuple[asyncio.PriorityQueue[tuple[int, int, Job]], ...]] = {}
         self._arrived: dict[str, asyncio.Event] = {}  # set by every enqueue, and when a slot frees
         self._waiting: dict[str, dict[int, asyncio.TimerHandle]] = {}  # provider -> order -> its expiry
         self._order = itertools.count()
         self.dead_letters = MemoryDeadLetters()
 
-    def _queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
-        """``provider``'s realtime and standard jobs."""
-        return self._queues.setdefault(provider, asyncio.PriorityQueue())
-
-    def _low_queue(self, provider: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
-        """``provider``'s bulk and batch jobs."""
-        return self._low.setdefault(provider, asyncio.PriorityQueue())
+    def _queues_of(self, provider: str) -> tuple[asyncio.PriorityQueue[tuple[int, int, Job]], ...]:
+        queues = self._queues.get(provider)
+        if queues is None:
+            queues = self._queues[provider] = tuple(asyncio.PriorityQueue() for _ in Work)
+        return queues
 
     def _arrival(self, provider: str) -> asyncio.Event:
         return self._arrived.setdefault(provider, asyncio.Event())
@@ -50,8 +48,7 @@ class MemoryJobQueue:
         waiting[order] = asyncio.get_running_loop().call_later(
             max(0.0, job.deadline - time.time()), self._expire, job, order)
         # Highest priority first, then first come first served.
-        queue = self._low_queue(job.provider) if is_low(job.priority) else self._queue(job.provider)
-        queue.put_nowait((-job.priority, order, job))
+        self._queues_of(job.provider)[work_of(job.priority)].put_nowait((-job.priority, order, job))
         self._arrival(job.provider).set()
 
     def _expire(self, job: Job, order: int) -> None:
@@ -62,15 +59,16 @@ class MemoryJobQueue:
         return len(self._waiting.get(provider, {}))
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserved: int = 0) -> None:
-        interactive, low = self._queue(provider), self._low_queue(provider)
+                    reserve: Reserve = NO_RESERVE) -> None:
+        queues = self._queues_of(provider)
         arrived = self._arrival(provider)
         waiting = self._waiting.setdefault(provider, {})
-        free, low_free = concurrency, low_share(concurrency, reserved)  # slots, and those low work may still take
+        # Slots free, and those each kind of work (with the kinds below it) may still take.
+        free, room = concurrency, [reserve.share(concurrency, work) for work in Work]
         running: set[asyncio.Task[None]] = set()
 
-        async def run(job: Job, is_low_work: bool) -> None:
-            nonlocal free, low_free
+        async def run(job: Job, work: Work) -> None:
+            nonlocal free
             try:
                 await handle(job, False)
             except TransportUnavailable as error:
@@ -83,31 +81,26 @@ class MemoryJobQueue:
                 self.dead_letters.put(DeadLetter(job, "rejected", provider))
             finally:
                 free += 1
-                low_free += is_low_work
+                for kind in range(work, 0, -1):
+                    room[kind] += 1
                 arrived.set()
 
         try:
             while True:
-                # An interactive job takes any free slot; a low one only while
-                # low work holds fewer than its share, else it waits at the
-                # head of its queue and interactive jobs pass it.
-                if free and not interactive.empty():
-                    is_low_work = False
-                    _, order, job = interactive.get_nowait()
-                elif free and low_free and not low.empty():
-                    is_low_work = True
-                    _, order, job = low.get_nowait()
-                else:
+                work = _next_work(queues, free, room)
+                if work is None:
                     arrived.clear()
                     await arrived.wait()
                     continue
+                _, order, job = queues[work].get_nowait()
                 expiry = waiting.pop(order, None)
                 if expiry is None:  # it expired while it waited: dead-lettered already
                     continue
                 expiry.cancel()
                 free -= 1
-                low_free -= is_low_work
-                task = asyncio.create_task(run(job, is_low_work), name=f"job {job.id}")
+                for kind in range(work, 0, -1):
+                    room[kind] -= 1
+                task = asyncio.create_task(run(job, work), name=f"job {job.id}")
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
@@ -115,6 +108,23 @@ class MemoryJobQueue:
                 await asyncio.wait(set(running), timeout=drain_timeout)
             for task in running:
                 task.cancel()
+
+
+def _next_work(queues: tuple[asyncio.PriorityQueue[tuple[int, int, Job]], ...], free: int,
+               room: list[int]) -> Work | None:
+    """The highest kind of work with a job waiting and room for it, which
+    takes a free slot; a kind without room waits at the head of its queue,
+    and the kinds above it pass."""
+    if not free:
+        return None
+    realtime, standard, low = queues
+    if not realtime.empty():
+        return Work.REALTIME
+    if room[Work.STANDARD] and not standard.empty():
+        return Work.STANDARD
+    if room[Work.STANDARD] and room[Work.LOW] and not low.empty():
+        return Work.LOW
+    return None
 
 
 class MemoryDeadLetters:

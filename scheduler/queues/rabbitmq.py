@@ -8,12 +8,12 @@ many requests publishing at once share the channel, so confirms pipeline.
 Consumers take at most ``concurrency`` unacknowledged jobs, so priorities
 reorder what is still waiting in the queue.
 
-Each provider has two job queues: realtime and standard jobs in one, bulk
-and batch jobs (low work) in the other, so that a pool can keep slots for
-the first: priority alone cannot, since a consumer takes whatever is at the
-head of its queue. A pool consumes both, at most ``concurrency`` jobs from
-the first and ``concurrency - reserved`` from the second, and runs at most
-``concurrency`` at once (``scheduler.queues.slots``).
+Each provider has a job queue per kind of work (``scheduler.priority.Work``):
+realtime jobs, standard jobs, and bulk and batch jobs (low work), so that a
+pool can keep slots from the lower kinds: priority alone cannot, since a
+consumer takes whatever is at the head of its queue. A pool consumes the
+three, from each at most the slots its kind may hold (``Reserve.share``),
+and runs at most ``concurrency`` at once (``scheduler.queues.slots``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from scheduler.outages import AMQP_OUTAGES, reaching_broker
-from scheduler.priority import is_low
+from scheduler.priority import Work, work_of
 from scheduler.queues import USAGE_BATCH, USAGE_LINGER, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
-from scheduler.queues.slots import Slots, low_share
+from scheduler.queues.slots import NO_RESERVE, Reserve, Slots
 from scheduler.topology import Topology
 from schema.errors import BrokerUnavailable, GatewayTimeout, TransportUnavailable
 from schema.jobs import Job, UsageEvent
@@ -94,7 +94,7 @@ class RabbitJobQueue:
         self._delivery_mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._declared: dict[str, tuple[AbstractQueue, AbstractQueue]] = {}  # strong references for robust reconnects
+        self._declared: dict[str, list[AbstractQueue]] = {}  # strong references for robust reconnects
         self._declaring = asyncio.Lock()
         self._reading: AbstractChannel | None = None  # depth's own channel
         self._opening_reader = asyncio.Lock()
@@ -128,14 +128,15 @@ class RabbitJobQueue:
         return self._reading
 
     async def _declare(self, channel: AbstractChannel, exchange: AbstractExchange,
-                       provider: str) -> tuple[AbstractQueue, AbstractQueue]:
-        """``provider``'s two queues, declared and bound: interactive, then low."""
-        arguments = self._topology.job_queue_arguments
-        queue = await channel.declare_queue(self._topology.job_queue(provider), durable=True, arguments=arguments)
-        await queue.bind(exchange, routing_key=provider)
-        low = await channel.declare_queue(self._topology.low_job_queue(provider), durable=True, arguments=arguments)
-        await low.bind(exchange, routing_key=self._topology.low_routing_key(provider))
-        return queue, low
+                       provider: str) -> list[AbstractQueue]:
+        """``provider``'s queues, declared and bound, one per kind of work in ``Work``'s order."""
+        queues = []
+        for work in Work:
+            queue = await channel.declare_queue(self._topology.job_queue(provider, work), durable=True,
+                                                arguments=self._topology.job_queue_arguments)
+            await queue.bind(exchange, routing_key=self._topology.job_routing_key(provider, work))
+            queues.append(queue)
+        return queues
 
     async def _declared_queue(self, provider: str) -> AbstractChannel:
         """The publishing channel, once ``provider``'s queue is declared and bound."""
@@ -169,11 +170,10 @@ class RabbitJobQueue:
             delivery_mode=self._delivery_mode,
         )
         # A hand-off enqueues here too, so it follows the same rule.
-        routing_key = self._topology.low_routing_key(job.provider) if is_low(job.priority) else job.provider
-        await exchange.publish(message, routing_key=routing_key)
+        await exchange.publish(message, routing_key=self._topology.job_routing_key(job.provider, work_of(job.priority)))
 
     async def depth(self, provider: str) -> int:
-        """Jobs waiting in ``provider``'s two queues. Asked often (admission),
+        """Jobs waiting in ``provider``'s queues. Asked often (admission),
         so it redeclares the queues on a reading channel kept open (a round
         trip each, the same arguments as every declarer) rather than opening
         a channel for a passive declare, which a missing queue would close."""
@@ -181,64 +181,61 @@ class RabbitJobQueue:
         with reaching_broker(BrokerUnavailable, "the job broker (RabbitMQ)"):
             await self._declared_queue(provider)  # and bound, so a job queued next is routed
             reader = await self._reader()
-            for name in (self._topology.job_queue(provider), self._topology.low_job_queue(provider)):
+            for name in (self._topology.job_queue(provider, work) for work in Work):
                 declared = await reader.declare_queue(name, durable=True,
                                                       arguments=self._topology.job_queue_arguments)
                 total += declared.declaration_result.message_count or 0
         return total
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserved: int = 0) -> None:
-        # A channel per queue: each has its own prefetch, which aio-pika's
-        # robust channel sets again after a reconnect (one channel would
-        # restore only the prefetch set last, for both consumers).
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=concurrency)
-        low_channel = await self._connection.channel()
-        await low_channel.set_qos(prefetch_count=low_share(concurrency, reserved))
-        await _declare_dead_letters(channel, self._topology)
-        exchange = await channel.declare_exchange(self._topology.jobs_exchange, aio_pika.ExchangeType.DIRECT,
-                                                  durable=True)
-        queue, _ = await self._declare(channel, exchange, provider)
-        low_queue = await low_channel.declare_queue(self._topology.low_job_queue(provider), durable=True,
-                                                    arguments=self._topology.job_queue_arguments)
-
-        slots = Slots(concurrency, reserved)
+                    reserve: Reserve = NO_RESERVE) -> None:
+        slots = Slots(concurrency, reserve)
         in_hand: set[asyncio.Task[object]] = set()
 
-        async def run(message: AbstractIncomingMessage, low: bool, queue_name: str) -> None:
-            if not await slots.take(low, message.priority or 0):
-                return  # draining: left unacknowledged, so it is redelivered once its channel closes
-            task = asyncio.current_task()
-            if task is not None:
-                in_hand.add(task)
-            try:
-                await self._handle(message, handle, queue_name)
-            finally:
-                slots.release(low)
+        def consumer(work: Work, queue_name: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                if not await slots.take(work, message.priority or 0):
+                    return  # draining: left unacknowledged, so it is redelivered once its channel closes
+                task = asyncio.current_task()
                 if task is not None:
-                    in_hand.discard(task)
+                    in_hand.add(task)
+                try:
+                    await self._handle(message, handle, queue_name)
+                finally:
+                    slots.release(work)
+                    if task is not None:
+                        in_hand.discard(task)
+            return on_message
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await run(message, False, queue.name)
-
-        async def on_low_message(message: AbstractIncomingMessage) -> None:
-            await run(message, True, low_queue.name)
-
-        tag = await queue.consume(on_message)
-        low_tag = await low_queue.consume(on_low_message)
+        # A channel per queue: each has its own prefetch, the slots its kind
+        # of work may hold, which aio-pika's robust channel sets again after a
+        # reconnect (one channel would restore only the prefetch set last).
+        channels: list[AbstractChannel] = []
+        consuming: list[tuple[AbstractQueue, str]] = []
         try:
+            for work in Work:
+                channel = await self._connection.channel()
+                channels.append(channel)
+                await channel.set_qos(prefetch_count=reserve.share(concurrency, work))
+                if work is Work.REALTIME:
+                    await _declare_dead_letters(channel, self._topology)
+                    exchange = await channel.declare_exchange(self._topology.jobs_exchange,
+                                                              aio_pika.ExchangeType.DIRECT, durable=True)
+                    await self._declare(channel, exchange, provider)
+                queue = await channel.declare_queue(self._topology.job_queue(provider, work), durable=True,
+                                                    arguments=self._topology.job_queue_arguments)
+                consuming.append((queue, await queue.consume(consumer(work, queue.name))))
             await asyncio.Future()  # serve until cancelled
         finally:
             slots.close()  # start none of the jobs still waiting for a slot
             try:
-                await queue.cancel(tag)  # take no more
-                await low_queue.cancel(low_tag)
+                for consumed, tag in consuming:
+                    await consumed.cancel(tag)  # take no more
                 await _drain(in_hand, drain_timeout, provider)
-                await channel.close()  # jobs still unacknowledged are redelivered
-                await low_channel.close()
+                for opened in channels:
+                    await opened.close()  # jobs still unacknowledged are redelivered
             except AMQP_OUTAGES as error:  # the connection may already be gone
-                log.debug("closing the consumers of %s: %s", queue.name, error)
+                log.debug("closing the consumers of %s: %s", self._topology.job_queue(provider), error)
 
     @staticmethod
     async def _handle(message: AbstractIncomingMessage, handle: JobHandler, queue_name: str) -> None:

@@ -1,13 +1,16 @@
-"""A pool's worker slots, shared by interactive and low work.
+"""A pool's worker slots, shared by its three kinds of work.
 
-A pool runs at most ``concurrency`` jobs at once. Low work (bulk and batch
-jobs, ``scheduler.priority.is_low``) may hold at most ``concurrency -
-reserved`` of them, so a saturating stream of low work leaves ``reserved``
-slots for realtime and standard jobs, which may use all of them; a slot
-that frees goes to a waiting interactive job before a low one. The rule
-itself is ``reserved_slots``; ``Slots`` enforces it where jobs arrive
-pushed by a broker (``scheduler.queues.rabbitmq``), and the in-process
-queue applies it as it pulls (``scheduler.queues.memory``).
+A pool runs at most ``concurrency`` jobs at once, and keeps the last of
+them from the lower kinds of work (``Reserve``): low work (bulk and batch
+jobs) holds at most ``concurrency - reserve.interactive`` slots, standard
+and low work together at most ``concurrency - reserve.realtime``, and
+realtime jobs may use every slot. So a saturating stream of low work
+leaves slots to realtime and standard jobs, and a saturating stream of
+standard work leaves some to realtime ones. A slot that frees goes to a
+waiting realtime job, then a standard one, then a low one. ``Slots``
+enforces it where jobs arrive pushed by a broker
+(``scheduler.queues.rabbitmq``), and the in-process queue applies it as it
+pulls (``scheduler.queues.memory``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections import deque
+from dataclasses import dataclass
+
+from scheduler.priority import Work
 
 # Seconds a freed slot is kept from low work when interactive jobs may be
 # on their way (below); enough for the broker to push the next one, even to
@@ -23,104 +28,124 @@ from collections import deque
 INTERACTIVE_GRACE = 0.05
 
 
-def reserved_slots(concurrency: int, reserved: int | None) -> int:
-    """Slots of a pool of ``concurrency`` kept from low work: ``reserved``
-    if set, else a quarter of the pool and at least one. Never all of them,
-    or low work would never run: a pool of one slot reserves none."""
-    wanted = max(1, concurrency // 4) if reserved is None else reserved
-    return max(0, min(wanted, concurrency - 1))
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """The slots of a pool kept from lower kinds of work: ``interactive``
+    from low work, and ``realtime`` of those from standard work too."""
+
+    interactive: int = 0
+    realtime: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.realtime <= self.interactive:
+            raise ValueError(f"the realtime reserve ({self.realtime}) is part of the interactive one "
+                             f"({self.interactive}): 0 to {self.interactive}")
+
+    @classmethod
+    def of_pool(cls, concurrency: int, interactive: int | None = None, realtime: int | None = None) -> Reserve:
+        """The reserve of a pool of ``concurrency`` slots from the settings
+        (``GATEWAYZ_RESERVED_SLOTS``, ``GATEWAYZ_REALTIME_SLOTS``), None where
+        unset. Kept from low work: ``interactive`` if set, else a quarter of
+        the pool and at least one, and at least the realtime reserve; of
+        those, kept for realtime work alone: ``realtime``, none if unset (a
+        pool without realtime traffic would lose them). Never all of the
+        pool, or low work would never run: a pool of one slot reserves none."""
+        wanted_realtime = realtime or 0
+        wanted = max(1, concurrency // 4) if interactive is None else interactive
+        kept = max(0, min(max(wanted, wanted_realtime), concurrency - 1))
+        return cls(kept, min(wanted_realtime, kept))
+
+    def share(self, concurrency: int, work: Work) -> int:
+        """The most slots ``work`` and the kinds below it may hold at once in
+        a pool of ``concurrency``; at least one (a prefetch of 0 would mean no
+        limit at all on RabbitMQ)."""
+        kept = (0, self.realtime, self.interactive)[work]
+        if kept >= concurrency:
+            raise ValueError(f"a pool of {concurrency} slots cannot reserve {kept}: 0 to {concurrency - 1}")
+        return concurrency - kept
 
 
-def low_share(concurrency: int, reserved: int) -> int:
-    """The slots low work may hold; at least one (a prefetch of 0 would
-    mean no limit at all on RabbitMQ)."""
-    if not 0 <= reserved < concurrency:
-        raise ValueError(f"a pool of {concurrency} slots cannot reserve {reserved}: 0 to {concurrency - 1}")
-    return concurrency - reserved
+NO_RESERVE = Reserve()
 
 
 class Slots:
-    """``capacity`` slots, at most ``capacity - reserved`` of them held by
-    low work. ``take`` waits for a slot; interactive waiters are served
-    before low ones, interactive ones by priority (a realtime job pushed
-    while standard ones wait passes them), each class in arrival order.
-    The fast path (a free slot, nobody waiting) is a few attribute
+    """``capacity`` slots shared as ``reserve`` says. ``take`` waits for a
+    slot; waiters are served realtime first, then standard, then low, each
+    kind by message priority (bulk before batch), then in arrival order.
+    The fast path (a free slot, nobody of its kind waiting) is a few list
     operations: this is on every job.
 
-    Interactive jobs are pushed by the broker up to ``capacity`` in hand
-    (taken or waiting here); while that many are in hand, more may wait in
-    the broker, unseen. So a slot freed by one of them is kept from low
-    work for ``INTERACTIVE_GRACE``, time for the broker to push the next
-    (the ack that freed the slot went out first); had none come, low work
-    gets the slot then. Without this, low work would win every slot freed
-    while interactive traffic fills the pool."""
+    A slot freed by a realtime or standard job while low work waits for
+    one is kept from it for ``INTERACTIVE_GRACE``: interactive work comes in
+    runs (a client's next call follows its last; the broker pushes the next
+    job once the ack that freed the slot is out), and a low job would hold
+    the slot far longer than the grace. Had no interactive job come, low
+    work gets the slot then. Without this, low work would win every slot
+    freed while interactive traffic keeps the pool busy. (Low work that
+    does not wait here has no backlog: the broker pushes low jobs until as
+    many are in hand as low work may hold.)"""
 
-    __slots__ = ("_free", "_low_free", "_interactive", "_low", "_in_hand", "_capacity", "_closed", "_order", "_kept")
+    __slots__ = ("_free", "_room", "_waiting", "_closed", "_order", "_kept")
 
-    def __init__(self, capacity: int, reserved: int = 0) -> None:
-        self._capacity = capacity
+    def __init__(self, capacity: int, reserve: Reserve = NO_RESERVE) -> None:
         self._free = capacity
-        self._low_free = low_share(capacity, reserved)
-        self._interactive: list[tuple[int, int, asyncio.Future[bool]]] = []  # a heap: highest priority first
-        self._low: deque[asyncio.Future[bool]] = deque()  # the low queue already gives them in priority order
+        # Slots each kind of work, with the kinds below it, may still take (realtime's is unused: ``_free``).
+        self._room = [reserve.share(capacity, work) for work in Work]
+        # Per kind, a heap of waiters: highest message priority first, then first come.
+        self._waiting: list[list[tuple[int, int, asyncio.Future[bool]]]] = [[] for _ in Work]
         self._order = itertools.count()
-        self._in_hand = 0  # interactive jobs taken or waiting
         self._kept = 0  # free slots kept from low work for INTERACTIVE_GRACE
         self._closed = False
 
-    async def take(self, low: bool, priority: int = 0) -> bool:
+    def _can_take(self, work: Work) -> bool:
+        room = self._room
+        if work is Work.LOW:
+            return bool(room[Work.LOW] and room[Work.STANDARD]) and self._free > self._kept
+        return bool(room[work] and self._free)
+
+    def _hold(self, work: Work) -> None:
+        self._free -= 1
+        for kind in range(work, 0, -1):  # the rooms it counts in: its kind's and those above (realtime's is _free)
+            self._room[kind] -= 1
+        if work is not Work.LOW and self._kept:
+            self._kept -= 1
+
+    async def take(self, work: Work, priority: int = 0) -> bool:
         """True once the caller holds a slot (give it back with ``release``,
         and only then); False if the slots were closed first (the pool
         drains: the job must not start). ``priority`` is the job's message
-        priority, which orders interactive waiters."""
+        priority, which orders the waiters of its kind."""
         if self._closed:
             return False
-        if low:
-            if self._free > self._kept and self._low_free and not self._low:
-                self._free -= 1
-                self._low_free -= 1
-                return True
-        else:
-            self._in_hand += 1
-            if self._free and not self._interactive:
-                self._free -= 1
-                if self._kept:
-                    self._kept -= 1
-                return True
+        waiting = self._waiting[work]
+        if not waiting and self._can_take(work):
+            self._hold(work)
+            return True
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if low:
-            self._low.append(waiter)
-        else:
-            heapq.heappush(self._interactive, (-priority, next(self._order), waiter))
+        heapq.heappush(waiting, (-priority, next(self._order), waiter))
         try:
             granted = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.result():
-                self.release(low)  # granted just as it was cancelled: hand it on
-            elif low:
-                if waiter in self._low:
-                    self._low.remove(waiter)
+                self.release(work)  # granted just as it was cancelled: hand it on
             else:
-                self._in_hand -= 1
                 # Rare (a pool stopping, a lost channel): a linear removal is fine.
-                self._interactive = [entry for entry in self._interactive if entry[2] is not waiter]
-                heapq.heapify(self._interactive)
+                self._waiting[work] = [entry for entry in waiting if entry[2] is not waiter]
+                heapq.heapify(self._waiting[work])
             raise
-        if not granted and not low:
-            self._in_hand -= 1
         return granted
 
-    def release(self, low: bool) -> None:
+    def release(self, work: Work) -> None:
         self._free += 1
-        if low:
-            self._low_free += 1
-        else:
-            if self._in_hand == self._capacity and self._low_free and not self._interactive:
-                self._kept += 1
-                asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._unkeep)
-            self._in_hand -= 1
-        if self._interactive or self._low:
-            self._grant()
+        for kind in range(work, 0, -1):
+            self._room[kind] += 1
+        waiting = self._waiting
+        if not any(waiting):
+            return
+        if work is not Work.LOW and waiting[Work.LOW] and not waiting[Work.REALTIME] and not waiting[Work.STANDARD]:
+            self._kept += 1
+            asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._unkeep)
+        self._grant()
 
     def _unkeep(self) -> None:
         if self._kept:
@@ -129,26 +154,23 @@ class Slots:
 
     def _grant(self) -> None:
         while self._free and not self._closed:
-            if self._interactive:
-                _, _, waiter = heapq.heappop(self._interactive)
-                if waiter.cancelled():  # its task is being cancelled and no longer waits
-                    continue
-                self._free -= 1
-            elif self._low and self._low_free and self._free > self._kept:
-                waiter = self._low.popleft()
-                if waiter.cancelled():
-                    continue
-                self._free -= 1
-                self._low_free -= 1
+            for work in Work:
+                waiting = self._waiting[work]
+                if waiting and self._can_take(work):
+                    break
             else:
                 return
+            _, _, waiter = heapq.heappop(waiting)
+            if waiter.cancelled():  # its task is being cancelled and no longer waits
+                continue
+            self._hold(work)
             waiter.set_result(True)
 
     def close(self) -> None:
         """Take no more: every waiter, and every later ``take``, gets False."""
         self._closed = True
-        for waiter in (*(waiter for _, _, waiter in self._interactive), *self._low):
-            if not waiter.cancelled():
-                waiter.set_result(False)
-        self._interactive.clear()
-        self._low.clear()
+        for waiting in self._waiting:
+            for _, _, waiter in waiting:
+                if not waiter.cancelled():
+                    waiter.set_result(False)
+            waiting.clear()

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from ingress.runtime import Runtime
 from loadtests.fake_upstream import FakeUpstream
+from scheduler.priority import Work
 from scheduler.topology import Topology
 from schema.catalog import GatewayConfig, parse_config
 from tests.conftest import MODES
@@ -167,7 +168,8 @@ def test_the_class_is_the_rabbitmq_message_priority(serial: Gateway) -> None:
         topology = Topology(serial.settings.namespace)
         async with connection:
             channel = await connection.channel()
-            for name, count in ((topology.job_queue("idle"), 2), (topology.low_job_queue("idle"), 4)):
+            for name, count in ((topology.job_queue("idle", Work.REALTIME), 1), (topology.job_queue("idle"), 1),
+                                (topology.job_queue("idle", Work.LOW), 4)):
                 queue = await channel.declare_queue(name, passive=True)
                 for _ in range(count):
                     message = await queue.get(timeout=5)
@@ -177,6 +179,7 @@ def test_the_class_is_the_rabbitmq_message_priority(serial: Gateway) -> None:
                     await message.ack()
         return priorities
 
-    # Bulk jobs wait in the provider's low queue (reserved slots), the others in its main queue.
-    assert asyncio.run(take()) == {"r": (4, "idle"), "r-as-bulk": (1, "low"), "s": (2, "idle"), "b": (1, "low"),
+    # Each kind of work waits in a queue of its own (reserved slots): bulk jobs in the provider's low
+    # queue, realtime ones in its realtime queue, standard ones in its main queue.
+    assert asyncio.run(take()) == {"r": (4, "realtime"), "r-as-bulk": (1, "low"), "s": (2, "idle"), "b": (1, "low"),
                                    "b-as-realtime": (1, "low"), "s-as-bulk": (1, "low")}

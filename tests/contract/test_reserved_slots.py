@@ -2,7 +2,9 @@
 bulk and batch work, so a saturating stream of slow bulk jobs holds at most
 3 slots and a realtime or standard job starts at once beside them; a slot
 that frees goes to a waiting standard job before a waiting bulk one; and
-interactive traffic alone still uses all 4 slots.
+interactive traffic alone still uses all 4 slots. With one slot kept for
+realtime work (``GATEWAYZ_REALTIME_SLOTS``), a saturating stream of slow
+standard jobs holds at most 3 slots and a realtime job starts at once.
 
 The fake upstream holds each ``hold <name>`` request until the test
 releases ``name``, so "slow" lasts exactly as long as the test needs, and
@@ -101,6 +103,17 @@ def gateway(request: pytest.FixtureRequest, upstream: HoldingUpstream,
         yield gateway
 
 
+@pytest.fixture(scope="module", params=MODES)
+def guarded(request: pytest.FixtureRequest, upstream: HoldingUpstream,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """As ``gateway``, its pools keeping one slot for realtime work alone."""
+    data_dir = tmp_path_factory.mktemp(f"realtime-reserve-{request.param}")
+    with gateway_in_mode(request.param, reserve_config(upstream.url), data_dir,  # type: ignore[attr-defined]
+                         roles=pools_of_four, request_timeout=30, admission_control=False,
+                         realtime_slots=1) as gateway:
+        yield gateway
+
+
 class Traffic:
     """Requests sent in the background to one model, each text tagged so
     that tests never see each other's: ``hold`` ones are held by the
@@ -145,26 +158,37 @@ def traffic(gateway: Gateway, upstream: HoldingUpstream, model: str) -> Iterator
     assert {response.status_code for response in sent.results.values()} == {200}
 
 
+def saturate(sent: Traffic, key: str, kind: str) -> None:
+    """Six held jobs of ``key``, named ``<kind>N``: they fill the 3 slots
+    their kind may hold, and no more."""
+    for index in range(6):
+        sent.send(key, f"{kind}{index}")
+    wait_until(lambda: len(sent.held(kind)) == CONCURRENCY - 1, f"{kind} jobs fill their 3 slots")
+    time.sleep(0.3)  # time for a 4th, were it to be taken
+    assert len(sent.held(kind)) == CONCURRENCY - 1, f"{kind} work never takes the reserved slot"
+
+
+def answered_at_once(sent: Traffic, key: str, name: str) -> None:
+    """A request of ``key``, not held, is answered without waiting for a held job to end."""
+    text = f"{sent.tag}-{name}"
+    started = time.monotonic()
+    response = httpx.post(f"{sent.gateway.base_url}/chat/completions", timeout=10,
+                          headers={"authorization": f"Bearer {key}"},
+                          json={"model": sent.model, "messages": [{"role": "user", "content": text}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"Echo: {text}"
+    assert int(response.headers["x-gatewayz-queue-ms"]) < 1000
+    assert time.monotonic() - started < 5
+
+
 def test_low_work_leaves_the_reserved_slot_to_interactive_jobs(gateway: Gateway, upstream: HoldingUpstream) -> None:
     bulk, realtime, standard = (gateway.create_key("10", plan=plan) for plan in ("bulk", "realtime", None))
     with traffic(gateway, upstream, "mixed-model") as sent:
-        for index in range(6):
-            sent.send(bulk, f"bulk{index}")
-        wait_until(lambda: len(sent.held("bulk")) == CONCURRENCY - 1, "bulk jobs fill their 3 slots")
-        time.sleep(0.3)  # time for a 4th, were it to be taken
-        assert len(sent.held("bulk")) == CONCURRENCY - 1, "bulk work never takes the reserved slot"
-
+        saturate(sent, bulk, "bulk")
         # The pool is saturated with bulk work that will not end before the
         # test says so: these can only be answered from the reserved slot.
-        for text, key in ((f"{sent.tag}-realtime", realtime), (f"{sent.tag}-standard", standard)):
-            started = time.monotonic()
-            response = httpx.post(f"{gateway.base_url}/chat/completions", timeout=10,
-                                  headers={"authorization": f"Bearer {key}"},
-                                  json={"model": "mixed-model", "messages": [{"role": "user", "content": text}]})
-            assert response.status_code == 200, response.text
-            assert response.json()["choices"][0]["message"]["content"] == f"Echo: {text}"
-            assert int(response.headers["x-gatewayz-queue-ms"]) < 1000
-            assert time.monotonic() - started < 5
+        answered_at_once(sent, realtime, "realtime")
+        answered_at_once(sent, standard, "standard")
         assert len(sent.held("bulk")) == CONCURRENCY - 1, "no bulk job ended meanwhile"
 
 
@@ -197,3 +221,11 @@ def test_interactive_jobs_alone_use_every_slot(gateway: Gateway, upstream: Holdi
         wait_until(lambda: len(sent.held()) == CONCURRENCY, "standard jobs fill all 4 slots")
         time.sleep(0.3)
         assert len(sent.held()) == CONCURRENCY, "and no more"
+
+
+def test_standard_work_leaves_the_realtime_slot(guarded: Gateway, upstream: HoldingUpstream) -> None:
+    realtime, standard = (guarded.create_key("10", plan=plan) for plan in ("realtime", None))
+    with traffic(guarded, upstream, "plain-model") as sent:
+        saturate(sent, standard, "std")
+        answered_at_once(sent, realtime, "realtime")
+        assert len(sent.held("std")) == CONCURRENCY - 1, "no standard job ended meanwhile"

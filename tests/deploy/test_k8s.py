@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from scheduler.priority import Work
 from scheduler.topology import Topology
 from schema.catalog import ConfigError, GatewayConfig, load_config
 from schema.settings import Settings
@@ -231,12 +232,16 @@ def autoscaling_problems(resources: list[Resource]) -> list[str]:
         worker = workers[target]
         if scaler["spec"].get("minReplicaCount", 0) < 1:
             problems.append(f"ScaledObject {name}: a pool with no worker gets 503s, so it cannot wake on its queue")
-        queue = Topology(worker.env.get("GATEWAYZ_NAMESPACE", Settings.model_fields["namespace"].default)
-                         ).job_queue(parse_command(worker.args).params["provider"])
+        # Interactive work scales a pool: its realtime and standard queues (not its low one, which only
+        # fills the pods there are).
+        topology = Topology(worker.env.get("GATEWAYZ_NAMESPACE", Settings.model_fields["namespace"].default))
+        provider = parse_command(worker.args).params["provider"]
+        queues = {topology.job_queue(provider, work) for work in (Work.REALTIME, Work.STANDARD)}
+        watched = {trigger["metadata"].get("queueName") for trigger in scaler["spec"]["triggers"]}
+        if watched != queues:
+            problems.append(f"ScaledObject {name}: watches {sorted(map(str, watched))}, "
+                            f"its pool's interactive queues are {sorted(queues)}")
         for trigger in scaler["spec"]["triggers"]:
-            if trigger["metadata"].get("queueName") != queue:
-                problems.append(f"ScaledObject {name}: watches {trigger['metadata'].get('queueName')!r}, "
-                                f"its pool consumes {queue!r}")
             auth = auths.get((trigger.get("authenticationRef") or {}).get("name", ""))
             hosts = [secrets.get(ref["name"], {}).get(ref["key"])
                      for ref in ((auth or {}).get("spec") or {}).get("secretTargetRef") or []
@@ -419,6 +424,8 @@ BREAKAGES: dict[str, tuple[Callable[[list[Resource]], list[str]], Callable[[list
             "preStop"]["exec"].update(command=["sleep", "30"]))),
     "wrong queue": (autoscaling_problems, _edit("ScaledObject", "gatewayz-worker-openai",
                                                 lambda s: _trigger(s)["metadata"].update(queueName="jobs.openai"))),
+    "realtime queue not watched": (autoscaling_problems, _edit("ScaledObject", "gatewayz-worker-openai",
+                                                               lambda s: s["spec"]["triggers"].pop())),
     "pool without a ScaledObject": (autoscaling_problems, _remove("ScaledObject", "gatewayz-worker-openai")),
     "scale to zero": (autoscaling_problems, _edit("ScaledObject", "gatewayz-worker-mock",
                                                   lambda s: s["spec"].update(minReplicaCount=0))),

@@ -13,6 +13,7 @@ import aio_pika
 import pytest
 
 from scheduler.connections import amqp_connection
+from scheduler.priority import Work
 from scheduler.queues.rabbitmq import RabbitJobQueue, RabbitUsageQueue
 from scheduler.topology import Topology
 from schema.jobs import Job, Price, Route, Usage, UsageEvent
@@ -27,7 +28,7 @@ async def topology() -> AsyncIterator[Topology]:
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
         channel = await connection.channel()
-        for queue in (topology.job_queue("p"), topology.low_job_queue("p"), topology.dead_queue, topology.usage_queue):
+        for queue in (*(topology.job_queue("p", work) for work in Work), topology.dead_queue, topology.usage_queue):
             await channel.queue_delete(queue)
         for exchange in (topology.jobs_exchange, topology.dead_exchange):
             await channel.exchange_delete(exchange)

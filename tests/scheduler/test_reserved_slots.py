@@ -1,9 +1,11 @@
 """Reserved slots in both job queues, the in-process one and RabbitMQ's on
 the real broker: a pool of 4 with 1 reserved runs at most 3 bulk or batch
 jobs at once, a realtime job beside them without waiting, bulk before
-batch; low work is routed to its own queue and counted in the depth; a
-pool that stops serving starts none of the jobs waiting for a slot, and
-they are served again."""
+batch; with a slot kept for realtime work, at most 3 standard jobs, however
+many wait, and a realtime job beside them at once; each kind of work is
+routed to its own queue and counted in the depth; a pool that stops
+serving starts none of the jobs waiting for a slot, and they are served
+again."""
 
 from __future__ import annotations
 
@@ -15,16 +17,18 @@ import aio_pika
 import pytest
 
 from scheduler.connections import amqp_connection
-from scheduler.priority import BATCH_PRIORITY, MESSAGE_PRIORITY
+from scheduler.priority import BATCH_PRIORITY, MESSAGE_PRIORITY, Work
 from scheduler.queues import JobQueue
 from scheduler.queues.memory import MemoryJobQueue
 from scheduler.queues.rabbitmq import RabbitJobQueue
+from scheduler.queues.slots import Reserve
 from scheduler.topology import Topology
 from schema.jobs import Job, Price, Route
 from tests.scheduler.test_rabbitmq import topology  # noqa: F401 (fixture)
 from tests.support.services import BROKER_URL
 
-BULK, REALTIME = MESSAGE_PRIORITY["bulk"], MESSAGE_PRIORITY["realtime"]
+BULK, STANDARD, REALTIME = MESSAGE_PRIORITY["bulk"], MESSAGE_PRIORITY["standard"], MESSAGE_PRIORITY["realtime"]
+ONE_RESERVED = Reserve(1)
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
@@ -43,14 +47,15 @@ def job(name: str, priority: int) -> Job:
 
 
 class Pool:
-    """A pool of 4 slots, 1 reserved, whose jobs run until the test ends
-    them (``finish``): what it holds is what it runs."""
+    """A pool of 4 slots, 1 reserved unless told, whose jobs run until the
+    test ends them (``finish``): what it holds is what it runs."""
 
-    def __init__(self, queue: JobQueue, *, drain_timeout: float = 0) -> None:
+    def __init__(self, queue: JobQueue, *, drain_timeout: float = 0, reserve: Reserve = ONE_RESERVED) -> None:
         self.running: list[str] = []
         self.started: list[str] = []
         self._finish: dict[str, asyncio.Event] = {}
-        self._server = asyncio.create_task(queue.serve("p", 4, self.handle, drain_timeout=drain_timeout, reserved=1))
+        self._server = asyncio.create_task(queue.serve("p", 4, self.handle, drain_timeout=drain_timeout,
+                                                       reserve=reserve))
 
     async def handle(self, item: Job, redelivered: bool) -> None:
         self.started.append(item.model)
@@ -98,6 +103,31 @@ async def test_low_work_leaves_a_slot_to_realtime_jobs(queue: JobQueue) -> None:
         await pool.stop()
 
 
+async def test_standard_work_leaves_the_realtime_reserve(queue: JobQueue) -> None:
+    standard = [f"standard{index}" for index in range(8)]
+    for name in standard:
+        await queue.enqueue(job(name, STANDARD))
+    pool = Pool(queue, reserve=Reserve(1, 1))
+    try:
+        await pool.until(lambda: len(pool.running) == 3, "standard work fills its 3 slots")
+        await asyncio.sleep(0.2)  # time for a 4th, were it to be taken
+        assert pool.running == standard[:3]
+        # On RabbitMQ no standard job waits in the pool for a slot (it takes no more than it may run), so
+        # none holds the realtime job back in the broker.
+        await queue.enqueue(job("realtime", REALTIME))
+        started = time.monotonic()
+        await pool.until(lambda: "realtime" in pool.running, "the realtime job runs")
+        assert time.monotonic() - started < 1, "without waiting for a standard job to finish"
+        pool.finish("realtime")
+        await asyncio.sleep(0.2)
+        assert len(pool.running) == 3, "the reserve is realtime's alone"
+        pool.finish("standard0")
+        await pool.until(lambda: "standard3" in pool.running, "a freed standard slot goes to the next one")
+    finally:
+        pool.finish(*standard)
+        await pool.stop()
+
+
 async def test_interactive_jobs_alone_use_every_slot(queue: JobQueue) -> None:
     for index in range(5):
         await queue.enqueue(job(f"standard{index}", MESSAGE_PRIORITY["standard"]))
@@ -111,17 +141,17 @@ async def test_interactive_jobs_alone_use_every_slot(queue: JobQueue) -> None:
         await pool.stop()
 
 
-async def test_low_work_waits_in_its_own_queue_and_counts_in_the_depth(queue: JobQueue,
-                                                                       topology: Topology) -> None:  # noqa: F811
-    for name, priority in [("batch", BATCH_PRIORITY), ("bulk", BULK), ("standard", 2), ("realtime", REALTIME)]:
+async def test_each_kind_of_work_waits_in_its_own_queue_and_counts_in_the_depth(
+        queue: JobQueue, topology: Topology) -> None:  # noqa: F811
+    for name, priority in [("batch", BATCH_PRIORITY), ("bulk", BULK), ("standard", STANDARD), ("realtime", REALTIME)]:
         await queue.enqueue(job(name, priority))
     assert await queue.depth("p") == 4
     if isinstance(queue, RabbitJobQueue):
         async with await aio_pika.connect(BROKER_URL) as connection:
             channel = await connection.channel()
-            counts = [(await channel.declare_queue(name, passive=True)).declaration_result.message_count
-                      for name in (topology.job_queue("p"), topology.low_job_queue("p"))]
-        assert counts == [2, 2]
+            counts = [(await channel.declare_queue(topology.job_queue("p", work), passive=True))
+                      .declaration_result.message_count for work in Work]
+        assert counts == [1, 1, 2]
 
 
 async def test_a_stopping_pool_starts_none_of_the_jobs_waiting_for_a_slot(queue: JobQueue) -> None:

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
+from scheduler.priority import Work
 from scheduler.topology import Topology
 
 BROKER_URL = os.environ.get("GATEWAYZ_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -98,8 +99,8 @@ async def delete_namespace(namespace: str, providers: list[str]) -> None:
     async with connection:
         for provider in providers:
             channel = await connection.channel()
-            await channel.queue_delete(topology.job_queue(provider))
-            await channel.queue_delete(topology.low_job_queue(provider))
+            for work in Work:
+                await channel.queue_delete(topology.job_queue(provider, work))
         channel = await connection.channel()
         prober = topology.prober_queue  # dramatiq's, with its delay (.XQ) and dead-letter (.DQ) queues
         for queue in (topology.usage_queue, topology.dead_queue, topology.parked_queue, prober, f"{prober}.DQ",

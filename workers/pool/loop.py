@@ -18,6 +18,7 @@ import time
 
 from scheduler.logs import JOB_ID
 from scheduler.queues import JobQueue, UsageQueue
+from scheduler.queues.slots import NO_RESERVE, Reserve
 from scheduler.result_bus import ResultBus
 from scheduler.tracing import Tracing
 from schema.catalog import ProviderSpec
@@ -54,7 +55,7 @@ class ProviderPool:
         results: ResultBus,
         usage: UsageQueue,
         concurrency: int,
-        reserved: int = 0,
+        reserve: Reserve = NO_RESERVE,
         drain_timeout: float = 0,
         breakers: Breakers | None = None,
         retries: RetryPolicy | None = None,
@@ -63,14 +64,14 @@ class ProviderPool:
         tracing: Tracing | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
-        """``reserved`` of the ``concurrency`` slots are kept from bulk and
-        batch jobs (``scheduler.queues.slots``). ``cancels`` is the process's
+        """``reserve``: the slots kept from bulk and batch jobs, and those
+        kept for realtime ones alone (``scheduler.queues.slots``). ``cancels`` is the process's
         watch, shared by its pools; without one, the pool runs its own.
         ``tracing``: None unless the process traces."""
         self.provider = provider
         self.adapter = adapter
         self.concurrency = concurrency
-        self.reserved = reserved
+        self.reserve = reserve
         self.drain_timeout = drain_timeout
         self._jobs = jobs
         self._results = results
@@ -89,12 +90,12 @@ class ProviderPool:
         self._tracing = tracing
 
     async def run(self) -> None:
-        log.info("pool %s serving with concurrency %d (%d kept from bulk and batch jobs)", self.provider.name,
-                 self.concurrency, self.reserved)
+        log.info("pool %s serving with concurrency %d (%d kept from bulk and batch jobs, %d of them for realtime "
+                 "jobs alone)", self.provider.name, self.concurrency, self.reserve.interactive, self.reserve.realtime)
         watch = asyncio.create_task(self._cancels.run(), name="cancellations") if self._own_cancels else None
         try:
             await self._jobs.serve(self.provider.name, self.concurrency, self.handle, drain_timeout=self.drain_timeout,
-                                   reserved=self.reserved)
+                                   reserve=self.reserve)
         finally:
             if watch is not None:
                 watch.cancel()
