@@ -24,8 +24,9 @@ or not started yet); one whose workers have all been gone for
 ``max_age`` old), so admission costs no round trip on most requests; a
 refusal is decided on a fresh view.
 
-A view is read from two stores, the broker (the queue's total depth) and
-the pool statistics (Redis in distributed mode); either may fail or, worse,
+A view is read from two stores, the broker (the queue's total depth, to
+which the workers' beats add the jobs they hold for a slot) and the pool
+statistics (Redis in distributed mode); either may fail or, worse,
 hang (a partitioned broker answers nothing until its heartbeat gives up).
 A read is waited for ``read_timeout`` seconds at most, counted from when it
 began, so in an outage one request waits that long and the others none. The
@@ -95,7 +96,7 @@ class PoolView:
 
     provider: str
     depth: dict[int, int]  # waiting jobs by message priority (corrected against the total)
-    total_depth: int  # waiting jobs, as the queue itself counts them
+    total_depth: int  # waiting jobs, as the queue counts them, and those its workers hold for a slot
     workers: list[WorkerBeat] = field(default_factory=list)
     last_seen: float | None = None
     read_at: float = 0.0
@@ -276,7 +277,9 @@ class PoolWatch:
 
     async def _read(self, provider: str) -> PoolView:
         async with asyncio.timeout(READ_LIMIT):
-            counts, total = await asyncio.gather(self._stats.read(provider), self._jobs.depth(provider))
+            counts, queued = await asyncio.gather(self._stats.read(provider), self._jobs.depth(provider))
+            # Jobs a worker took from the broker and holds for a slot still wait, out of the queue's count.
+            total = queued + sum(worker.waiting for worker in counts.workers)
             await self._forget_drift(provider, counts, total)
         view = PoolView(provider, corrected(counts, total), total, counts.workers, counts.last_seen,
                         read_at=time.monotonic())

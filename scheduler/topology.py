@@ -123,6 +123,10 @@ class Topology:
         """Redis hash: worker id -> its last beat (JSON, ``scheduler.pool_stats.WorkerBeat``)."""
         return f"{self.namespace}:pool:{provider}:workers"
 
+    def pool_waiting(self, provider: str) -> str:
+        """Redis hash: worker id -> jobs it took that wait in it for a slot (``WorkerBeat.waiting``)."""
+        return f"{self.namespace}:pool:{provider}:waiting"
+
     def pool_seen(self, provider: str) -> str:
         """Redis string: when any worker of ``provider`` last beat (epoch seconds)."""
         return f"{self.namespace}:pool:{provider}:seen"

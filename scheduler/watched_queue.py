@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 from scheduler.pool_stats import PoolStatsStore, WorkerBeat
 from scheduler.queues import JobHandler, JobQueue
@@ -45,6 +46,7 @@ class ServiceMeter:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self.in_flight = 0
+        self.waiting = 0  # jobs taken from the broker that wait for a slot
         self.completed = 0
         self.service_time: float | None = None
         self._started_at = time.monotonic()
@@ -93,8 +95,14 @@ class WatchedJobQueue:
         return await self._jobs.depth(provider)
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserve: Reserve = NO_RESERVE) -> None:
+                    reserve: Reserve = NO_RESERVE, waiting: Callable[[int], None] | None = None) -> None:
         meter = ServiceMeter(concurrency)
+
+        def count_waiting(delta: int) -> None:  # in the pool's beat, and for the caller if it asked
+            meter.waiting += delta
+            if waiting is not None:
+                waiting(delta)
+
         worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
         async def metered(job: Job, redelivered: bool) -> None:
@@ -109,7 +117,8 @@ class WatchedJobQueue:
         await self._beat(provider, worker, meter)  # seen before the first job is taken
         beating = asyncio.create_task(self._beating(provider, worker, meter), name=f"beats of {provider}")
         try:
-            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout, reserve=reserve)
+            await self._jobs.serve(provider, concurrency, metered, drain_timeout=drain_timeout, reserve=reserve,
+                                   waiting=count_waiting)
         finally:
             beating.cancel()
             await self.flush()
@@ -153,7 +162,8 @@ class WatchedJobQueue:
     async def _beat(self, provider: str, worker: str, meter: ServiceMeter) -> None:
         beat = WorkerBeat(worker=worker, provider=provider, concurrency=meter.concurrency,
                           in_flight=meter.in_flight, completed=meter.completed, service_rate=meter.rate(),
-                          service_time=meter.service_time, expires_at=time.time() + BEAT_TTL)
+                          service_time=meter.service_time, expires_at=time.time() + BEAT_TTL,
+                          waiting=meter.waiting)
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
                 await self._stats.beat(beat)

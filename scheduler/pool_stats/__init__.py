@@ -37,6 +37,10 @@ class WorkerBeat:
     service_rate: float  # jobs finished per second over the recent window
     service_time: float | None  # seconds a job holds a slot (moving average); None: none finished yet
     expires_at: float
+    # Jobs it took from the broker that wait in it for a slot (``scheduler.queues.slots``): still
+    # counted waiting, but no longer in the broker's depth. Kept apart from the beat's JSON in Redis,
+    # so a reader that knows no such field reads the beat as before.
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)

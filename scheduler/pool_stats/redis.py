@@ -19,8 +19,9 @@ from schema.errors import StoreUnavailable
 
 class RedisPoolStats:
     """Per provider: a hash of counts by priority, a hash of worker beats
-    (JSON) and the time of the last beat. A read is one round trip (two when
-    it drops beats that expired)."""
+    (JSON, without ``waiting``), a hash of each worker's jobs waiting in it,
+    and the time of the last beat. A read is one round trip (two when it
+    drops beats that expired)."""
 
     def __init__(self, client: redis.Redis, topology: Topology) -> None:
         self._client = client
@@ -37,13 +38,22 @@ class RedisPoolStats:
     async def beat(self, beat: WorkerBeat) -> None:
         with _reaching_stats():
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hset(self._topology.pool_workers(beat.provider), beat.worker, orjson.dumps(asdict(beat)))
+                fields = asdict(beat)
+                waiting = fields.pop("waiting")
+                pipe.hset(self._topology.pool_workers(beat.provider), beat.worker, orjson.dumps(fields))
+                pipe.hset(self._topology.pool_waiting(beat.provider), beat.worker, waiting)
                 pipe.set(self._topology.pool_seen(beat.provider), repr(time.time()))
                 await pipe.execute()
 
     async def leave(self, provider: str, worker: str) -> None:
+        await self._drop(provider, {worker})
+
+    async def _drop(self, provider: str, workers: set[str]) -> None:
         with _reaching_stats():
-            await self._client.hdel(self._topology.pool_workers(provider), worker)
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hdel(self._topology.pool_workers(provider), *workers)
+                pipe.hdel(self._topology.pool_waiting(provider), *workers)
+                await pipe.execute()
 
     async def read(self, provider: str) -> PoolCounts:
         with _reaching_stats():
@@ -51,13 +61,15 @@ class RedisPoolStats:
                 pipe.hgetall(self._topology.pool_depth(provider))
                 pipe.hgetall(self._topology.pool_workers(provider))
                 pipe.get(self._topology.pool_seen(provider))
-                depth_raw, beats_raw, seen = await pipe.execute()
-        beats = [WorkerBeat(**orjson.loads(raw)) for raw in beats_raw.values()]
+                pipe.hgetall(self._topology.pool_waiting(provider))
+                depth_raw, beats_raw, seen, waiting_raw = await pipe.execute()
+        waiting = {worker.decode(): int(count) for worker, count in waiting_raw.items()}
+        beats = [WorkerBeat(**orjson.loads(raw), waiting=waiting.get(worker.decode(), 0))
+                 for worker, raw in beats_raw.items()]
         live = live_beats(beats, time.time())
         gone = {beat.worker for beat in beats} - {beat.worker for beat in live}
         if gone:
-            with _reaching_stats():
-                await self._client.hdel(self._topology.pool_workers(provider), *gone)
+            await self._drop(provider, gone)
         depth = {int(priority): int(count) for priority, count in depth_raw.items()}
         return PoolCounts(depth, live, float(seen) if seen is not None else None)
 

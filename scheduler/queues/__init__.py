@@ -48,13 +48,15 @@ class JobQueue(Protocol):
     async def enqueue(self, job: Job) -> None: ...
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserve: Reserve = NO_RESERVE) -> None:
+                    reserve: Reserve = NO_RESERVE, waiting: Callable[[int], None] | None = None) -> None:
         """Consume ``provider``'s jobs until cancelled; then take no more and
         give the jobs in hand up to ``drain_timeout`` seconds to finish (those
         still running are redelivered, or dropped in memory). The lower kinds
         of work leave ``reserve``'s slots to the higher ones, and a slot that
         frees goes to a realtime job first, then a standard one
-        (``scheduler.queues.slots``)."""
+        (``scheduler.queues.slots``). ``waiting`` is told (+1, then -1) of
+        each job taken from the broker that waits for a slot: out of the
+        queue's depth, yet not started (the in-process queue never has one)."""
         ...
 
     async def depth(self, provider: str) -> int: ...

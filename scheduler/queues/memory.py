@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 from scheduler.priority import Work, work_of
 from scheduler.queues import USAGE_BATCH, DeadLetter, DeadLetterHandler, JobHandler, UsageHandler
@@ -59,10 +60,11 @@ class MemoryJobQueue:
         return len(self._waiting.get(provider, {}))
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserve: Reserve = NO_RESERVE) -> None:
+                    reserve: Reserve = NO_RESERVE, waiting: Callable[[int], None] | None = None) -> None:
+        # A job leaves its queue only for a free slot: none waits in the pool, so ``waiting`` is never told.
         queues = self._queues_of(provider)
         arrived = self._arrival(provider)
-        waiting = self._waiting.setdefault(provider, {})
+        expiries = self._waiting.setdefault(provider, {})
         # Slots free, and those each kind of work (with the kinds below it) may still take.
         free, room = concurrency, [reserve.share(concurrency, work) for work in Work]
         running: set[asyncio.Task[None]] = set()
@@ -93,7 +95,7 @@ class MemoryJobQueue:
                     await arrived.wait()
                     continue
                 _, order, job = queues[work].get_nowait()
-                expiry = waiting.pop(order, None)
+                expiry = expiries.pop(order, None)
                 if expiry is None:  # it expired while it waited: dead-lettered already
                     continue
                 expiry.cancel()

@@ -54,6 +54,10 @@ async def _ack(message: AbstractIncomingMessage, what: str, *, multiple: bool = 
         log.warning("could not ack %s (channel lost); it will be redelivered", what)
 
 
+def _uncounted(delta: int) -> None:
+    """Where a pool's jobs waiting for a slot go when nobody counts them."""
+
+
 async def _declare_dead_letters(channel: AbstractChannel, topology: Topology) -> None:
     dead = await channel.declare_exchange(topology.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
     queue = await channel.declare_queue(topology.dead_queue, durable=True)
@@ -188,13 +192,19 @@ class RabbitJobQueue:
         return total
 
     async def serve(self, provider: str, concurrency: int, handle: JobHandler, *, drain_timeout: float = 0,
-                    reserve: Reserve = NO_RESERVE) -> None:
+                    reserve: Reserve = NO_RESERVE, waiting: Callable[[int], None] | None = None) -> None:
         slots = Slots(concurrency, reserve)
         in_hand: set[asyncio.Task[object]] = set()
+        count_waiting = waiting or _uncounted
 
         def consumer(work: Work, queue_name: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
             async def on_message(message: AbstractIncomingMessage) -> None:
-                if not await slots.take(work, message.priority or 0):
+                count_waiting(1)
+                try:
+                    granted = await slots.take(work, message.priority or 0)
+                finally:
+                    count_waiting(-1)
+                if not granted:
                     return  # draining: left unacknowledged, so it is redelivered once its channel closes
                 task = asyncio.current_task()
                 if task is not None:

@@ -83,11 +83,19 @@ class Slots:
     work gets the slot then. Without this, low work would win every slot
     freed while interactive traffic keeps the pool busy. (Low work that
     does not wait here has no backlog: the broker pushes low jobs until as
-    many are in hand as low work may hold.)"""
+    many are in hand as low work may hold.)
 
-    __slots__ = ("_free", "_room", "_waiting", "_closed", "_order", "_kept")
+    Likewise a slot freed by a realtime job while as many realtime jobs are
+    in hand (taken or waiting here) as the broker pushes is kept from
+    standard and low work for the grace: more realtime jobs may wait in the
+    broker, unseen, and the next is pushed once the ack that freed the slot
+    is out; a standard job already here would otherwise take it first."""
+
+    __slots__ = ("_free", "_room", "_waiting", "_closed", "_order", "_kept", "_kept_for_realtime",
+                 "_realtime_in_hand", "_capacity")
 
     def __init__(self, capacity: int, reserve: Reserve = NO_RESERVE) -> None:
+        self._capacity = capacity  # the realtime jobs the broker pushes at most
         self._free = capacity
         # Slots each kind of work, with the kinds below it, may still take (realtime's is unused: ``_free``).
         self._room = [reserve.share(capacity, work) for work in Work]
@@ -95,19 +103,25 @@ class Slots:
         self._waiting: list[list[tuple[int, int, asyncio.Future[bool]]]] = [[] for _ in Work]
         self._order = itertools.count()
         self._kept = 0  # free slots kept from low work for INTERACTIVE_GRACE
+        self._kept_for_realtime = 0  # … and from standard work too
+        self._realtime_in_hand = 0  # realtime jobs taken or waiting
         self._closed = False
 
     def _can_take(self, work: Work) -> bool:
-        room = self._room
+        room, free = self._room, self._free
         if work is Work.LOW:
-            return bool(room[Work.LOW] and room[Work.STANDARD]) and self._free > self._kept
-        return bool(room[work] and self._free)
+            return bool(room[Work.LOW] and room[Work.STANDARD]) and free > self._kept + self._kept_for_realtime
+        if work is Work.STANDARD:
+            return bool(room[Work.STANDARD]) and free > self._kept_for_realtime
+        return bool(free)
 
     def _hold(self, work: Work) -> None:
         self._free -= 1
         for kind in range(work, 0, -1):  # the rooms it counts in: its kind's and those above (realtime's is _free)
             self._room[kind] -= 1
-        if work is not Work.LOW and self._kept:
+        if work is Work.REALTIME and self._kept_for_realtime:
+            self._kept_for_realtime -= 1
+        elif work is not Work.LOW and self._kept:
             self._kept -= 1
 
     async def take(self, work: Work, priority: int = 0) -> bool:
@@ -117,6 +131,8 @@ class Slots:
         priority, which orders the waiters of its kind."""
         if self._closed:
             return False
+        if work is Work.REALTIME:
+            self._realtime_in_hand += 1
         waiting = self._waiting[work]
         if not waiting and self._can_take(work):
             self._hold(work)
@@ -129,10 +145,14 @@ class Slots:
             if waiter.done() and not waiter.cancelled() and waiter.result():
                 self.release(work)  # granted just as it was cancelled: hand it on
             else:
+                if work is Work.REALTIME:
+                    self._realtime_in_hand -= 1
                 # Rare (a pool stopping, a lost channel): a linear removal is fine.
                 self._waiting[work] = [entry for entry in waiting if entry[2] is not waiter]
                 heapq.heapify(self._waiting[work])
             raise
+        if not granted and work is Work.REALTIME:
+            self._realtime_in_hand -= 1
         return granted
 
     def release(self, work: Work) -> None:
@@ -140,9 +160,18 @@ class Slots:
         for kind in range(work, 0, -1):
             self._room[kind] += 1
         waiting = self._waiting
+        kept = False
+        if work is Work.REALTIME:
+            if self._realtime_in_hand == self._capacity and not waiting[Work.REALTIME]:
+                # The broker may hold more realtime jobs: the next is on its way.
+                self._kept_for_realtime += 1
+                asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._unkeep_for_realtime)
+                kept = True
+            self._realtime_in_hand -= 1
         if not any(waiting):
             return
-        if work is not Work.LOW and waiting[Work.LOW] and not waiting[Work.REALTIME] and not waiting[Work.STANDARD]:
+        if (not kept and work is not Work.LOW and waiting[Work.LOW] and not waiting[Work.REALTIME]
+                and not waiting[Work.STANDARD]):
             self._kept += 1
             asyncio.get_running_loop().call_later(INTERACTIVE_GRACE, self._unkeep)
         self._grant()
@@ -150,6 +179,11 @@ class Slots:
     def _unkeep(self) -> None:
         if self._kept:
             self._kept -= 1
+        self._grant()
+
+    def _unkeep_for_realtime(self) -> None:
+        if self._kept_for_realtime:
+            self._kept_for_realtime -= 1
         self._grant()
 
     def _grant(self) -> None:

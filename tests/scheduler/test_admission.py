@@ -5,10 +5,12 @@ Redis), with the watched queue that keeps them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from scheduler.admission import (
@@ -33,9 +35,10 @@ from tests.support.services import redis_namespace
 
 
 def worker(concurrency: int, in_flight: int = 0, rate: float = 0.0, service_time: float | None = None,
-           name: str = "w1", expires_in: float = 3.0) -> WorkerBeat:
+           name: str = "w1", expires_in: float = 3.0, waiting: int = 0) -> WorkerBeat:
     return WorkerBeat(worker=name, provider="acme", concurrency=concurrency, in_flight=in_flight, completed=0,
-                      service_rate=rate, service_time=service_time, expires_at=time.time() + expires_in)
+                      service_rate=rate, service_time=service_time, expires_at=time.time() + expires_in,
+                      waiting=waiting)
 
 
 def view(depth: dict[int, int], *workers: WorkerBeat, last_seen: float | None = None) -> PoolView:
@@ -174,7 +177,8 @@ async def test_stores_agree(store: PoolStatsStore) -> None:
     await stats.count({("acme", 4): 1})
     await stats.count({("acme", 2): 3})
     await stats.count({("acme", 2): -1})
-    live, dying = worker(3, in_flight=2, rate=1.5, service_time=0.5, name="a"), worker(1, name="b", expires_in=0.2)
+    live = worker(3, in_flight=2, rate=1.5, service_time=0.5, name="a", waiting=2)
+    dying = worker(1, name="b", expires_in=0.2)
     await stats.beat(live)
     await stats.beat(dying)
     counts = await stats.read("acme")
@@ -186,6 +190,29 @@ async def test_stores_agree(store: PoolStatsStore) -> None:
     assert await stats.read("other") == PoolCounts({}, [], None)
     counts = await stats.read("acme")
     assert (counts.depth, counts.workers) == ({4: 1, 2: 0}, [])
+
+
+async def test_a_beat_in_redis_reads_as_before_to_a_reader_without_waiting() -> None:
+    async with redis_namespace("test-pools-") as (client, topology):
+        stats = RedisPoolStats(client, topology)
+        beat = worker(4, in_flight=4, name="a", waiting=3)
+        await stats.beat(beat)
+        raw = orjson.loads(await client.hget(topology.pool_workers("acme"), "a"))
+        assert "waiting" not in raw, "an older reader builds WorkerBeat from these fields alone"
+        assert WorkerBeat(**raw) == dataclasses.replace(beat, waiting=0)
+        assert (await stats.read("acme")).workers == [beat]
+        await stats.leave("acme", "a")
+        assert await client.hgetall(topology.pool_waiting("acme")) == {}
+
+
+async def test_jobs_a_worker_holds_for_a_slot_count_in_the_queues_total() -> None:
+    stats, jobs = MemoryPoolStats(), MemoryJobQueue()
+    await stats.count({("acme", 4): 1, ("acme", 2): 3})  # the realtime job waits in a worker, out of the queue
+    await stats.beat(worker(1, in_flight=1, rate=1.0, waiting=1))
+    for _ in range(3):
+        await jobs.enqueue(job(2))
+    view = await PoolWatch(jobs, stats, Settings()).view("acme")
+    assert (view.depth, view.total_depth) == ({4: 1, 2: 3}, 4), "no count trimmed"
 
 
 async def test_views_are_cached_for_their_max_age_and_a_refusal_reads_afresh() -> None:

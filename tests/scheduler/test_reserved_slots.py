@@ -53,9 +53,13 @@ class Pool:
     def __init__(self, queue: JobQueue, *, drain_timeout: float = 0, reserve: Reserve = ONE_RESERVED) -> None:
         self.running: list[str] = []
         self.started: list[str] = []
+        self.waiting = 0  # jobs the pool took from the broker that wait for a slot, as the queue counts them
         self._finish: dict[str, asyncio.Event] = {}
         self._server = asyncio.create_task(queue.serve("p", 4, self.handle, drain_timeout=drain_timeout,
-                                                       reserve=reserve))
+                                                       reserve=reserve, waiting=self.count_waiting))
+
+    def count_waiting(self, delta: int) -> None:
+        self.waiting += delta
 
     async def handle(self, item: Job, redelivered: bool) -> None:
         self.started.append(item.model)
@@ -125,6 +129,28 @@ async def test_standard_work_leaves_the_realtime_reserve(queue: JobQueue) -> Non
         await pool.until(lambda: "standard3" in pool.running, "a freed standard slot goes to the next one")
     finally:
         pool.finish(*standard)
+        await pool.stop()
+
+
+async def test_a_job_the_pool_holds_for_a_slot_is_counted_waiting(queue: JobQueue) -> None:
+    standard = [f"standard{index}" for index in range(4)]
+    for name in standard:
+        await queue.enqueue(job(name, STANDARD))
+    pool = Pool(queue)
+    try:
+        await pool.until(lambda: len(pool.running) == 4, "4 standard jobs fill the pool")
+        await queue.enqueue(job("realtime", REALTIME))
+        if isinstance(queue, RabbitJobQueue):  # pushed at once on its own channel, it waits in the pool
+            await pool.until(lambda: pool.waiting == 1, "the realtime job waits in the pool")
+            assert await queue.depth("p") == 0, "out of the queue's depth"
+        else:  # the in-process queue takes a job only for a free slot
+            await asyncio.sleep(0.2)
+            assert (pool.waiting, await queue.depth("p")) == (0, 1)
+        pool.finish("standard0")
+        await pool.until(lambda: "realtime" in pool.running, "the realtime job takes the freed slot")
+        assert pool.waiting == 0
+    finally:
+        pool.finish("realtime", *standard)
         await pool.stop()
 
 

@@ -196,3 +196,27 @@ async def test_a_slot_freed_by_a_realtime_job_is_kept_from_low_work_too() -> Non
     assert not low_waiter.done(), "kept for the interactive job that may follow"
     await asyncio.sleep(INTERACTIVE_GRACE * 2)
     assert low_waiter.done() and low_waiter.result(), "none came: low work gets the slot"
+
+
+async def test_a_slot_freed_while_the_broker_pushed_all_the_realtime_jobs_it_may_waits_for_the_next() -> None:
+    slots = Slots(1)
+    assert await slots.take(REALTIME)  # as many realtime jobs in hand as the broker pushes: more may wait there
+    standard_waiter = asyncio.create_task(slots.take(STANDARD))
+    await asyncio.sleep(0)
+    slots.release(REALTIME)
+    await asyncio.sleep(0)
+    assert not standard_waiter.done(), "kept for the realtime job on its way"
+    assert await taken(slots, REALTIME), "which takes it when it comes"
+    slots.release(REALTIME)
+    await asyncio.sleep(INTERACTIVE_GRACE * 2)
+    assert standard_waiter.done() and standard_waiter.result(), "none came: the standard job gets the slot"
+
+
+async def test_a_slot_freed_by_a_realtime_job_goes_to_a_standard_one_while_the_broker_may_push_more() -> None:
+    slots = Slots(2)
+    assert await slots.take(REALTIME) and await slots.take(STANDARD)
+    standard_waiter = asyncio.create_task(slots.take(STANDARD))
+    await asyncio.sleep(0)
+    slots.release(REALTIME)  # 1 realtime job in hand of the 2 the broker pushes: none waits there
+    await asyncio.sleep(0)
+    assert standard_waiter.done() and standard_waiter.result()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from scheduler.priority import Work
 from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
 from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
@@ -79,7 +80,7 @@ async def test_a_job_cancelled_while_handed_on_is_skipped_by_the_next_candidate(
     results, queue = MemoryResultBus(), MemoryJobQueue()
     item = two_candidates()
     await serve_once(Failing(), item, results, queue)
-    _, _, onward = queue._queue("second").get_nowait()
+    _, _, onward = queue._queues_of("second")[Work.STANDARD].get_nowait()
     await results.cancel(item.id, 30)  # the client left while the job moved to its next candidate
 
     adapter = Counting()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.priority import Work
 from scheduler.queues.memory import MemoryJobQueue, MemoryUsageQueue
 from scheduler.result_bus.memory import MemoryResultBus
 from schema.catalog import ProviderSpec
@@ -122,7 +123,7 @@ async def test_a_failure_before_any_event_hands_the_job_to_the_next_candidate() 
     assert events == [] and usage == [], "the hand-off sends nothing to the client and settles nothing"
     assert failing.calls == 2, "one retry on the same provider first"
     assert await queue.depth("second") == 1
-    _, _, onward = queue._queue("second").get_nowait()
+    _, _, onward = queue._queues_of("second")[Work.STANDARD].get_nowait()
     assert (onward.attempt, onward.provider) == (1, "second")
 
     events, usage = await serve_once(MockAdapter(), onward, results, queue)
@@ -157,7 +158,7 @@ async def test_a_redelivered_attempt_whose_hand_off_may_be_lost_hands_it_again_a
     assert (events, usage) == ([], [])
     assert await queue.depth("second") == 2, "handed on again: it cannot know the first hand-off was queued"
 
-    copies = [queue._queue("second").get_nowait()[2] for _ in range(2)]
+    copies = [queue._queues_of("second")[Work.STANDARD].get_nowait()[2] for _ in range(2)]
     answered = [await serve_once(MockAdapter(), copy, results, queue) for copy in copies]
     assert [[e["kind"] for e in events] for events, _ in answered] == [["response"], []], "one answer"
     assert [len(usage) for _, usage in answered] == [1, 0], "one usage event"
@@ -234,7 +235,7 @@ async def test_a_hand_off_passes_over_a_candidate_whose_circuit_is_open() -> Non
     events, usage = await serve_once(Failing(), item, results, queue, breakers=breakers)
     assert (events, usage) == ([], [])
     assert (await queue.depth("second"), await queue.depth("third")) == (0, 1), "straight to the third"
-    _, _, onward = queue._queue("third").get_nowait()
+    _, _, onward = queue._queues_of("third")[Work.STANDARD].get_nowait()
     assert (onward.attempt, onward.provider) == (2, "third")
 
     events, usage = await serve_once(MockAdapter(), onward, results, queue, breakers=breakers)
