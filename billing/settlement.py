@@ -86,11 +86,11 @@ async def _settle(ledger: Ledger, events: list[UsageEvent], now: float) -> Outco
     charges = {event.job_id: charge(event.usage, event.price, event.hold) for event in events}
     async with ledger.engine.begin() as connection:
         fresh = await _record_usage(connection, events, charges)
-        await rollups.add(connection, ((event, charges[event.job_id].cost) for event in events
-                                       if event.job_id in fresh))
-        jobs = await _close_holds(connection, [event for event in events if event.job_id in fresh], charges, now)
+        settling = [event for event in events if event.job_id in fresh]
+        await rollups.add(connection, ((event, charges[event.job_id].cost) for event in settling))
+        jobs = await _close_holds(connection, settling, charges, now)
         changes = await _charge(ledger, connection, jobs, now)
-        await record_lines(connection, [event for event in events if event.job_id in fresh])
+        await record_lines(connection, settling)
     duplicates = [event for event in events if event.job_id not in fresh]
     for job in jobs:
         if job.charge.absorbed:

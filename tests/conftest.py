@@ -13,7 +13,7 @@ from schema.catalog import GatewayConfig, parse_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import ADMIN_TOKEN, STRIPE_WEBHOOK_SECRET, Gateway, gateway_in_mode
-from tests.support.servers import ServerThread
+from tests.support.servers import serving
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 ANTHROPIC_KEY = "sk-ant-upstream-secret-0123456789"
@@ -23,25 +23,19 @@ MODES = ["embedded", "distributed"]
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream(api_key=UPSTREAM_KEY)
-    with ServerThread(fake.app, name="fake upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with serving(FakeUpstream(api_key=UPSTREAM_KEY), "fake upstream") as fake:
         yield fake
 
 
 @pytest.fixture(scope="session")
 def fake_anthropic() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=ANTHROPIC_KEY)
-    with ServerThread(fake.app, name="fake anthropic") as server:
-        fake.url = server.url
+    with serving(FakeAnthropic(api_key=ANTHROPIC_KEY), "fake anthropic") as fake:
         yield fake
 
 
 @pytest.fixture(scope="session")
 def fake_gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini(api_key=GEMINI_KEY)
-    with ServerThread(fake.app, name="fake gemini") as server:
-        fake.url = server.url
+    with serving(FakeGemini(api_key=GEMINI_KEY), "fake gemini") as fake:
         yield fake
 
 

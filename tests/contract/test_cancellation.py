@@ -25,7 +25,7 @@ from tests.conftest import MODES
 from tests.contract.test_priorities import GatedUpstream, one_at_a_time, queued, serial_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import Gateway, gateway_in_mode
-from tests.support.servers import ServerThread
+from tests.support.servers import serving
 
 GRANT = 1_000_000  # micro-credits: what create_key("1") grants
 
@@ -134,9 +134,7 @@ def test_a_stream_read_to_its_end_is_not_cancelled(gateway: Gateway, upstream: F
 
 @pytest.fixture(scope="module")
 def gated() -> Iterator[GatedUpstream]:
-    fake = GatedUpstream()
-    with ServerThread(fake.app, name="gated upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with serving(GatedUpstream(), "gated upstream") as fake:
         yield fake
 
 

@@ -24,7 +24,7 @@ from tests.support.fake_anthropic import MODELS as ANTHROPIC_MODELS
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_model_lists import FakeModelLists, ListedProvider
 from tests.support.gateway import ADMIN_TOKEN, Gateway, gateway_in_mode, running_gateway
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, serving
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 KEYS = {
@@ -58,17 +58,13 @@ GEMINI_MODELS = [
 
 @pytest.fixture(scope="module")
 def lists() -> Iterator[FakeModelLists]:
-    fake = FakeModelLists()
-    with ServerThread(fake.app, name="fake model lists") as server:
-        fake.url = server.url
+    with serving(FakeModelLists(), "fake model lists") as fake:
         yield fake
 
 
 @pytest.fixture(scope="module")
 def anthropic() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=KEYS["CLAUDE_KEY"])
-    with ServerThread(fake.app, name="fake anthropic") as server:
-        fake.url = server.url
+    with serving(FakeAnthropic(api_key=KEYS["CLAUDE_KEY"]), "fake anthropic") as fake:
         yield fake
 
 

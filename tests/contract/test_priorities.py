@@ -26,7 +26,7 @@ from scheduler.topology import Topology
 from schema.catalog import GatewayConfig, parse_config
 from tests.conftest import MODES
 from tests.support.gateway import Gateway, gateway_in_mode
-from tests.support.servers import ServerThread
+from tests.support.servers import serving
 
 
 class GatedUpstream(FakeUpstream):
@@ -49,9 +49,7 @@ class GatedUpstream(FakeUpstream):
 
 @pytest.fixture(scope="module")
 def gated() -> Iterator[GatedUpstream]:
-    fake = GatedUpstream()
-    with ServerThread(fake.app, name="gated upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with serving(GatedUpstream(), "gated upstream") as fake:
         yield fake
 
 

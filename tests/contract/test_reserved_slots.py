@@ -32,7 +32,7 @@ from schema.catalog import GatewayConfig, parse_config
 from tests.conftest import MODES
 from tests.contract.test_priorities import send, wait_until
 from tests.support.gateway import Gateway, gateway_in_mode
-from tests.support.servers import ServerThread
+from tests.support.servers import serving
 
 CONCURRENCY = 4  # the default reserve of a pool of 4 is 1 slot: low work may hold 3
 PRICE = {"input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")}
@@ -72,9 +72,7 @@ class HoldingUpstream(FakeUpstream):
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[HoldingUpstream]:
-    fake = HoldingUpstream()
-    with ServerThread(fake.app, name="holding upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with serving(HoldingUpstream(), "holding upstream") as fake:
         yield fake
 
 

@@ -18,7 +18,7 @@ from loadtests.fake_upstream import FakeUpstream
 from schema.catalog import GatewayConfig, parse_config
 from tests.support.gateway import Gateway
 from tests.support.processes import free_port
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, serving
 
 PRICES = {"input_price_per_mtok": Decimal("1.00"), "output_price_per_mtok": Decimal("2.00")}
 
@@ -48,9 +48,7 @@ def two_upstreams() -> Iterator[Upstreams]:
 @contextmanager
 def named_upstream(name: str) -> Iterator[FakeUpstream]:
     """One fake upstream that obeys the commands addressed to ``name``, at its ``url``."""
-    fake = FakeUpstream(name=name)
-    with ServerThread(fake.app, name=f"{name} upstream") as server:
-        fake.url = server.url  # type: ignore[attr-defined]
+    with serving(FakeUpstream(name=name), f"{name} upstream") as fake:
         yield fake
 
 

@@ -7,7 +7,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import uvicorn
@@ -68,3 +69,14 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=15)
         self._socket.close()
+
+
+F = TypeVar("F")
+
+
+@contextmanager
+def serving(fake: F, name: str) -> Iterator[F]:
+    """Serve a fake's ``app`` on loopback while the block runs, with its address in ``fake.url``."""
+    with ServerThread(fake.app, name=name) as server:  # type: ignore[attr-defined]
+        fake.url = server.url  # type: ignore[attr-defined]
+        yield fake
